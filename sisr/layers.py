@@ -1,0 +1,106 @@
+"""Registered, serialisable layers used by the sisr models.
+
+Normalisation uses `keras.layers.Rescaling` (see `normalize` / `denormalize`); the
+layers here cover what Keras has no built-in for. Every layer is registered under the
+"sisr" package so that `.keras` files load with the default `safe_mode=True`.
+"""
+
+import keras
+from keras import ops
+
+# DIV2K RGB mean on the [0, 255] scale (EDSR-PyTorch / WDSR: (0.4488, 0.4371, 0.4040) x 255).
+DIV2K_RGB_MEAN = (0.4488 * 255.0, 0.4371 * 255.0, 0.4040 * 255.0)
+
+
+@keras.saving.register_keras_serializable(package="sisr")
+class PixelShuffle(keras.layers.Layer):
+    """Sub-pixel convolution upsampling: rearranges channels into space.
+
+    Channels-last `depth_to_space`: output pixel `(h*r + i, w*r + j, c)` reads input
+    channel `(i*r + j)*C + c`. (PyTorch's `PixelShuffle` reads `c*r*r + i*r + j`; see
+    `sisr.port` for the permutation between the two.)
+
+    Reference: Shi et al., "Real-Time Single Image and Video Super-Resolution Using an
+    Efficient Sub-Pixel Convolutional Neural Network", CVPR 2016.
+
+    Args:
+        scale: int, the upsampling factor `r`; the input must have `C * r * r` channels.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise ValueError(f"PixelShuffle: `scale` must be a positive int, got {scale!r}")
+        self.scale = scale
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and channels % (self.scale * self.scale):
+            raise ValueError(
+                f"PixelShuffle(scale={self.scale}): input channels ({channels}) must be a "
+                f"multiple of scale**2 = {self.scale * self.scale}"
+            )
+
+    def call(self, inputs):
+        return ops.depth_to_space(inputs, self.scale, data_format="channels_last")
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        r = self.scale
+        return (
+            n,
+            None if h is None else h * r,
+            None if w is None else w * r,
+            None if c is None else c // (r * r),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="sisr")
+class ResidualScaling(keras.layers.Layer):
+    """Multiplies a residual branch by a constant before it is added to the skip path.
+
+    Stabilises training of wide/deep residual networks (EDSR uses 0.1 for its 256-filter,
+    32-block model).
+
+    Reference: Lim et al., "Enhanced Deep Residual Networks for Single Image
+    Super-Resolution", CVPRW 2017, section 3.2; Szegedy et al., Inception-v4, 2017.
+
+    Args:
+        scaling: float, the constant factor.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, scaling, **kwargs):
+        super().__init__(**kwargs)
+        self.scaling = float(scaling)
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.scaling, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scaling": self.scaling})
+        return config
+
+
+def normalize(mean=DIV2K_RGB_MEAN, name="normalize"):
+    """`(x - mean) / 127.5` as a `Rescaling` layer (EDSR/WDSR input normalisation)."""
+    return keras.layers.Rescaling(
+        scale=1.0 / 127.5, offset=[-m / 127.5 for m in mean], name=name
+    )
+
+
+def denormalize(mean=DIV2K_RGB_MEAN, name="denormalize"):
+    """`x * 127.5 + mean` as a `Rescaling` layer, kept in float32 under mixed precision."""
+    return keras.layers.Rescaling(
+        scale=127.5, offset=list(mean), name=name, dtype="float32"
+    )

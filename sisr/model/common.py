@@ -1,0 +1,57 @@
+"""Argument checks and building blocks shared by the model builders."""
+
+import keras
+
+from sisr.layers import PixelShuffle
+
+
+def check_scale(scale, allowed, builder):
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale not in allowed:
+        raise ValueError(
+            f"{builder}: `scale` must be one of {sorted(allowed)}, got {scale!r}"
+        )
+
+
+def check_positive_int(value, argument, builder):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"{builder}: `{argument}` must be a positive integer, got {value!r}"
+        )
+
+
+def check_scaling(res_block_scaling, builder):
+    if res_block_scaling is None:
+        return
+    if isinstance(res_block_scaling, bool) or not isinstance(res_block_scaling, (int, float)) \
+            or not res_block_scaling > 0:
+        raise ValueError(
+            f"{builder}: `res_block_scaling` must be None or a positive number, "
+            f"got {res_block_scaling!r}"
+        )
+
+
+def lr_input(name="lr"):
+    """Input of RGB images on the [0, 255] scale, any height and width."""
+    return keras.Input(shape=(None, None, 3), name=name)
+
+
+def conv(filters, kernel_size, name, activation=None):
+    return keras.layers.Conv2D(
+        filters, kernel_size, padding="same", activation=activation, name=name
+    )
+
+
+def subpixel_upsample(x, scale, num_filters, name, activation=None):
+    """EDSR/SRResNet upsampler: conv(F*r*r) + pixel shuffle r, twice or thrice for x4/x8.
+
+    Layer names carry the scale (`{name}_x{scale}_...`) so that they never collide with
+    the weights of a model of another scale when weights are copied by layer name.
+    """
+    stages = {2: [2], 3: [3], 4: [2, 2], 8: [2, 2, 2]}[scale]
+    prefix = f"{name}_x{scale}"
+    for i, r in enumerate(stages, start=1):
+        x = conv(num_filters * r * r, 3, name=f"{prefix}_conv{i}")(x)
+        x = PixelShuffle(r, name=f"{prefix}_shuffle{i}")(x)
+        if activation is not None:
+            x = activation(f"{prefix}_act{i}")(x)
+    return x

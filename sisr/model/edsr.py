@@ -1,0 +1,44 @@
+"""EDSR (Lim et al., "Enhanced Deep Residual Networks for Single Image Super-Resolution",
+CVPRW 2017)."""
+
+import keras
+
+from sisr.layers import ResidualScaling, denormalize, normalize
+from sisr.model.common import (
+    check_positive_int, check_scale, check_scaling, conv, lr_input, subpixel_upsample,
+)
+
+SCALES = (2, 3, 4, 8)
+
+
+def res_block(x_in, num_filters, scaling, name):
+    """conv3x3 -> ReLU -> conv3x3 [-> *scaling] -> + input."""
+    x = conv(num_filters, 3, name=f"{name}_conv1", activation="relu")(x_in)
+    x = conv(num_filters, 3, name=f"{name}_conv2")(x)
+    if scaling is not None:
+        x = ResidualScaling(scaling, name=f"{name}_scale")(x)
+    return keras.layers.Add(name=f"{name}_add")([x_in, x])
+
+
+def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None):
+    """Builds EDSR: baseline = defaults; full EDSR = (256, 32, 0.1).
+
+    Takes RGB of any size on the [0, 255] scale and returns RGB on the same scale,
+    `scale` times larger (no clipping inside the model).
+    """
+    check_scale(scale, SCALES, "edsr")
+    check_positive_int(num_filters, "num_filters", "edsr")
+    check_positive_int(num_res_blocks, "num_res_blocks", "edsr")
+    check_scaling(res_block_scaling, "edsr")
+
+    x_in = lr_input()
+    x = normalize()(x_in)
+    x = b = conv(num_filters, 3, name="head_conv")(x)
+    for i in range(num_res_blocks):
+        b = res_block(b, num_filters, res_block_scaling, name=f"block{i + 1}")
+    b = conv(num_filters, 3, name="body_conv")(b)
+    x = keras.layers.Add(name="body_add")([x, b])
+    x = subpixel_upsample(x, scale, num_filters, name="upsample")
+    x = conv(3, 3, name="output_conv")(x)
+    x = denormalize()(x)
+    return keras.Model(x_in, x, name="edsr")

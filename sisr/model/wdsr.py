@@ -1,0 +1,63 @@
+"""WDSR-A and WDSR-B (Yu et al., "Wide Activation for Efficient and Accurate Image
+Super-Resolution", 2018)."""
+
+import keras
+
+from sisr.layers import PixelShuffle, ResidualScaling, denormalize, normalize
+from sisr.model.common import (
+    check_positive_int, check_scale, check_scaling, conv, lr_input,
+)
+
+SCALES = (2, 3, 4, 8)
+# WDSR-B's low-rank 1x1 conv has int(num_filters * LINEAR) channels (25 for 32 filters).
+LINEAR = 0.8
+
+
+def res_block_a(x_in, num_filters, expansion, scaling, name):
+    """Wide activation: conv3x3(F*r) -> ReLU -> conv3x3(F) [-> *scaling] -> + input."""
+    x = conv(num_filters * expansion, 3, name=f"{name}_conv1", activation="relu")(x_in)
+    x = conv(num_filters, 3, name=f"{name}_conv2")(x)
+    if scaling is not None:
+        x = ResidualScaling(scaling, name=f"{name}_scale")(x)
+    return keras.layers.Add(name=f"{name}_add")([x_in, x])
+
+
+def res_block_b(x_in, num_filters, expansion, scaling, name):
+    """Wide activation with low-rank convolutions:
+    conv1x1(F*r) -> ReLU -> conv1x1(int(0.8 F)) -> conv3x3(F) [-> *scaling] -> + input."""
+    x = conv(num_filters * expansion, 1, name=f"{name}_conv1", activation="relu")(x_in)
+    x = conv(int(num_filters * LINEAR), 1, name=f"{name}_conv2")(x)
+    x = conv(num_filters, 3, name=f"{name}_conv3")(x)
+    if scaling is not None:
+        x = ResidualScaling(scaling, name=f"{name}_scale")(x)
+    return keras.layers.Add(name=f"{name}_add")([x_in, x])
+
+
+def wdsr(scale, num_filters, num_res_blocks, res_block_expansion, res_block_scaling,
+         res_block, name):
+    check_scale(scale, SCALES, name)
+    check_positive_int(num_filters, "num_filters", name)
+    check_positive_int(num_res_blocks, "num_res_blocks", name)
+    check_positive_int(res_block_expansion, "res_block_expansion", name)
+    check_scaling(res_block_scaling, name)
+    if int(num_filters * LINEAR) < 1 and res_block is res_block_b:
+        raise ValueError(f"{name}: `num_filters` must be at least 2, got {num_filters!r}")
+
+    x_in = lr_input()
+    x = normalize()(x_in)
+
+    # main branch
+    m = conv(num_filters, 3, name="head_conv")(x)
+    for i in range(num_res_blocks):
+        m = res_block(m, num_filters, res_block_expansion, res_block_scaling,
+                      name=f"block{i + 1}")
+    m = conv(3 * scale * scale, 3, name=f"main_x{scale}_conv")(m)
+    m = PixelShuffle(scale, name=f"main_x{scale}_shuffle")(m)
+
+    # skip branch, from the normalised input
+    s = conv(3 * scale * scale, 5, name=f"skip_x{scale}_conv")(x)
+    s = PixelShuffle(scale, name=f"skip_x{scale}_shuffle")(s)
+
+    x = keras.layers.Add(name="output_add")([m, s])
+    x = denormalize()(x)
+    return keras.Model(x_in, x, name=name)
