@@ -1,0 +1,97 @@
+"""Packaging: extras, conda environments, the import-time TensorFlow check, CI script."""
+
+import configparser
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read_setup_cfg():
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(ROOT, "setup.cfg"))
+    return cfg
+
+
+def requirement_names(block):
+    return [re.split(r"[\[<>=~! ]", line.strip())[0] for line in block.strip().splitlines()
+            if line.strip()]
+
+
+def test_cpu_and_gpu_extras_never_overlap():
+    extras = read_setup_cfg()["options.extras_require"]
+    cpu, gpu = extras["cpu"].strip(), extras["gpu"].strip()
+    assert cpu.startswith("tensorflow-cpu==2.21")
+    assert gpu.startswith("tensorflow[and-cuda]==2.21")
+    # Neither the base requirements nor any other extra pulls in a TensorFlow build.
+    install_requires = requirement_names(read_setup_cfg()["options"]["install_requires"])
+    assert not any(name.startswith("tensorflow") for name in install_requires)
+    for extra, block in extras.items():
+        if extra not in ("cpu", "gpu"):
+            assert not any(n.startswith("tensorflow") for n in requirement_names(block)), extra
+
+
+def test_keras_floor_avoids_advisories():
+    install_requires = read_setup_cfg()["options"]["install_requires"]
+    assert "keras>=3.13.2" in install_requires
+
+
+def parse_environment(path):
+    """Returns (name, pip lines) of a conda environment file (a tiny YAML subset)."""
+    name, pip_lines, in_pip = None, [], False
+    with open(path) as f:
+        for raw in f:
+            line = raw.rstrip()
+            if line.startswith("name:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.strip() == "- pip:":
+                in_pip = True
+            elif in_pip and line.strip().startswith("- "):
+                pip_lines.append(line.strip()[2:].strip().strip("'\""))
+    return name, pip_lines
+
+
+def test_conda_environments_agree_with_setup_cfg():
+    python_requires = read_setup_cfg()["options"]["python_requires"]
+    assert python_requires == ">=3.11"
+    for flavour in ("cpu", "gpu"):
+        path = os.path.join(ROOT, f"environment-{flavour}.yml")
+        name, pip_lines = parse_environment(path)
+        assert name == "sisr"
+        assert pip_lines == [f"-e .[{flavour}]"], pip_lines
+        with open(path) as f:
+            text = "".join(line for line in f if not line.lstrip().startswith("#"))
+        assert re.search(r"- python=3\.11", text)
+        assert "tensorflow" not in text.replace(f"-e .[{flavour}]", ""), (
+            f"{path} must take TensorFlow from setup.cfg's [{flavour}] extra only"
+        )
+
+
+def test_import_without_tensorflow_names_the_extra():
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'tensorflow' or name.startswith('tensorflow.'):\n"
+        "            raise ImportError('No module named ' + repr(name))\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import sisr\n"
+    )
+    result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode != 0
+    assert "sisr needs TensorFlow" in result.stderr
+    assert 'sisr[cpu]' in result.stderr and 'sisr[gpu]' in result.stderr
+
+
+def test_ci_runs_the_readme_test_command():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        ci = f.read()
+    match = re.search(r"<!-- test-command -->\s*```(?:bash|sh)?\n(.+?)\n```", readme, re.S)
+    assert match, "README.md must mark its test command with <!-- test-command -->"
+    command = match.group(1).strip()
+    assert command in ci
