@@ -1,0 +1,142 @@
+"""Callbacks that keep a run directory: models, best model, backup for resuming, CSV log."""
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+
+import keras
+
+from sisr.fileio import atomic_copy, atomic_write_json, atomic_write_text
+from sisr.saving import save_model
+
+log = logging.getLogger(__name__)
+
+BACKUP_DIR = "backup"
+STATE_FILE = "state.json"
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first NaN/Inf batch loss and remembers where it happened."""
+
+    def __init__(self):
+        super().__init__()
+        self.failure = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failure = (self._epoch, batch, float(loss))
+            self.model.stop_training = True
+
+
+def _finite(logs):
+    return all(math.isfinite(float(v)) for v in logs.values()
+               if isinstance(v, (int, float)) or hasattr(v, "__float__"))
+
+
+def read_state(run_dir):
+    """The backup state of a run directory, or None if no epoch has completed."""
+    path = os.path.join(run_dir, BACKUP_DIR, STATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+class RunDirectory(keras.callbacks.Callback):
+    """After every completed epoch with finite losses, atomically:
+
+    - appends the epoch's logs to `training.csv`;
+    - saves `models/epoch-EEE-psnr-PP.PP.keras` and `best.keras` when the validation PSNR
+      improves (standalone float32 models, no optimiser: what `sisr.resolve` needs);
+    - saves `backup/epoch-EEE.keras` (model + optimiser state), then `backup/state.json`
+      pointing at it, then removes older backups.
+
+    Args:
+        run_dir: the run directory.
+        export_model: an uncompiled model of the same architecture (built in float32),
+            into which the trained weights are copied for the standalone saves.
+        monitor: the log key to maximise, e.g. "val_psnr".
+        state: the state read back when resuming (best score, CSV rows kept).
+    """
+
+    def __init__(self, run_dir, export_model, monitor="val_psnr", state=None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.export_model = export_model
+        self.monitor = monitor
+        state = state or {}
+        self.best = state.get("best")
+        self.best_model = state.get("best_model")
+        self.skipped = []
+        os.makedirs(os.path.join(run_dir, "models"), exist_ok=True)
+        os.makedirs(os.path.join(run_dir, BACKUP_DIR), exist_ok=True)
+
+    # -- CSV -------------------------------------------------------------------------
+    def _csv_path(self):
+        return os.path.join(self.run_dir, "training.csv")
+
+    def _read_rows(self, before_epoch):
+        if not os.path.isfile(self._csv_path()):
+            return []
+        with open(self._csv_path(), newline="") as f:
+            return [row for row in csv.DictReader(f) if int(row["epoch"]) < before_epoch]
+
+    def _write_csv(self, epoch, logs):
+        rows = self._read_rows(epoch)
+        rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        fields = ["epoch"] + sorted({k for row in rows for k in row} - {"epoch"})
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self._csv_path(), out.getvalue())
+
+    # -- epoch end -------------------------------------------------------------------
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if not _finite(logs):
+            self.skipped.append(epoch)
+            log.error("epoch %d ended with a non-finite loss/metric %s: nothing saved",
+                      epoch + 1, logs)
+            return
+        self._write_csv(epoch, logs)
+        self.export_model.set_weights(self.model.get_weights())
+
+        score = logs.get(self.monitor)
+        if score is not None and (self.best is None or score > self.best):
+            self.best = float(score)
+            name = f"epoch-{epoch + 1:03d}-psnr-{score:.2f}.keras"
+            path = os.path.join(self.run_dir, "models", name)
+            save_model(self.export_model, path)
+            atomic_copy(path, os.path.join(self.run_dir, "best.keras"))
+            self.best_model = os.path.join("models", name)
+            log.info("epoch %d: %s improved to %.3f dB, saved %s",
+                     epoch + 1, self.monitor, score, self.best_model)
+        elif score is None:
+            save_model(self.export_model, os.path.join(self.run_dir, "last.keras"))
+
+        backup_name = f"epoch-{epoch + 1:03d}.keras"
+        backup_dir = os.path.join(self.run_dir, BACKUP_DIR)
+        save_model(self.model, os.path.join(backup_dir, backup_name))
+        atomic_write_json(os.path.join(backup_dir, STATE_FILE), {
+            "epoch": epoch + 1,
+            "iterations": int(self.model.optimizer.iterations.numpy()),
+            "backup": backup_name,
+            "best": self.best,
+            "best_model": self.best_model,
+        })
+        for name in os.listdir(backup_dir):
+            if name.endswith(".keras") and name != backup_name:
+                os.remove(os.path.join(backup_dir, name))

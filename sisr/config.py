@@ -1,0 +1,163 @@
+"""Training profiles: flat JSON files whose keys are builder and trainer arguments.
+
+A profile is looked up by name in the project's `profiles/` folder (or `$SISR_PROFILES`), or
+given as a path to a `.json` file. Command-line values override profile values; the result is
+validated and written into the run directory as `config.json`.
+"""
+
+import json
+import os
+
+from sisr.model.registry import get_spec
+
+PROFILE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "profiles")
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+STRATEGIES = ("default", "mirrored", "multi-worker")
+LOSSES = ("l1", "mse")
+OPTIMIZERS = ("adam", "weight_norm_adam")
+
+# Trainer keys and their defaults; builder keys come from the model's builder signature.
+TRAINER_DEFAULTS = {
+    "model": None,
+    "scale": 2,
+    "scales": [2, 3, 4, 8],
+    "dataset": "demo",
+    "downgrade": "bicubic",
+    "train_images": None,
+    "valid_images": None,
+    "loss": "l1",
+    "optimizer": "adam",
+    "learning_rate": 1e-4,
+    "lr_decay_steps": [],
+    "lr_decay_factor": 0.5,
+    "epochs": 300,
+    "steps_per_epoch": 1000,
+    "batch_size": 16,
+    "lr_patch": 48,
+    "valid_crop": 96,
+    "benchmark": False,
+    "seed": None,
+    "precision": "float32",
+    "strategy": "default",
+    "pretrained_model": None,
+    "profile": None,
+}
+
+
+class ConfigError(ValueError):
+    """A profile or command-line value that cannot be used."""
+
+
+def profile_dir():
+    return os.environ.get("SISR_PROFILES", PROFILE_DIR)
+
+
+def list_profiles():
+    """Names of the profiles in the profile folder, sorted."""
+    folder = profile_dir()
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
+
+
+def load_profile(name_or_path):
+    """Reads a profile by name or path; returns (name, dict)."""
+    if name_or_path.endswith(".json") or os.sep in name_or_path:
+        path, name = name_or_path, os.path.splitext(os.path.basename(name_or_path))[0]
+    else:
+        path, name = os.path.join(profile_dir(), f"{name_or_path}.json"), name_or_path
+    if not os.path.isfile(path):
+        known = ", ".join(list_profiles()) or "(none found in %s)" % profile_dir()
+        raise ConfigError(f"unknown profile {name_or_path!r}; known profiles: {known}")
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"profile {path} is not valid JSON: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"profile {path} must hold a JSON object of keys and values")
+    return name, values
+
+
+def _check_type(key, value, kind, allow_none=False):
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+    if not ok:
+        raise ConfigError(f"`{key}` must be {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def resolve(profile=None, overrides=None):
+    """Merges defaults, a profile and overrides (None values are ignored) and validates.
+
+    Returns the resolved configuration as a plain dict (JSON-serialisable).
+    """
+    config = dict(TRAINER_DEFAULTS)
+    if profile is not None:
+        name, values = load_profile(profile)
+        config.update(values)
+        config["profile"] = name
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            config[key] = value
+    if not config["model"]:
+        raise ConfigError("no model given: use --profile (or a profile with a `model` key)")
+
+    try:
+        spec = get_spec(config["model"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if not spec.generator:
+        raise ConfigError(f"model {spec.name!r} is not a generator and cannot be trained alone")
+    config["model"] = spec.name
+    builder_args = {k: v for k, v in spec.arguments().items() if k != "scale"}
+    for key, default in builder_args.items():
+        config.setdefault(key, default)
+    unknown = sorted(set(config) - set(TRAINER_DEFAULTS) - set(builder_args))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) for model {spec.name}: {', '.join(unknown)}; allowed: "
+            f"{', '.join(sorted(set(TRAINER_DEFAULTS) | set(builder_args)))}"
+        )
+
+    for key in ("epochs", "steps_per_epoch", "batch_size", "lr_patch", "scale"):
+        _check_type(key, config[key], int)
+        if config[key] < 1:
+            raise ConfigError(f"`{key}` must be at least 1, got {config[key]}")
+    _check_type("valid_crop", config["valid_crop"], int, allow_none=True)
+    _check_type("seed", config["seed"], int, allow_none=True)
+    if config["scale"] not in config["scales"]:
+        raise ConfigError(
+            f"scale {config['scale']} is not supported by profile "
+            f"{config['profile'] or config['model']}; supported scales: {config['scales']}"
+        )
+    if config["scale"] not in spec.scales:
+        raise ConfigError(f"model {spec.name} supports scales {list(spec.scales)}, "
+                          f"not {config['scale']}")
+    for key, allowed in (("precision", PRECISIONS), ("strategy", STRATEGIES),
+                         ("loss", LOSSES), ("optimizer", OPTIMIZERS)):
+        if config[key] not in allowed:
+            raise ConfigError(f"`{key}` must be one of {', '.join(allowed)}, got {config[key]!r}")
+    lr = config["learning_rate"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ConfigError(f"`learning_rate` must be a positive number, got {lr!r}")
+    steps = config["lr_decay_steps"]
+    if not isinstance(steps, list) or any(isinstance(s, bool) or not isinstance(s, int)
+                                          or s < 1 for s in steps) or steps != sorted(steps):
+        raise ConfigError(f"`lr_decay_steps` must be an increasing list of positive ints, "
+                          f"got {steps!r}")
+    return config
+
+
+def builder_kwargs(config):
+    """The builder keyword arguments of a resolved configuration."""
+    spec = get_spec(config["model"])
+    return {k: config[k] for k in spec.arguments() if k in config}
+
+
+def learning_rate_values(config):
+    """Piecewise-constant learning rates: lr, lr*f, lr*f^2, ... at `lr_decay_steps`."""
+    lr, factor = float(config["learning_rate"]), float(config["lr_decay_factor"])
+    return [lr * factor ** i for i in range(len(config["lr_decay_steps"]) + 1)]

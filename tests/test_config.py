@@ -1,0 +1,109 @@
+"""Profiles and configuration resolution for `python -m sisr.train`."""
+
+import json
+
+import pytest
+
+from sisr import config as cfg
+from sisr import train
+from sisr.model import build
+
+EXPECTED_PROFILES = {
+    "edsr-8", "edsr-16", "edsr", "edsr-gen", "wdsr-a-8", "wdsr-a-16", "wdsr-a-32",
+    "wdsr-b-8", "wdsr-b-16", "wdsr-b-32", "sr-resnet",
+}
+
+
+def test_every_published_profile_is_shipped():
+    assert EXPECTED_PROFILES <= set(cfg.list_profiles())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES))
+def test_profiles_resolve_and_follow_the_papers(name):
+    config = cfg.resolve(name)
+    assert config["profile"] == name
+    assert (config["epochs"], config["steps_per_epoch"]) == (300, 1000)
+    assert config["lr_decay_steps"] == [200_000] and config["lr_decay_factor"] == 0.5
+    assert config["batch_size"] == 16
+    if name.startswith("wdsr"):
+        assert config["optimizer"] == "weight_norm_adam" and config["learning_rate"] == 1e-3
+        assert config["num_filters"] == 32
+        assert config["num_res_blocks"] == int(name.rsplit("-", 1)[1])
+        assert config["loss"] == "l1"
+    else:
+        assert config["optimizer"] == "adam" and config["learning_rate"] == 1e-4
+    if name == "sr-resnet":
+        assert (config["model"], config["loss"], config["scale"]) == ("srresnet", "mse", 4)
+        assert config["lr_patch"] == 24
+    if name == "edsr":
+        assert (config["num_filters"], config["num_res_blocks"],
+                config["res_block_scaling"]) == (256, 32, 0.1)
+
+
+def test_profile_builder_keys_build_the_model():
+    config = cfg.resolve("wdsr-b-16")
+    model = build(config["model"], **cfg.builder_kwargs(config))
+    assert model.count_params() == 299_564  # SPEC.md: WDSR-B baseline x2
+
+
+def test_flags_override_profile():
+    config = cfg.resolve("wdsr-a-8", {"scale": 4, "epochs": 3, "learning_rate": 5e-4,
+                                      "seed": None})
+    assert (config["scale"], config["epochs"], config["learning_rate"]) == (4, 3, 5e-4)
+    assert cfg.learning_rate_values(config) == [5e-4, 2.5e-4]
+
+
+def test_user_profile_from_path(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"model": "edsr", "num_filters": 16, "num_res_blocks": 2}))
+    config = cfg.resolve(str(path))
+    assert config["profile"] == "mine" and config["num_filters"] == 16
+
+
+@pytest.mark.parametrize(
+    "profile,overrides,match",
+    [
+        ("nope", {}, r"unknown profile 'nope'; known profiles: .*wdsr-b-8"),
+        ("wdsr-b-8", {"num_blocks": 3}, r"unknown key\(s\) for model wdsr_b: num_blocks"),
+        ("sr-resnet", {"scale": 2}, r"scale 2 is not supported by profile sr-resnet.*\[4\]"),
+        ("edsr-8", {"scale": 5}, r"scale 5 is not supported"),
+        ("edsr-8", {"epochs": 0}, r"`epochs` must be at least 1"),
+        ("edsr-8", {"precision": "fp8"}, r"`precision` must be one of"),
+        ("edsr-8", {"learning_rate": -1.0}, r"`learning_rate` must be a positive number"),
+        ("edsr-8", {"lr_decay_steps": [5, 2]}, r"`lr_decay_steps` must be an increasing"),
+        (None, {}, r"no model given"),
+    ],
+)
+def test_bad_configuration_is_rejected(profile, overrides, match):
+    with pytest.raises(cfg.ConfigError, match=match):
+        cfg.resolve(profile, overrides)
+
+
+def test_help_lists_profiles(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in EXPECTED_PROFILES:
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--profile", "wdsr-z"], "unknown profile 'wdsr-z'; known profiles"),
+        (["--profile", "wdsr-b-8", "--set", "depth=3"], "unknown key"),
+        (["--profile", "wdsr-b-8", "--set", "oops"], "--set expects KEY=VALUE"),
+        (["--profile", "edsr-gen", "--scale", "2"], "scale 2 is not supported by profile"),
+        (["--profile", "wdsr-b-8", "--pretrained-model", "/no/such.keras"], "no such file"),
+    ],
+)
+def test_cli_rejects_bad_input(argv, match, capsys, tmp_path):
+    assert train.main(argv + ["--outdir", str(tmp_path)]) == 2
+    assert match in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no run directory was created
+
+
+def test_resume_needs_a_run_directory(tmp_path, capsys):
+    assert train.main(["--resume", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
