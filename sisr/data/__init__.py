@@ -1,0 +1,16 @@
+"""Datasets of LR/HR image pairs and their tf.data pipelines.
+
+    from sisr.data import open_dataset
+    train = open_dataset("demo", "train", scale=2).train(batch_size=16, lr_patch=48)
+    valid = open_dataset("demo", "valid", scale=2).valid()
+
+Every dataset (`DIV2K`, `ImageFolder`, `demo`) offers `pairs()`, `train()` and `valid()`
+(see `sisr.data.dataset.PairedDataset`).
+"""
+
+from sisr.data.dataset import PairedDataset
+from sisr.data.demo import demo
+from sisr.data.imageio import ImageError, read_image
+from sisr.data.spec import open_dataset
+
+__all__ = ["ImageError", "PairedDataset", "demo", "open_dataset", "read_image"]

@@ -1,0 +1,120 @@
+"""The interface shared by every sisr dataset: `pairs()`, `train()`, `valid()`."""
+
+import dataclasses
+import logging
+
+from sisr.data.sources import ArraySource
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Pair:
+    """One LR/HR image pair: `lr` and `hr` are sources (see sisr.data.sources)."""
+
+    name: str
+    lr: object
+    hr: object
+
+
+class PairedDataset:
+    """LR/HR image pairs at one integer scale.
+
+    Attributes:
+        name: dataset name (e.g. "demo-train", "DIV2K-train-bicubic-x2").
+        scale: the integer upscaling factor.
+        names: image names, in the stable order of `pairs()` and `valid()`.
+    """
+
+    def __init__(self, name, scale, pairs, check=True):
+        if not pairs:
+            raise ValueError(f"dataset {name} has no images")
+        self.name = name
+        self.scale = int(scale)
+        self._pairs = list(pairs)
+        if check:
+            for pair in self._pairs:
+                self._check_pair(pair)
+
+    def _check_pair(self, pair):
+        """Reads both headers, warns about converted formats, checks LR size = HR / scale."""
+        for source in (pair.lr, pair.hr):
+            note = source.inspect()
+            if note:
+                log.warning("%s: %s", source.label, note)
+        (lr_h, lr_w), (hr_h, hr_w), s = pair.lr.shape, pair.hr.shape, self.scale
+        if not (lr_h * s <= hr_h < (lr_h + 1) * s and lr_w * s <= hr_w < (lr_w + 1) * s):
+            raise ValueError(
+                f"{pair.lr.label}: LR image is {lr_w}x{lr_h} but HR image {pair.hr.label} is "
+                f"{hr_w}x{hr_h}; at scale {s} the LR image must be {hr_w // s}x{hr_h // s}"
+            )
+
+    def __len__(self):
+        return len(self._pairs)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name!r}: {len(self)} images, x{self.scale}>"
+
+    @property
+    def names(self):
+        return [pair.name for pair in self._pairs]
+
+    def pairs(self):
+        """Yields `(name, lr, hr)` uint8 HxWx3 numpy arrays, HR cropped to scale * LR size."""
+        for pair in self._pairs:
+            lr = pair.lr.load()
+            height, width = lr.shape[:2]
+            yield pair.name, lr, pair.hr.load()[: height * self.scale, : width * self.scale]
+
+    def _in_memory_pairs(self):
+        log.info("%s: loading %d image pairs into memory", self.name, len(self))
+        return [
+            Pair(name, ArraySource(lr, f"{self.name}/{name} LR"),
+                 ArraySource(hr, f"{self.name}/{name} HR"))
+            for name, lr, hr in self.pairs()
+        ]
+
+    def _require_size(self, lr_side, argument):
+        small = [p.lr.label for p in self._pairs if min(p.lr.shape) < lr_side]
+        if small:
+            listed = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5
+                                             else "")
+            raise ValueError(
+                f"{argument}={lr_side} needs LR images of at least {lr_side}x{lr_side} "
+                f"(HR {lr_side * self.scale}x{lr_side * self.scale} at x{self.scale}), but "
+                f"{len(small)} image(s) of {self.name} are smaller: {listed}"
+            )
+
+    def train(self, batch_size=16, lr_patch=48, seed=None, repeat=True, augment=True,
+              cache=False):
+        """Random aligned training patches as a `tf.data.Dataset` of uint8 `(lr, hr)`.
+
+        Args:
+            batch_size: patches per batch.
+            lr_patch: LR patch side; the HR patch side is `lr_patch * scale`.
+            seed: int for a reproducible order, crops and augmentation; None for random.
+            repeat: repeat forever (full batches only); False gives one pass over the
+                images, one patch per image, the last batch possibly smaller.
+            augment: random horizontal flip and rotation by k * 90 degrees.
+            cache: decode every image into memory first (fast, but needs the RAM of the
+                whole dataset); by default `.npy` caches are memory-mapped and image files
+                decoded on every patch.
+        """
+        from sisr.data.pipeline import train_dataset
+
+        if int(batch_size) < 1 or int(lr_patch) < 1:
+            raise ValueError(f"batch_size and lr_patch must be >= 1, got {batch_size}, "
+                             f"{lr_patch}")
+        self._require_size(int(lr_patch), "lr_patch")
+        pairs = self._in_memory_pairs() if cache else self._pairs
+        return train_dataset(pairs, self.scale, int(batch_size), int(lr_patch), seed,
+                             bool(repeat), bool(augment))
+
+    def valid(self, crop=None):
+        """Validation pairs, batch 1, in order: full images, or LR centre crops of `crop`."""
+        from sisr.data.pipeline import valid_dataset
+
+        if crop is not None:
+            crop = int(crop)
+            self._require_size(crop, "crop")
+        return valid_dataset(self._pairs, self.scale, crop)
