@@ -1,0 +1,226 @@
+"""sisr.upscale: seamless tiling, channel layouts, self-ensemble, and the CLI's file handling."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import sisr
+from sisr import upscale as up
+from sisr.imresize import imresize
+from sisr.model import discriminator, edsr, wdsr_b
+
+
+def tiny_edsr(scale=2):
+    return edsr(scale, num_filters=8, num_res_blocks=1)
+
+
+def random_image(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "tiny-x2.keras"
+    sisr.save_model(tiny_edsr(2), path)
+    return str(path)
+
+
+# ------------------------------------------------------------------ library
+
+
+def test_receptive_radius_of_sisr_models():
+    # head + 2 block convs + body + upsampling conv at LR + output conv at 2x = 5.5
+    assert up.receptive_radius(tiny_edsr(2)) == 6
+    assert up.receptive_radius(edsr(4)) == 36  # 34 + 1 + 1/2 + 1/4
+    # WDSR-B: only the 3x3 of each block counts; the 5x5 skip (2) is a shorter path.
+    assert up.receptive_radius(wdsr_b(2, num_res_blocks=2)) == 4
+    pooled = keras.Sequential([keras.Input((None, None, 3)), keras.layers.MaxPooling2D(),
+                               keras.layers.UpSampling2D(4)])
+    assert up.receptive_radius(pooled) is None
+
+
+@pytest.mark.parametrize("builder,scale", [
+    (tiny_edsr, 2), (tiny_edsr, 3), (lambda s: wdsr_b(s, num_res_blocks=2), 4)])
+def test_tiled_output_equals_untiled(builder, scale):
+    model = builder(scale)
+    image = random_image((29, 42, 3))
+    whole = up.upscale_image(model, image)
+    np.testing.assert_array_equal(whole, sisr.resolve_single(model, image).numpy())
+    upscaler = up.Upscaler(model, tile=7)
+    assert len(upscaler.tiles(29, 42)) == 5 * 6
+    tiled = up.upscale_image(upscaler, image)
+    assert tiled.shape == (29 * scale, 42 * scale, 3)
+    assert np.abs(tiled.astype(int) - whole).max() <= 1
+    # Without context the tile borders show: the margin is what removes the seams.
+    seamy = up.upscale_image(model, image, tile=7, overlap=0)
+    assert np.abs(seamy.astype(int) - whole).max() > 1
+
+
+def test_grayscale_comes_back_grayscale():
+    model = tiny_edsr()
+    gray = random_image((12, 15), seed=1)
+    out = up.upscale_image(model, gray)
+    assert out.shape == (24, 30) and out.dtype == np.uint8
+    rgb = model(np.repeat(gray[None, ..., None], 3, -1).astype(np.float32)).numpy()[0]
+    luma = np.round(np.clip(rgb, 0, 255) @ up.LUMA)
+    assert np.abs(out - luma).max() <= 1
+    assert np.mean(out == luma) > 0.99
+    assert up.upscale_image(model, gray[..., None]).shape == (24, 30, 1)
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_alpha_is_upscaled_with_bicubic(channels):
+    model = tiny_edsr()
+    image = random_image((10, 13, channels), seed=2)
+    out = up.upscale_image(model, image, tile=4)
+    assert out.shape == (20, 26, channels)
+    np.testing.assert_array_equal(out[..., -1], imresize(image[..., -1], scale=2))
+    color = up.upscale_image(model, image[..., :-1])
+    np.testing.assert_array_equal(out[..., :-1].reshape(color.shape), color)
+
+
+def test_self_ensemble_averages_eight_variants_in_float():
+    model = tiny_edsr()
+    image = random_image((9, 11, 3), seed=3)
+    total = np.zeros((18, 22, 3))
+    for flip in (False, True):
+        for k in range(4):
+            x = np.rot90(image[:, ::-1] if flip else image, k)
+            y = np.rot90(model(x[None].astype(np.float32)).numpy()[0], -k)
+            total += y[:, ::-1] if flip else y
+    expected = np.clip(np.round(total / 8), 0, 255)
+    got = up.upscale_image(model, image, self_ensemble=True)
+    assert np.abs(got - expected).max() <= 1
+    assert np.mean(got == expected) > 0.99
+    plain = up.upscale_image(model, image)
+    assert np.abs(got.astype(int) - plain).max() > 1  # it really is a different output
+    tiled = up.upscale_image(model, image, self_ensemble=True, tile=4)
+    assert np.abs(tiled.astype(int) - got).max() <= 1
+
+
+def test_tiny_images_work():
+    out = up.upscale_image(tiny_edsr(), random_image((1, 1, 3)), tile=4)
+    assert out.shape == (2, 2, 3)
+
+
+def test_models_that_cannot_upscale_are_refused():
+    with pytest.raises(up.ModelError, match="only 96x96 inputs"):
+        up.model_scale(discriminator())
+    x = keras.Input((None, None, 3))
+    with pytest.raises(up.ModelError, match="not to an upscaled RGB image"):
+        up.model_scale(keras.Model(x, keras.layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(ValueError, match="uint8"):
+        up.upscale_image(tiny_edsr(), np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="HxWx3 or HxWx4"):
+        up.upscale_image(tiny_edsr(), np.zeros((4, 4, 5), np.uint8))
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def _save(path, array, **kwargs):
+    Image.fromarray(array).save(path, **kwargs)
+    return str(path)
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _save(folder / "rgb.png", random_image((9, 14, 3), seed=4))
+    _save(folder / "gray.jpg", random_image((10, 8), seed=5), quality=95)
+    _save(folder / "rgba.webp", random_image((7, 6, 4), seed=6), lossless=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    _save(folder / "rotated.jpg", random_image((6, 11, 3), seed=7), exif=exif)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    (folder / "notes.txt").write_text("not an image, ignored")
+    return folder
+
+
+def test_cli_upscales_a_folder_and_reports_a_corrupt_file(inputs, model_file, tmp_path, capsys,
+                                                         caplog):
+    out = tmp_path / "out"
+    code = up.main(["-i", str(inputs), "-o", str(out), "--model", model_file, "--tile", "4",
+                    "-q"])
+    assert code == 1  # broken.png failed, the others were written
+    assert "broken.png" in caplog.text
+    assert "upscaled 4 of 5" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == [
+        "gray_x2.jpg", "rgb_x2.png", "rgba_x2.webp", "rotated_x2.jpg"]
+    with Image.open(out / "rgb_x2.png") as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "RGB", (28, 18))
+    with Image.open(out / "gray_x2.jpg") as im:
+        assert (im.format, im.mode, im.size) == ("JPEG", "L", (16, 20))
+    with Image.open(out / "rgba_x2.webp") as im:
+        assert (im.format, im.mode, im.size) == ("WEBP", "RGBA", (12, 14))
+    with Image.open(out / "rotated_x2.jpg") as im:  # upright: 11 tall, 6 wide
+        assert im.size == (12, 22)
+    # The PNG holds exactly what the library computes.
+    model = sisr.load_model(model_file)
+    expected = up.upscale_image(model, np.asarray(Image.open(inputs / "rgb.png")))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "rgb_x2.png")), expected)
+
+
+def test_cli_never_overwrites_without_force(inputs, model_file, tmp_path):
+    out = tmp_path / "out"
+    args = ["-i", str(inputs / "rgb.png"), "-o", str(out), "--model", model_file, "-q"]
+    assert up.main(args) == 0
+    target = out / "rgb_x2.png"
+    target.write_bytes(b"user's file")
+    assert up.main(args) == 1
+    assert target.read_bytes() == b"user's file"
+    assert up.main(args + ["--force"]) == 0
+    with Image.open(target) as im:
+        assert im.size == (28, 18)
+    assert [n for n in os.listdir(out) if n.startswith(".tmp")] == []
+
+
+def test_cli_format_choice_and_jpeg_alpha(inputs, model_file, tmp_path, caplog):
+    out = tmp_path / "out"
+    code = up.main(["-i", str(inputs / "gray.jpg"), str(inputs / "rgba.webp"), "-o", str(out),
+                    "--model", model_file, "--format", "jpeg", "-q"])
+    assert code == 1
+    assert "alpha" in caplog.text and "rgba.webp" in caplog.text
+    assert sorted(os.listdir(out)) == ["gray_x2.jpg"]
+    code = up.main(["-i", str(inputs / "gray.jpg"), "-o", str(out), "--model", model_file,
+                    "--format", "png", "-q"])
+    assert code == 0
+    with Image.open(out / "gray_x2.png") as im:
+        assert (im.format, im.mode) == ("PNG", "L")
+
+
+def test_cli_compare_figure(inputs, model_file, tmp_path):
+    hr_dir = tmp_path / "hr"
+    hr_dir.mkdir()
+    _save(hr_dir / "rgb.png", random_image((18, 28, 3), seed=8))
+    out = tmp_path / "out"
+    code = up.main(["-i", str(inputs / "rgb.png"), "-o", str(out), "--model", model_file,
+                    "--compare", "--hr", str(hr_dir), "-q"])
+    assert code == 0
+    with Image.open(out / "rgb_x2_compare.png") as im:
+        assert im.format == "PNG" and im.size[0] > 3 * im.size[1]
+
+
+def test_cli_bad_model_scale_and_outdir(inputs, model_file, tmp_path, capsys):
+    image = str(inputs / "rgb.png")
+    fake = tmp_path / "fake.keras"
+    fake.write_text("not a model")
+    assert up.main(["-i", image, "-o", str(tmp_path / "o1"), "--model", str(fake)]) == 2
+    assert "fake.keras: not a sisr/Keras model" in capsys.readouterr().err
+    assert up.main(["-i", image, "-o", str(tmp_path / "o2"), "--model", model_file,
+                    "--scale", "3"]) == 2
+    assert "is a x2 model, but scale x3 was asked" in capsys.readouterr().err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert up.main(["-i", image, "-o", str(blocker / "sub"), "--model", model_file]) == 2
+    assert "cannot write to output directory" in capsys.readouterr().err
+    assert up.main(["-i", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o3"),
+                    "--model", model_file]) == 2
+    assert "missing.png: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        up.main(["-i", image, "-o", str(tmp_path / "o4"), "--model", model_file,
+                 "--tile", "-1"])
