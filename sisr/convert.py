@@ -1,0 +1,268 @@
+"""Converts image trees: numpy caches, JPEG-degraded copies, MATLAB-bicubic LR images.
+
+    python -m sisr.convert numpy -i ./DIV2K -o ./DIV2K_BIN
+    python -m sisr.convert jpeg --quality 90 -i DIV2K/DIV2K_train_LR_bicubic \\
+        -o DIV2K/DIV2K_train_LR_bicubic_jpeg_90
+    python -m sisr.convert downscale --scale 4 -i Set5/HR -o Set5/LR_x4
+
+The output tree mirrors the input tree (numpy: .npy files; jpeg: .jpg; downscale: .png).
+Every output is written to a temporary file and renamed into place, and recorded in
+`sisr_manifest.json` with its source's size and mtime: re-running skips current outputs
+and rebuilds missing, partial or stale ones, so an interrupted conversion just resumes.
+"""
+
+import argparse
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import sys
+import time
+
+from sisr.data.imageio import (
+    ImageError,
+    inspect_image,
+    is_image_file,
+    is_numpy_file,
+    is_temp_file,
+    read_image,
+    save_image,
+    save_npy,
+)
+from sisr.data.manifest import MANIFEST_NAME, Manifest
+
+log = logging.getLogger(__name__)
+
+KINDS = ("numpy", "jpeg", "downscale")
+_OUTPUT_EXTENSION = {"numpy": ".npy", "jpeg": ".jpg", "downscale": ".png"}
+# Rewriting the manifest after every file would cost O(n^2) bytes on big trees; outputs
+# finished after the last save are simply redone after a crash.
+_SAVE_INTERVAL_S = 2.0
+
+
+@dataclasses.dataclass
+class ConversionResult:
+    """What a conversion did: counts, failed files with reasons, ignored non-image files."""
+
+    converted: int = 0
+    up_to_date: int = 0
+    failed: list = dataclasses.field(default_factory=list)
+    ignored: list = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self):
+        return not self.failed
+
+
+def _params(kind, quality, scale, subsampling):
+    if kind == "numpy":
+        return {}
+    if kind == "jpeg":
+        if quality is None or not 1 <= int(quality) <= 100:
+            raise ValueError(f"jpeg needs --quality between 1 and 100, got {quality!r}")
+        return {"quality": int(quality), "subsampling": subsampling or "pillow-default"}
+    if kind == "downscale":
+        if scale is None or int(scale) < 2 or int(scale) != scale:
+            raise ValueError(f"downscale needs an integer --scale >= 2, got {scale!r}")
+        return {"scale": int(scale), "method": "matlab-bicubic"}
+    raise ValueError(f"unknown conversion {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def _walk(source, output):
+    """(inputs, ignored): input files under `source` (sorted), skipping the output tree."""
+    output_real = os.path.realpath(output)
+    inputs, ignored = [], []
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) != output_real
+        )
+        for name in sorted(filenames):
+            if name.startswith(".") or name == MANIFEST_NAME:
+                continue
+            path = os.path.join(dirpath, name)
+            (inputs if is_image_file(name) or is_numpy_file(name) else ignored).append(path)
+    return inputs, ignored
+
+
+def _remove_stale_temps(output):
+    for dirpath, _, filenames in os.walk(output):
+        for name in filenames:
+            if is_temp_file(name):
+                log.info("removing %s left by an interrupted conversion",
+                         os.path.join(dirpath, name))
+                os.remove(os.path.join(dirpath, name))
+
+
+def _output_name(kind, rel, suffix):
+    stem = os.path.splitext(rel)[0]
+    return stem + (suffix if kind == "downscale" else "") + _OUTPUT_EXTENSION[kind]
+
+
+def _convert_file(kind, params, source_path, output_path):
+    """Converts one file; returns (output shape, conversion note or None)."""
+    _, note = inspect_image(source_path)
+    image = read_image(source_path)
+    if kind == "numpy":
+        save_npy(output_path, image)
+        return image.shape, note
+    if kind == "jpeg":
+        subsampling = params["subsampling"]
+        save_image(output_path, image, quality=params["quality"],
+                   subsampling=None if subsampling == "pillow-default" else subsampling)
+        return image.shape, note
+    from sisr.imresize import imresize
+
+    scale = params["scale"]
+    height, width = image.shape[0] // scale, image.shape[1] // scale
+    if height < 1 or width < 1:
+        raise ImageError(f"{source_path}: {image.shape[1]}x{image.shape[0]} is smaller than "
+                         f"the scale {scale}")
+    lr = imresize(image[: height * scale, : width * scale], output_shape=(height, width))
+    save_image(output_path, lr)
+    return lr.shape, note
+
+
+def convert(kind, source, output, quality=None, scale=None, suffix="", subsampling=None,
+            jobs=None, progress=None):
+    """Converts every image under `source` into a mirrored tree under `output`.
+
+    Args:
+        kind: "numpy" (uint8 HxWx3 .npy), "jpeg" (`quality` 1-100, optional Pillow
+            `subsampling` such as "4:4:4") or "downscale" (MATLAB bicubic by integer
+            `scale`, PNG output, `suffix` appended to each file stem, e.g. "x4").
+        source, output: folders; `output` may not be `source`.
+        jobs: worker threads (default: up to 4, by CPU count).
+        progress: show a progress bar (None: only on a terminal).
+
+    Returns:
+        A `ConversionResult`. Unreadable images are listed in `result.failed` (the others
+        are still converted); nothing partial is ever left under an output name.
+    """
+    params = _params(kind, quality, scale, subsampling)
+    source, output = os.path.abspath(os.fspath(source)), os.path.abspath(os.fspath(output))
+    if not os.path.isdir(source):
+        raise FileNotFoundError(f"{source}: input folder not found")
+    if os.path.realpath(source) == os.path.realpath(output):
+        raise ValueError(f"{output}: the output folder must differ from the input folder")
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"{output}: output exists and is not a folder")
+    inputs, ignored = _walk(source, output)
+    result = ConversionResult(ignored=ignored)
+    for path in ignored:
+        log.warning("%s: not an image file, skipped", path)
+    if not inputs:
+        raise ValueError(f"{source}: no images (.png, .jpg, .bmp, .tif, .npy ...) found")
+
+    os.makedirs(output, exist_ok=True)
+    _remove_stale_temps(output)
+    try:
+        manifest = Manifest.load(output) or Manifest(output)
+    except ValueError as err:
+        log.warning("%s; starting a new manifest (every output will be rebuilt)", err)
+        manifest = Manifest(output)
+    manifest.source_root = source
+    input_set = {os.path.realpath(p) for p in inputs}
+
+    tasks = []
+    for path in inputs:
+        rel_out = _output_name(kind, os.path.relpath(path, source), suffix)
+        out_path = os.path.join(output, rel_out)
+        if os.path.realpath(out_path) in input_set:
+            raise ValueError(f"{out_path}: output would overwrite an input file")
+        if manifest.problem(rel_out, kind, params) is None:
+            result.up_to_date += 1
+        else:
+            tasks.append((path, rel_out, out_path))
+
+    def work(task):
+        path, _, out_path = task
+        try:
+            return _convert_file(kind, params, path, out_path), None
+        except ImageError as err:
+            return None, str(err)
+        except OSError as err:
+            return None, f"{path}: {err}"
+
+    from tqdm import tqdm
+
+    jobs = jobs or min(4, os.cpu_count() or 1)
+    last_save = time.monotonic()
+    bar = tqdm(total=len(tasks), unit="img", desc=f"{kind} {os.path.basename(output)}",
+               disable=(None if progress is None else not progress))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            for task, (done, error) in zip(tasks, pool.map(work, tasks)):
+                path, rel_out, _ = task
+                if error:
+                    log.error("%s", error)
+                    result.failed.append((path, error))
+                else:
+                    shape, note = done
+                    if note:
+                        log.warning("%s: %s", path, note)
+                    manifest.record(rel_out, path, kind, params, shape, note)
+                    result.converted += 1
+                bar.update(1)
+                if time.monotonic() - last_save > _SAVE_INTERVAL_S:
+                    manifest.save()
+                    last_save = time.monotonic()
+    finally:
+        bar.close()
+        manifest.save()
+    return result
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m sisr.convert",
+        description="Convert image trees: numpy caches, JPEG-degraded copies, MATLAB-bicubic "
+                    "LR images. Restartable: current outputs are skipped.")
+    sub = parser.add_subparsers(dest="kind", required=True)
+    specs = {
+        "numpy": "mirror an image tree as uint8 HxWx3 .npy files (fast training cache)",
+        "jpeg": "write JPEG-degraded copies (e.g. the bicubic_jpeg_90 track)",
+        "downscale": "make LR images with the MATLAB-compatible bicubic imresize",
+    }
+    for kind, text in specs.items():
+        p = sub.add_parser(kind, help=text, description=text)
+        p.add_argument("-i", "--input", required=True, help="input folder (searched recursively)")
+        p.add_argument("-o", "--output", required=True, help="output folder (mirrored tree)")
+        p.add_argument("-j", "--jobs", type=int, default=None, help="worker threads")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        if kind == "jpeg":
+            p.add_argument("--quality", type=int, required=True, help="JPEG quality 1-100")
+            p.add_argument("--subsampling", default=None,
+                           help="chroma subsampling, e.g. 4:4:4 (default: Pillow's 4:2:0)")
+        if kind == "downscale":
+            p.add_argument("--scale", type=int, required=True, help="integer factor >= 2")
+            p.add_argument("--suffix", default="",
+                           help="appended to output file stems, e.g. x4 (default: none)")
+    return parser
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        result = convert(args.kind, args.input, args.output,
+                         quality=getattr(args, "quality", None),
+                         scale=getattr(args, "scale", None),
+                         suffix=getattr(args, "suffix", ""),
+                         subsampling=getattr(args, "subsampling", None),
+                         jobs=args.jobs, progress=False if args.quiet else None)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.kind}: {result.converted} converted, {result.up_to_date} up to date, "
+          f"{len(result.failed)} failed, {len(result.ignored)} non-image files skipped "
+          f"-> {os.path.abspath(args.output)}")
+    for path, error in result.failed:
+        print(f"failed: {error}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
