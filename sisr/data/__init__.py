@@ -5,12 +5,26 @@
     valid = open_dataset("demo", "valid", scale=2).valid()
 
 Every dataset (`DIV2K`, `ImageFolder`, `demo`) offers `pairs()`, `train()` and `valid()`
-(see `sisr.data.dataset.PairedDataset`).
+(see `sisr.data.dataset.PairedDataset`). Make numpy caches, JPEG variants and LR images
+with `python -m sisr.convert`.
 """
 
 from sisr.data.dataset import PairedDataset
 from sisr.data.demo import demo
+from sisr.data.div2k import DIV2K, DatasetNotFoundError
+from sisr.data.folder import ImageFolder
 from sisr.data.imageio import ImageError, read_image
+from sisr.data.manifest import ManifestError
 from sisr.data.spec import open_dataset
 
-__all__ = ["ImageError", "PairedDataset", "demo", "open_dataset", "read_image"]
+__all__ = [
+    "DIV2K",
+    "DatasetNotFoundError",
+    "ImageError",
+    "ImageFolder",
+    "ManifestError",
+    "PairedDataset",
+    "demo",
+    "open_dataset",
+    "read_image",
+]
