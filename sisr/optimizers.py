@@ -264,10 +264,10 @@ def data_dependent_init(model, batch, weight_norm=None):
     """
     _, patterns = _compile_patterns(weight_norm, "data_dependent_init")
     try:
-        model_inputs = model.inputs
-    except AttributeError:
+        model_inputs = model.input  # the structure the model is called with
+    except (AttributeError, ValueError):
         model_inputs = None
-    if not model_inputs:
+    if model_inputs is None:
         raise ValueError(
             f"data_dependent_init: model {model.name!r} has no symbolic inputs; it must be "
             "a built functional or Sequential model"
