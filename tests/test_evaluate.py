@@ -1,0 +1,146 @@
+"""python -m sisr.evaluate on tiny models and image folders."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import sisr
+from sisr import evaluate, metrics
+from sisr.imresize import imresize
+from sisr.model import edsr, wdsr_b
+from sisr.upscale import upscale_image
+
+
+def random_image(shape, seed):
+    # Smooth-ish content so that bicubic is a meaningful baseline.
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (shape[0] // 4 + 1, shape[1] // 4 + 1, 3)).astype(np.uint8)
+    return imresize(small, output_shape=shape[:2])
+
+
+@pytest.fixture
+def hr_folder(tmp_path):
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    for i, shape in enumerate([(36, 40), (42, 30)]):
+        Image.fromarray(random_image(shape, i)).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture
+def models(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    sisr.save_model(edsr(2, num_filters=8, num_res_blocks=1), folder / "edsr-tiny.keras")
+    sisr.save_model(wdsr_b(2, num_filters=8, num_res_blocks=1), folder / "wdsr-tiny.keras")
+    return folder
+
+
+def _run(args, tmp_path):
+    out = tmp_path / "eval.json"
+    code = evaluate.main(args + ["-o", str(out), "-q"])
+    return code, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def test_scores_every_model_and_bicubic(models, hr_folder, tmp_path, capsys):
+    code, result = _run(["--model", str(models), "--dataset", str(hr_folder)], tmp_path)
+    assert code == 0
+    assert (result["scale"], result["channel"], result["shave"]) == (2, "rgb", 8)
+    names = [row["name"] for row in result["results"]]
+    assert names == ["bicubic", "edsr-tiny", "wdsr-tiny"]
+    model = sisr.load_model(models / "edsr-tiny.keras")
+    for row in result["results"]:
+        assert [item["name"] for item in row["images"]] == ["img0", "img1"]
+        for item in row["images"]:
+            hr = np.asarray(Image.open(hr_folder / f"{item['name']}.png"))
+            lr = imresize(hr, scale=0.5)
+            if row["name"] == "bicubic":
+                sr = imresize(lr, scale=2)
+            elif row["name"] == "edsr-tiny":
+                sr = upscale_image(model, lr)
+            else:
+                continue
+            assert item["psnr"] == pytest.approx(metrics.psnr(sr, hr, shave=8), abs=1e-9)
+            assert item["ssim"] == pytest.approx(metrics.ssim(sr, hr, shave=8), abs=1e-9)
+        assert row["psnr"] == pytest.approx(np.mean([i["psnr"] for i in row["images"]]))
+    # Untrained models lose to bicubic; the best of them is still named.
+    best = max(result["results"][1:], key=lambda r: r["psnr"])["name"]
+    assert result["best"] == best
+    printed = capsys.readouterr().out
+    assert "bicubic" in printed and f"best: {best}" in printed
+
+
+def test_y_channel_shave_and_self_ensemble(models, hr_folder, tmp_path):
+    model_path = str(models / "edsr-tiny.keras")
+    code, plain = _run(["--model", model_path, "--dataset", str(hr_folder), "--y-channel"],
+                       tmp_path)
+    assert code == 0
+    assert (plain["channel"], plain["shave"]) == ("y", 2)
+    code, ensemble = _run(["--model", model_path, "--dataset", str(hr_folder), "--y-channel",
+                           "--self-ensemble", "--shave", "3", "--force"], tmp_path)
+    assert code == 0
+    assert ensemble["self_ensemble"] and ensemble["shave"] == 3
+    assert ensemble["results"][1]["psnr"] != pytest.approx(plain["results"][1]["psnr"])
+    hr = np.asarray(Image.open(hr_folder / "img0.png"))
+    bicubic = imresize(imresize(hr, scale=0.5), scale=2)
+    assert ensemble["results"][0]["images"][0]["psnr"] == pytest.approx(
+        metrics.psnr(bicubic, hr, shave=3, y_only=True))
+
+
+def test_bad_models_and_corrupt_images_are_reported(models, hr_folder, tmp_path, caplog):
+    sisr.save_model(edsr(3, num_filters=8, num_res_blocks=1), models / "x3.keras")
+    (models / "junk.keras").write_text("not a model")
+    data = hr_folder / "truncated.png"
+    data.write_bytes((hr_folder / "img0.png").read_bytes()[:200])  # header intact, data cut
+    code, result = _run(["--model", str(models), "--dataset", str(hr_folder)], tmp_path)
+    assert code == 1
+    assert [row["name"] for row in result["results"]] == ["bicubic", "edsr-tiny", "wdsr-tiny"]
+    assert all(len(row["images"]) == 2 for row in result["results"])
+    errors = " | ".join(e["error"] for e in result["errors"])
+    assert "x3.keras is a x3 model, but the first model is x2" in errors
+    assert "junk.keras: not a sisr/Keras model" in errors
+    assert "truncated" in caplog.text
+
+
+def test_refuses_bad_arguments(models, hr_folder, tmp_path, capsys):
+    model_path = str(models / "edsr-tiny.keras")
+    out = tmp_path / "eval.json"
+    out.write_text("keep me")
+    code = evaluate.main(["--model", model_path, "--dataset", str(hr_folder), "-o", str(out)])
+    assert code == 2 and out.read_text() == "keep me"
+    assert "not overwriting" in capsys.readouterr().err
+    code = evaluate.main(["--model", model_path, "--dataset", str(hr_folder), "--scale", "4"])
+    assert code == 2
+    assert "is a x2 model, but --scale 4 was asked" in capsys.readouterr().err
+    code = evaluate.main(["--model", str(tmp_path / "none"), "--dataset", str(hr_folder)])
+    assert code == 2 and "no such model file" in capsys.readouterr().err
+    code = evaluate.main(["--model", model_path, "--dataset", str(tmp_path / "nowhere")])
+    assert code == 2 and "nowhere" in capsys.readouterr().err
+    blocked = tmp_path / "file" / "eval.json"
+    (tmp_path / "file").write_text("")
+    code = evaluate.main(["--model", model_path, "--dataset", str(hr_folder), "-o",
+                          str(blocked)])
+    assert code == 2 and "cannot write" in capsys.readouterr().err
+
+
+def test_images_too_small_for_the_shave_are_reported(models, tmp_path, caplog):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    Image.fromarray(random_image((36, 36), 5)).save(folder / "ok.png")
+    Image.fromarray(random_image((14, 40), 6)).save(folder / "thin.png")
+    code, result = _run(["--model", str(models / "edsr-tiny.keras"), "--dataset", str(folder)],
+                        tmp_path)
+    assert code == 1
+    assert [i["name"] for i in result["results"][1]["images"]] == ["ok"]
+    assert "thin" in result["errors"][0]["item"] and "too small" in caplog.text
+
+
+def test_demo_dataset_runs(models, tmp_path):
+    code, result = _run(["--model", str(models / "wdsr-tiny.keras"), "--dataset", "demo",
+                         "--limit", "1"], tmp_path)
+    assert code == 0
+    assert result["dataset"] == "demo" and len(result["results"][0]["images"]) == 1
+    assert result["results"][0]["psnr"] > 20  # bicubic on a photograph
