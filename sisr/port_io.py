@@ -1,0 +1,223 @@
+"""Reading PyTorch state_dicts from .npz, .safetensors and (with torch) .pt/.pth files.
+
+Every reader returns a flat `dict[str, np.ndarray]` with the original key names. The
+common wrappers of training checkpoints (`{"state_dict": ...}`, BasicSR's
+`{"params": ...}`, `module.` / `model.` key prefixes) are removed.
+"""
+
+import json
+import logging
+import os
+import struct
+import zipfile
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Keys under which training scripts nest the weights. BasicSR stores `params` and, with
+# an EMA of the weights, also `params_ema` (the one its released models are meant to use).
+WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model",
+                "net", "network", "generator", "netG", "net_g")
+# Prefixes added by nn.DataParallel / DistributedDataParallel and by wrapper modules.
+STRIPPED_PREFIXES = ("module.", "model.")
+
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+    "U8": np.uint8, "BOOL": np.bool_,
+}
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be read as a state_dict."""
+
+
+def load_state_dict(path, param_key=None):
+    """Reads a PyTorch state_dict from `.npz`, `.safetensors` or `.pt`/`.pth`.
+
+    The format is recognised by the file's content, not its extension. Floating-point
+    tensors come back as float32 arrays (half and bfloat16 are widened).
+
+    Args:
+        path: the checkpoint file.
+        param_key: the entry of a wrapped checkpoint to use (e.g. "params" of a BasicSR
+            file that also holds "params_ema"); by default the first of `WRAPPER_KEYS`.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        CheckpointError: if the file is not a checkpoint, or holds no tensors.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    kind = _sniff(path)
+    if kind == "npz":
+        raw = _read_npz(path)
+    elif kind == "safetensors":
+        raw = _read_safetensors(path)
+    elif kind == "torch":
+        raw = _read_torch(path)
+    else:
+        raise CheckpointError(
+            f"{path} is not a checkpoint: expected a .npz archive of arrays, a "
+            ".safetensors file or a PyTorch .pt/.pth file"
+        )
+    return _as_state_dict(raw, path, param_key)
+
+
+def _sniff(path):
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return None
+        if names and all(n.endswith(".npy") for n in names):
+            return "npz"
+        # torch.save's zip format: <archive>/data.pkl plus one file per storage.
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        return None
+    if head[:1] == b"\x80":  # a pickle: torch's legacy (pre-1.6) format
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{":  # 8-byte header size, then JSON
+        return "safetensors"
+    return None
+
+
+def _read_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path}: cannot read the .npz archive: {err}") from err
+
+
+def _read_safetensors(path):
+    """Parses the safetensors layout: u64 header size, JSON header, raw little-endian data."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        (header_size,) = struct.unpack("<Q", f.read(8))
+        if header_size > size - 8:
+            raise CheckpointError(f"{path}: safetensors header size {header_size} exceeds "
+                                  f"the file size {size}")
+        try:
+            header = json.loads(f.read(header_size))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{path}: invalid safetensors header: {err}") from err
+        data = f.read()
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: invalid safetensors header (not a JSON object)")
+    arrays = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        except (TypeError, KeyError, ValueError) as err:
+            raise CheckpointError(f"{path}: invalid safetensors entry {key!r}") from err
+        if not 0 <= begin <= end <= len(data):
+            raise CheckpointError(f"{path}: tensor {key!r} lies outside the file "
+                                  f"(bytes {begin}..{end} of {len(data)})")
+        buffer = data[begin:end]
+        if dtype == "BF16":
+            # bfloat16 is the upper half of a float32.
+            bits = np.frombuffer(buffer, dtype="<u2").astype(np.uint32) << 16
+            array = bits.view(np.float32)
+        elif dtype in _SAFETENSORS_DTYPES:
+            array = np.frombuffer(buffer, dtype=np.dtype(_SAFETENSORS_DTYPES[dtype])
+                                  .newbyteorder("<"))
+        else:
+            raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {dtype}")
+        count = int(np.prod(shape, dtype=np.int64))
+        if array.size != count:
+            raise CheckpointError(f"{path}: tensor {key!r} has {array.size} values, its "
+                                  f"shape {tuple(shape)} needs {count}")
+        arrays[key] = array.reshape(shape)
+    return arrays
+
+
+def _read_torch(path):
+    try:
+        import torch
+    except ImportError as err:
+        raise CheckpointError(
+            f"{path} is a PyTorch checkpoint; reading it needs torch (pip install torch), "
+            "or convert it to .npz or .safetensors where torch is installed"
+        ) from err
+    try:
+        # weights_only: never run code from the file (pickles can execute anything).
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError)
+        raise CheckpointError(f"{path}: torch.load(weights_only=True) failed: {err}") from err
+
+
+def _to_numpy(value):
+    if isinstance(value, (np.ndarray, np.generic)):
+        return np.asarray(value)
+    if hasattr(value, "detach"):  # a torch tensor: widen half/bfloat16 for numpy
+        tensor = value.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.float()
+        return tensor.numpy()
+    return None
+
+
+def _unwrap(obj, path, param_key):
+    """Returns the mapping that holds the tensors of a (possibly wrapped) checkpoint."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict")
+    if param_key is not None:
+        if param_key not in obj:
+            raise CheckpointError(f"{path} has no entry {param_key!r}; its top-level keys: "
+                                  f"{', '.join(map(str, list(obj)[:10]))}")
+        return _unwrap(obj[param_key], path, None)
+    if all(_to_numpy(v) is not None for v in obj.values()):
+        return obj
+    for key in WRAPPER_KEYS:
+        if isinstance(obj.get(key), dict):
+            if key == "params_ema" and "params" in obj:
+                log.info("%s: using 'params_ema' (pass param_key='params' for the other)", path)
+            return _unwrap(obj[key], path, None)
+    raise CheckpointError(
+        f"{path} is not a state_dict: no tensors at the top level and none of the usual "
+        f"entries ({', '.join(WRAPPER_KEYS)}); top-level keys: "
+        f"{', '.join(map(str, list(obj)[:10]))}"
+    )
+
+
+def _as_state_dict(raw, path, param_key):
+    state = as_numpy(_unwrap(raw, path, param_key), path)
+    if not state:
+        raise CheckpointError(f"{path} holds no tensors")
+    return state
+
+
+def as_numpy(mapping, origin="state_dict"):
+    """A flat dict of numpy arrays (floats as float32) from arrays or torch tensors,
+    without `module.` / `model.` prefixes."""
+    state = {}
+    for key, value in mapping.items():
+        array = _to_numpy(value)
+        if array is None:
+            raise CheckpointError(f"{origin}: entry {key!r} is a {type(value).__name__}, "
+                                  "not a tensor")
+        if np.issubdtype(array.dtype, np.floating):
+            array = array.astype(np.float32, copy=False)
+        state[str(key)] = array
+    return strip_prefixes(state)
+
+
+def strip_prefixes(state_dict):
+    """Removes `module.` / `model.` when every key starts with it (repeatedly)."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in STRIPPED_PREFIXES:
+            if state_dict and all(k.startswith(prefix) for k in state_dict):
+                state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+                changed = True
+    return state_dict
