@@ -125,7 +125,7 @@ def _replace(tmp, output):
     if not os.path.lexists(output):
         os.replace(tmp, output)
         return
-    backup = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(output))
+    backup = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(os.path.abspath(output)))
     moved = os.path.join(backup, "old")
     os.replace(output, moved)
     try:
@@ -257,6 +257,9 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from sisr.saving import load_model
 
+    if os.path.lexists(args.output) and not args.force:
+        print(f"error: {args.output} exists; pass --force to replace it", file=sys.stderr)
+        return 1
     try:
         model = load_model(args.model)
     except (OSError, ValueError) as err:

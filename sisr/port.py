@@ -41,6 +41,7 @@ BUILDER_ARGS = ("scale", "num_filters", "num_res_blocks", "res_block_expansion",
 _SOURCE_ALIASES = {
     "edsr-pytorch": "edsr-pytorch", "edsr": "edsr-pytorch",
     "wdsr": "wdsr", "wdsr-ntire2018": "wdsr", "wdsr-official": "wdsr",
+    "wdsr-a": "wdsr", "wdsr-b": "wdsr",
     "basicsr-edsr": "basicsr-edsr", "basicsr": "basicsr-edsr",
 }
 
@@ -73,7 +74,7 @@ def describe(state_dict, source="auto", img_range=255.0):
     except PortError as err:
         detected = detect_source(state_dict)
         if detected not in (None, name):
-            raise PortError(f"{err} (the keys look like a {detected} state_dict)") from err
+            raise PortError(f"{err} (its keys look like the {detected} layout)") from err
         raise
 
 
@@ -179,6 +180,8 @@ def port(state_dict, source="auto", scale=None, model=None, profile=None, img_ra
     if unknown:
         raise TypeError(f"port: unknown argument(s) {', '.join(unknown)}")
     arch = describe(state_dict, source, img_range=img_range)
+    if model is None and str(source).lower().replace("_", "-") in ("wdsr-a", "wdsr-b"):
+        model = str(source).lower().replace("-", "_")  # the source names the variant
 
     requested = dict(builder_args)
     if profile is not None:
@@ -294,7 +297,11 @@ def main(argv=None):
 
     from sisr.saving import save_model
 
-    save_model(model, args.output)
+    try:
+        save_model(model, args.output)
+    except OSError as err:
+        print(f"error: cannot write {args.output}: {err}", file=sys.stderr)
+        return 1
     params = int(sum(np.prod(w.shape) for w in model.weights))
     print(f"{args.weights} -> {args.output}: {model.name}, {len(state_dict)} keys, "
           f"{params:,} parameters")

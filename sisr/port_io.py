@@ -16,8 +16,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Keys under which training scripts nest the weights. BasicSR stores `params` and, with
-# an EMA of the weights, also `params_ema` (the one its released models are meant to use).
-WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model_state_dict", "model",
+# an EMA of the weights, also `params_ema`; like BasicSR's loader, `params` comes first.
+WRAPPER_KEYS = ("params", "params_ema", "state_dict", "model_state_dict", "model",
                 "net", "network", "generator", "netG", "net_g")
 # Prefixes added by nn.DataParallel / DistributedDataParallel and by wrapper modules.
 STRIPPED_PREFIXES = ("module.", "model.")
@@ -179,8 +179,9 @@ def _unwrap(obj, path, param_key):
         return obj
     for key in WRAPPER_KEYS:
         if isinstance(obj.get(key), dict):
-            if key == "params_ema" and "params" in obj:
-                log.info("%s: using 'params_ema' (pass param_key='params' for the other)", path)
+            if key == "params" and isinstance(obj.get("params_ema"), dict):
+                log.info("%s: using 'params' (pass param_key='params_ema' for the EMA weights)",
+                         path)
             return _unwrap(obj[key], path, None)
     raise CheckpointError(
         f"{path} is not a state_dict: no tensors at the top level and none of the usual "

@@ -386,4 +386,6 @@ def detect_source(state_dict):
         return "edsr-pytorch"
     if any(k.startswith("skip.0.") for k in state_dict):
         return "wdsr"
+    if any(k.startswith(("tail.0.0.", "tail.1.")) for k in state_dict):
+        return "edsr-pytorch"  # without its MeanShift keys, which then get reported
     return None

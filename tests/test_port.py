@@ -317,6 +317,28 @@ def test_basicsr_img_range():
     assert np.abs(run(model, x) - expected).max() < TOL
 
 
+def test_parametrized_and_removed_weight_norm():
+    # torch.nn.utils.parametrizations.weight_norm keys, and plain kernels (weight norm
+    # removed): the same network as the legacy (weight_g, weight_v) keys.
+    sd = wdsr_state("a", 3, feats=6, blocks=1)
+    renamed, folded = {}, {}
+    for key, value in sd.items():
+        prefix, name = key.rsplit(".", 1)
+        new = {"weight_g": "parametrizations.weight.original0",
+               "weight_v": "parametrizations.weight.original1"}.get(name, name)
+        renamed[f"{prefix}.{new}"] = value
+        if name == "weight_v":
+            g = sd[f"{prefix}.weight_g"]
+            folded[f"{prefix}.weight"] = g * value / np.sqrt(
+                (value.astype(np.float64) ** 2).sum(axis=(1, 2, 3), keepdims=True))
+        elif name == "bias":
+            folded[key] = value
+    x = lr_images()
+    expected = ref_wdsr(sd, x)
+    for variant in (renamed, folded):
+        assert np.abs(run(port(variant), x) - expected).max() < TOL
+
+
 def test_describe_infers_the_architecture():
     arch = describe(wdsr_state("b", 4, feats=10, blocks=3, expansion=5))
     assert (arch.source, arch.model) == ("wdsr", "wdsr_b")
@@ -342,6 +364,14 @@ def test_missing_key_is_named():
     sd = edsr_pytorch_state(2)
     del sd["body.1.body.2.bias"]
     with pytest.raises(PortError, match=r"body\.1\.body\.2\.bias"):
+        port(sd)
+    sd = edsr_pytorch_state(2)
+    del sd["add_mean.bias"]
+    with pytest.raises(PortError, match=r"missing key: add_mean\.bias"):
+        port(sd)
+    sd = edsr_pytorch_state(4)
+    del sd["body.2.weight"]  # the conv closing the body
+    with pytest.raises(PortError, match=r"no weight for the conv 'body\.2'"):
         port(sd)
 
 
@@ -373,6 +403,8 @@ def test_other_scale_is_refused_with_its_keys():
 def test_other_architecture_is_refused():
     with pytest.raises(PortError, match=r"model: requested 'wdsr_a'.*wdsr_b"):
         port(wdsr_state("b", 2), model="wdsr_a")
+    with pytest.raises(PortError, match=r"model: requested 'wdsr_a'.*wdsr_b"):
+        port(wdsr_state("b", 2), source="wdsr-a")
     with pytest.raises(PortError, match=r"num_filters: requested 16.*head\.0"):
         port(edsr_pytorch_state(2, feats=8), num_filters=16)
     with pytest.raises(PortError, match=r"conv_first.*wdsr"):
@@ -452,15 +484,15 @@ def test_torch_checkpoints_with_wrappers(tmp_path):
     torch.save(tensors, tmp_path / "plain.pt")
     torch.save({"state_dict": {f"module.{k}": v for k, v in tensors.items()}, "epoch": 3},
                tmp_path / "wrapped.pth")
-    torch.save({"params": tensors, "params_ema": {k: v * 0 for k, v in tensors.items()}},
+    torch.save({"params": {k: v * 0 for k, v in tensors.items()}, "params_ema": tensors},
                tmp_path / "basicsr.pth")
     for name in ("plain.pt", "wrapped.pth"):
         loaded = load_state_dict(tmp_path / name)
         assert sorted(loaded) == sorted(sd)
         assert np.array_equal(loaded["tail.0.0.weight"], sd["tail.0.0.weight"])
-    assert np.array_equal(load_state_dict(tmp_path / "basicsr.pth", param_key="params")
+    assert np.array_equal(load_state_dict(tmp_path / "basicsr.pth", param_key="params_ema")
                           ["head.0.bias"], sd["head.0.bias"])
-    assert not load_state_dict(tmp_path / "basicsr.pth")["head.0.bias"].any()  # EMA first
+    assert not load_state_dict(tmp_path / "basicsr.pth")["head.0.bias"].any()  # as BasicSR
 
 
 def test_torch_pixel_shuffle_agrees_with_the_reference():
