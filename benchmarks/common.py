@@ -1,0 +1,79 @@
+"""Helpers shared by the benchmarks: interleaved timing, medians and a plain-text table.
+
+This machine's speed swings by up to 2x (shared cores), so compared cases are never timed
+one after the other in blocks: `interleave` runs them in rounds (A B C, B C A, C A B, ...)
+and the benchmarks report medians over the rounds.
+
+    times = interleave({"a": run_a, "b": run_b}, repeats=7)
+    print(format_table(["case", "ms"], [[k, f"{1e3 * median(v):.1f}"] for k, v in times.items()]))
+"""
+
+import statistics
+import time
+
+
+def time_call(fn):
+    """Wall-clock seconds of one call of `fn()`; `fn` must block until its result is ready."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleave(cases, repeats, warmup=1, rotate=True, on_round=None):
+    """Times every case of `cases` (name -> zero-argument callable) `repeats` times.
+
+    Each round calls every case once, so a slow spell of the machine hits all cases alike.
+    With `rotate`, round r starts at case r (mod the number of cases) so that no case always
+    runs right after the same neighbour. `warmup` untimed rounds come first (tracing, caches).
+    `on_round(r)`, if given, is called after each timed round (for progress output).
+
+    Returns a dict name -> list of `repeats` durations in seconds, in round order.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats!r}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be at least 0, got {warmup!r}")
+    names = list(cases)
+    for _ in range(warmup):
+        for name in names:
+            cases[name]()
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names) if rotate and names else 0
+        for name in names[shift:] + names[:shift]:
+            times[name].append(time_call(cases[name]))
+        if on_round is not None:
+            on_round(r)
+    return times
+
+
+def median(values):
+    """Median of a non-empty sequence of numbers."""
+    return statistics.median(values)
+
+
+def spread(values):
+    """Relative interquartile range (q3 - q1) / median: how noisy a set of timings is."""
+    values = sorted(values)
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return (q3 - q1) / statistics.median(values)
+
+
+def format_table(headers, rows, align=None):
+    """A plain-text table; `align` holds "<" or ">" per column (default: the first column
+    left-aligned, the others right-aligned)."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    for row in cells:
+        if len(row) != len(headers):
+            raise ValueError(f"row {row!r} has {len(row)} cells, expected {len(headers)}")
+    if align is None:
+        align = ["<"] + [">"] * (len(headers) - 1)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row):
+        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(row, align, widths)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule] + [line(row) for row in cells[1:]])
