@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -142,18 +141,12 @@ def format_table(summaries):
 
 def write_json(path, data, overwrite):
     """Writes `data` as JSON atomically; an existing file is kept unless `overwrite`."""
-    from sisr.images import _publish
+    from sisr.images import atomic_output
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
+    with atomic_output(path, overwrite) as tmp:
+        with open(tmp, "w") as f:
             json.dump(data, f, indent=1)
             f.write("\n")
-        _publish(tmp, path, overwrite)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _parse(argv):

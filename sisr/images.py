@@ -5,9 +5,10 @@ Arrays are uint8 in one of four layouts: HxW (grayscale), HxWx2 (grayscale + alp
 HxWx3 (RGB), HxWx4 (RGBA).
 """
 
+import contextlib
 import dataclasses
 import os
-import tempfile
+import secrets
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -126,19 +127,41 @@ def write_image(path, array, format, quality=95, icc_profile=None, overwrite=Fal
         raise ImageError(
             f"{path}: JPEG cannot store the alpha channel; choose --format png or webp"
         )
-    if not overwrite and os.path.exists(path):
-        raise FileExistsError(f"{path} exists; not overwriting it (use --force)")
-    pil_format, suffix = FORMATS[format]
     options = {}
     if format in ("jpeg", "webp"):
         options["quality"] = int(quality)
     if icc_profile:
         options["icc_profile"] = icc_profile
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
+    with atomic_output(path, overwrite) as tmp:
+        image.save(tmp, format=FORMATS[format][0], **options)
+
+
+def _new_temp_file(directory, suffix):
+    """Creates an empty hidden file in `directory` and returns its path. Unlike mkstemp
+    (mode 0600) it gets the permissions of any new file (0666 minus the umask), which
+    the final file keeps after the rename."""
+    for _ in range(100):
+        path = os.path.join(directory, f".tmp-{secrets.token_hex(8)}{suffix}")
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+    raise FileExistsError(f"cannot create a temporary file in {directory}")
+
+
+@contextlib.contextmanager
+def atomic_output(path, overwrite=False):
+    """Yields a temporary path beside `path` to write to; when the block succeeds it
+    becomes `path`, otherwise it is removed. Without `overwrite`, an existing `path`
+    raises `FileExistsError` (before and after writing) and is never replaced."""
+    path = os.fspath(path)
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{path} exists; not overwriting it (use --force)")
+    tmp = _new_temp_file(os.path.dirname(os.path.abspath(path)), os.path.splitext(path)[1])
     try:
-        image.save(tmp, format=pil_format, **options)
+        yield tmp
         _publish(tmp, path, overwrite)
     finally:
         if os.path.exists(tmp):
@@ -151,7 +174,7 @@ def _publish(tmp, path, overwrite):
         os.replace(tmp, path)
         return
     try:
-        os.link(tmp, path)  # atomic and fails if `path` appeared meanwhile
+        os.link(tmp, path)  # atomic, and fails if `path` appeared meanwhile
     except FileExistsError as err:
         raise FileExistsError(f"{path} exists; not overwriting it (use --force)") from err
     except OSError:  # filesystems without hard links
@@ -166,8 +189,6 @@ def check_writable_dir(path):
     path = os.fspath(path)
     try:
         os.makedirs(path, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-check-", dir=path)
-        os.close(fd)
-        os.remove(tmp)
+        os.remove(_new_temp_file(path, ".check"))
     except OSError as err:
         raise OSError(f"cannot write to output directory {path}: {err.strerror or err}") from err

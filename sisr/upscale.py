@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -336,17 +335,8 @@ def save_comparison(path, lr, sr, scale, hr=None, overwrite=False):
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
-    if not overwrite and os.path.exists(path):
-        raise FileExistsError(f"{path} exists; not overwriting it (use --force)")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=os.path.dirname(
-        os.path.abspath(path)))
-    os.close(fd)
-    try:
+    with image_io.atomic_output(path, overwrite) as tmp:
         fig.savefig(tmp, format="png", dpi=max(100, min(200, width / panel_w)))
-        image_io._publish(tmp, path, overwrite)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _find_hr(hr, source, many):
@@ -403,6 +393,8 @@ def _parse(argv):
 
 
 def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
+    if not args.force and os.path.exists(target):  # fail before the expensive part
+        raise FileExistsError(f"{target} exists; not overwriting it (use --force)")
     loaded = image_io.read_image(source)
     progress.reset(total=len(upscaler.tiles(*loaded.array.shape[:2])))
     progress.set_description(os.path.basename(source))

@@ -1,6 +1,7 @@
 """sisr.upscale: seamless tiling, channel layouts, self-ensemble, and the CLI's file handling."""
 
 import os
+import stat
 
 import keras
 import numpy as np
@@ -165,11 +166,19 @@ def test_cli_upscales_a_folder_and_reports_a_corrupt_file(inputs, model_file, tm
     np.testing.assert_array_equal(np.asarray(Image.open(out / "rgb_x2.png")), expected)
 
 
-def test_cli_never_overwrites_without_force(inputs, model_file, tmp_path):
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_cli_never_overwrites_without_force(inputs, model_file, tmp_path, umask_022):
     out = tmp_path / "out"
     args = ["-i", str(inputs / "rgb.png"), "-o", str(out), "--model", model_file, "-q"]
     assert up.main(args) == 0
     target = out / "rgb_x2.png"
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o644  # as any new file, not 0600
     target.write_bytes(b"user's file")
     assert up.main(args) == 1
     assert target.read_bytes() == b"user's file"
