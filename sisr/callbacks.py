@@ -8,6 +8,8 @@ import math
 import os
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from sisr.fileio import atomic_copy, atomic_write_json, atomic_write_text
 from sisr.saving import save_model
@@ -38,6 +40,55 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.failure = (self._epoch, batch, float(loss))
             self.model.stop_training = True
+
+
+class Validation(keras.callbacks.Callback):
+    """Validates a float32 copy of the trained model after every epoch.
+
+    Runs outside `fit`'s distributed evaluation so that full images of any size work on
+    any number of replicas, and scores the model as it will be deployed (float32, clip +
+    round). Adds `val_loss` and `val_psnr` to the epoch logs seen by later callbacks.
+
+    Args:
+        dataset: `tf.data.Dataset` of `(lr, hr)` float32 batches.
+        export_model: an uncompiled float32 model of the same architecture.
+        loss: the training loss (a `keras.losses.Loss`).
+        shave: border pixels ignored by the PSNR.
+    """
+
+    def __init__(self, dataset, export_model, loss, shave):
+        super().__init__()
+        self.dataset = dataset
+        self.export_model = export_model
+        self.loss = loss
+        self.shave = shave
+        self._step = None
+
+    def _make_step(self):
+        from sisr.metrics import psnr_tf
+
+        @tf.function(reduce_retracing=True)
+        def step(lr, hr):
+            sr = tf.cast(self.export_model(lr, training=False), tf.float32)
+            return self.loss(hr, sr), psnr_tf(hr, sr, shave=self.shave)
+
+        return step
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        self.export_model.set_weights(self.model.get_weights())
+        if self._step is None:
+            self._step = self._make_step()
+        losses, scores = [], []
+        for lr, hr in self.dataset:
+            loss, psnr = self._step(lr, hr)
+            losses.append(float(loss) * int(lr.shape[0]))
+            scores.extend(np.atleast_1d(psnr.numpy()).tolist())
+        logs["val_loss"] = float(np.sum(losses) / max(len(scores), 1))
+        logs["val_psnr"] = float(np.mean(scores)) if scores else float("nan")
+        log.info("epoch %d: val_loss %.4f, val_psnr %.3f dB", epoch + 1, logs["val_loss"],
+                 logs["val_psnr"])
 
 
 def _finite(logs):

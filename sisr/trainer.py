@@ -10,7 +10,9 @@ import numpy as np
 import tensorflow as tf
 
 from sisr import metrics
-from sisr.callbacks import RunDirectory, StopOnNonFiniteLoss, NonFiniteLoss, read_state
+from sisr.callbacks import (
+    NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation, read_state,
+)
 from sisr.config import builder_kwargs, learning_rate_values
 from sisr.fileio import atomic_write_json
 from sisr.inference import resolve
@@ -176,7 +178,8 @@ def train(config, run_dir, resume=False, verbose=1):
             pretrained = load_model(config["pretrained_model"])
             names = copy_pretrained(model, pretrained, config["scale"])
             log.info("copied %d layers from %s", len(names), config["pretrained_model"])
-        model.compile(optimizer=make_optimizer(config), loss=make_loss(config),
+        loss = make_loss(config)
+        model.compile(optimizer=make_optimizer(config), loss=loss,
                       metrics=[metrics.PSNR(shave=shave)])
         if resume:
             model.optimizer.build(model.trainable_variables)
@@ -193,18 +196,20 @@ def train(config, run_dir, resume=False, verbose=1):
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
-        train_ds, valid_ds = train_ds.with_options(options), valid_ds.with_options(options)
+        train_ds = train_ds.with_options(options)
 
         guard = StopOnNonFiniteLoss()
         run_cb = RunDirectory(run_dir, export_model, monitor="val_psnr", state=state)
         callbacks = [
             guard,
+            # Before RunDirectory and TensorBoard, which read the val_* logs it adds.
+            Validation(valid_ds, export_model, loss, shave),
             run_cb,
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
         ]
         model.fit(train_ds, epochs=config["epochs"], steps_per_epoch=config["steps_per_epoch"],
-                  initial_epoch=initial_epoch, validation_data=valid_ds, callbacks=callbacks,
-                  verbose=verbose)
+                  initial_epoch=initial_epoch, callbacks=callbacks,
+                  shuffle=False, verbose=verbose)
 
     if guard.failure:
         epoch, batch, loss = guard.failure

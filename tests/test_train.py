@@ -1,0 +1,196 @@
+"""`python -m sisr.train` end to end on the demo set with tiny models."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import sisr
+from sisr import train, trainer
+from sisr.callbacks import read_state
+
+TINY_PROFILE = {
+    "model": "wdsr_b", "num_filters": 8, "num_res_blocks": 1, "res_block_expansion": 2,
+    "optimizer": "weight_norm_adam", "learning_rate": 1e-3, "loss": "l1",
+    "epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "lr_patch": 16, "valid_crop": 24,
+    "scale": 2, "scales": [2, 3, 4],
+}
+
+
+def write_profile(tmp_path, **changes):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps({**TINY_PROFILE, **changes}))
+    return str(path)
+
+
+def run_dirs(outdir):
+    return sorted(os.path.join(outdir, d) for d in os.listdir(outdir))
+
+
+def test_train_writes_a_complete_run_directory(tmp_path, capsys):
+    outdir = tmp_path / "runs"
+    code = train.main(["--profile", write_profile(tmp_path), "--dataset", "demo",
+                       "--outdir", str(outdir), "--seed", "1", "--verbose", "0"])
+    assert code == 0
+    [run_dir] = run_dirs(outdir)
+    assert os.path.basename(run_dir).endswith("-tiny")
+
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["model"] == "wdsr_b" and config["seed"] == 1 and config["dataset"] == "demo"
+
+    with open(os.path.join(run_dir, "training.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"loss", "psnr", "val_loss", "val_psnr"} <= set(rows[0])
+
+    assert any(name.startswith("events.") for _, _, files in
+               os.walk(os.path.join(run_dir, "logs")) for name in files)
+    models = sorted(os.listdir(os.path.join(run_dir, "models")))
+    assert models and all(m.startswith("epoch-00") and "-psnr-" in m for m in models)
+
+    best = sisr.load_model(os.path.join(run_dir, "best.keras"))
+    lr = np.zeros((1, 6, 5, 3), np.uint8)
+    assert sisr.resolve(best, lr).shape == (1, 12, 10, 3)
+
+    state = read_state(run_dir)
+    assert state["epoch"] == 2 and state["iterations"] == 6
+    assert set(os.listdir(os.path.join(run_dir, "backup"))) == {"state.json", state["backup"]}
+
+    with open(os.path.join(run_dir, "result.json")) as f:
+        result = json.load(f)
+    out = capsys.readouterr().out
+    assert f"model {result['psnr']:.2f} dB, bicubic {result['bicubic_psnr']:.2f} dB" in out
+    # No temporary files left behind by the atomic writes.
+    assert not [n for _, _, files in os.walk(run_dir) for n in files if n.startswith(".tmp-")]
+
+
+def _spawn(args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.Popen([sys.executable, "-m", "sisr.train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    epochs, steps = 4, 20
+    profile = write_profile(tmp_path, epochs=epochs, steps_per_epoch=steps)
+    outdir = tmp_path / "runs"
+    proc = _spawn(["--profile", profile, "--dataset", "demo", "--outdir", str(outdir),
+                   "--seed", "3", "--verbose", "0"], cwd=str(tmp_path))
+    deadline = time.time() + 240
+    state = None
+    while time.time() < deadline and proc.poll() is None:
+        dirs = run_dirs(outdir) if outdir.exists() else []
+        state = read_state(dirs[0]) if dirs else None
+        if state and state["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed:\n" + \
+        proc.stdout.read()
+    assert state and 1 <= state["epoch"] < epochs
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    [run_dir] = run_dirs(outdir)
+    killed_at = read_state(run_dir)
+
+    result = subprocess.run([sys.executable, "-m", "sisr.train", "--resume", run_dir,
+                             "--verbose", "0"], cwd=str(tmp_path), capture_output=True,
+                            text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    final = read_state(run_dir)
+    assert final["epoch"] == epochs
+    # The optimiser's iteration count continued from the backup: no step lost or repeated
+    # beyond the unfinished epoch.
+    assert final["iterations"] == epochs * steps
+    assert killed_at["iterations"] == killed_at["epoch"] * steps
+    with open(os.path.join(run_dir, "training.csv")) as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(epochs))
+
+
+def test_pretrained_x2_seeds_x4(tmp_path):
+    x2 = sisr.model.wdsr_b(2, num_filters=8, num_res_blocks=2, res_block_expansion=2)
+    for var in x2.weights:
+        var.assign(np.random.default_rng(0).normal(size=var.shape).astype("float32"))
+    path = str(tmp_path / "x2.keras")
+    sisr.save_model(x2, path)
+    profile = write_profile(tmp_path, num_res_blocks=2, epochs=1, steps_per_epoch=1,
+                            learning_rate=1e-9)
+    config = sisr.config.resolve(profile, {"scale": 4, "pretrained_model": path})
+    x4 = trainer.build_model(config)
+    copied = trainer.copy_pretrained(x4, sisr.load_model(path), 4)
+    expected = [layer.name for layer in x2.layers if layer.weights and "_x2_" not in layer.name]
+    assert sorted(copied) == sorted(expected)
+    for name in expected:
+        for a, b in zip(x4.get_layer(name).get_weights(), x2.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_pretrained_of_another_architecture_is_rejected(tmp_path, capsys):
+    path = str(tmp_path / "edsr.keras")
+    sisr.save_model(sisr.model.edsr(2, num_filters=8, num_res_blocks=1), path)
+    code = train.main(["--profile", write_profile(tmp_path), "--dataset", "demo",
+                       "--pretrained-model", path, "--outdir", str(tmp_path / "runs"),
+                       "--verbose", "0"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "does not match 'wdsr_b'" in err and "block1_conv3" in err
+
+
+def test_mirrored_strategy_trains_on_two_replicas(tmp_path):
+    assert trainer.make_strategy("mirrored").num_replicas_in_sync == 2
+    code = train.main(["--profile", write_profile(tmp_path, epochs=1, steps_per_epoch=2),
+                       "--dataset", "demo", "--strategy", "mirrored",
+                       "--outdir", str(tmp_path / "runs"), "--verbose", "0"])
+    assert code == 0
+    [run_dir] = run_dirs(tmp_path / "runs")
+    assert read_state(run_dir)["iterations"] == 2
+
+
+def test_mixed_bfloat16_training_runs(tmp_path):
+    code = train.main(["--profile", write_profile(tmp_path, epochs=1, steps_per_epoch=2),
+                       "--dataset", "demo", "--precision", "mixed_bfloat16",
+                       "--outdir", str(tmp_path / "runs"), "--verbose", "0"])
+    assert code == 0
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    [run_dir] = run_dirs(tmp_path / "runs")
+    best = sisr.load_model(os.path.join(run_dir, "best.keras"))
+    assert best.get_layer("head_conv").compute_dtype == "float32"
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_good_model(tmp_path, monkeypatch,
+                                                                   capsys):
+    import tensorflow as tf
+
+    class ExplodingLoss(keras.losses.Loss):
+        """L1 until it has been called `after` times, NaN from then on."""
+
+        def __init__(self, after):
+            super().__init__()
+            self.after = after
+            self.calls = tf.Variable(0, trainable=False)
+
+        def call(self, y_true, y_pred):
+            n = self.calls.assign_add(1)
+            loss = tf.reduce_mean(tf.abs(y_true - y_pred), axis=(1, 2, 3))
+            return tf.where(n > self.after, tf.fill(tf.shape(loss), np.nan), loss)
+
+    # Epoch 1: 3 training steps + 3 validation images; the NaN arrives in epoch 2.
+    monkeypatch.setattr(trainer, "make_loss", lambda config: ExplodingLoss(after=6))
+    code = train.main(["--profile", write_profile(tmp_path, epochs=3, steps_per_epoch=3),
+                       "--dataset", "demo", "--outdir", str(tmp_path / "runs"),
+                       "--verbose", "0"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "loss became nan at epoch 2, batch 1" in err and "kept the last good model" in err
+    [run_dir] = run_dirs(tmp_path / "runs")
+    assert read_state(run_dir)["epoch"] == 1
+    best = sisr.load_model(os.path.join(run_dir, "best.keras"))
+    assert all(np.isfinite(w).all() for w in best.get_weights())
