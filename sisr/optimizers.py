@@ -94,11 +94,13 @@ class WeightNormAdam(keras.optimizers.Optimizer):
         beta_1, beta_2, epsilon: Adam's hyperparameters (`epsilon` is Keras' "epsilon
             hat", added to `sqrt(v)`), used for both `g` and `V`.
         weight_norm: which variables are weight-normalised. None (default) selects every
-            variable of rank >= 2 whose path ends in `kernel` (`Conv*D`/`Dense` kernels;
-            the norm runs over all axes but the last). Otherwise a regular expression or
-            a list of them, searched (`re.search`) in each variable's `path` (e.g.
-            `"head_conv/kernel"`); an empty list turns weight normalisation off. Rank-1
-            variables are never weight-normalised.
+            variable of rank >= 2 named exactly `kernel` (the last component of its
+            `path`): `Conv*D` and `Dense` kernels, not `depthwise_kernel`. Otherwise a
+            regular expression or a list of them, searched (`re.search`) in each
+            variable's `path` (e.g. `"head_conv/kernel"`); an empty list turns weight
+            normalisation off. Rank-1 variables are never weight-normalised. The norm
+            always runs over all axes but the last (the output channels of `Conv*D` and
+            `Dense` kernels; the input channels of `Conv*DTranspose` kernels).
         **kwargs: the base optimiser's keyword arguments (`name`, `clipnorm`,
             `global_clipnorm`, `use_ema`, `loss_scale_factor`, ...).
     """
@@ -243,16 +245,29 @@ def _pre_activation(layer, inputs):
     return outputs
 
 
+def _symbolic_inputs(model):
+    """The model's symbolic input(s), in the structure the model is called with."""
+    try:
+        return model.input  # functional models
+    except (AttributeError, ValueError):
+        pass
+    inputs = getattr(model, "inputs", None)  # Sequential models have only this
+    if not inputs:
+        return None
+    return inputs[0] if len(inputs) == 1 else inputs
+
+
 def data_dependent_init(model, batch, weight_norm=None):
     """Data-dependent initialisation of the weight-normalised layers (SPEC section 4).
 
-    In forward order, for every top-level `Conv1D/2D/3D` or `Dense` layer of `model` (layers
-    inside nested models are not visited) whose kernel is selected
-    by `weight_norm` (same meaning as in `WeightNormAdam`), computes the layer's
+    In forward order, for every top-level `Conv1D/2D/3D` or `Dense` layer of `model`
+    (layers inside nested models are not visited) whose kernel is selected by
+    `weight_norm` (same meaning as in `WeightNormAdam`), computes the layer's
     pre-activation output on `batch` (with all earlier layers already initialised), its
     per-channel mean and `s = sqrt(var + 1e-10)`, and sets `W <- W / s`,
     `b <- (b - mean) / s`, so that this output has zero mean and unit variance on
-    `batch`. Call it once before training (it is off by default in training).
+    `batch` (a layer without bias only gets unit variance). Call it once before
+    training; nothing calls it by default.
 
     Args:
         model: a built functional or Sequential `keras.Model`.
@@ -263,10 +278,7 @@ def data_dependent_init(model, batch, weight_norm=None):
         The names of the initialised layers, in the order they were initialised.
     """
     _, patterns = _compile_patterns(weight_norm, "data_dependent_init")
-    try:
-        model_inputs = model.input  # the structure the model is called with
-    except (AttributeError, ValueError):
-        model_inputs = None
+    model_inputs = _symbolic_inputs(model)
     if model_inputs is None:
         raise ValueError(
             f"data_dependent_init: model {model.name!r} has no symbolic inputs; it must be "

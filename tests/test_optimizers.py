@@ -322,7 +322,8 @@ def test_mixed_float16_with_loss_scale_optimizer():
     assert float(optimizer.dynamic_scale) == 2.0**14
     for w0, variable in zip(before, model.trainable_variables):
         np.testing.assert_array_equal(variable.numpy(), w0)
-    assert all(np.array_equal(s, np.ones_like(s)) for s in _scales(optimizer.inner_optimizer).values())
+    scales = _scales(optimizer.inner_optimizer).values()
+    assert scales and all(np.array_equal(s, np.ones_like(s)) for s in scales)
 
     # A small scale: the first step is applied, in the weight-normalised space.
     optimizer = keras.optimizers.LossScaleOptimizer(
@@ -388,3 +389,25 @@ def test_data_dependent_init_only_touches_selected_layers():
     for v in model.weights:
         changed = not np.array_equal(v.numpy(), before[v.path])
         assert changed == v.path.startswith("head_conv/"), v.path
+
+
+def test_data_dependent_init_sequential_conv_and_dense():
+    rng = np.random.default_rng(6)
+    batch = rng.normal(size=(16, 5, 5, 2)).astype("float32")
+    model = keras.Sequential([
+        keras.Input((5, 5, 2)),
+        keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(4, activation="tanh", name="dense"),
+    ])
+    assert data_dependent_init(model, batch) == ["conv", "dense"]
+    dense = model.get_layer("dense")
+    x = np.asarray(keras.Model(model.inputs[0], dense.input)(batch), np.float64)
+    y = x @ dense.kernel.numpy() + dense.bias.numpy()
+    np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y.std(axis=0), 1.0, rtol=1e-4)
+
+
+def test_data_dependent_init_needs_a_built_model():
+    with pytest.raises(ValueError, match="no symbolic inputs"):
+        data_dependent_init(keras.Sequential([keras.layers.Dense(2)]), np.zeros((2, 3)))
