@@ -1,10 +1,11 @@
 """tf.data pipelines over a list of LR/HR pairs.
 
-Training: image indices are shuffled every epoch and repeated; for each index a random
-LR offset is drawn in TF (stateless, from a per-element seed stream, so a `seed` makes
-runs reproducible even with a parallel map), the aligned LR and HR patches are cut in
-numpy (memory-mapped for `.npy` caches, so only the touched pages are read), then flipped
-and rotated identically in TF, batched and prefetched.
+Training: image indices are shuffled every epoch, repeated and batched; a parallel map
+then cuts each batch in numpy (one Python call per batch, not per patch): a random LR
+offset per image, the aligned HR patch at offset * scale (memory-mapped for `.npy`
+caches, so only the touched pages are read), the same random flip and 90-degree rotation
+for both. Each batch draws from its own numpy generator, seeded from a `tf.data` random
+stream, so a `seed` makes runs reproducible even with the parallel map.
 """
 
 import numpy as np
@@ -13,59 +14,55 @@ import tensorflow as tf
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _patch_crop_fn(pairs, scale, lr_patch):
+def _batch_maker(pairs, scale, lr_patch, augment):
+    lr_shapes = [pair.lr.shape for pair in pairs]
     hr_patch = lr_patch * scale
 
-    def crop(index, top, left):
-        pair = pairs[int(index)]
-        top, left = int(top), int(left)
-        lr = pair.lr.crop(top, left, lr_patch, lr_patch)
-        hr = pair.hr.crop(top * scale, left * scale, hr_patch, hr_patch)
-        return lr, hr
+    def make_batch(indices, batch_seed):
+        rng = np.random.default_rng(int(batch_seed) & 0xFFFFFFFFFFFFFFFF)
+        lr_batch = np.empty((len(indices), lr_patch, lr_patch, 3), np.uint8)
+        hr_batch = np.empty((len(indices), hr_patch, hr_patch, 3), np.uint8)
+        for slot, index in enumerate(indices):
+            pair = pairs[index]
+            height, width = lr_shapes[index]
+            top = int(rng.integers(0, height - lr_patch + 1))
+            left = int(rng.integers(0, width - lr_patch + 1))
+            lr = pair.lr.crop(top, left, lr_patch, lr_patch)
+            hr = pair.hr.crop(top * scale, left * scale, hr_patch, hr_patch)
+            if augment:
+                if rng.random() < 0.5:
+                    lr, hr = lr[:, ::-1], hr[:, ::-1]
+                turns = int(rng.integers(0, 4))
+                lr, hr = np.rot90(lr, turns), np.rot90(hr, turns)
+            lr_batch[slot] = lr
+            hr_batch[slot] = hr
+        return lr_batch, hr_batch
 
-    return crop
-
-
-def _augment(lr, hr, seed):
-    """Same random horizontal flip and k*90 degree rotation for the LR and HR patch."""
-    flip = tf.random.stateless_uniform([], seed=seed + [0, 1]) < 0.5
-    turns = tf.random.stateless_uniform([], seed=seed + [0, 2], minval=0, maxval=4,
-                                        dtype=tf.int32)
-    lr = tf.where(flip, tf.reverse(lr, axis=[1]), lr)
-    hr = tf.where(flip, tf.reverse(hr, axis=[1]), hr)
-    return tf.image.rot90(lr, turns), tf.image.rot90(hr, turns)
+    return make_batch
 
 
 def train_dataset(pairs, scale, batch_size, lr_patch, seed, repeat, augment):
     """Random aligned patch batches `(lr, hr)`, uint8 (B, p, p, 3) and (B, p*s, p*s, 3)."""
     count = len(pairs)
-    lr_shapes = tf.constant([pair.lr.shape for pair in pairs], tf.int32)
-    crop = _patch_crop_fn(pairs, scale, lr_patch)
+    make_batch = _batch_maker(pairs, scale, lr_patch, augment)
     hr_patch = lr_patch * scale
 
-    def load(index, random):
-        seed = tf.stack([random, tf.constant(0, tf.int64)])
-        room = tf.cast(tf.gather(lr_shapes, index) - lr_patch + 1, tf.float32)
-        u = tf.random.stateless_uniform([2], seed=seed)
-        offset = tf.minimum(tf.cast(u * room, tf.int32), tf.cast(room, tf.int32) - 1)
-        lr, hr = tf.numpy_function(crop, [index, offset[0], offset[1]], [tf.uint8, tf.uint8],
+    def load(indices, batch_seed):
+        lr, hr = tf.numpy_function(make_batch, [indices, batch_seed], [tf.uint8, tf.uint8],
                                    stateful=False)
-        lr.set_shape([lr_patch, lr_patch, 3])
-        hr.set_shape([hr_patch, hr_patch, 3])
-        if augment:
-            lr, hr = _augment(lr, hr, seed)
+        # Static batch shapes when repeating; a single epoch keeps its last, smaller batch.
+        batch = batch_size if repeat else None
+        lr.set_shape([batch, lr_patch, lr_patch, 3])
+        hr.set_shape([batch, hr_patch, hr_patch, 3])
         return lr, hr
 
     indices = tf.data.Dataset.range(count).shuffle(count, seed=seed,
                                                    reshuffle_each_iteration=True)
     if repeat:
         indices = indices.repeat()
-    # One int64 per patch: the stateless seed of its crop offset and augmentation.
-    randoms = tf.data.Dataset.random(seed=seed)
-    dataset = tf.data.Dataset.zip((indices, randoms))
+    indices = indices.batch(batch_size, drop_remainder=repeat)
+    dataset = tf.data.Dataset.zip((indices, tf.data.Dataset.random(seed=seed)))
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=seed is not None)
-    # Static batch shapes when repeating; a single epoch keeps its last, smaller batch.
-    dataset = dataset.batch(batch_size, drop_remainder=repeat)
     return dataset.prefetch(AUTOTUNE)
 
 

@@ -1,0 +1,103 @@
+"""Training-pipeline throughput: numpy cache vs PNG decoding, on a synthetic DIV2K tree.
+
+    python benchmarks/data.py [--images 20] [--rounds 3] [--dir /tmp/sisr-bench-div2k]
+
+Generates a DIV2K-shaped tree (HR 2040x1356 PNGs and their bicubic x2 LR images), converts
+it with `python -m sisr.convert numpy`, then measures training patches/s (batch 16, LR
+patch 48, x2, augmentation on) of `DIV2K(...).train()` from the cache and from the PNGs,
+interleaving the runs (cache, png, cache, png, ...) because this machine's speed swings,
+and prints the medians and their ratio. Run by hand; nothing here is a test.
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+
+def make_tree(root, count, height=1356, width=2040, seed=0):
+    """Photo-like HR PNGs (smooth gradients + texture + noise) and bicubic x2 LR PNGs."""
+    from sisr.imresize import imresize
+
+    rng = np.random.default_rng(seed)
+    hr_dir = os.path.join(root, "DIV2K_train_HR")
+    lr_dir = os.path.join(root, "DIV2K_train_LR_bicubic", "X2")
+    os.makedirs(hr_dir, exist_ok=True)
+    os.makedirs(lr_dir, exist_ok=True)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    for i in range(1, count + 1):
+        hr_path = os.path.join(hr_dir, f"{i:04d}.png")
+        lr_path = os.path.join(lr_dir, f"{i:04d}x2.png")
+        if os.path.exists(hr_path) and os.path.exists(lr_path):
+            continue
+        fx, fy = rng.uniform(0.002, 0.05, size=2)
+        base = 128 + 60 * np.sin(xx * fx + i) * np.cos(yy * fy)
+        image = base[:, :, None] + rng.normal(0, 12, size=(height, width, 3))
+        image = np.clip(image + rng.uniform(-40, 40, size=3), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(hr_path)
+        Image.fromarray(imresize(image, 0.5)).save(lr_path)
+
+
+def patches_per_second(root, batches, seed):
+    from sisr.data import DIV2K
+
+    dataset = DIV2K(root, "train", scale=2).train(batch_size=16, lr_patch=48, seed=seed)
+    iterator = iter(dataset)
+    for _ in range(3):  # warm-up: tracing, thread pools, prefetch buffer
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        lr, hr = next(iterator)
+    elapsed = time.perf_counter() - start
+    assert lr.shape == (16, 48, 48, 3) and hr.shape == (16, 96, 96, 3)
+    return batches * 16 / elapsed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cache-batches", type=int, default=300)
+    parser.add_argument("--png-batches", type=int, default=8)
+    parser.add_argument("--dir", default=None, help="keep the generated trees here")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from sisr.convert import convert
+
+    work = args.dir or tempfile.mkdtemp(prefix="sisr-bench-data-")
+    png_root, npy_root = os.path.join(work, "DIV2K"), os.path.join(work, "DIV2K_BIN")
+    try:
+        start = time.perf_counter()
+        make_tree(png_root, args.images)
+        print(f"synthetic tree: {args.images} HR 2040x1356 + LR x2 PNGs "
+              f"({time.perf_counter() - start:.1f} s)")
+        start = time.perf_counter()
+        result = convert("numpy", png_root, npy_root, progress=False)
+        print(f"convert numpy: {result.converted} converted, {result.up_to_date} up to date "
+              f"in {time.perf_counter() - start:.1f} s")
+        rates = {"cache": [], "png": []}
+        for round_ in range(args.rounds):
+            for name, root, batches in (("cache", npy_root, args.cache_batches),
+                                        ("png", png_root, args.png_batches)):
+                rate = patches_per_second(root, batches, seed=round_)
+                rates[name].append(rate)
+                print(f"round {round_ + 1} {name:5s}: {rate:8.1f} patches/s", flush=True)
+        cache, png = statistics.median(rates["cache"]), statistics.median(rates["png"])
+        print(f"median cache {cache:.0f} patches/s, png {png:.1f} patches/s, "
+              f"ratio {cache / png:.1f}x (batch 16, LR 48, x2)")
+        print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    finally:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
