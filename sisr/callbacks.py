@@ -87,7 +87,7 @@ class Validation(keras.callbacks.Callback):
             scores.extend(np.atleast_1d(psnr.numpy()).tolist())
         logs["val_loss"] = float(np.sum(losses) / max(len(scores), 1))
         logs["val_psnr"] = float(np.mean(scores)) if scores else float("nan")
-        log.info("epoch %d: val_loss %.4f, val_psnr %.3f dB", epoch + 1, logs["val_loss"],
+        log.debug("epoch %d: val_loss %.4f, val_psnr %.3f dB", epoch + 1, logs["val_loss"],
                  logs["val_psnr"])
 
 
