@@ -28,7 +28,6 @@ DEFAULT_TILE = 256  # LR pixels; EDSR baseline x4 peaks well under 3 GB with it
 FALLBACK_OVERLAP = 32  # used when a model's receptive field cannot be read from its config
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's "L" mode
 _CONV_LAYERS = {"Conv2D", "DepthwiseConv2D", "SeparableConv2D"}
-_UPSAMPLING_LAYERS = {"PixelShuffle", "UpSampling2D"}
 
 
 class ModelError(ValueError):

@@ -1,7 +1,6 @@
 """python -m sisr.evaluate on tiny models and image folders."""
 
 import json
-import os
 
 import numpy as np
 import pytest

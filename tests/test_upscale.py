@@ -233,3 +233,24 @@ def test_cli_bad_model_scale_and_outdir(inputs, model_file, tmp_path, capsys):
     with pytest.raises(SystemExit):
         up.main(["-i", image, "-o", str(tmp_path / "o4"), "--model", model_file,
                  "--tile", "-1"])
+
+
+# ------------------------------------------------------------------- images
+
+
+def test_read_image_modes(tmp_path):
+    from sisr.images import ImageError, read_image
+
+    palette = Image.fromarray(random_image((5, 6), seed=9)).convert("P")
+    palette.info["transparency"] = 0
+    palette.save(tmp_path / "p.png", transparency=0)
+    assert read_image(tmp_path / "p.png").array.shape == (5, 6, 4)
+    Image.fromarray(random_image((5, 6), seed=9) > 128).save(tmp_path / "bw.png")
+    loaded = read_image(tmp_path / "bw.png")
+    assert loaded.array.shape == (5, 6) and set(np.unique(loaded.array)) <= {0, 255}
+    assert loaded.format == "png"
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(ImageError, match=r"deep\.png: unsupported image mode .*16-bit"):
+        read_image(tmp_path / "deep.png")
+    with pytest.raises(ImageError, match=r"gone\.png: no such file"):
+        read_image(tmp_path / "gone.png")

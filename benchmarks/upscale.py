@@ -1,0 +1,210 @@
+"""Speed and peak memory of `sisr.upscale_image` on a 2040x1356 LR image (run by hand).
+
+For EDSR baseline (64 filters, 16 blocks) and WDSR-B baseline (32 filters, 16 blocks,
+expansion 6) at x2 and x4, tiled (default tile and receptive-field overlap of sisr.upscale)
+and untiled: megapixels per second (LR in and SR out) and peak resident memory. Each run is
+a fresh subprocess, so its peak RSS (from wait4, like /usr/bin/time -v) is its own; runs are
+interleaved round by round (A B C D, B C D A, ...) and medians reported, because this
+machine's speed swings by up to 2x. Weights are random: speed does not depend on them.
+
+Untiled cases whose estimated memory (largest layer input + output, x1.5, + 1 GB) exceeds
+--max-gb are skipped rather than risking the machine (EDSR x4 untiled needs ~35 GB).
+
+With --check-seams, each tiled run also super-resolves, untiled, an LR crop that straddles
+tile borders and reports the largest difference from the tiled output inside it (away from
+the crop's own border, by the overlap): 0 or 1 grey level means no seams.
+
+    python benchmarks/upscale.py                     # all cases, 3 rounds
+    python benchmarks/upscale.py --cases edsr-x4 --repeats 1 --check-seams
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+if __package__:
+    from .common import format_table, median, spread
+else:  # run as a script: python benchmarks/upscale.py
+    from common import format_table, median, spread
+
+LR_SHAPE = (1356, 2040)  # a DIV2K-sized LR image (height, width)
+CASES = {
+    "edsr-x2": ("edsr", dict(scale=2, num_filters=64, num_res_blocks=16)),
+    "edsr-x4": ("edsr", dict(scale=4, num_filters=64, num_res_blocks=16)),
+    "wdsr-b-x2": ("wdsr_b", dict(scale=2, num_filters=32, num_res_blocks=16,
+                                 res_block_expansion=6)),
+    "wdsr-b-x4": ("wdsr_b", dict(scale=4, num_filters=32, num_res_blocks=16,
+                                 res_block_expansion=6)),
+}
+SEAM_CROP = (200, 700)  # LR rows/cols of the seam check: straddles the 256-pixel tile borders
+
+
+def test_image(shape, seed=0):
+    """A smooth random photograph-like uint8 RGB image (content does not affect speed)."""
+    import numpy as np
+
+    from sisr.imresize import imresize
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (shape[0] // 8, shape[1] // 8, 3), dtype=np.uint8)
+    return imresize(small, output_shape=shape)
+
+
+def activation_gb(model, shape):
+    """Largest input + output size (GB, float32) of one layer for a (1, H, W, 3) input."""
+    import keras
+    import numpy as np
+
+    specs = {id(model.inputs[0]): keras.KerasTensor((1, *shape, 3), dtype="float32")}
+    largest = 0
+    for op in model.operations:
+        if isinstance(op, keras.layers.InputLayer):
+            continue
+        inputs = keras.tree.map_structure(lambda t: specs[id(t)], op.input)
+        output = op.compute_output_spec(inputs)
+        size = sum(int(np.prod(t.shape)) for t in keras.tree.flatten([inputs, output]))
+        largest = max(largest, size)
+        for ref, spec in zip(keras.tree.flatten(op.output), keras.tree.flatten(output)):
+            specs[id(ref)] = spec
+    return 4 * largest / 1e9
+
+
+def estimate_gb(case, tile):
+    """Rough peak memory of a run: biggest layer at the processed size, x1.5, + 1 GB."""
+    from sisr.model import build
+    from sisr.upscale import Upscaler
+
+    builder, arguments = CASES[case]
+    model = build(builder, **arguments)
+    if tile:
+        overlap = Upscaler(model, scale=arguments["scale"]).overlap
+        side = min(tile + 2 * overlap, max(LR_SHAPE))
+        shape = (min(side, LR_SHAPE[0]), min(side, LR_SHAPE[1]))
+    else:
+        shape = LR_SHAPE
+    return 1.5 * activation_gb(model, shape) + 1.0
+
+
+def worker(case, tile, check_seams):
+    """One measured run in this process; prints a JSON line with its figures."""
+    import numpy as np
+
+    from sisr.model import build
+    from sisr.upscale import Upscaler, upscale_image
+
+    builder, arguments = CASES[case]
+    model = build(builder, **arguments)
+    upscaler = Upscaler(model, scale=arguments["scale"], tile=tile or None)
+    image = test_image(LR_SHAPE)
+    upscale_image(upscaler, image[:64, :64])  # trace the forward pass outside the timing
+    start = time.perf_counter()
+    sr = upscale_image(upscaler, image)
+    seconds = time.perf_counter() - start
+    result = {"seconds": seconds, "tiles": len(upscaler.tiles(*LR_SHAPE)),
+              "overlap": upscaler.overlap}
+    if check_seams and tile:
+        a, b = SEAM_CROP
+        s, m = upscaler.scale, upscaler.overlap
+        crop = Upscaler(model, scale=s, overlap=m)(image[a:b, a:b])  # untiled
+        inner = slice(m * s, (b - a - m) * s)
+        tiled = sr[a * s:b * s, a * s:b * s]
+        diff = np.abs(tiled[inner, inner].astype(int) - crop[inner, inner].astype(int))
+        borders = [y0 for y0, _, _, _ in upscaler.tiles(*LR_SHAPE) if a < y0 < b]
+        result.update(seam_max_diff=int(diff.max()), seam_pixels_off=int((diff > 0).sum()),
+                      seam_borders_checked=sorted(set(borders)))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_case(case, tile, check_seams):
+    """Runs `worker` in a fresh subprocess; returns its figures plus peak RSS in GB."""
+    command = [sys.executable, os.path.abspath(__file__), "--worker", case,
+               "--tile", str(tile)] + (["--check-seams"] if check_seams else [])
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    # wait4 gives this child's own rusage (RUSAGE_CHILDREN would mix all children).
+    _, status, usage = os.wait4(process.pid, 0)
+    out, err = process.stdout.read(), process.stderr.read()
+    process.stdout.close()
+    process.stderr.close()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(f"{case} tile={tile} failed (exit {process.returncode}):\n{err}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["peak_gb"] = usage.ru_maxrss * 1024 / 1e9  # Linux: ru_maxrss is in KiB
+    return result
+
+
+def main(argv=None):
+    from sisr.upscale import DEFAULT_TILE
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", default=",".join(CASES), help="comma-separated: " +
+                   ", ".join(CASES))
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile of the tiled runs")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+    p.add_argument("--max-gb", type=float, default=8.0,
+                   help="skip untiled cases estimated above this many GB")
+    p.add_argument("--no-untiled", action="store_true", help="tiled runs only")
+    p.add_argument("--check-seams", action="store_true",
+                   help="compare tiled output with an untiled crop across tile borders")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.tile, args.check_seams)
+        return 0
+
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        p.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
+    runs, skipped = [], []
+    for case in cases:
+        for tile in ([args.tile] if args.no_untiled else [args.tile, 0]):
+            estimate = estimate_gb(case, tile)
+            if tile == 0 and estimate > args.max_gb:
+                skipped.append((case, estimate))
+            else:
+                runs.append((case, tile, estimate))
+    results = {(case, tile): [] for case, tile, _ in runs}
+    print(f"LR image {LR_SHAPE[1]}x{LR_SHAPE[0]}, {len(runs)} cases x {args.repeats} "
+          f"interleaved rounds (one subprocess each)", file=sys.stderr)
+    for r in range(args.repeats):
+        shift = r % len(runs)
+        for case, tile, _ in runs[shift:] + runs[:shift]:
+            result = run_case(case, tile, args.check_seams and r == 0)
+            results[(case, tile)].append(result)
+            print(f"  round {r + 1}: {case} tile={tile or 'none'}: "
+                  f"{result['seconds']:.1f} s, {result['peak_gb']:.2f} GB", file=sys.stderr)
+
+    lr_mpx = LR_SHAPE[0] * LR_SHAPE[1] / 1e6
+    rows = []
+    for case, tile, estimate in runs:
+        found = results[(case, tile)]
+        seconds = [f["seconds"] for f in found]
+        scale = CASES[case][1]["scale"]
+        t = median(seconds)
+        seam = next((f for f in found if "seam_max_diff" in f), None)
+        rows.append([
+            case, f"{tile} (+{found[0]['overlap']})" if tile else "none",
+            found[0]["tiles"], f"{t:.1f}", f"{spread(seconds):.2f}",
+            f"{lr_mpx / t:.3f}", f"{lr_mpx * scale * scale / t:.2f}",
+            f"{median([f['peak_gb'] for f in found]):.2f}", f"{estimate:.1f}",
+            "-" if seam is None else f"{seam['seam_max_diff']} ({seam['seam_pixels_off']} px)",
+        ])
+    print(format_table(
+        ["case", "tile (+overlap)", "tiles", "seconds", "IQR/med", "LR Mpx/s", "SR Mpx/s",
+         "peak RSS GB", "est. GB", "seam max diff"], rows))
+    for case, estimate in skipped:
+        print(f"{case} untiled: skipped, estimated {estimate:.1f} GB > --max-gb {args.max_gb}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
