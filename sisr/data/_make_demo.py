@@ -4,8 +4,8 @@
 
 Needs scikit-image (only the images shipped in its wheel are used, nothing is
 downloaded). Every output is cropped to a size divisible by 12 so that x2, x3 and x4 LR
-images have exact sizes; large JPEG sources are first halved with the MATLAB bicubic to
-reduce their compression noise. Writes the PNGs and manifest.json (source, licence, the
+images have exact sizes; the large, smooth JPEG `retina` is first shrunk with the MATLAB
+bicubic to reduce its compression noise (and smooth ones shrunk for more detail per pixel). Writes the PNGs and manifest.json (source, licence, the
 operations applied, sha256); README.md is maintained by hand.
 """
 
@@ -21,32 +21,33 @@ from sisr.imresize import imresize
 
 _SOURCE = "scikit-image {version}, skimage.data.{function}() (file skimage/data/{file})"
 
-# name, subset, skimage function, file in the wheel, licence note, halve first, (h, w)
+# name, subset, skimage function, file in the wheel, licence note, shrink factor, (h, w)
 PHOTOS = [
     ("astronaut", "train", "astronaut", "astronaut.png",
      "Public domain (NASA; 'No known copyright restrictions, released into the public "
-     "domain')", False, (504, 504)),
+     "domain')", None, (504, 504)),
     ("coffee", "train", "coffee", "coffee.png",
-     "CC0 by the photographer (Rachel Michetti)", False, (396, 600)),
+     "CC0 by the photographer (Rachel Michetti)", None, (396, 600)),
     ("rocket", "train", "rocket", "rocket.jpg",
-     "Public domain (SpaceX launch photo released into the public domain)", False,
+     "Public domain (SpaceX launch photo released into the public domain)", None,
      (420, 636)),
     ("hubble", "train", "hubble_deep_field", "hubble_deep_field.jpg",
-     "Public domain (NASA, Hubble eXtreme Deep Field)", False, (504, 600)),
+     "Public domain (NASA, Hubble eXtreme Deep Field)", None, (504, 600)),
     ("retina", "train", "retina", "retina.jpg",
-     "CC0 1.0 (Mikael Haggstrom, Wikimedia Commons)", True, (504, 504)),
+     "CC0 1.0 (Mikael Haggstrom, Wikimedia Commons)", 1 / 3, (312, 312)),
     ("brick", "train", "brick", "brick.png",
-     "CC0 (CC0Textures, Bricks25)", False, (504, 504)),
+     "CC0 (CC0Textures, Bricks25)", None, (504, 504)),
     ("grass", "train", "grass", "grass.png",
-     "CC0 (DeviantArt user linolafett, Grass-01)", False, (504, 504)),
-    ("cell", "train", "cell", "cell.png",
-     "CC0 (Paul Mueller et al., quantitative phase image)", False, (504, 540)),
+     "CC0 (DeviantArt user linolafett, Grass-01)", None, (504, 504)),
+    ("text", "train", "text", "text.png",
+     "Public domain (Wikimedia Commons, File:Corner.png; 'No known copyright "
+     "restrictions, released into the public domain')", None, (168, 444)),
     ("chelsea", "valid", "chelsea", "chelsea.png",
-     "CC0 by the photographer (Stefan van der Walt)", False, (300, 444)),
+     "CC0 by the photographer (Stefan van der Walt)", None, (300, 444)),
     ("camera", "valid", "camera", "camera.png",
-     "CC0 by the photographer (Lav Varshney)", False, (504, 504)),
+     "CC0 by the photographer (Lav Varshney)", None, (504, 504)),
     ("gravel", "valid", "gravel", "gravel.png",
-     "CC0 (CC0Textures, Gravel04)", False, (504, 504)),
+     "CC0 (CC0Textures, Gravel04)", None, (504, 504)),
 ]
 
 
@@ -64,16 +65,17 @@ def build(out_dir):
 
     os.makedirs(out_dir, exist_ok=True)
     entries = []
-    for name, subset, function, file, licence, halve, (height, width) in PHOTOS:
+    for name, subset, function, file, licence, shrink, (height, width) in PHOTOS:
         image = getattr(skimage.data, function)()
         operations = [f"loaded {image.shape[1]}x{image.shape[0]} ({image.ndim}-D uint8)"]
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
             operations.append("grayscale copied to 3 RGB channels")
         image = image[:, :, :3]
-        if halve:
-            image = imresize(image, 0.5)
-            operations.append(f"MATLAB bicubic x0.5 to {image.shape[1]}x{image.shape[0]}")
+        if shrink:
+            image = imresize(image, shrink)
+            operations.append(f"MATLAB bicubic x{shrink:.4g} to "
+                              f"{image.shape[1]}x{image.shape[0]}")
         image, (top, left) = _centre_crop(image, height, width)
         operations.append(f"centre crop {width}x{height} at (top={top}, left={left})")
         path = os.path.join(out_dir, f"{subset}_{name}.png")

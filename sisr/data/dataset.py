@@ -66,24 +66,27 @@ class PairedDataset:
             height, width = lr.shape[:2]
             yield pair.name, lr, pair.hr.load()[: height * self.scale, : width * self.scale]
 
-    def _in_memory_pairs(self):
-        log.info("%s: loading %d image pairs into memory", self.name, len(self))
-        return [
-            Pair(name, ArraySource(lr, f"{self.name}/{name} LR"),
-                 ArraySource(hr, f"{self.name}/{name} HR"))
-            for name, lr, hr in self.pairs()
-        ]
+    def _in_memory_pairs(self, pairs):
+        log.info("%s: loading %d image pairs into memory", self.name, len(pairs))
+        loaded = []
+        for pair in pairs:
+            lr = pair.lr.load()
+            height, width = lr.shape[:2]
+            hr = pair.hr.load()[: height * self.scale, : width * self.scale]
+            loaded.append(Pair(pair.name, ArraySource(lr, pair.lr.label),
+                               ArraySource(hr, pair.hr.label)))
+        return loaded
 
-    def _require_size(self, lr_side, argument):
-        small = [p.lr.label for p in self._pairs if min(p.lr.shape) < lr_side]
-        if small:
-            listed = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5
-                                             else "")
-            raise ValueError(
-                f"{argument}={lr_side} needs LR images of at least {lr_side}x{lr_side} "
-                f"(HR {lr_side * self.scale}x{lr_side * self.scale} at x{self.scale}), but "
-                f"{len(small)} image(s) of {self.name} are smaller: {listed}"
-            )
+    def _too_small(self, lr_side):
+        return [p for p in self._pairs if min(p.lr.shape) < lr_side]
+
+    def _size_message(self, small, lr_side, argument):
+        listed = ", ".join(p.lr.label for p in small[:5])
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+        return (f"{argument}={lr_side} needs LR images of at least {lr_side}x{lr_side} (HR "
+                f"{lr_side * self.scale}x{lr_side * self.scale} at x{self.scale}); "
+                f"{len(small)} of the {len(self)} images of {self.name} are smaller: "
+                f"{listed}{more}")
 
     def train(self, batch_size=16, lr_patch=48, seed=None, repeat=True, augment=True,
               cache=False):
@@ -99,14 +102,25 @@ class PairedDataset:
             cache: decode every image into memory first (fast, but needs the RAM of the
                 whole dataset); by default `.npy` caches are memory-mapped and image files
                 decoded on every patch.
+
+        Images smaller than the patch are left out with a warning naming them (an error
+        if no image is large enough).
         """
         from sisr.data.pipeline import train_dataset
 
         if int(batch_size) < 1 or int(lr_patch) < 1:
             raise ValueError(f"batch_size and lr_patch must be >= 1, got {batch_size}, "
                              f"{lr_patch}")
-        self._require_size(int(lr_patch), "lr_patch")
-        pairs = self._in_memory_pairs() if cache else self._pairs
+        small = self._too_small(int(lr_patch))
+        if len(small) == len(self):
+            raise ValueError(self._size_message(small, int(lr_patch), "lr_patch"))
+        if small:
+            # Training can go on without them; say which ones are left out.
+            log.warning("%s; training without them", self._size_message(small, int(lr_patch),
+                                                                         "lr_patch"))
+        left_out = {id(p) for p in small}
+        usable = [p for p in self._pairs if id(p) not in left_out]
+        pairs = self._in_memory_pairs(usable) if cache else usable
         return train_dataset(pairs, self.scale, int(batch_size), int(lr_patch), seed,
                              bool(repeat), bool(augment))
 
@@ -116,5 +130,8 @@ class PairedDataset:
 
         if crop is not None:
             crop = int(crop)
-            self._require_size(crop, "crop")
+            small = self._too_small(crop)
+            if small:
+                # Validation must score every image, so a crop that does not fit is an error.
+                raise ValueError(self._size_message(small, crop, "crop"))
         return valid_dataset(self._pairs, self.scale, crop)
