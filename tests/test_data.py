@@ -1,0 +1,505 @@
+"""sisr.data: DIV2K (images and numpy cache), ImageFolder, demo set, tf.data pipelines."""
+
+import io
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sisr.convert import convert
+from sisr.data import (
+    DIV2K,
+    DatasetNotFoundError,
+    ImageError,
+    ImageFolder,
+    ManifestError,
+    demo,
+    open_dataset,
+    read_image,
+)
+from sisr.data.demo import demo_manifest
+from sisr.data.imageio import open_npy
+from sisr.imresize import imresize
+
+# HR sizes divisible by 24 so that every track (x2, x3, x4, x8) divides them.
+HR_SHAPE = (96, 120)
+
+
+def _noise_image(seed, shape=HR_SHAPE):
+    """Smooth-ish random texture: unique everywhere, so a patch has one location."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (shape[0] // 4 + 1, shape[1] // 4 + 1, 3))
+    image = np.kron(small, np.ones((4, 4, 1)))[: shape[0], : shape[1]]
+    image += rng.normal(0, 20, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _save(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def make_div2k(root, train_ids=(1, 2, 3), valid_ids=(801, 802)):
+    """A tiny DIV2K tree: HR, bicubic x2/x3/x4/x8, unknown x2, mild x4 (with suffixes)."""
+    for subset, ids in (("train", train_ids), ("valid", valid_ids)):
+        for image_id in ids:
+            hr = _noise_image(image_id)
+            _save(os.path.join(root, f"DIV2K_{subset}_HR", f"{image_id:04d}.png"), hr)
+            for s in (2, 3, 4):
+                _save(os.path.join(root, f"DIV2K_{subset}_LR_bicubic", f"X{s}",
+                                   f"{image_id:04d}x{s}.png"), imresize(hr, 1 / s))
+            _save(os.path.join(root, f"DIV2K_{subset}_LR_x8", f"{image_id:04d}x8.png"),
+                  imresize(hr, 1 / 8))
+            unknown = imresize(imresize(hr, 1 / 2, antialias=False), output_shape=(48, 60))
+            _save(os.path.join(root, f"DIV2K_{subset}_LR_unknown", "X2",
+                               f"{image_id:04d}x2.png"), unknown)
+            _save(os.path.join(root, f"DIV2K_{subset}_LR_mild", f"{image_id:04d}x4m.png"),
+                  imresize(hr, 1 / 4))
+    return root
+
+
+@pytest.fixture(scope="module")
+def div2k(tmp_path_factory):
+    base = tmp_path_factory.mktemp("div2k")
+    root = make_div2k(str(base / "DIV2K"))
+    cache = str(base / "DIV2K_BIN")
+    result = convert("numpy", root, cache, progress=False)
+    assert result.ok and result.converted > 0
+    return root, cache
+
+
+# --- layout, caches, tracks -------------------------------------------------------------
+
+
+def test_numpy_cache_mirrors_the_tree_with_equal_pixels(div2k):
+    root, cache = div2k
+    images = sorted(os.path.relpath(os.path.join(d, f), root)
+                    for d, _, files in os.walk(root) for f in files)
+    arrays = sorted(os.path.relpath(os.path.join(d, f), cache)
+                    for d, _, files in os.walk(cache) for f in files if f.endswith(".npy"))
+    assert arrays == [os.path.splitext(p)[0] + ".npy" for p in images]
+    for rel in images:
+        png = np.asarray(Image.open(os.path.join(root, rel)))
+        npy = np.load(os.path.join(cache, os.path.splitext(rel)[0] + ".npy"))
+        assert npy.dtype == np.uint8 and npy.shape == png.shape
+        np.testing.assert_array_equal(npy, png)
+
+
+@pytest.mark.parametrize(
+    "downgrade, scale",
+    [("bicubic", 2), ("bicubic", 3), ("bicubic", 4), ("bicubic", 8), ("unknown", 2),
+     ("mild", 4)],
+)
+def test_div2k_tracks_from_images_and_cache_agree(div2k, downgrade, scale):
+    root, cache = div2k
+    from_png = DIV2K(root, "train", scale, downgrade)
+    from_npy = DIV2K(cache, "train", scale, downgrade)
+    assert from_png.ids == from_npy.ids == [1, 2, 3]
+    assert from_npy.scale == scale and len(from_npy) == 3
+    for (name_a, lr_a, hr_a), (name_b, lr_b, hr_b) in zip(from_png.pairs(), from_npy.pairs()):
+        assert name_a == name_b
+        assert lr_a.shape == (HR_SHAPE[0] // scale, HR_SHAPE[1] // scale, 3)
+        assert hr_a.shape == (lr_a.shape[0] * scale, lr_a.shape[1] * scale, 3)
+        np.testing.assert_array_equal(lr_a, lr_b)
+        np.testing.assert_array_equal(hr_a, hr_b)
+
+
+def test_div2k_cache_is_memory_mapped(div2k):
+    _, cache = div2k
+    path = os.path.join(cache, "DIV2K_train_HR", "0001.npy")
+    assert isinstance(open_npy(path), np.memmap)
+
+
+def test_div2k_image_ranges(div2k):
+    root, _ = div2k
+    assert DIV2K(root, "train", 2, images="1-2").ids == [1, 2]
+    assert DIV2K(root, "train", 2, images=[3, 1]).ids == [1, 3]
+    assert DIV2K(root, "valid", 2, images="801-802").ids == [801, 802]
+    assert DIV2K(root, "valid", 2).names == ["0801", "0802"]
+    with pytest.raises(ValueError, match="not in the DIV2K valid subset"):
+        DIV2K(root, "valid", 2, images="1-800")
+    with pytest.raises(ValueError, match="id ranges"):
+        DIV2K(root, "train", 2, images="1..3")
+    with pytest.raises(DatasetNotFoundError, match="0004.png: HR image 4 not found"):
+        DIV2K(root, "train", 2, images="1-5")
+
+
+def test_div2k_user_made_jpeg_track(div2k, tmp_path):
+    root, _ = div2k
+    tree = str(tmp_path / "DIV2K")
+    make_div2k(tree, train_ids=(1, 2), valid_ids=())
+    with pytest.raises(DatasetNotFoundError, match=r"bicubic_jpeg_90.*sisr.convert jpeg"):
+        DIV2K(tree, "train", 2, "bicubic_jpeg_90")
+    convert("jpeg", os.path.join(tree, "DIV2K_train_LR_bicubic"),
+            os.path.join(tree, "DIV2K_train_LR_bicubic_jpeg_90"), quality=90, progress=False)
+    dataset = DIV2K(tree, "train", 2, "bicubic_jpeg_90")
+    clean = DIV2K(tree, "train", 2, "bicubic")
+    for (_, lr_jpeg, _), (_, lr, _) in zip(dataset.pairs(), clean.pairs()):
+        buffer = io.BytesIO()
+        Image.fromarray(lr).save(buffer, format="JPEG", quality=90)
+        np.testing.assert_array_equal(lr_jpeg, np.asarray(Image.open(buffer)))
+        assert not np.array_equal(lr_jpeg, lr)
+
+
+@pytest.mark.parametrize(
+    "downgrade, scale, message",
+    [("unknown", 8, "no unknown x8 track"), ("wild", 2, "no wild x2 track"),
+     ("blurry", 2, "unknown DIV2K downgrade"), ("bicubic", 5, "no bicubic x5 track")],
+)
+def test_div2k_unknown_track(div2k, downgrade, scale, message):
+    with pytest.raises(ValueError, match=message):
+        DIV2K(div2k[0], "train", scale, downgrade)
+
+
+def test_div2k_missing_folders_are_named_with_a_hint(div2k, tmp_path):
+    root, _ = div2k
+    with pytest.raises(DatasetNotFoundError, match=r"DIV2K_train_LR_difficult.*Download"):
+        DIV2K(root, "train", 4, "difficult")
+    (tmp_path / "DIV2K_valid_HR").mkdir()
+    with pytest.raises(DatasetNotFoundError, match=r"DIV2K_train_HR.*sisr.convert numpy"):
+        DIV2K(str(tmp_path), "train", 2)
+    (tmp_path / "DIV2K_valid_LR_bicubic" / "X2").mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError, match="no DIV2K images"):
+        DIV2K(str(tmp_path), "valid", 2)
+    with pytest.raises(DatasetNotFoundError, match="not found"):
+        DIV2K(str(tmp_path / "nowhere"), "train", 2)
+
+
+def test_incomplete_or_stale_cache_is_refused(div2k, tmp_path):
+    root = make_div2k(str(tmp_path / "DIV2K"), train_ids=(1, 2), valid_ids=())
+    cache = str(tmp_path / "BIN")
+    convert("numpy", root, cache, progress=False)
+    DIV2K(cache, "train", 2)  # complete and current
+    # A changed source makes its cache entry stale.
+    hr = os.path.join(root, "DIV2K_train_HR", "0002.png")
+    _save(hr, _noise_image(99))
+    with pytest.raises(ManifestError, match=r"0002.npy.*stale"):
+        DIV2K(cache, "train", 2)
+    convert("numpy", root, cache, progress=False)
+    np.testing.assert_array_equal(DIV2K(cache, "train", 2, images=[2]).pairs().__next__()[2],
+                                  _noise_image(99))
+    # A truncated cache file.
+    path = os.path.join(cache, "DIV2K_train_LR_bicubic", "X2", "0001x2.npy")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 10)
+    with pytest.raises((ManifestError, ImageError), match="0001x2.npy"):
+        DIV2K(cache, "train", 2)
+    # A cache file the converter never recorded (e.g. copied in by hand).
+    np.save(os.path.join(cache, "DIV2K_train_HR", "0003.npy"), _noise_image(3))
+    np.save(os.path.join(cache, "DIV2K_train_LR_bicubic", "X2", "0003x2.npy"),
+            imresize(_noise_image(3), 0.5))
+    with pytest.raises(ManifestError, match="not recorded"):
+        DIV2K(cache, "train", 2, images=[3])
+
+
+# --- training pipeline ------------------------------------------------------------------
+
+def _locate(patch, image):
+    """(transform index, top, left) with transform(image[top:, left:]) == patch, or None."""
+    p = patch.shape[0]
+    windows = np.lib.stride_tricks.sliding_window_view(image, (p, p, 3))[:, :, 0]
+    for t in range(8):
+        found = np.argwhere(np.all(windows == _inverse(t, patch), axis=(2, 3, 4)))
+        if len(found):
+            return t, int(found[0][0]), int(found[0][1])
+    return None
+
+
+def _inverse(t, array):
+    """Undoes transform t of the 8 flips/rotations: t = 4 * flipped + quarter turns."""
+    flip, turns = divmod(t, 4)
+    out = np.rot90(array, -turns)
+    return out[:, ::-1] if flip else out
+
+
+def _noise_folder(tmp_path, count=3, shape=HR_SHAPE):
+    folder = tmp_path / "hr"
+    for i in range(count):
+        _save(str(folder / f"img{i}.png"), _noise_image(100 + i, shape))
+    return str(folder)
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_train_patches_are_aligned_and_augmented_identically(div2k, scale):
+    _, cache = div2k
+    dataset = DIV2K(cache, "train", scale)
+    lr_images = {name: lr for name, lr, _ in dataset.pairs()}
+    hr_images = {name: hr for name, _, hr in dataset.pairs()}
+    batches = dataset.train(batch_size=8, lr_patch=12, seed=5).take(4)
+    transforms = set()
+    for lr_batch, hr_batch in batches:
+        assert lr_batch.shape == (8, 12, 12, 3) and hr_batch.shape == (8, 12 * scale,
+                                                                        12 * scale, 3)
+        assert lr_batch.dtype.name == "uint8" and hr_batch.dtype.name == "uint8"
+        for lr, hr in zip(lr_batch.numpy(), hr_batch.numpy()):
+            hits = [(name, _locate(lr, image)) for name, image in lr_images.items()]
+            hits = [(name, hit) for name, hit in hits if hit is not None]
+            assert len(hits) == 1, "every LR patch comes from exactly one place"
+            name, (t, top, left) = hits[0]
+            transforms.add(t)
+            # Same transform, HR offset = LR offset * scale: exact equality.
+            hr_crop = hr_images[name][top * scale:(top + 12) * scale,
+                                      left * scale:(left + 12) * scale]
+            np.testing.assert_array_equal(_inverse(t, hr), hr_crop)
+            # And the HR patch downscaled with the MATLAB bicubic is the LR patch (the
+            # border differs: the full-image resize saw pixels outside the patch).
+            down = imresize(_inverse(t, hr), 1 / scale).astype(int)
+            inner = slice(2, -2)
+            assert np.abs(down[inner, inner] - _inverse(t, lr)[inner, inner]).max() <= 1
+    assert len(transforms) >= 4, f"flips/rotations hardly vary: {transforms}"
+
+
+def test_train_without_augmentation_keeps_orientation(div2k):
+    dataset = DIV2K(div2k[1], "train", 2)
+    lr_images = [lr for _, lr, _ in dataset.pairs()]
+    for lr_batch, _ in dataset.train(batch_size=6, lr_patch=10, augment=False, seed=1).take(2):
+        for lr in lr_batch.numpy():
+            hits = [_locate(lr, image) for image in lr_images]
+            assert [h[0] for h in hits if h is not None] == [0]
+
+
+def test_train_seed_reproducible_and_epochs_reshuffled(div2k):
+    dataset = DIV2K(div2k[1], "train", 2)
+
+    def first(seed):
+        lr, hr = next(iter(dataset.train(batch_size=4, lr_patch=16, seed=seed)))
+        return lr.numpy(), hr.numpy()
+
+    a, b, c = first(7), first(7), first(8)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    # One epoch without repeat: each image once, last batch smaller.
+    lr_images = [lr for _, lr, _ in dataset.pairs()]
+    batches = list(dataset.train(batch_size=2, lr_patch=16, seed=3, repeat=False))
+    assert [int(lr.shape[0]) for lr, _ in batches] == [2, 1]
+    sources = [next(i for i, image in enumerate(lr_images) if _locate(lr, image))
+               for lr_batch, _ in batches for lr in lr_batch.numpy()]
+    assert sorted(sources) == [0, 1, 2]
+    # Repeating: every epoch (3 patches) covers all images, in orders that change.
+    stream = dataset.train(batch_size=3, lr_patch=16, seed=4, augment=False).take(6)
+    orders = []
+    for lr_batch, _ in stream:
+        order = tuple(next(i for i, image in enumerate(lr_images) if _locate(lr, image))
+                      for lr in lr_batch.numpy())
+        assert sorted(order) == [0, 1, 2]
+        orders.append(order)
+    assert len(set(orders)) > 1
+
+
+def test_train_cache_in_memory_gives_the_same_batches(div2k):
+    dataset = DIV2K(div2k[0], "train", 2)
+    lr_a, hr_a = next(iter(dataset.train(batch_size=4, lr_patch=16, seed=2)))
+    lr_b, hr_b = next(iter(dataset.train(batch_size=4, lr_patch=16, seed=2, cache=True)))
+    np.testing.assert_array_equal(lr_a.numpy(), lr_b.numpy())
+    np.testing.assert_array_equal(hr_a.numpy(), hr_b.numpy())
+
+
+def test_images_smaller_than_the_patch_are_named(div2k):
+    dataset = DIV2K(div2k[1], "train", 4)  # LR 24x30
+    with pytest.raises(ValueError, match=r"lr_patch=32.*3 of the 3 images.*0001x4.npy"):
+        dataset.train(batch_size=2, lr_patch=32)
+    with pytest.raises(ValueError, match=r"crop=25.*smaller.*0001x4.npy"):
+        dataset.valid(crop=25)
+
+
+def test_training_leaves_out_small_images_with_a_warning(tmp_path, caplog):
+    folder = tmp_path / "mixed"
+    _save(str(folder / "big.png"), _noise_image(1, (64, 64)))
+    _save(str(folder / "small.png"), _noise_image(2, (24, 64)))
+    dataset = ImageFolder(str(folder), 2)
+    with caplog.at_level(logging.WARNING):
+        batches = list(dataset.train(batch_size=4, lr_patch=16, repeat=False, augment=False))
+    assert any("small.png" in r.getMessage() for r in caplog.records)
+    _, big_lr, _ = next(dataset.pairs())
+    assert sum(int(lr.shape[0]) for lr, _ in batches) == 1
+    assert _locate(batches[0][0].numpy()[0], big_lr) is not None
+    with pytest.raises(ValueError, match=r"crop=16.*small.png"):
+        dataset.valid(crop=16)
+
+
+def test_valid_full_images_and_centre_crops(div2k):
+    dataset = DIV2K(div2k[1], "valid", 3)
+    pairs = list(dataset.pairs())
+    full = list(dataset.valid())
+    assert len(full) == len(pairs) == 2
+    for (lr, hr), (_, lr_ref, hr_ref) in zip(full, pairs):
+        assert lr.shape == (1,) + lr_ref.shape and hr.shape == (1,) + hr_ref.shape
+        np.testing.assert_array_equal(lr[0], lr_ref)
+        np.testing.assert_array_equal(hr[0], hr_ref)
+    for (lr, hr), (_, lr_ref, hr_ref) in zip(dataset.valid(crop=20), pairs):
+        top, left = (32 - 20) // 2, (40 - 20) // 2
+        np.testing.assert_array_equal(lr[0], lr_ref[top:top + 20, left:left + 20])
+        np.testing.assert_array_equal(hr[0], hr_ref[3 * top:3 * top + 60, 3 * left:3 * left + 60])
+
+
+# --- ImageFolder ------------------------------------------------------------------------
+
+
+def test_image_folder_makes_lr_with_matlab_bicubic(tmp_path):
+    folder = tmp_path / "Set5"
+    odd = _noise_image(7, (50, 61))  # not a multiple of the scale: HR is mod-cropped
+    _save(str(folder / "baby.png"), odd)
+    _save(str(folder / "bird.png"), _noise_image(8, (48, 48)))
+    (folder / "notes.txt").write_text("not an image")
+    dataset = ImageFolder(str(folder), 4)
+    assert dataset.names == ["baby", "bird"] and dataset.scale == 4
+    name, lr, hr = next(dataset.pairs())
+    assert hr.shape == (48, 60, 3)
+    np.testing.assert_array_equal(hr, odd[:48, :60])
+    np.testing.assert_array_equal(lr, imresize(odd[:48, :60], 0.25))
+    lr_batch, hr_batch = next(iter(dataset.train(batch_size=3, lr_patch=8, seed=0)))
+    assert lr_batch.shape == (3, 8, 8, 3) and hr_batch.shape == (3, 32, 32, 3)
+
+
+def test_image_folder_with_lr_folder_matches_names(tmp_path):
+    hr_dir, lr_dir = tmp_path / "HR", tmp_path / "LR"
+    for stem in ("img_001", "img_002"):
+        hr = _noise_image(len(stem) + int(stem[-1]), (48, 72))
+        _save(str(hr_dir / f"{stem}_SRF_2_HR.png"), hr)
+        _save(str(lr_dir / f"{stem}_SRF_2_LR.png"), imresize(hr, 0.5))
+    dataset = ImageFolder(str(hr_dir), 2, lr_dir=str(lr_dir))
+    assert len(dataset) == 2
+    for _, lr, hr in dataset.pairs():
+        np.testing.assert_array_equal(lr, imresize(hr, 0.5))
+    _save(str(lr_dir / "img_002_SRF_2_LR.png"), np.zeros((20, 36, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"img_002_SRF_2_LR.png: LR image is 36x20.*36x24"):
+        ImageFolder(str(hr_dir), 2, lr_dir=str(lr_dir))
+    os.remove(lr_dir / "img_002_SRF_2_LR.png")
+    with pytest.raises(DatasetNotFoundError, match="img_002_SRF_2_HR.png: no matching LR"):
+        ImageFolder(str(hr_dir), 2, lr_dir=str(lr_dir))
+
+
+def test_image_folder_over_a_numpy_cache(tmp_path):
+    hr_dir = _noise_folder(tmp_path)
+    cache = str(tmp_path / "hr_bin")
+    convert("numpy", hr_dir, cache, progress=False)
+    from_png, from_npy = ImageFolder(hr_dir, 2), ImageFolder(cache, 2)
+    for (_, lr_a, hr_a), (_, lr_b, hr_b) in zip(from_png.pairs(), from_npy.pairs()):
+        np.testing.assert_array_equal(lr_a, lr_b)
+        np.testing.assert_array_equal(hr_a, hr_b)
+
+
+def test_empty_folder_and_missing_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.md").write_text("no images here")
+    with pytest.raises(DatasetNotFoundError, match=r"empty.*no images"):
+        ImageFolder(str(tmp_path / "empty"), 2)
+    with pytest.raises(DatasetNotFoundError, match="missing"):
+        ImageFolder(str(tmp_path / "missing"), 2)
+
+
+# --- bad images -------------------------------------------------------------------------
+
+
+def test_corrupt_truncated_and_non_image_files_are_named(tmp_path):
+    folder = tmp_path / "bad"
+    _save(str(folder / "good.png"), _noise_image(1, (32, 32)))
+    data = (folder / "good.png").read_bytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match=r"cut.png: cannot decode"):
+        read_image(str(folder / "cut.png"))
+    dataset = ImageFolder(str(folder), 2)  # headers are fine: decoding fails on use
+    with pytest.raises(ImageError, match="cut.png"):
+        list(dataset.pairs())
+    (folder / "cut.png").unlink()
+    (folder / "fake.png").write_text("this is text, not a PNG")
+    with pytest.raises(ImageError, match=r"fake.png: not a readable image"):
+        ImageFolder(str(folder), 2)
+
+
+@pytest.mark.parametrize(
+    "mode, note",
+    [("L", "grayscale"), ("RGBA", "alpha"), ("P", "palette"), ("I;16", "16-bit"),
+     ("LA", "alpha")],
+)
+def test_non_rgb_images_are_converted_with_a_warning(tmp_path, caplog, mode, note):
+    rgb = _noise_image(3, (32, 48))
+    if mode == "I;16":
+        image = Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257)
+        expected = np.repeat(rgb[:, :, :1], 3, axis=2)
+    else:
+        image = Image.fromarray(rgb).convert(mode)
+        expected = np.asarray(image.convert("RGB"))
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    image.save(folder / "odd.png")
+    with caplog.at_level(logging.WARNING):
+        dataset = ImageFolder(str(folder), 2)
+    assert any("odd.png" in r.getMessage() and note in r.getMessage() for r in caplog.records)
+    _, lr, hr = next(dataset.pairs())
+    assert hr.dtype == np.uint8 and hr.shape == (32, 48, 3)
+    np.testing.assert_array_equal(hr, expected)
+
+
+# --- demo set and open_dataset ----------------------------------------------------------
+
+
+def test_demo_set_is_licensed_real_photographs():
+    manifest = demo_manifest()["images"]
+    train = [e for e in manifest if e["subset"] == "train"]
+    valid = [e for e in manifest if e["subset"] == "valid"]
+    assert len(train) >= 8 and len(valid) >= 3
+    readme = (
+        __import__("importlib.resources").resources.files("sisr.data")
+        .joinpath("demo", "README.md").read_text()
+    )
+    for entry in manifest:
+        assert "CC0" in entry["licence"] or "ublic domain" in entry["licence"]
+        assert "skimage" in entry["source"] and entry["file"] in readme
+        assert entry["height"] % 12 == 0 and entry["width"] % 12 == 0
+    for subset, count in (("train", len(train)), ("valid", len(valid))):
+        dataset = demo(subset, 2)
+        assert len(dataset) == count
+        for name, lr, hr in dataset.pairs():
+            assert min(hr.shape[:2]) >= 144, name  # 48-pixel LR patches fit up to x3
+            # Photographs, not flat synthetic patterns: many grey levels and fine detail
+            # that a bicubic x2 round trip loses.
+            assert len(np.unique(hr.mean(axis=2).round())) > 100, name
+            round_trip = imresize(imresize(hr / 255.0, 0.5), 2) * 255
+            assert np.abs(round_trip - hr).mean() > 1.0, name
+            np.testing.assert_array_equal(lr, imresize(hr, 0.5))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_demo_trains_with_48_pixel_patches(scale, caplog):
+    dataset = demo("train", scale)
+    assert dataset.scale == scale and dataset.name
+    with caplog.at_level(logging.WARNING):
+        lr, hr = next(iter(dataset.train(batch_size=16, lr_patch=48, seed=0)))
+    # Only the 168-pixel-high `text` photograph is too small, and only at x4.
+    left_out = [r.getMessage() for r in caplog.records if "training without" in r.getMessage()]
+    assert (len(left_out) == 1 and "train_text.png" in left_out[0]) if scale == 4 else not left_out
+    assert lr.shape == (16, 48, 48, 3) and hr.shape == (16, 48 * scale, 48 * scale, 3)
+    for lr, hr in demo("valid", scale).valid(crop=48):
+        assert lr.shape == (1, 48, 48, 3) and hr.shape == (1, 48 * scale, 48 * scale, 3)
+
+
+def test_open_dataset_resolves_specs(div2k, tmp_path):
+    root, cache = div2k
+    assert open_dataset("demo", "valid", 2).names == demo("valid", 2).names
+    assert open_dataset(cache, "valid", 4, images="801").ids == [801]
+    assert isinstance(open_dataset(root, "train", 2, "unknown"), DIV2K)
+    # A folder with train/ and valid/ subfolders, and a plain folder used whole.
+    split = tmp_path / "mine"
+    _save(str(split / "train" / "a.png"), _noise_image(1, (48, 48)))
+    _save(str(split / "valid" / "b.png"), _noise_image(2, (48, 48)))
+    assert open_dataset(str(split), "train", 2).names == ["a"]
+    assert open_dataset(str(split), "valid", 2).names == ["b"]
+    assert open_dataset(str(split / "train"), "valid", 2).names == ["a"]
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*'demo'"):
+        open_dataset(str(tmp_path / "nowhere"), "train", 2)
+    with pytest.raises(ValueError, match="bicubic"):
+        open_dataset("demo", "train", 2, downgrade="unknown")
+    with pytest.raises(ValueError, match="subset"):
+        open_dataset("demo", "test", 2)
+
+
+def test_demo_manifest_matches_files():
+    folder = __import__("importlib.resources").resources.files("sisr.data").joinpath("demo")
+    listed = {e["file"] for e in json.loads(folder.joinpath("manifest.json").read_text())["images"]}
+    present = {p.name for p in folder.iterdir() if p.name.endswith(".png")}
+    assert listed == present
