@@ -4,9 +4,10 @@
 
 Needs scikit-image (only the images shipped in its wheel are used, nothing is
 downloaded). Every output is cropped to a size divisible by 12 so that x2, x3 and x4 LR
-images have exact sizes; the large, smooth JPEG `retina` is first shrunk with the MATLAB
-bicubic to reduce its compression noise (and smooth ones shrunk for more detail per pixel). Writes the PNGs and manifest.json (source, licence, the
-operations applied, sha256); README.md is maintained by hand.
+images have exact sizes; the large, smooth JPEG `retina` is first shrunk to 1/3 with the
+MATLAB bicubic (less compression noise, more detail per pixel). Writes the PNGs and
+manifest.json (source, licence, the operations applied, sha256); README.md is maintained
+by hand.
 """
 
 import hashlib
