@@ -13,6 +13,7 @@ require_tensorflow()
 from sisr import layers  # noqa: E402  (registers the custom layers for loading)
 from sisr.inference import resolve, resolve_single  # noqa: E402
 from sisr.saving import load_model, save_model  # noqa: E402
+from sisr.upscale import upscale_image  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["layers", "load_model", "resolve", "resolve_single", "save_model"]
+__all__ = ["layers", "load_model", "resolve", "resolve_single", "save_model", "upscale_image"]
