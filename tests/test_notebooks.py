@@ -1,0 +1,114 @@
+"""The notebooks: committed without outputs, and executed top to bottom in fast mode."""
+
+import json
+import os
+import sys
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+
+NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks")
+NAMES = ("article.ipynb", "evaluation.ipynb")
+# Generous: fast mode takes well under a minute on an idle 2-core CPU, but CI machines
+# may be shared.
+CELL_TIMEOUT = 600
+
+
+def read(name):
+    return nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_without_outputs(name):
+    nb = read(name)
+    nbformat.validate(nb)
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code_cells
+    for cell in code_cells:
+        assert cell.outputs == [], f"{name}: a code cell has outputs: {cell.source[:60]!r}"
+        assert cell.execution_count is None, f"{name}: a code cell has an execution count"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def text_outputs(nb):
+    """All stdout and text/markdown/plain outputs of the executed notebook, joined."""
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream" and output.name == "stdout":
+                parts.append(output.text)
+            data = output.get("data", {})
+            parts.extend(data.get(key, "") for key in ("text/markdown", "text/plain"))
+    return "\n".join(parts)
+
+
+def image_count(nb):
+    return sum("image/png" in output.get("data", {})
+               for cell in nb.cells for output in cell.get("outputs", []))
+
+
+@pytest.fixture
+def kernel_env(tmp_path, monkeypatch):
+    """A kernel spec for this interpreter (whatever other `python3` kernels are installed),
+    fast mode, and no user configuration of the notebooks leaking in."""
+    spec_dir = tmp_path / "jupyter" / "kernels" / "sisr-test"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "sisr test", "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    # The notebooks' temporary folders end up under tmp_path, cleaned up by pytest.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setenv("SISR_NOTEBOOK_FAST", "1")
+    monkeypatch.setenv("SISR_OFFLINE", "1")  # never download VGG weights
+    for name in ("SISR_MODEL", "SISR_DIV2K", "SISR_SCALE", "SISR_LIMIT"):
+        monkeypatch.delenv(name, raising=False)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    return cwd
+
+
+def execute(name, cwd):
+    from nbclient import NotebookClient
+
+    nb = read(name)
+    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="sisr-test",
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+    # Nothing is written to the working directory: the notebooks use temporary folders.
+    assert sorted(os.listdir(cwd)) == []
+    return nb
+
+
+@pytest.mark.slow
+def test_article_runs_in_fast_mode(kernel_env):
+    nb = execute("article.ipynb", kernel_env)
+    text = text_outputs(nb)
+    assert "fast mode: True" in text
+    # Bicubic baseline table, and the pixel shuffle checked against the NumPy reference.
+    assert "bicubic baseline, mean RGB PSNR over the demo validation images" in text
+    assert "matches the NumPy reference exactly" in text
+    # Parameter counts of the official implementations (SPEC section 3), from the models.
+    for count in ("1,369,859", "1,187,484", "299,564", "1,554,883"):
+        assert count in text
+    assert "all parameter counts equal the official implementations'" in text
+    assert "WeightNormAdam, lr 1e-3" in text
+    assert "mean PSNR, full validation images (dB)" in text
+    assert "content loss (VGG22" in text and "discriminator_loss" in text
+    assert image_count(nb) >= 10
+
+
+@pytest.mark.slow
+def test_evaluation_runs_in_fast_mode(kernel_env):
+    nb = execute("evaluation.ipynb", kernel_env)
+    text = text_outputs(nb)
+    assert "fast mode: True" in text
+    assert "| **mean** |" in text
+    assert "mean PSNR on demo-valid-x2 (RGB, shave 8)" in text
+    assert "the command line and this notebook agree on every mean score" in text
+    # Per-image plot and one crop figure per validation image (3 in the demo set).
+    assert image_count(nb) == 1 + 3
