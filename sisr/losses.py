@@ -259,6 +259,10 @@ class ContentLoss:
         diff = features[:batch] - features[batch:]
         return ops.mean(ops.square(diff), axis=(1, 2, 3))
 
+    def mean(self, hr, sr):
+        """The batch mean, as a Keras loss would return it."""
+        return ops.mean(self(hr, sr))
+
 
 def _bce(target, prob):
     target = ops.cast(ops.broadcast_to(target, ops.shape(prob)), "float32")

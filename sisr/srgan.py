@@ -1,0 +1,208 @@
+"""SRGAN fine-tuning as a Keras model: `fit` trains generator and discriminator together.
+
+    gan = SRGAN(generator, discriminator, vgg_feature_extractor("VGG54"))
+    gan.compile(g_optimizer=keras.optimizers.Adam(1e-4), d_optimizer=keras.optimizers.Adam(1e-4))
+    gan.fit(dataset_of_lr_hr_batches, epochs=..., validation_data=...)
+
+The train step is written for the TensorFlow backend (GradientTape). Losses are computed
+in float32; under `mixed_float16` both optimizers are wrapped in a LossScaleOptimizer;
+under tf.distribute each replica's loss is its share of the global batch mean
+(`tf.nn.compute_average_loss`), so that the optimizers' all-reduced (summed) gradients
+are those of the global batch.
+
+Back up a run with `save_backup` (generator, discriminator and both optimizers' state, in
+one `.weights.h5`, written atomically) and restore it with `load_backup`; save the
+generator alone with `sisr.save_model` for inference.
+"""
+
+import logging
+import os
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from sisr import losses
+from sisr.metrics import PSNR
+
+log = logging.getLogger(__name__)
+
+TRACKED = ("loss", "content_loss", "adversarial_loss", "discriminator_loss",
+           "discriminator_accuracy")
+
+
+class SRGAN(keras.Model):
+    """Generator + discriminator + frozen feature extractor, trained adversarially.
+
+    Args:
+        generator: maps LR RGB on [0, 255] to SR RGB on [0, 255].
+        discriminator: maps HR-sized RGB on [0, 255] to the probability of being real.
+        feature_extractor: frozen model mapping RGB on [0, 255] to features, e.g.
+            `sisr.losses.vgg_feature_extractor("VGG54")`. It is not trained and not saved
+            with the model's weights.
+
+    Logged while training: `loss` (the generator's perceptual loss: content weight x
+    content + adversarial weight x adversarial; named `loss` as Keras callbacks expect),
+    `content_loss`, `adversarial_loss`, `discriminator_loss` and `discriminator_accuracy`
+    (of each batch before D learns from it). `evaluate` / `validation_data` report the
+    generator's `psnr`. `model(lr)` runs the generator.
+    """
+
+    def __init__(self, generator, discriminator, feature_extractor, name="srgan", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        # Held by a plain object (`self.content.feature_extractor`, deliberately no
+        # attribute or property of the model): Keras neither trains nor saves it.
+        self.content = losses.ContentLoss(feature_extractor)
+        self._trackers = [keras.metrics.Mean(name=n) for n in TRACKED]
+        self.psnr = PSNR(shave=0)
+        self.d_optimizer = None
+        # Both sub-models are built Functional models: nothing to build symbolically.
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [*self._trackers, self.psnr]
+
+    def call(self, inputs, training=False):
+        return self.generator(inputs, training=training)
+
+    def compile(self, g_optimizer, d_optimizer, content_weight=1.0, adversarial_weight=1e-3,
+                label_smoothing=0.0, label_noise=0.0, psnr_shave=0, noise_seed=0,
+                jit_compile="auto", **kwargs):
+        """Sets the optimizers and loss weights, and builds the optimizers' state.
+
+        Args:
+            g_optimizer, d_optimizer: two distinct Keras optimizers.
+            content_weight, adversarial_weight: generator loss = content_weight x content
+                + adversarial_weight x BCE(1, D(SR)) (SRGAN: 1 and 1e-3).
+            label_smoothing: real targets for D are 1 - label_smoothing.
+            label_noise: D's targets are drawn per image, real from
+                U(1 - label_noise, 1) and fake from U(0, label_noise), on top of the
+                smoothing; 0 disables it.
+            psnr_shave: border shave of the validation PSNR.
+            noise_seed: seed of the label noise (drawn statelessly from it and the step).
+        """
+        if g_optimizer is d_optimizer:
+            raise ValueError("SRGAN.compile: g_optimizer and d_optimizer must be two "
+                             "distinct optimizer objects")
+        for key, value, low, high in (("label_smoothing", label_smoothing, 0.0, 0.5),
+                                      ("label_noise", label_noise, 0.0, 0.5)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not low <= value < high:
+                raise ValueError(f"SRGAN.compile: `{key}` must be in [{low}, {high}), "
+                                 f"got {value!r}")
+        for key, value in (("content_weight", content_weight),
+                           ("adversarial_weight", adversarial_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"SRGAN.compile: `{key}` must be a number >= 0, "
+                                 f"got {value!r}")
+        if "mixed_float16" in (self.generator.dtype_policy.name,
+                               self.discriminator.dtype_policy.name):
+            # float16 gradients underflow without loss scaling.
+            g_optimizer, d_optimizer = (
+                opt if isinstance(opt, keras.optimizers.LossScaleOptimizer)
+                else keras.optimizers.LossScaleOptimizer(opt)
+                for opt in (g_optimizer, d_optimizer))
+        super().compile(optimizer=g_optimizer, jit_compile=jit_compile, **kwargs)
+        self.d_optimizer = d_optimizer
+        self.content_weight = float(content_weight)
+        self.adversarial_weight = float(adversarial_weight)
+        self.label_smoothing = float(label_smoothing)
+        self.label_noise = float(label_noise)
+        self.noise_seed = int(noise_seed)
+        self.psnr = PSNR(shave=psnr_shave)
+        # Each optimizer gets slots for its own network only (Keras would otherwise build
+        # the first one on all trainable variables), which also fixes the backup layout.
+        self.optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    # -- training ----------------------------------------------------------------------
+    def _targets(self, batch):
+        real = 1.0 - self.label_smoothing
+        if not self.label_noise:
+            return real, 0.0
+        replica = tf.distribute.get_replica_context()
+        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        seed = tf.stack([tf.cast(self.noise_seed * 1009 + replica_id, tf.int64), step])
+        noise = tf.random.stateless_uniform([2, batch, 1], seed=seed,
+                                            maxval=self.label_noise)
+        return real - noise[0], noise[1]
+
+    def train_step(self, data):
+        lr, hr = data[0], data[1]
+        lr, hr = tf.cast(lr, tf.float32), tf.cast(hr, tf.float32)
+        real_target, fake_target = self._targets(tf.shape(hr)[0])
+        g_vars = self.generator.trainable_variables
+        d_vars = self.discriminator.trainable_variables
+
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            sr = tf.cast(self.generator(lr, training=True), tf.float32)
+            real = self.discriminator(hr, training=True)
+            fake = self.discriminator(sr, training=True)
+            content = self.content(hr, sr)
+            adversarial = losses.generator_adversarial_loss(fake)
+            perceptual = self.content_weight * content + self.adversarial_weight * adversarial
+            d_loss = losses.discriminator_loss(real, fake, real_target, fake_target)
+            # Each replica's share of the global batch mean; scaled for float16 if needed.
+            g_scaled = self.optimizer.scale_loss(tf.nn.compute_average_loss(perceptual))
+            d_scaled = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(d_loss))
+
+        if g_vars:
+            self.optimizer.apply_gradients(zip(g_tape.gradient(g_scaled, g_vars), g_vars))
+        else:  # e.g. a fixed upsampler as generator: only D learns
+            self.optimizer.iterations.assign_add(1)
+        self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_scaled, d_vars), d_vars))
+
+        values = {"loss": perceptual, "content_loss": content, "adversarial_loss": adversarial,
+                  "discriminator_loss": d_loss,
+                  "discriminator_accuracy": losses.discriminator_accuracy(real, fake)}
+        for tracker in self._trackers:
+            tracker.update_state(values[tracker.name])
+        return {t.name: t.result() for t in self._trackers}
+
+    def test_step(self, data):
+        lr, hr = data[0], data[1]
+        sr = self.generator(tf.cast(lr, tf.float32), training=False)
+        self.psnr.update_state(tf.cast(hr, tf.float32), sr)
+        return {"psnr": self.psnr.result()}
+
+    def get_config(self):
+        raise NotImplementedError(
+            "SRGAN is not saved as a whole: save the generator with sisr.save_model and "
+            "back up a run with sisr.srgan.save_backup")
+
+
+def save_backup(model, path):
+    """Atomically saves generator, discriminator and both optimizers' state to `path`
+    (a `.weights.h5` file)."""
+    path = os.fspath(path)
+    if not path.endswith(".weights.h5"):
+        raise ValueError(f"save_backup: path must end with .weights.h5, got {path!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=directory)
+    os.close(fd)
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_backup(model, path, iterations=None):
+    """Restores a `save_backup` file into a compiled SRGAN of the same configuration.
+
+    With `iterations`, checks that the optimizer state was restored (Keras only warns
+    when an optimizer's variables do not match the file).
+    """
+    model.load_weights(os.fspath(path))
+    restored = int(model.optimizer.iterations.numpy())
+    if iterations is not None and restored != int(iterations):
+        raise ValueError(
+            f"{path}: the optimizer state was not restored (step {restored}, expected "
+            f"{iterations}); was the run saved with another precision or optimizer?")
+    return restored
