@@ -366,6 +366,21 @@ def test_cli_accepts_an_edsr_generator_of_any_size(pretrained, vgg_weights):
 def test_cli_resume_refuses_changed_settings(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"model": "srresnet", "gan": {}}))
+    (run_dir / "config.json").write_text(json.dumps(
+        {"model": "srresnet", "precision": "float32", "gan": {}}))
     assert train_gan.main(["--resume", str(run_dir), "--content-loss", "VGG54"]) == 2
     assert "only --epochs, --precision, --strategy and --vgg-weights" in capsys.readouterr().err
+    # Loss scaling would add optimizer state that the backup does not have.
+    assert train_gan.main(["--resume", str(run_dir), "--precision", "mixed_float16"]) == 2
+    assert "cannot be switched on or off when resuming" in capsys.readouterr().err
+
+
+def test_any_non_finite_loss_stops_training(trained):
+    gan, _, _ = trained
+    guard = train_gan.StopOnNonFiniteLosses()
+    guard.set_model(gan)
+    guard.on_train_batch_end(0, {"loss": 0.5, "discriminator_loss": 0.7})
+    assert guard.failure is None and not gan.stop_training
+    guard.on_train_batch_end(1, {"loss": 0.5, "discriminator_loss": float("nan")})
+    assert guard.failure == (0, 1, "discriminator_loss = nan") and gan.stop_training
+    gan.stop_training = False
