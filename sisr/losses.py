@@ -51,7 +51,11 @@ class VGGWeightsError(ValueError):
 # -- weights files ---------------------------------------------------------------------
 def keras_cache_path():
     """Where `keras.applications.VGG19(weights="imagenet")` keeps the notop weights."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        # As Keras: ~/.keras, or /tmp/.keras when the home folder is not writable.
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
     return os.path.join(home, "models", VGG19_WEIGHTS_FILE)
 
 
