@@ -37,3 +37,12 @@ def shared_dir():
     if not os.path.isdir(path):
         pytest.skip("../shared is not beside the checkout")
     return path
+
+
+@pytest.fixture(scope="session")
+def vgg_weights(tmp_path_factory):
+    """A VGG19 notop `.weights.h5` with random weights: tests never fetch ImageNet weights."""
+    path = tmp_path_factory.mktemp("vgg") / "vgg19-random.weights.h5"
+    keras.utils.set_random_seed(1)
+    keras.applications.VGG19(include_top=False, weights=None).save_weights(str(path))
+    return str(path)

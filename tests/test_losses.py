@@ -11,20 +11,6 @@ from sisr import losses
 from sisr.losses import VGGWeightsError
 
 
-def random_vgg19_weights(tmp_path_factory):
-    """A VGG19 notop `.weights.h5` with random weights, shared by the test session."""
-    path = tmp_path_factory.getbasetemp() / "vgg19-random.weights.h5"
-    if not path.exists():
-        keras.utils.set_random_seed(1)
-        keras.applications.VGG19(include_top=False, weights=None).save_weights(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def vgg_weights(tmp_path_factory):
-    return random_vgg19_weights(tmp_path_factory)
-
-
 def write_legacy_h5(path, layers):
     """Writes {name: [arrays]} in the legacy Keras HDF5 layout of the published files."""
     with h5py.File(path, "w") as f:

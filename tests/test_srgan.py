@@ -23,20 +23,6 @@ from sisr.trainer import make_strategy
 HR = 32  # HR patch side of the tiny discriminator; LR 8 at x4
 
 
-def random_vgg19_weights(tmp_path_factory):
-    """A VGG19 notop `.weights.h5` with random weights, shared by the test session."""
-    path = tmp_path_factory.getbasetemp() / "vgg19-random.weights.h5"
-    if not path.exists():
-        keras.utils.set_random_seed(1)
-        keras.applications.VGG19(include_top=False, weights=None).save_weights(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def vgg_weights(tmp_path_factory):
-    return random_vgg19_weights(tmp_path_factory)
-
-
 def tiny_gan(vgg_weights, generator=None, seed=0, **compile_args):
     keras.utils.set_random_seed(seed)
     gan = SRGAN(generator or srresnet(4, num_filters=8, num_res_blocks=1),
