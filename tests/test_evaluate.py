@@ -89,19 +89,38 @@ def test_y_channel_shave_and_self_ensemble(models, hr_folder, tmp_path):
         metrics.psnr(bicubic, hr, shave=3, y_only=True))
 
 
+def _corrupt_png(source, target):
+    """A copy of a PNG whose compressed pixel data is garbled (header and end intact)."""
+    data = bytearray(source.read_bytes())
+    start = data.index(b"IDAT") + 40
+    data[start:start + 40] = bytes(b ^ 0x55 for b in data[start:start + 40])
+    target.write_bytes(bytes(data))
+
+
 def test_bad_models_and_corrupt_images_are_reported(models, hr_folder, tmp_path, caplog):
     sisr.save_model(edsr(3, num_filters=8, num_res_blocks=1), models / "x3.keras")
     (models / "junk.keras").write_text("not a model")
-    data = hr_folder / "truncated.png"
-    data.write_bytes((hr_folder / "img0.png").read_bytes()[:200])  # header intact, data cut
+    _corrupt_png(hr_folder / "img0.png", hr_folder / "img5-corrupt.png")
     code, result = _run(["--model", str(models), "--dataset", str(hr_folder)], tmp_path)
     assert code == 1
     assert [row["name"] for row in result["results"]] == ["bicubic", "edsr-tiny", "wdsr-tiny"]
-    assert all(len(row["images"]) == 2 for row in result["results"])
+    assert all([i["name"] for i in row["images"]] == ["img0", "img1"]
+               for row in result["results"])
     errors = " | ".join(e["error"] for e in result["errors"])
     assert "x3.keras is a x3 model, but the first model is x2" in errors
     assert "junk.keras: not a sisr/Keras model" in errors
-    assert "truncated" in caplog.text
+    assert "img5-corrupt.png: cannot decode image" in errors
+    assert "img5-corrupt" in caplog.text
+
+
+def test_truncated_image_stops_before_any_work(models, hr_folder, tmp_path, capsys):
+    # sisr.data checks every file's header and end marker when the dataset is opened:
+    # a truncated download is named up front and nothing is evaluated.
+    truncated = hr_folder / "truncated.png"
+    truncated.write_bytes((hr_folder / "img0.png").read_bytes()[:200])
+    code, result = _run(["--model", str(models), "--dataset", str(hr_folder)], tmp_path)
+    assert code == 2 and result is None
+    assert "truncated.png" in capsys.readouterr().err
 
 
 def test_refuses_bad_arguments(models, hr_folder, tmp_path, capsys):
