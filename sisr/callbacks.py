@@ -154,6 +154,33 @@ class RunDirectory(keras.callbacks.Callback):
         writer.writerows(rows)
         atomic_write_text(self._csv_path(), out.getvalue())
 
+    # -- hooks for subclasses (e.g. the SRGAN run directory) ---------------------------
+    backup_suffix = ".keras"
+
+    def export_weights(self):
+        """The weights copied into `export_model` for the standalone saves."""
+        return self.model.get_weights()
+
+    def save_backup(self, path):
+        """Saves everything needed to resume (model and optimiser state) to `path`."""
+        save_model(self.model, path)
+
+    def save_models(self, epoch, score):
+        """Saves the standalone model when `score` (the monitored log) improves."""
+        if score is None:
+            save_model(self.export_model, os.path.join(self.run_dir, "last.keras"))
+            return
+        if self.best is not None and score <= self.best:
+            return
+        self.best = float(score)
+        name = f"epoch-{epoch + 1:03d}-psnr-{score:.2f}.keras"
+        path = os.path.join(self.run_dir, "models", name)
+        save_model(self.export_model, path)
+        atomic_copy(path, os.path.join(self.run_dir, "best.keras"))
+        self.best_model = os.path.join("models", name)
+        log.info("epoch %d: %s improved to %.3f dB, saved %s",
+                 epoch + 1, self.monitor, score, self.best_model)
+
     # -- epoch end -------------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -163,24 +190,14 @@ class RunDirectory(keras.callbacks.Callback):
                       epoch + 1, logs)
             return
         self._write_csv(epoch, logs)
-        self.export_model.set_weights(self.model.get_weights())
+        self.export_model.set_weights(self.export_weights())
+        self.save_models(epoch, logs.get(self.monitor))
 
-        score = logs.get(self.monitor)
-        if score is not None and (self.best is None or score > self.best):
-            self.best = float(score)
-            name = f"epoch-{epoch + 1:03d}-psnr-{score:.2f}.keras"
-            path = os.path.join(self.run_dir, "models", name)
-            save_model(self.export_model, path)
-            atomic_copy(path, os.path.join(self.run_dir, "best.keras"))
-            self.best_model = os.path.join("models", name)
-            log.info("epoch %d: %s improved to %.3f dB, saved %s",
-                     epoch + 1, self.monitor, score, self.best_model)
-        elif score is None:
-            save_model(self.export_model, os.path.join(self.run_dir, "last.keras"))
-
-        backup_name = f"epoch-{epoch + 1:03d}.keras"
+        # The backup first, then the state that points at it, then older backups: a
+        # crash at any point leaves a state.json whose backup exists.
+        backup_name = f"epoch-{epoch + 1:03d}{self.backup_suffix}"
         backup_dir = os.path.join(self.run_dir, BACKUP_DIR)
-        save_model(self.model, os.path.join(backup_dir, backup_name))
+        self.save_backup(os.path.join(backup_dir, backup_name))
         atomic_write_json(os.path.join(backup_dir, STATE_FILE), {
             "epoch": epoch + 1,
             "iterations": int(self.model.optimizer.iterations.numpy()),
@@ -189,5 +206,5 @@ class RunDirectory(keras.callbacks.Callback):
             "best_model": self.best_model,
         })
         for name in os.listdir(backup_dir):
-            if name.endswith(".keras") and name != backup_name:
+            if name.endswith(self.backup_suffix) and name != backup_name:
                 os.remove(os.path.join(backup_dir, name))

@@ -20,11 +20,10 @@ import re
 import sys
 
 import keras
-import tensorflow as tf
 
 from sisr import config as cfg, losses, metrics
 from sisr.callbacks import (
-    BACKUP_DIR, STATE_FILE, NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation,
+    BACKUP_DIR, NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation,
     read_state,
 )
 from sisr.fileio import atomic_copy, atomic_write_json
@@ -33,7 +32,7 @@ from sisr.saving import load_model, save_model
 from sisr.srgan import SRGAN, load_backup, save_backup
 from sisr.trainer import (
     PretrainedMismatch, build_model, compare_with_bicubic, copy_pretrained, make_optimizer,
-    make_strategy, new_run_dir, open_datasets, precision,
+    make_pipelines, make_strategy, new_run_dir, open_datasets, precision,
 )
 
 log = logging.getLogger("sisr.train_gan")
@@ -198,57 +197,24 @@ class GANRunDirectory(RunDirectory):
     SRGAN (both networks and both optimizers) to `backup/epoch-EEE.weights.h5`.
     """
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
-        if not all(math.isfinite(float(v)) for v in logs.values()):
-            self.skipped.append(epoch)
-            log.error("epoch %d ended with a non-finite loss/metric %s: nothing saved",
-                      epoch + 1, logs)
-            return
-        self._write_csv(epoch, logs)
-        self.export_model.set_weights(self.model.generator.get_weights())
-        score = logs.get(self.monitor)
+    backup_suffix = ".weights.h5"
+
+    def export_weights(self):
+        return self.model.generator.get_weights()
+
+    def save_backup(self, path):
+        save_backup(self.model, path)
+
+    def save_models(self, epoch, score):
+        # Every epoch's generator is kept: the highest PSNR is the least GAN-like model.
         name = f"epoch-{epoch + 1:03d}" + ("" if score is None else f"-psnr-{score:.2f}")
         path = os.path.join(self.run_dir, "models", name + ".keras")
         save_model(self.export_model, path)
         atomic_copy(path, os.path.join(self.run_dir, LAST_MODEL))
         self.best_model = os.path.join("models", name + ".keras")
 
-        backup_name = f"epoch-{epoch + 1:03d}.weights.h5"
-        backup_dir = os.path.join(self.run_dir, BACKUP_DIR)
-        save_backup(self.model, os.path.join(backup_dir, backup_name))
-        atomic_write_json(os.path.join(backup_dir, STATE_FILE), {
-            "epoch": epoch + 1,
-            "iterations": int(self.model.optimizer.iterations.numpy()),
-            "backup": backup_name,
-            "best": None,
-            "best_model": self.best_model,
-        })
-        for old in os.listdir(backup_dir):
-            if old.endswith(".weights.h5") and old != backup_name:
-                os.remove(os.path.join(backup_dir, old))
-
 
 # -- training --------------------------------------------------------------------------
-def _as_float(lr, hr):
-    return tf.cast(lr, tf.float32), tf.cast(hr, tf.float32)
-
-
-def make_pipelines(config, datasets, initial_epoch=0):
-    """tf.data (train, valid) pipelines; raises ValueError if the images are too small."""
-    train_data, valid_data = datasets
-    seed = config["seed"]
-    # A resumed run offsets the data seed so that it does not replay the same batches.
-    data_seed = None if seed is None else seed + initial_epoch
-    train_ds = train_data.train(batch_size=config["batch_size"], lr_patch=config["lr_patch"],
-                                seed=data_seed)
-    valid_ds = valid_data.valid(crop=config["valid_crop"]).map(_as_float)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA)
-    return train_ds.with_options(options), valid_ds
-
-
 def train(config, run_dir, datasets, vgg_weights, resume=False, verbose=1):
     """Fine-tunes as `config` says, keeping `run_dir` up to date; returns a result dict.
 

@@ -131,6 +131,26 @@ def _as_float(lr, hr):
     return tf.cast(lr, tf.float32), tf.cast(hr, tf.float32)
 
 
+def make_pipelines(config, datasets, initial_epoch=0):
+    """float32 `(train, valid)` tf.data pipelines of a `(train, valid)` dataset pair.
+
+    Validation uses full images with `benchmark`, else LR centre crops of `valid_crop`.
+    Raises ValueError if the images are too small for the patch or crop size.
+    """
+    train_data, valid_data = datasets
+    seed = config["seed"]
+    # A resumed run offsets the data seed so that it does not replay the same batches.
+    data_seed = None if seed is None else seed + initial_epoch
+    train_ds = train_data.train(batch_size=config["batch_size"], lr_patch=config["lr_patch"],
+                                seed=data_seed).map(_as_float)
+    crop = None if config.get("benchmark") else config["valid_crop"]
+    valid_ds = valid_data.valid(crop=crop).map(_as_float)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return train_ds.with_options(options), valid_ds
+
+
 def new_run_dir(outdir, profile):
     """`OUTDIR/YYYYmmdd-HHMMSS-<profile>/`, made unique with a suffix if needed."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -193,16 +213,7 @@ def train(config, run_dir, resume=False, verbose=1):
             log.info("resuming %s after epoch %d (optimizer step %d)", run_dir,
                      initial_epoch, int(model.optimizer.iterations.numpy()))
 
-        # A resumed run offsets the data seed so that it does not replay the same batches.
-        data_seed = None if seed is None else seed + initial_epoch
-        train_ds = train_data.train(batch_size=config["batch_size"],
-                                    lr_patch=config["lr_patch"], seed=data_seed).map(_as_float)
-        crop = None if config["benchmark"] else config["valid_crop"]
-        valid_ds = valid_data.valid(crop=crop).map(_as_float)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA)
-        train_ds = train_ds.with_options(options)
+        train_ds, valid_ds = make_pipelines(config, (train_data, valid_data), initial_epoch)
 
         guard = StopOnNonFiniteLoss()
         run_cb = RunDirectory(run_dir, export_model, monitor="val_psnr", state=state)
