@@ -4,14 +4,14 @@
 
 Generates a DIV2K-shaped tree (HR 2040x1356 PNGs and their bicubic x2 LR images), converts
 it with `python -m sisr.convert numpy`, then measures training patches/s (batch 16, LR
-patch 48, x2, augmentation on) of `DIV2K(...).train()` from the cache and from the PNGs,
-interleaving the runs (cache, png, cache, png, ...) because this machine's speed swings,
-and prints the medians and their ratio. Run by hand; nothing here is a test.
+patch 48, x2, augmentation on, default patches per image read) of `DIV2K(...).train()`
+from the cache and from the PNGs, interleaving the runs (cache, png, cache, png, ...)
+because this machine's speed swings, and prints the medians, their ratio and the growth
+of anonymous memory while streaming. Run by hand; nothing here is a test.
 """
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -43,6 +43,14 @@ def make_tree(root, count, height=1356, width=2040, seed=0):
         image = np.clip(image + rng.uniform(-40, 40, size=3), 0, 255).astype(np.uint8)
         Image.fromarray(image).save(hr_path)
         Image.fromarray(imresize(image, 0.5)).save(lr_path)
+
+
+def anonymous_rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def patches_per_second(root, batches, seed):
@@ -77,12 +85,13 @@ def main(argv=None):
         start = time.perf_counter()
         make_tree(png_root, args.images)
         print(f"synthetic tree: {args.images} HR 2040x1356 + LR x2 PNGs "
-              f"({time.perf_counter() - start:.1f} s)")
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
         start = time.perf_counter()
         result = convert("numpy", png_root, npy_root, progress=False)
         print(f"convert numpy: {result.converted} converted, {result.up_to_date} up to date "
-              f"in {time.perf_counter() - start:.1f} s")
+              f"in {time.perf_counter() - start:.1f} s", flush=True)
         rates = {"cache": [], "png": []}
+        memory_before = anonymous_rss_mb()
         for round_ in range(args.rounds):
             for name, root, batches in (("cache", npy_root, args.cache_batches),
                                         ("png", png_root, args.png_batches)):
@@ -92,7 +101,8 @@ def main(argv=None):
         cache, png = statistics.median(rates["cache"]), statistics.median(rates["png"])
         print(f"median cache {cache:.0f} patches/s, png {png:.1f} patches/s, "
               f"ratio {cache / png:.1f}x (batch 16, LR 48, x2)")
-        print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        print(f"anonymous memory: {memory_before:.0f} MB before the runs, "
+              f"{anonymous_rss_mb():.0f} MB after (files are streamed, not held)")
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

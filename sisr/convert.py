@@ -101,7 +101,7 @@ def _output_name(kind, rel, suffix):
 
 def _convert_file(kind, params, source_path, output_path):
     """Converts one file; returns (output shape, conversion note or None)."""
-    _, note = inspect_image(source_path)
+    note = inspect_image(source_path).note
     image = read_image(source_path)
     if kind == "numpy":
         save_npy(output_path, image)

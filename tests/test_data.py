@@ -142,6 +142,11 @@ def test_div2k_user_made_jpeg_track(div2k, tmp_path):
         Image.fromarray(lr).save(buffer, format="JPEG", quality=90)
         np.testing.assert_array_equal(lr_jpeg, np.asarray(Image.open(buffer)))
         assert not np.array_equal(lr_jpeg, lr)
+    # The training pipeline decodes JPEGs in TensorFlow: the same pixels as Pillow.
+    lr_images = [lr for _, lr, _ in dataset.pairs()]
+    lr_batch, _ = next(iter(dataset.train(batch_size=6, lr_patch=12, seed=0)))
+    for patch in lr_batch.numpy():
+        assert any(_locate(patch, image) for image in lr_images)
 
 
 @pytest.mark.parametrize(
@@ -224,10 +229,9 @@ def _noise_folder(tmp_path, count=3, shape=HR_SHAPE):
     return str(folder)
 
 
-@pytest.mark.parametrize("scale", [2, 3])
-def test_train_patches_are_aligned_and_augmented_identically(div2k, scale):
-    _, cache = div2k
-    dataset = DIV2K(cache, "train", scale)
+@pytest.mark.parametrize("scale, tree", [(2, "cache"), (3, "cache"), (2, "png")])
+def test_train_patches_are_aligned_and_augmented_identically(div2k, scale, tree):
+    dataset = DIV2K(div2k[1] if tree == "cache" else div2k[0], "train", scale)
     lr_images = {name: lr for name, lr, _ in dataset.pairs()}
     hr_images = {name: hr for name, _, hr in dataset.pairs()}
     batches = dataset.train(batch_size=8, lr_patch=12, seed=5).take(4)
@@ -276,13 +280,22 @@ def test_train_seed_reproducible_and_epochs_reshuffled(div2k):
     assert not np.array_equal(a[0], c[0])
     # One epoch without repeat: each image once, last batch smaller.
     lr_images = [lr for _, lr, _ in dataset.pairs()]
-    batches = list(dataset.train(batch_size=2, lr_patch=16, seed=3, repeat=False))
+    batches = list(dataset.train(batch_size=2, lr_patch=16, seed=3, repeat=False,
+                                 patches_per_image=1))
     assert [int(lr.shape[0]) for lr, _ in batches] == [2, 1]
     sources = [next(i for i, image in enumerate(lr_images) if _locate(lr, image))
                for lr_batch, _ in batches for lr in lr_batch.numpy()]
     assert sorted(sources) == [0, 1, 2]
+    # Several patches per image read: an epoch has that many patches of every image.
+    batches = list(dataset.train(batch_size=5, lr_patch=16, seed=3, repeat=False,
+                                 patches_per_image=4))
+    assert [int(lr.shape[0]) for lr, _ in batches] == [5, 5, 2]
+    sources = [next(i for i, image in enumerate(lr_images) if _locate(lr, image))
+               for lr_batch, _ in batches for lr in lr_batch.numpy()]
+    assert sorted(sources) == [0] * 4 + [1] * 4 + [2] * 4
     # Repeating: every epoch (3 patches) covers all images, in orders that change.
-    stream = dataset.train(batch_size=3, lr_patch=16, seed=4, augment=False).take(6)
+    stream = dataset.train(batch_size=3, lr_patch=16, seed=4, augment=False,
+                           patches_per_image=1).take(6)
     orders = []
     for lr_batch, _ in stream:
         order = tuple(next(i for i, image in enumerate(lr_images) if _locate(lr, image))
@@ -294,8 +307,9 @@ def test_train_seed_reproducible_and_epochs_reshuffled(div2k):
 
 def test_train_cache_in_memory_gives_the_same_batches(div2k):
     dataset = DIV2K(div2k[0], "train", 2)
-    lr_a, hr_a = next(iter(dataset.train(batch_size=4, lr_patch=16, seed=2)))
-    lr_b, hr_b = next(iter(dataset.train(batch_size=4, lr_patch=16, seed=2, cache=True)))
+    options = {"batch_size": 4, "lr_patch": 16, "seed": 2, "patches_per_image": 2}
+    lr_a, hr_a = next(iter(dataset.train(**options)))
+    lr_b, hr_b = next(iter(dataset.train(cache=True, **options)))
     np.testing.assert_array_equal(lr_a.numpy(), lr_b.numpy())
     np.testing.assert_array_equal(hr_a.numpy(), hr_b.numpy())
 
@@ -314,7 +328,8 @@ def test_training_leaves_out_small_images_with_a_warning(tmp_path, caplog):
     _save(str(folder / "small.png"), _noise_image(2, (24, 64)))
     dataset = ImageFolder(str(folder), 2)
     with caplog.at_level(logging.WARNING):
-        batches = list(dataset.train(batch_size=4, lr_patch=16, repeat=False, augment=False))
+        batches = list(dataset.train(batch_size=4, lr_patch=16, repeat=False, augment=False,
+                                     patches_per_image=1))
     assert any("small.png" in r.getMessage() for r in caplog.records)
     _, big_lr, _ = next(dataset.pairs())
     assert sum(int(lr.shape[0]) for lr, _ in batches) == 1
@@ -404,9 +419,9 @@ def test_corrupt_truncated_and_non_image_files_are_named(tmp_path):
     (folder / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match=r"cut.png: cannot decode"):
         read_image(str(folder / "cut.png"))
-    dataset = ImageFolder(str(folder), 2)  # headers are fine: decoding fails on use
-    with pytest.raises(ImageError, match="cut.png"):
-        list(dataset.pairs())
+    # Caught when the dataset is opened, before any training starts.
+    with pytest.raises(ImageError, match=r"cut.png: truncated PNG"):
+        ImageFolder(str(folder), 2)
     (folder / "cut.png").unlink()
     (folder / "fake.png").write_text("this is text, not a PNG")
     with pytest.raises(ImageError, match=r"fake.png: not a readable image"):
@@ -505,3 +520,33 @@ def test_demo_manifest_matches_files():
     listed = {e["file"] for e in json.loads(folder.joinpath("manifest.json").read_text())["images"]}
     present = {p.name for p in folder.iterdir() if p.name.endswith(".png")}
     assert listed == present
+
+
+_EXIT_SCRIPT = """
+import sys
+from sisr.data import DIV2K
+
+def main():
+    batches = iter(DIV2K(sys.argv[1], "train", 2).train(batch_size=4, lr_patch=16))
+    for _ in range(20):
+        next(batches)
+    raise RuntimeError("crash with a live iterator")
+
+main()
+"""
+
+
+@pytest.mark.slow
+def test_process_exits_when_training_crashes_with_a_live_iterator(div2k, tmp_path):
+    # A Python function inside tf.data makes the process hang at exit in this situation
+    # (e.g. Ctrl-C during training); the pipelines use TensorFlow ops only.
+    import subprocess
+    import sys
+
+    script = tmp_path / "crash.py"
+    script.write_text(_EXIT_SCRIPT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    for root in div2k:
+        run = subprocess.run([sys.executable, str(script), root], capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert run.returncode == 1 and "crash with a live iterator" in run.stderr

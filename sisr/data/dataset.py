@@ -3,7 +3,7 @@
 import dataclasses
 import logging
 
-from sisr.data.sources import ArraySource
+from sisr.data.sources import ArraySource, FileSource
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class PairedDataset:
                 f"{listed}{more}")
 
     def train(self, batch_size=16, lr_patch=48, seed=None, repeat=True, augment=True,
-              cache=False):
+              cache=False, patches_per_image=None):
         """Random aligned training patches as a `tf.data.Dataset` of uint8 `(lr, hr)`.
 
         Args:
@@ -97,11 +97,14 @@ class PairedDataset:
             lr_patch: LR patch side; the HR patch side is `lr_patch * scale`.
             seed: int for a reproducible order, crops and augmentation; None for random.
             repeat: repeat forever (full batches only); False gives one pass over the
-                images, one patch per image, the last batch possibly smaller.
+                images (`patches_per_image` patches each), the last batch possibly smaller.
             augment: random horizontal flip and rotation by k * 90 degrees.
             cache: decode every image into memory first (fast, but needs the RAM of the
-                whole dataset); by default `.npy` caches are memory-mapped and image files
-                decoded on every patch.
+                whole dataset); by default image files and `.npy` caches are read on
+                every visit of an image, keeping memory bounded.
+            patches_per_image: random patches cut from each image read (they are shuffled
+                with other images' patches before batching); default 1 for images in
+                memory, 16 for files (reading a 2K image costs far more than a crop).
 
         Images smaller than the patch are left out with a warning naming them (an error
         if no image is large enough).
@@ -121,8 +124,13 @@ class PairedDataset:
         left_out = {id(p) for p in small}
         usable = [p for p in self._pairs if id(p) not in left_out]
         pairs = self._in_memory_pairs(usable) if cache else usable
+        if patches_per_image is None:
+            in_memory = all(not isinstance(s, FileSource) for p in pairs for s in (p.lr, p.hr))
+            patches_per_image = 1 if in_memory else 16
+        if int(patches_per_image) < 1:
+            raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
         return train_dataset(pairs, self.scale, int(batch_size), int(lr_patch), seed,
-                             bool(repeat), bool(augment))
+                             bool(repeat), bool(augment), int(patches_per_image))
 
     def valid(self, crop=None):
         """Validation pairs, batch 1, in order: full images, or LR centre crops of `crop`."""

@@ -1,11 +1,13 @@
 """Reading images and numpy caches as uint8 RGB, header-only size checks, atomic writes.
 
 Every failure raises `ImageError` naming the file and what is wrong. Images that are not
-8-bit RGB (grayscale, alpha, palette, 16-bit, CMYK, ...) are converted to 8-bit RGB; the
-conversion is described by `inspect_image` so that datasets can warn once per file.
+8-bit RGB (grayscale, alpha, palette, 16-bit, CMYK, ...) are converted to 8-bit RGB (16-bit
+samples keep their high byte); `inspect_image` describes the conversion so that datasets
+can warn once per file.
 """
 
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -68,25 +70,67 @@ def _to_rgb8(image):
     if mode == "RGB":
         return np.asarray(image)
     if mode.startswith("I;16") or mode == "I":
-        values = np.asarray(image).astype(np.float64)
-        gray = np.clip(np.floor(values / 257.0 + 0.5), 0, 255).astype(np.uint8)
+        # Keep the high byte, as Pillow does for 16-bit RGB and libpng's strip_16.
+        values = np.asarray(image).astype(np.int64)
+        gray = np.clip(values >> 8, 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode in ("RGBA", "RGBa", "RGBX"):
         return np.asarray(image)[:, :, :3]
     return np.asarray(image.convert("RGB"))
 
 
+# Formats TensorFlow decodes exactly as Pillow does (8-bit, lossless or libjpeg); other
+# files are decoded with Pillow.
+_TF_FORMATS = {"PNG", "JPEG", "BMP", "GIF"}
+_TF_MODES = {"RGB", "L", "P", "RGBA", "LA", "PA"}
+# The last bytes a complete file of the format contains (its end marker), looked for in
+# the file's tail so that truncated downloads are caught before training starts.
+_END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}
+_TAIL_BYTES = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What the header of an image or .npy file says.
+
+    `tf_decodable`: TensorFlow's decoders give the same pixels as `read_image`.
+    `data_offset`: where the pixels of a .npy file start (None for images).
+    """
+
+    shape: tuple
+    note: object = None
+    tf_decodable: bool = False
+    data_offset: object = None
+
+
+def _check_complete(path, image_format):
+    marker = _END_MARKERS.get(image_format)
+    if marker is None:
+        return
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
+        if marker not in f.read():
+            raise ImageError(f"{path}: truncated {image_format} file (no end marker); "
+                             "download or copy it again")
+
+
 def inspect_image(path):
-    """Returns ((height, width), conversion note or None) reading only the file header."""
+    """Reads the header of an image or .npy file (no decoding): an `ImageInfo`."""
     if is_numpy_file(path):
-        shape, dtype = read_npy_header(path)
-        return shape[:2], None
+        shape, offset = read_npy_header(path)
+        return ImageInfo(tuple(int(n) for n in shape[:2]), data_offset=offset)
     try:
         with Image.open(path) as image:
             width, height = image.size
-            return (height, width), _conversion_note(image)
+            note = _conversion_note(image)
+            tf_decodable = (image.format in _TF_FORMATS and image.mode in _TF_MODES
+                            and (note is None or "16-bit" not in note))
+            image_format = image.format
+        _check_complete(path, image_format)
+        return ImageInfo((height, width), note, tf_decodable)
     except ImageError as err:
-        raise ImageError(f"{path}: {err}") from None
+        message = str(err)
+        raise ImageError(message if message.startswith(path) else f"{path}: {message}") from None
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except (OSError, SyntaxError, ValueError) as err:
@@ -94,7 +138,7 @@ def inspect_image(path):
 
 
 def read_npy_header(path):
-    """Shape and dtype of a .npy file; checks it is a complete uint8 HxWx3 array."""
+    """(shape, data offset) of a .npy file; checks it is a complete uint8 HxWx3 array."""
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -114,7 +158,7 @@ def read_npy_header(path):
     if size != offset + int(np.prod(shape)):
         raise ImageError(f"{path}: truncated or corrupt .npy file ({size} bytes, expected "
                          f"{offset + int(np.prod(shape))} for shape {shape}); rebuild the cache")
-    return shape, dtype
+    return shape, offset
 
 
 def open_npy(path):

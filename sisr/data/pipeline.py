@@ -1,92 +1,191 @@
-"""tf.data pipelines over a list of LR/HR pairs.
+"""tf.data pipelines over a list of LR/HR pairs, in TensorFlow ops only.
 
-Training: image indices are shuffled every epoch, repeated and batched; a parallel map
-then cuts each batch in numpy (one Python call per batch, not per patch): a random LR
-offset per image, the aligned HR patch at offset * scale (memory-mapped for `.npy`
-caches, so only the touched pages are read), the same random flip and 90-degree rotation
-for both. Each batch draws from its own numpy generator, seeded from a `tf.data` random
-stream, so a `seed` makes runs reproducible even with the parallel map.
+No Python runs inside the pipelines: a `tf.numpy_function` that is still in flight when
+the interpreter exits (an exception or Ctrl-C escaping a training loop) makes the process
+hang at exit, so files are read with `tf.io.read_file` (`.npy` caches: raw bytes after the
+header; PNG/JPEG/BMP/GIF: TensorFlow's decoders, which give the same pixels as Pillow) and
+images in memory are sliced from one uint8 tensor.
+
+Training: image indices are shuffled every epoch and repeated; each image visit gives
+`patches_per_image` random aligned crops (LR offset * scale = HR offset) with the same
+random flip and 90-degree rotation for LR and HR, drawn with stateless RNG from a
+per-image seed stream, so a `seed` makes runs reproducible under the parallel map.
+Patches of several images are shuffled together, batched and prefetched.
 """
+
+import logging
 
 import numpy as np
 import tensorflow as tf
 
+from sisr.data.sources import FileSource
+
+log = logging.getLogger(__name__)
+
 AUTOTUNE = tf.data.AUTOTUNE
+_NPY, _IMAGE, _MEMORY = 0, 1, 2
 
 
-def _batch_maker(pairs, scale, lr_patch, augment):
-    lr_shapes = [pair.lr.shape for pair in pairs]
-    hr_patch = lr_patch * scale
+class _Reader:
+    """Reads image i of one side (LR or HR) as a uint8 [h, w, 3] tensor, in TF ops."""
 
-    def make_batch(indices, batch_seed):
-        rng = np.random.default_rng(int(batch_seed) & 0xFFFFFFFFFFFFFFFF)
-        lr_batch = np.empty((len(indices), lr_patch, lr_patch, 3), np.uint8)
-        hr_batch = np.empty((len(indices), hr_patch, hr_patch, 3), np.uint8)
-        for slot, index in enumerate(indices):
-            pair = pairs[index]
-            height, width = lr_shapes[index]
-            top = int(rng.integers(0, height - lr_patch + 1))
-            left = int(rng.integers(0, width - lr_patch + 1))
-            lr = pair.lr.crop(top, left, lr_patch, lr_patch)
-            hr = pair.hr.crop(top * scale, left * scale, hr_patch, hr_patch)
-            if augment:
-                if rng.random() < 0.5:
-                    lr, hr = lr[:, ::-1], hr[:, ::-1]
-                turns = int(rng.integers(0, 4))
-                lr, hr = np.rot90(lr, turns), np.rot90(hr, turns)
-            lr_batch[slot] = lr
-            hr_batch[slot] = hr
-        return lr_batch, hr_batch
+    def __init__(self, sources):
+        kinds, paths, offsets, chunks = [], [], [], []
+        memory_size = 0
+        fallback = []
+        for source in sources:
+            if isinstance(source, FileSource) and source.is_numpy:
+                kinds.append(_NPY)
+                paths.append(source.path)
+                offsets.append(source.info.data_offset)
+            elif isinstance(source, FileSource) and source.info.tf_decodable:
+                kinds.append(_IMAGE)
+                paths.append(source.path)
+                offsets.append(0)
+            else:
+                if isinstance(source, FileSource):
+                    fallback.append(source.path)
+                array = np.ascontiguousarray(source.load()).reshape(-1)
+                kinds.append(_MEMORY)
+                paths.append("")
+                offsets.append(memory_size)
+                chunks.append(array)
+                memory_size += array.size
+        if fallback:
+            log.info("decoding %d image(s) into memory up front (a format TensorFlow does not "
+                     "decode like Pillow), e.g. %s", len(fallback), fallback[0])
+        self.kinds = tf.constant(kinds, tf.int32)
+        self.paths = tf.constant(paths, tf.string)
+        self.offsets = tf.constant(offsets, tf.int64)
+        self.shapes = tf.constant([source.shape for source in sources], tf.int32)
+        self.memory = tf.convert_to_tensor(
+            np.concatenate(chunks) if chunks else np.zeros([0], np.uint8))
 
-    return make_batch
+    def __call__(self, index):
+        kind = self.kinds[index]
+        path = self.paths[index]
+        offset = self.offsets[index]
+        shape = tf.concat([self.shapes[index], [3]], axis=0)
+
+        def from_npy():
+            raw = tf.io.decode_raw(tf.io.read_file(path), tf.uint8)
+            return tf.reshape(raw[offset:], shape)
+
+        def from_image():
+            data = tf.io.read_file(path)
+            image = tf.cond(
+                tf.io.is_jpeg(data),
+                # ISLOW DCT, as Pillow, so that pixels match `read_image` exactly.
+                lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+            )
+            return tf.reshape(image, shape)
+
+        def from_memory():
+            size = tf.cast(tf.reduce_prod(shape), tf.int64)
+            return tf.reshape(self.memory[offset:offset + size], shape)
+
+        image = tf.switch_case(kind, [from_npy, from_image, from_memory])
+        image.set_shape([None, None, 3])
+        return image
+
+    def crops(self, index, tops, lefts, size):
+        """Patches [K, size, size, 3] of image i at (tops[k], lefts[k]).
+
+        From a `.npy` cache only the patch rows are converted: `substr` cuts them out of
+        the file bytes, far cheaper than decoding a whole 2K image for a few patches.
+        """
+        count = tops.shape[0]
+
+        def from_npy():
+            data = tf.io.read_file(self.paths[index])
+            row_bytes = tf.cast(self.shapes[index][1], tf.int64) * 3
+            rows = tf.cast(tops[:, None] + tf.range(size)[None, :], tf.int64)
+            starts = self.offsets[index] + rows * row_bytes + tf.cast(lefts, tf.int64)[:, None] * 3
+            pieces = tf.strings.substr(data, tf.reshape(starts, [-1]),
+                                       tf.fill([count * size], tf.constant(size * 3, tf.int64)))
+            return tf.reshape(tf.io.decode_raw(pieces, tf.uint8), [count, size, size, 3])
+
+        def from_image():
+            return _crops(self(index), tops, lefts, size)
+
+        patches = tf.switch_case(self.kinds[index], [from_npy, from_image, from_image])
+        patches.set_shape([count, size, size, 3])
+        return patches
 
 
-def train_dataset(pairs, scale, batch_size, lr_patch, seed, repeat, augment):
+def _crops(image, tops, lefts, size):
+    """Patches [K, size, size, 3] of `image` at (tops[k], lefts[k])."""
+    return tf.stack([image[tops[k]:tops[k] + size, lefts[k]:lefts[k] + size]
+                     for k in range(tops.shape[0])])
+
+
+def _flip_rotate(patches, flip, turns):
+    """Horizontal flip (if `flip`) then `turns` counter-clockwise quarter turns."""
+    patches = tf.cond(flip, lambda: tf.reverse(patches, axis=[2]), lambda: patches)
+    return tf.image.rot90(patches, turns)
+
+
+def train_dataset(pairs, scale, batch_size, lr_patch, seed, repeat, augment,
+                  patches_per_image):
     """Random aligned patch batches `(lr, hr)`, uint8 (B, p, p, 3) and (B, p*s, p*s, 3)."""
     count = len(pairs)
-    make_batch = _batch_maker(pairs, scale, lr_patch, augment)
-    hr_patch = lr_patch * scale
+    read_lr, read_hr = _Reader([p.lr for p in pairs]), _Reader([p.hr for p in pairs])
+    k_patches, hr_patch = patches_per_image, lr_patch * scale
 
-    def load(indices, batch_seed):
-        lr, hr = tf.numpy_function(make_batch, [indices, batch_seed], [tf.uint8, tf.uint8],
-                                   stateful=False)
-        # Static batch shapes when repeating; a single epoch keeps its last, smaller batch.
-        batch = batch_size if repeat else None
-        lr.set_shape([batch, lr_patch, lr_patch, 3])
-        hr.set_shape([batch, hr_patch, hr_patch, 3])
-        return lr, hr
+    def load(index, random):
+        seed_offsets = tf.stack([random, tf.constant(0, tf.int64)])
+        room = tf.cast(read_lr.shapes[index] - lr_patch + 1, tf.float32)
+        u = tf.random.stateless_uniform([k_patches, 2], seed=seed_offsets)
+        offsets = tf.minimum(tf.cast(u * room, tf.int32), tf.cast(room, tf.int32) - 1)
+        tops, lefts = offsets[:, 0], offsets[:, 1]
+        lr_patches = read_lr.crops(index, tops, lefts, lr_patch)
+        hr_patches = read_hr.crops(index, tops * scale, lefts * scale, hr_patch)
+        if augment:
+            # One flip/rotation per image read (cheap on the stacked patches); patches of
+            # different reads are shuffled together, so batches still mix all eight.
+            flip = tf.random.stateless_uniform(
+                [], seed=tf.stack([random, tf.constant(1, tf.int64)])) < 0.5
+            turns = tf.random.stateless_uniform(
+                [], seed=tf.stack([random, tf.constant(2, tf.int64)]), minval=0, maxval=4,
+                dtype=tf.int32)
+            lr_patches = _flip_rotate(lr_patches, flip, turns)
+            hr_patches = _flip_rotate(hr_patches, flip, turns)
+        lr_patches.set_shape([k_patches, lr_patch, lr_patch, 3])
+        hr_patches.set_shape([k_patches, hr_patch, hr_patch, 3])
+        return lr_patches, hr_patches
 
     indices = tf.data.Dataset.range(count).shuffle(count, seed=seed,
                                                    reshuffle_each_iteration=True)
     if repeat:
         indices = indices.repeat()
-    indices = indices.batch(batch_size, drop_remainder=repeat)
+    # One int64 per image read: the stateless seed of its crops and augmentation.
     dataset = tf.data.Dataset.zip((indices, tf.data.Dataset.random(seed=seed)))
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=seed is not None)
+    dataset = dataset.unbatch()
+    if k_patches > 1:
+        # Mix the patches of several images so that a batch is not one image's patches.
+        dataset = dataset.shuffle(batch_size * k_patches, seed=seed)
+    # Static batch shapes when repeating; a single epoch keeps its last, smaller batch.
+    dataset = dataset.batch(batch_size, drop_remainder=repeat)
     return dataset.prefetch(AUTOTUNE)
 
 
 def valid_dataset(pairs, scale, crop):
     """Full images (crop None) or centre crops of LR size `crop`, batch 1, in order."""
+    read_lr, read_hr = _Reader([p.lr for p in pairs]), _Reader([p.hr for p in pairs])
 
     def load(index):
-        pair = pairs[int(index)]
-        lr = pair.lr.load()
-        height, width = lr.shape[:2]
+        lr, hr = read_lr(index), read_hr(index)
+        height, width = tf.shape(lr)[0], tf.shape(lr)[1]
         if crop is None:
-            hr = pair.hr.load()[: height * scale, : width * scale]
-            return np.ascontiguousarray(lr), np.ascontiguousarray(hr)
+            return lr, hr[:height * scale, :width * scale]
         top, left = (height - crop) // 2, (width - crop) // 2
-        hr_crop = crop * scale
-        return (np.ascontiguousarray(lr[top:top + crop, left:left + crop]),
-                pair.hr.crop(top * scale, left * scale, hr_crop, hr_crop))
-
-    def load_tf(index):
-        lr, hr = tf.numpy_function(load, [index], [tf.uint8, tf.uint8], stateful=False)
-        side = None if crop is None else crop
-        lr.set_shape([side, side, 3])
-        hr.set_shape([None if side is None else side * scale] * 2 + [3])
+        lr = lr[top:top + crop, left:left + crop]
+        hr = hr[top * scale:(top + crop) * scale, left * scale:(left + crop) * scale]
+        lr.set_shape([crop, crop, 3])
+        hr.set_shape([crop * scale, crop * scale, 3])
         return lr, hr
 
-    dataset = tf.data.Dataset.range(len(pairs)).map(load_tf, num_parallel_calls=AUTOTUNE)
+    dataset = tf.data.Dataset.range(len(pairs)).map(load, num_parallel_calls=AUTOTUNE)
     return dataset.batch(1).prefetch(AUTOTUNE)

@@ -1,13 +1,11 @@
 """Image sources: where one LR or HR image of a dataset comes from.
 
-A source knows its size (read from the file header, without decoding) and can return
-the whole image or a crop of it as uint8 HxWx3. `.npy` caches are memory-mapped so that
-a crop reads only the pages it touches; image files are decoded in full.
+A source knows its size (from the file header, without decoding) and loads the whole
+image as uint8 HxWx3 numpy (for `pairs()`); the tf.data pipelines read file sources with
+TensorFlow ops (see sisr.data.pipeline) and in-memory sources from one uint8 tensor.
 """
 
-import numpy as np
-
-from sisr.data.imageio import inspect_image, is_numpy_file, open_npy, read_image
+from sisr.data.imageio import inspect_image, is_numpy_file, read_image
 from sisr.imresize import imresize
 
 
@@ -17,21 +15,24 @@ class FileSource:
     def __init__(self, path):
         self.path = path
         self.label = path
-        self._shape = None
-        self._mmap = None
+        self._info = None
 
     def inspect(self):
         """Reads the header: returns the conversion note (None for 8-bit RGB)."""
-        shape, note = inspect_image(self.path)
-        self._shape = tuple(int(n) for n in shape)
-        return note
+        self._info = inspect_image(self.path)
+        return self._info.note
+
+    @property
+    def info(self):
+        """The `sisr.data.imageio.ImageInfo` of the file header."""
+        if self._info is None:
+            self.inspect()
+        return self._info
 
     @property
     def shape(self):
         """(height, width)."""
-        if self._shape is None:
-            self.inspect()
-        return self._shape
+        return self.info.shape
 
     @property
     def is_numpy(self):
@@ -39,13 +40,6 @@ class FileSource:
 
     def load(self):
         return read_image(self.path)
-
-    def crop(self, top, left, height, width):
-        if self.is_numpy:
-            if self._mmap is None:
-                self._mmap = open_npy(self.path)
-            return np.array(self._mmap[top:top + height, left:left + width])
-        return self.load()[top:top + height, left:left + width]
 
 
 class ArraySource:
@@ -64,9 +58,6 @@ class ArraySource:
 
     def load(self):
         return self.array
-
-    def crop(self, top, left, height, width):
-        return self.array[top:top + height, left:left + width].copy()
 
 
 class DownscaledSource:
@@ -96,6 +87,3 @@ class DownscaledSource:
             hr = self.hr.load()[: height * self.scale, : width * self.scale]
             self._array = imresize(hr, output_shape=(height, width))
         return self._array
-
-    def crop(self, top, left, height, width):
-        return self.load()[top:top + height, left:left + width].copy()
