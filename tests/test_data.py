@@ -450,6 +450,10 @@ def test_non_rgb_images_are_converted_with_a_warning(tmp_path, caplog, mode, not
     _, lr, hr = next(dataset.pairs())
     assert hr.dtype == np.uint8 and hr.shape == (32, 48, 3)
     np.testing.assert_array_equal(hr, expected)
+    # The training pipeline (TensorFlow decoders or Pillow) gives the same pixels.
+    _, hr_batch = next(iter(dataset.train(batch_size=4, lr_patch=8, augment=False, seed=0)))
+    for patch in hr_batch.numpy():
+        assert _locate(patch, expected) is not None
 
 
 # --- demo set and open_dataset ----------------------------------------------------------

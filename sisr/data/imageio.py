@@ -79,10 +79,9 @@ def _to_rgb8(image):
     return np.asarray(image.convert("RGB"))
 
 
-# Formats TensorFlow decodes exactly as Pillow does (8-bit, lossless or libjpeg); other
-# files are decoded with Pillow.
-_TF_FORMATS = {"PNG", "JPEG", "BMP", "GIF"}
-_TF_MODES = {"RGB", "L", "P", "RGBA", "LA", "PA"}
+# Formats and modes that TensorFlow decodes to the same RGB pixels as `read_image` (8-bit
+# PNG; JPEG with the ISLOW DCT, as Pillow); other files are decoded with Pillow.
+_TF_MODES = {"PNG": {"RGB", "L", "P", "RGBA", "LA"}, "JPEG": {"RGB", "L"}}
 # The last bytes a complete file of the format contains (its end marker), looked for in
 # the file's tail so that truncated downloads are caught before training starts.
 _END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}
@@ -123,7 +122,7 @@ def inspect_image(path):
         with Image.open(path) as image:
             width, height = image.size
             note = _conversion_note(image)
-            tf_decodable = (image.format in _TF_FORMATS and image.mode in _TF_MODES
+            tf_decodable = (image.mode in _TF_MODES.get(image.format, ())
                             and (note is None or "16-bit" not in note))
             image_format = image.format
         _check_complete(path, image_format)
