@@ -423,6 +423,14 @@ def test_corrupt_truncated_and_non_image_files_are_named(tmp_path):
     with pytest.raises(ImageError, match=r"cut.png: truncated PNG"):
         ImageFolder(str(folder), 2)
     (folder / "cut.png").unlink()
+    # A JPEG without its end marker is left to Pillow, which names it when training starts.
+    buffer = io.BytesIO()
+    Image.fromarray(_noise_image(2, (64, 64))).save(buffer, format="JPEG")
+    (folder / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3])
+    dataset = ImageFolder(str(folder), 2)
+    with pytest.raises(ImageError, match=r"cut.jpg: cannot decode"):
+        dataset.train(batch_size=2, lr_patch=8)
+    (folder / "cut.jpg").unlink()
     (folder / "fake.png").write_text("this is text, not a PNG")
     with pytest.raises(ImageError, match=r"fake.png: not a readable image"):
         ImageFolder(str(folder), 2)

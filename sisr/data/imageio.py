@@ -102,15 +102,13 @@ class ImageInfo:
     data_offset: object = None
 
 
-def _check_complete(path, image_format):
+def _has_end_marker(path, image_format):
     marker = _END_MARKERS.get(image_format)
     if marker is None:
-        return
+        return True
     with open(path, "rb") as f:
         f.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
-        if marker not in f.read():
-            raise ImageError(f"{path}: truncated {image_format} file (no end marker); "
-                             "download or copy it again")
+        return marker in f.read()
 
 
 def inspect_image(path):
@@ -125,7 +123,12 @@ def inspect_image(path):
             tf_decodable = (image.mode in _TF_MODES.get(image.format, ())
                             and (note is None or "16-bit" not in note))
             image_format = image.format
-        _check_complete(path, image_format)
+        if not _has_end_marker(path, image_format):
+            if image_format == "PNG":
+                raise ImageError(f"{path}: truncated PNG file (no IEND chunk); download or "
+                                 "copy it again")
+            # Some cameras append data after a JPEG's end marker: let Pillow judge it.
+            tf_decodable = False
         return ImageInfo((height, width), note, tf_decodable)
     except ImageError as err:
         message = str(err)
