@@ -27,7 +27,11 @@ _NPY, _IMAGE, _MEMORY = 0, 1, 2
 
 
 class _Reader:
-    """Reads image i of one side (LR or HR) as a uint8 [h, w, 3] tensor, in TF ops."""
+    """Reads image i of one side (LR or HR) as a uint8 [h, w, 3] tensor, in TF ops.
+
+    Only the kinds of source present are traced (a `switch_case` over them when mixed),
+    which keeps building a pipeline fast.
+    """
 
     def __init__(self, sources):
         kinds, paths, offsets, chunks = [], [], [], []
@@ -54,63 +58,73 @@ class _Reader:
         if fallback:
             log.info("decoding %d image(s) into memory up front (a format TensorFlow does not "
                      "decode like Pillow), e.g. %s", len(fallback), fallback[0])
-        self.kinds = tf.constant(kinds, tf.int32)
+        self.present = sorted(set(kinds))
+        # Branch number of each image in the switch over the kinds present.
+        self.branch = tf.constant([self.present.index(k) for k in kinds], tf.int32)
         self.paths = tf.constant(paths, tf.string)
         self.offsets = tf.constant(offsets, tf.int64)
         self.shapes = tf.constant([source.shape for source in sources], tf.int32)
         self.memory = tf.convert_to_tensor(
             np.concatenate(chunks) if chunks else np.zeros([0], np.uint8))
 
+    def _switch(self, index, functions):
+        branches = [functions[kind] for kind in self.present]
+        if len(branches) == 1:
+            return branches[0]()
+        return tf.switch_case(self.branch[index], branches)
+
+    def _shape(self, index):
+        return tf.concat([self.shapes[index], [3]], axis=0)
+
+    def _npy_image(self, index):
+        raw = tf.io.decode_raw(tf.io.read_file(self.paths[index]), tf.uint8)
+        return tf.reshape(raw[self.offsets[index]:], self._shape(index))
+
+    def _decoded_image(self, index):
+        data = tf.io.read_file(self.paths[index])
+        image = tf.cond(
+            tf.io.is_jpeg(data),
+            # ISLOW DCT, as Pillow, so that pixels match `read_image` exactly.
+            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_png(data, channels=3),
+        )
+        return tf.reshape(image, self._shape(index))
+
+    def _memory_image(self, index):
+        shape = self._shape(index)
+        start = self.offsets[index]
+        size = tf.cast(tf.reduce_prod(shape), tf.int64)
+        return tf.reshape(self.memory[start:start + size], shape)
+
+    def _npy_crops(self, index, tops, lefts, size):
+        # Only the patch rows are converted: `substr` cuts them out of the file bytes, far
+        # cheaper than decoding a whole 2K image for a few patches.
+        count = tops.shape[0]
+        data = tf.io.read_file(self.paths[index])
+        row_bytes = tf.cast(self.shapes[index][1], tf.int64) * 3
+        rows = tf.cast(tops[:, None] + tf.range(size)[None, :], tf.int64)
+        starts = self.offsets[index] + rows * row_bytes + tf.cast(lefts, tf.int64)[:, None] * 3
+        pieces = tf.strings.substr(data, tf.reshape(starts, [-1]),
+                                   tf.fill([count * size], tf.constant(size * 3, tf.int64)))
+        return tf.reshape(tf.io.decode_raw(pieces, tf.uint8), [count, size, size, 3])
+
     def __call__(self, index):
-        kind = self.kinds[index]
-        path = self.paths[index]
-        offset = self.offsets[index]
-        shape = tf.concat([self.shapes[index], [3]], axis=0)
-
-        def from_npy():
-            raw = tf.io.decode_raw(tf.io.read_file(path), tf.uint8)
-            return tf.reshape(raw[offset:], shape)
-
-        def from_image():
-            data = tf.io.read_file(path)
-            image = tf.cond(
-                tf.io.is_jpeg(data),
-                # ISLOW DCT, as Pillow, so that pixels match `read_image` exactly.
-                lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-                lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
-            )
-            return tf.reshape(image, shape)
-
-        def from_memory():
-            size = tf.cast(tf.reduce_prod(shape), tf.int64)
-            return tf.reshape(self.memory[offset:offset + size], shape)
-
-        image = tf.switch_case(kind, [from_npy, from_image, from_memory])
+        image = self._switch(index, {
+            _NPY: lambda: self._npy_image(index),
+            _IMAGE: lambda: self._decoded_image(index),
+            _MEMORY: lambda: self._memory_image(index),
+        })
         image.set_shape([None, None, 3])
         return image
 
     def crops(self, index, tops, lefts, size):
-        """Patches [K, size, size, 3] of image i at (tops[k], lefts[k]).
-
-        From a `.npy` cache only the patch rows are converted: `substr` cuts them out of
-        the file bytes, far cheaper than decoding a whole 2K image for a few patches.
-        """
-        count = tops.shape[0]
-
-        def from_npy():
-            data = tf.io.read_file(self.paths[index])
-            row_bytes = tf.cast(self.shapes[index][1], tf.int64) * 3
-            rows = tf.cast(tops[:, None] + tf.range(size)[None, :], tf.int64)
-            starts = self.offsets[index] + rows * row_bytes + tf.cast(lefts, tf.int64)[:, None] * 3
-            pieces = tf.strings.substr(data, tf.reshape(starts, [-1]),
-                                       tf.fill([count * size], tf.constant(size * 3, tf.int64)))
-            return tf.reshape(tf.io.decode_raw(pieces, tf.uint8), [count, size, size, 3])
-
-        def from_image():
-            return _crops(self(index), tops, lefts, size)
-
-        patches = tf.switch_case(self.kinds[index], [from_npy, from_image, from_image])
-        patches.set_shape([count, size, size, 3])
+        """Patches [K, size, size, 3] of image i at (tops[k], lefts[k])."""
+        patches = self._switch(index, {
+            _NPY: lambda: self._npy_crops(index, tops, lefts, size),
+            _IMAGE: lambda: _crops(self._decoded_image(index), tops, lefts, size),
+            _MEMORY: lambda: _crops(self._memory_image(index), tops, lefts, size),
+        })
+        patches.set_shape([tops.shape[0], size, size, 3])
         return patches
 
 
