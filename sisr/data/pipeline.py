@@ -2,14 +2,15 @@
 
 No Python runs inside the pipelines: a `tf.numpy_function` that is still in flight when
 the interpreter exits (an exception or Ctrl-C escaping a training loop) makes the process
-hang at exit, so files are read with `tf.io.read_file` (`.npy` caches: raw bytes after the
-header; PNG/JPEG/BMP/GIF: TensorFlow's decoders, which give the same pixels as Pillow) and
-images in memory are sliced from one uint8 tensor.
+hang at exit. So files are read with `tf.io.read_file` (`.npy` caches: raw bytes after the
+header; 8-bit PNG and JPEG: TensorFlow's decoders, which give the same pixels as Pillow;
+other formats are decoded once with Pillow and kept in memory) and images in memory are
+sliced from one uint8 tensor.
 
 Training: image indices are shuffled every epoch and repeated; each image visit gives
 `patches_per_image` random aligned crops (LR offset * scale = HR offset) with the same
-random flip and 90-degree rotation for LR and HR, drawn with stateless RNG from a
-per-image seed stream, so a `seed` makes runs reproducible under the parallel map.
+random flip and 90-degree rotation for LR and HR (one per image visit), drawn with
+stateless RNG from a per-visit seed stream, so a `seed` makes runs reproducible under the parallel map.
 Patches of several images are shuffled together, batched and prefetched.
 """
 
