@@ -13,18 +13,29 @@ def _temp_beside(path, suffix=""):
     return tmp
 
 
-def atomic_write_bytes(path, data):
-    tmp = _temp_beside(path)
+def atomic_save(path, write, suffix=""):
+    """Calls `write(tmp)` on a temporary file beside `path`, then renames it to `path`.
+
+    `suffix` is the temporary file's ending, for writers that check it (e.g. ".keras").
+    """
+    tmp = _temp_beside(path, suffix)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_bytes(path, data):
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_save(path, write)
 
 
 def atomic_write_text(path, text):
@@ -36,11 +47,4 @@ def atomic_write_json(path, value):
 
 
 def atomic_copy(source, destination):
-    tmp = _temp_beside(destination)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, destination)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_save(destination, lambda tmp: shutil.copyfile(source, tmp))

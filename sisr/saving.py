@@ -2,10 +2,11 @@
 
 import json
 import os
-import tempfile
 import zipfile
 
 import keras
+
+from sisr.fileio import atomic_save
 
 
 def save_model(model, path):
@@ -13,16 +14,7 @@ def save_model(model, path):
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"save_model: path must end with .keras, got {path!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=directory)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_save(path, model.save, suffix=".keras")
 
 
 def _layer_classes(config):

@@ -17,12 +17,12 @@ generator alone with `sisr.save_model` for inference.
 
 import logging
 import os
-import tempfile
 
 import keras
 import tensorflow as tf
 
 from sisr import losses
+from sisr.fileio import atomic_save
 from sisr.metrics import PSNR
 
 log = logging.getLogger(__name__)
@@ -181,16 +181,7 @@ def save_backup(model, path):
     path = os.fspath(path)
     if not path.endswith(".weights.h5"):
         raise ValueError(f"save_backup: path must end with .weights.h5, got {path!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=directory)
-    os.close(fd)
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_save(path, model.save_weights, suffix=".weights.h5")
 
 
 def load_backup(model, path, iterations=None):

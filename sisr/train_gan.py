@@ -31,8 +31,8 @@ from sisr.model import discriminator
 from sisr.saving import load_model, save_model
 from sisr.srgan import SRGAN, load_backup, save_backup
 from sisr.trainer import (
-    PretrainedMismatch, build_model, compare_with_bicubic, copy_pretrained, make_optimizer,
-    make_pipelines, make_strategy, new_run_dir, open_datasets, precision,
+    PretrainedMismatch, build_model, copy_pretrained, make_optimizer,
+    make_pipelines, make_strategy, new_run_dir, open_datasets, precision, write_result,
 )
 
 log = logging.getLogger("sisr.train_gan")
@@ -284,19 +284,8 @@ def train(config, run_dir, datasets, vgg_weights, resume=False, verbose=1):
 
     last = os.path.join(run_dir, LAST_MODEL)
     final = load_model(last) if os.path.isfile(last) else export_model
-    model_psnr, bicubic_psnr, count = compare_with_bicubic(final, valid_data, shave)
-    result = {
-        "run_dir": run_dir,
-        "epochs": config["epochs"],
-        "iterations": int(model.optimizer.iterations.numpy()),
-        "last_model": run_cb.best_model,
-        "valid_images": count,
-        "shave": shave,
-        "psnr": model_psnr,
-        "bicubic_psnr": bicubic_psnr,
-    }
-    atomic_write_json(os.path.join(run_dir, "result.json"), result)
-    return result
+    return write_result(run_dir, config, model, final, valid_data, shave,
+                        last_model=run_cb.best_model)
 
 
 # -- command line ----------------------------------------------------------------------

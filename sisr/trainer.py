@@ -238,12 +238,19 @@ def train(config, run_dir, resume=False, verbose=1):
 
     best_path = os.path.join(run_dir, "best.keras")
     final = load_model(best_path) if os.path.isfile(best_path) else export_model
+    return write_result(run_dir, config, model, final, valid_data, shave,
+                        best_model=run_cb.best_model)
+
+
+def write_result(run_dir, config, model, final, valid_data, shave, **extra):
+    """Scores `final` against bicubic on the full validation images and writes
+    `result.json`; returns the result dict."""
     model_psnr, bicubic_psnr, count = compare_with_bicubic(final, valid_data, shave)
     result = {
         "run_dir": run_dir,
         "epochs": config["epochs"],
         "iterations": int(model.optimizer.iterations.numpy()),
-        "best_model": run_cb.best_model,
+        **extra,
         "valid_images": count,
         "shave": shave,
         "psnr": model_psnr,
