@@ -18,7 +18,7 @@ validation images (`sisr.metrics.psnr`, RGB, shave `div2k_shave(scale)`). Their 
 (tracing, data pipeline, validation and saving included; not interleaved) are a rough
 end-to-end figure only.
 
-    python benchmarks/train.py                            # everything (~13 min here)
+    python benchmarks/train.py                            # everything (9-13 min here)
     python benchmarks/train.py --families wdsr-b --steps 5 --repeats 7 --skip-parity
     python benchmarks/train.py --families wdsr-b --repeats 1 --parity-steps 500
 """
