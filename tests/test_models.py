@@ -120,6 +120,7 @@ def test_save_model_is_atomic(tmp_path, monkeypatch):
             f.write(b"partial")
         raise KeyboardInterrupt
 
+    assert path.stat().st_mode & 0o644 == 0o644  # readable by others, like any saved file
     monkeypatch.setattr(keras.Model, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         sisr.save_model(model, str(path))
