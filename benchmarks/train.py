@@ -2,7 +2,7 @@
 
 Speed: for each family at its baseline profile (WDSR-B `wdsr-b-16`, WDSR-A `wdsr-a-16`,
 EDSR `edsr-16`; x2, batch 16, LR patch 48) and each precision, the model is built and
-compiled as `sisr.trainer.train` does (same builder, optimiser, loss and PSNR metric, under
+compiled as `sisr.training.trainer.train` does (same builder, optimiser, loss and PSNR metric, under
 the same dtype policy) and `--steps` training steps are timed with `train_on_batch` on
 batches generated beforehand and kept in memory: the data pipeline is not measured. Every
 case gets a couple of untimed warm-up steps (tracing, oneDNN primitive creation); then the
@@ -11,7 +11,7 @@ medians over the rounds. The speed-up is the ratio of the medians; "per round" i
 median (and range) of the float32/bf16 ratios within each round. CPU s/step is the process
 CPU time per step, less sensitive to other processes than wall time.
 
-Parity: `sisr.trainer.train` runs `--parity-profile` (default wdsr-b-8) on the demo set
+Parity: `sisr.training.trainer.train` runs `--parity-profile` (default wdsr-b-8) on the demo set
 for `--parity-steps` steps in float32, then in mixed_bfloat16, with the same seed (same
 initial weights, same batches); each run's float32 model is scored on the full demo
 validation images (`sisr.metrics.psnr`, RGB, shave `div2k_shave(scale)`). Their wall times
@@ -38,8 +38,9 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import sisr  # noqa: E402
-from sisr import config as sisr_config  # noqa: E402
-from sisr import metrics, trainer  # noqa: E402
+from sisr.training import config as sisr_config  # noqa: E402
+from sisr import metrics  # noqa: E402
+from sisr.training import trainer  # noqa: E402
 from sisr.data import open_dataset  # noqa: E402
 
 if __package__:
@@ -64,7 +65,7 @@ def make_batches(count, seed):
 
 
 def compiled_model(config, policy, seed):
-    """The model of `config` built and compiled like `sisr.trainer.train` does."""
+    """The model of `config` built and compiled like `sisr.training.trainer.train` does."""
     keras.utils.set_random_seed(seed)
     with trainer.precision(policy):
         model = trainer.build_model(config)

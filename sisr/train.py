@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from sisr import config as cfg
+from sisr.training import config as cfg
 
 log = logging.getLogger("sisr.train")
 
@@ -107,8 +107,8 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from sisr import trainer
-    from sisr.callbacks import NonFiniteLoss
+    from sisr.training import trainer
+    from sisr.training.callbacks import NonFiniteLoss
 
     try:
         if args.resume:

@@ -21,16 +21,17 @@ import sys
 
 import keras
 
-from sisr import config as cfg, losses, metrics
-from sisr.callbacks import (
+from sisr import losses, metrics
+from sisr.training import config as cfg
+from sisr.training.callbacks import (
     BACKUP_DIR, NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation,
     read_state,
 )
 from sisr.fileio import atomic_copy, atomic_write_json
 from sisr.model import discriminator
 from sisr.saving import load_model, save_model
-from sisr.srgan import SRGAN, load_backup, save_backup
-from sisr.trainer import (
+from sisr.training.srgan import SRGAN, load_backup, save_backup
+from sisr.training.trainer import (
     PretrainedMismatch, build_model, copy_pretrained, make_optimizer,
     make_pipelines, make_strategy, new_run_dir, open_datasets, precision, write_result,
 )

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sisr import config as cfg
+from sisr.training import config as cfg
 from sisr import train
 from sisr.model import build
 

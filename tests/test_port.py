@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 import sisr.port as port_module
-from sisr import port_rules
+from sisr.port import rules as port_rules
+from sisr.port.cli import main
 from sisr.layers import DIV2K_RGB_MEAN
 from sisr.port import (
-    CheckpointError, PortError, describe, load_profile, load_state_dict, main, port,
+    CheckpointError, PortError, describe, load_state_dict, port,
 )
 
 MEAN = np.asarray(DIV2K_RGB_MEAN).reshape(1, 3, 1, 1)  # on [0, 255]
@@ -509,15 +510,14 @@ def test_profile_is_checked_and_supplies_scaling(tmp_path):
     profile = tmp_path / "tiny.json"
     profile.write_text(json.dumps({"model": "edsr", "num_filters": 6, "num_res_blocks": 2,
                                    "res_block_scaling": 0.5, "scale": 3, "lr": 1e-4}))
-    assert load_profile(str(profile))["num_filters"] == 6
     sd = edsr_pytorch_state(3, feats=6, blocks=2)
     model = port(sd, profile=str(profile))
     x = lr_images()
     assert np.abs(run(model, x) - ref_edsr_pytorch(sd, x, res_scale=0.5)).max() < TOL
     with pytest.raises(PortError, match=r"num_res_blocks: requested 2, .* 3"):
         port(edsr_pytorch_state(3, feats=6, blocks=3), profile=str(profile))
-    with pytest.raises(PortError, match="not found"):
-        load_profile("no-such-profile")
+    with pytest.raises(PortError, match="unknown profile 'no-such-profile'"):
+        port(sd, profile="no-such-profile")
 
 
 def test_cli_ports_and_refuses_to_overwrite(tmp_path, capsys):

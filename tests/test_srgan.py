@@ -15,10 +15,10 @@ import tensorflow as tf
 
 import sisr
 from sisr import losses, train_gan
-from sisr.callbacks import read_state
+from sisr.training.callbacks import read_state
 from sisr.model import discriminator, edsr, srresnet
-from sisr.srgan import SRGAN, load_backup, save_backup
-from sisr.trainer import make_strategy
+from sisr.training.srgan import SRGAN, load_backup, save_backup
+from sisr.training.trainer import make_strategy
 
 HR = 32  # HR patch side of the tiny discriminator; LR 8 at x4
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import sisr
-from sisr import train, trainer
-from sisr.callbacks import read_state
+from sisr import train
+from sisr.training import trainer
+from sisr.training.callbacks import read_state
 
 TINY_PROFILE = {
     "model": "wdsr_b", "num_filters": 8, "num_res_blocks": 1, "res_block_expansion": 2,
@@ -123,7 +124,7 @@ def test_pretrained_x2_seeds_x4(tmp_path):
     sisr.save_model(x2, path)
     profile = write_profile(tmp_path, num_res_blocks=2, epochs=1, steps_per_epoch=1,
                             learning_rate=1e-9)
-    config = sisr.config.resolve(profile, {"scale": 4, "pretrained_model": path})
+    config = sisr.training.config.resolve(profile, {"scale": 4, "pretrained_model": path})
     x4 = trainer.build_model(config)
     copied = trainer.copy_pretrained(x4, sisr.load_model(path), 4)
     expected = [layer.name for layer in x2.layers if layer.weights and "_x2_" not in layer.name]

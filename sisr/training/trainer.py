@@ -1,4 +1,4 @@
-"""Pixel-loss training of a generator from a resolved configuration (see `sisr.config`)."""
+"""Pixel-loss training of a generator from a resolved configuration (see `sisr.training.config`)."""
 
 import contextlib
 import datetime
@@ -10,10 +10,10 @@ import numpy as np
 import tensorflow as tf
 
 from sisr import metrics
-from sisr.callbacks import (
+from sisr.training.callbacks import (
     NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation, read_state,
 )
-from sisr.config import builder_kwargs, learning_rate_values
+from sisr.training.config import builder_kwargs, learning_rate_values
 from sisr.fileio import atomic_write_json
 from sisr.inference import resolve
 from sisr.model.registry import get_spec

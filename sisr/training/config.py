@@ -1,7 +1,8 @@
 """Training profiles: flat JSON files whose keys are builder and trainer arguments.
 
-A profile is looked up by name in the project's `profiles/` folder (or `$SISR_PROFILES`), or
-given as a path to a `.json` file. Command-line values override profile values; the result is
+A profile is looked up by name among the profiles that ship with sisr (the repository's
+`profiles/` folder, installed as `sisr/profiles/`) or in `$SISR_PROFILES`, or given as a
+path to a `.json` file. Command-line values override profile values; the result is
 validated and written into the run directory as `config.json`.
 """
 
@@ -10,6 +11,8 @@ import os
 
 from sisr.model.registry import get_spec
 
+# The repository's top-level profiles/, reached through the sisr/profiles link in a
+# checkout and installed as package data in a wheel.
 PROFILE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "profiles")
 

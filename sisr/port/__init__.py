@@ -10,29 +10,23 @@ The architecture (model, filters, blocks, expansion, scale) is read from the key
 and shapes; requested arguments, a `--profile` or `--model`, are checked against it.
 Conversion: OIHW -> HWIO kernels, weight norm (g, v) folded into kernels, the output
 channels of every conv feeding a pixel shuffle permuted from PyTorch's to TensorFlow's
-order, biases rescaled for the normalisation difference (see `sisr.port_rules`). Every
+order, biases rescaled for the normalisation difference (see `sisr.port.rules`). Every
 key must be used and every weight of the sisr model filled, or a `PortError` names the
 key. The ported model takes and returns RGB on [0, 255], like every sisr model (BasicSR
 works on [0, 1]: multiply its outputs by 255 to compare).
 """
 
-import argparse
-import json
 import logging
 import os
-import pathlib
-import sys
 
-import numpy as np
-
-from sisr.port_io import CheckpointError, as_numpy, load_state_dict
-from sisr.port_rules import (
+from sisr.port.io import CheckpointError, as_numpy, load_state_dict
+from sisr.port.rules import (
     FULL_EDSR, FULL_EDSR_SCALING, SOURCES, Architecture, PortError, conv_keys, conv_params,
     describe_basicsr_edsr, describe_edsr_pytorch, describe_wdsr, detect_source, to_keras,
 )
 
 __all__ = ["Architecture", "CheckpointError", "PortError", "SOURCES", "describe",
-           "load_profile", "load_state_dict", "main", "port"]
+           "load_state_dict", "port"]
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +179,7 @@ def port(state_dict, source="auto", scale=None, model=None, profile=None, img_ra
 
     requested = dict(builder_args)
     if profile is not None:
-        prof = load_profile(profile)
+        prof = _profile_values(profile)
         prof_model = prof.get("model")
         if model is not None and prof_model is not None and \
                 _model_name(model) != _model_name(prof_model):
@@ -207,106 +201,10 @@ def port(state_dict, source="auto", scale=None, model=None, profile=None, img_ra
     return keras_model
 
 
-# ---------------------------------------------------------------- profiles
-
-def _profile_dirs():
-    here = pathlib.Path(__file__).resolve().parent
-    return [pathlib.Path.cwd() / "profiles", here.parent / "profiles", here / "profiles"]
-
-
-def load_profile(profile):
-    """Reads a training profile: a JSON file path, or a name looked up in `profiles/`.
-
-    Names are looked up as `profiles/<name>.json` in the current directory and beside
-    the sisr package. Returns the profile's flat dict ("model", builder args, ...).
-    """
-    candidates = []
-    text = os.fspath(profile)
-    if text.endswith(".json") or os.path.sep in text:
-        candidates.append(pathlib.Path(text))
-    else:
-        candidates += [d / f"{text}.json" for d in _profile_dirs()]
-    for path in candidates:
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                raise PortError(f"profile {path}: not valid JSON: {err}") from err
-            if not isinstance(data, dict):
-                raise PortError(f"profile {path}: expected a JSON object")
-            return data
-    raise PortError(f"profile {profile!r} not found (looked for "
-                    f"{', '.join(str(p) for p in candidates)})")
-
-
-# ---------------------------------------------------------------- CLI
-
-def _parser():
-    p = argparse.ArgumentParser(
-        prog="python -m sisr.port",
-        description="Convert an official PyTorch checkpoint (EDSR-PyTorch, official WDSR, "
-                    "BasicSR EDSR) into a sisr .keras model with the same outputs.")
-    p.add_argument("weights", help="state_dict file: .npz, .safetensors, or .pt/.pth "
-                                   "(needs torch)")
-    p.add_argument("-o", "--output", required=True, help="the .keras file to write")
-    p.add_argument("--from", dest="source", default="auto",
-                   choices=("auto",) + SOURCES, help="the checkpoint's code base "
-                                                     "(default: detected from the keys)")
-    p.add_argument("--profile", help="training profile (name in profiles/ or JSON path) "
-                                     "to check the architecture against")
-    p.add_argument("--model", choices=("edsr", "wdsr_a", "wdsr_b"),
-                   help="expected sisr model")
-    p.add_argument("--scale", type=int, help="expected scale")
-    p.add_argument("--num-filters", type=int)
-    p.add_argument("--num-res-blocks", type=int)
-    p.add_argument("--res-block-expansion", type=int)
-    p.add_argument("--res-block-scaling", type=float,
-                   help="residual scaling (not stored in checkpoints; default 0.1 for "
-                        "full EDSR, else none)")
-    p.add_argument("--img-range", type=float, default=255.0,
-                   help="BasicSR img_range (default 255)")
-    p.add_argument("--param-key", help="entry of a wrapped checkpoint to read "
-                                       "(e.g. params or params_ema)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    return p
-
-
-def main(argv=None):
-    """CLI entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.output.endswith(".keras"):
-        print(f"error: --output must end with .keras, got {args.output!r}", file=sys.stderr)
-        return 2
-    if os.path.exists(args.output) and not args.force:
-        print(f"error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
-        return 1
-    builder_args = {
-        "num_filters": args.num_filters, "num_res_blocks": args.num_res_blocks,
-        "res_block_expansion": args.res_block_expansion,
-        "res_block_scaling": args.res_block_scaling,
-    }
-    try:
-        state_dict = load_state_dict(args.weights, param_key=args.param_key)
-        model = port(state_dict, source=args.source, scale=args.scale, model=args.model,
-                     profile=args.profile, img_range=args.img_range,
-                     **{k: v for k, v in builder_args.items() if v is not None})
-    except (OSError, CheckpointError, PortError) as err:
-        print(f"error: {args.weights}: {err}", file=sys.stderr)
-        return 1
-
-    from sisr.saving import save_model
+def _profile_values(profile):
+    from sisr.training.config import ConfigError, load_profile
 
     try:
-        save_model(model, args.output)
-    except OSError as err:
-        print(f"error: cannot write {args.output}: {err}", file=sys.stderr)
-        return 1
-    params = int(sum(np.prod(w.shape) for w in model.weights))
-    print(f"{args.weights} -> {args.output}: {model.name}, {len(state_dict)} keys, "
-          f"{params:,} parameters")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return load_profile(profile)[1]
+    except ConfigError as err:
+        raise PortError(str(err)) from None

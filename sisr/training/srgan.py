@@ -172,7 +172,7 @@ class SRGAN(keras.Model):
     def get_config(self):
         raise NotImplementedError(
             "SRGAN is not saved as a whole: save the generator with sisr.save_model and "
-            "back up a run with sisr.srgan.save_backup")
+            "back up a run with sisr.training.srgan.save_backup")
 
 
 def save_backup(model, path):

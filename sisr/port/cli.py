@@ -1,0 +1,77 @@
+"""The command line of `python -m sisr.port`."""
+
+import argparse
+import logging
+import os
+import sys
+
+import numpy as np
+
+from sisr.port import SOURCES, CheckpointError, PortError, load_state_dict, port
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="python -m sisr.port",
+        description="Convert an official PyTorch checkpoint (EDSR-PyTorch, official WDSR, "
+                    "BasicSR EDSR) into a sisr .keras model with the same outputs.")
+    p.add_argument("weights", help="state_dict file: .npz, .safetensors, or .pt/.pth "
+                                   "(needs torch)")
+    p.add_argument("-o", "--output", required=True, help="the .keras file to write")
+    p.add_argument("--from", dest="source", default="auto",
+                   choices=("auto",) + SOURCES, help="the checkpoint's code base "
+                                                     "(default: detected from the keys)")
+    p.add_argument("--profile", help="training profile (name in profiles/ or JSON path) "
+                                     "to check the architecture against")
+    p.add_argument("--model", choices=("edsr", "wdsr_a", "wdsr_b"),
+                   help="expected sisr model")
+    p.add_argument("--scale", type=int, help="expected scale")
+    p.add_argument("--num-filters", type=int)
+    p.add_argument("--num-res-blocks", type=int)
+    p.add_argument("--res-block-expansion", type=int)
+    p.add_argument("--res-block-scaling", type=float,
+                   help="residual scaling (not stored in checkpoints; default 0.1 for "
+                        "full EDSR, else none)")
+    p.add_argument("--img-range", type=float, default=255.0,
+                   help="BasicSR img_range (default 255)")
+    p.add_argument("--param-key", help="entry of a wrapped checkpoint to read "
+                                       "(e.g. params or params_ema)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    return p
+
+
+def main(argv=None):
+    """CLI entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.output.endswith(".keras"):
+        print(f"error: --output must end with .keras, got {args.output!r}", file=sys.stderr)
+        return 2
+    if os.path.exists(args.output) and not args.force:
+        print(f"error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
+        return 1
+    builder_args = {
+        "num_filters": args.num_filters, "num_res_blocks": args.num_res_blocks,
+        "res_block_expansion": args.res_block_expansion,
+        "res_block_scaling": args.res_block_scaling,
+    }
+    try:
+        state_dict = load_state_dict(args.weights, param_key=args.param_key)
+        model = port(state_dict, source=args.source, scale=args.scale, model=args.model,
+                     profile=args.profile, img_range=args.img_range,
+                     **{k: v for k, v in builder_args.items() if v is not None})
+    except (OSError, CheckpointError, PortError) as err:
+        print(f"error: {args.weights}: {err}", file=sys.stderr)
+        return 1
+
+    from sisr.saving import save_model
+
+    try:
+        save_model(model, args.output)
+    except OSError as err:
+        print(f"error: cannot write {args.output}: {err}", file=sys.stderr)
+        return 1
+    params = int(sum(np.prod(w.shape) for w in model.weights))
+    print(f"{args.weights} -> {args.output}: {model.name}, {len(state_dict)} keys, "
+          f"{params:,} parameters")
+    return 0
+
