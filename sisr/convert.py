@@ -19,15 +19,9 @@ import os
 import sys
 import time
 
-from sisr.data.imageio import (
-    ImageError,
-    inspect_image,
-    is_image_file,
-    is_numpy_file,
-    is_temp_file,
-    read_image,
-    save_image,
-    save_npy,
+from sisr.fileio import is_temp_name
+from sisr.imageio import (
+    ImageError, inspect_image, is_image_file, is_numpy_file, read_rgb, save_npy, write_image,
 )
 from sisr.data.manifest import MANIFEST_NAME, Manifest
 
@@ -88,7 +82,7 @@ def _walk(source, output):
 def _remove_stale_temps(output):
     for dirpath, _, filenames in os.walk(output):
         for name in filenames:
-            if is_temp_file(name):
+            if is_temp_name(name):
                 log.info("removing %s left by an interrupted conversion",
                          os.path.join(dirpath, name))
                 os.remove(os.path.join(dirpath, name))
@@ -102,14 +96,14 @@ def _output_name(kind, rel, suffix):
 def _convert_file(kind, params, source_path, output_path):
     """Converts one file; returns (output shape, conversion note or None)."""
     note = inspect_image(source_path).note
-    image = read_image(source_path)
+    image = read_rgb(source_path)
     if kind == "numpy":
         save_npy(output_path, image)
         return image.shape, note
     if kind == "jpeg":
         subsampling = params["subsampling"]
-        save_image(output_path, image, quality=params["quality"],
-                   subsampling=None if subsampling == "pillow-default" else subsampling)
+        write_image(output_path, image, quality=params["quality"],
+                    subsampling=None if subsampling == "pillow-default" else subsampling)
         return image.shape, note
     from sisr.imresize import imresize
 
@@ -119,7 +113,7 @@ def _convert_file(kind, params, source_path, output_path):
         raise ImageError(f"{source_path}: {image.shape[1]}x{image.shape[0]} is smaller than "
                          f"the scale {scale}")
     lr = imresize(image[: height * scale, : width * scale], output_shape=(height, width))
-    save_image(output_path, lr)
+    write_image(output_path, lr)
     return lr.shape, note
 
 

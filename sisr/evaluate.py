@@ -12,7 +12,6 @@ and mean scores to JSON, prints a table and the best model.
 
 import argparse
 import itertools
-import json
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ import time
 import numpy as np
 
 from sisr import metrics
+from sisr.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def model_files(path):
     path = os.fspath(path)
     if os.path.isdir(path):
         files = sorted(os.path.join(path, name) for name in os.listdir(path)
-                       if name.endswith(".keras") and not name.startswith(".tmp-"))
+                       if name.endswith(".keras") and not name.startswith("."))
         if not files:
             raise FileNotFoundError(f"{path}: folder contains no .keras model files")
         return files
@@ -139,14 +139,6 @@ def format_table(summaries):
     return "\n".join(out)
 
 
-def write_json(path, data, overwrite):
-    """Writes `data` as JSON atomically; an existing file is kept unless `overwrite`."""
-    from sisr.images import atomic_output
-
-    with atomic_output(path, overwrite) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
 
 
 def _parse(argv):
@@ -286,7 +278,7 @@ def main(argv=None):
 
     if args.output:
         try:
-            write_json(args.output, results, overwrite=args.force)
+            atomic_write_json(args.output, results, overwrite=args.force)
         except OSError as err:
             print(f"error: cannot write {args.output}: {err}", file=sys.stderr)
             return 2

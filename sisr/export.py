@@ -21,11 +21,12 @@ import argparse
 import importlib.util
 import logging
 import os
-import shutil
 import sys
 import tempfile
 
 import numpy as np
+
+from sisr.fileio import atomic_output
 
 __all__ = ["ExportError", "FORMATS", "export", "main", "run_exported"]
 
@@ -120,23 +121,6 @@ def _write_onnx(model, path, input_size):
 _WRITERS = {"saved_model": _write_saved_model, "litert": _write_litert, "onnx": _write_onnx}
 
 
-def _replace(tmp, output):
-    """Moves `tmp` to `output`, replacing a file or directory there."""
-    if not os.path.lexists(output):
-        os.replace(tmp, output)
-        return
-    backup = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(os.path.abspath(output)))
-    moved = os.path.join(backup, "old")
-    os.replace(output, moved)
-    try:
-        os.replace(tmp, output)
-    except BaseException:
-        os.replace(moved, output)  # put the old output back
-        raise
-    finally:
-        shutil.rmtree(backup, ignore_errors=True)
-
-
 def export(model, output, format="saved_model", input_size=None, force=False):
     """Exports a sisr model (or a `.keras` file) as a SavedModel, LiteRT or ONNX file.
 
@@ -170,22 +154,8 @@ def export(model, output, format="saved_model", input_size=None, force=False):
 
         model = load_model(model)
 
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    if format == "saved_model":
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-        shutil.rmtree(tmp)  # write_out creates the directory itself
-    else:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=parent)
-        os.close(fd)
-    try:
+    with atomic_output(output, overwrite=force, directory=format == "saved_model") as tmp:
         _WRITERS[format](model, tmp, input_size)
-        _replace(tmp, output)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.lexists(tmp):
-            os.remove(tmp)
     log.info("exported %s as %s to %s", model.name, format, output)
     return output
 

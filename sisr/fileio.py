@@ -1,54 +1,155 @@
-"""Atomic file writes: a crash at any moment leaves the previous file intact."""
+"""Atomic file writes: a crash at any moment leaves the previous file (or none) intact.
 
+Everything sisr writes goes through `atomic_output`: the writer fills a hidden temporary
+file beside the target, named `.tmp-<random><suffix>` (`is_temp_name` recognises them, so
+that interrupted writes can be cleaned up and are never read as data), which is renamed
+onto the target only once it is complete.
+"""
+
+import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
+
+TEMP_PREFIX = ".tmp-"
 
 
-def _temp_beside(path, suffix=""):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    # mkstemp makes the file private (0600); give it the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return tmp
+def is_temp_name(path):
+    """True for the temporary files and folders that `atomic_output` creates."""
+    return os.path.basename(os.fspath(path)).startswith(TEMP_PREFIX)
 
 
-def atomic_save(path, write, suffix=""):
-    """Calls `write(tmp)` on a temporary file beside `path`, then renames it to `path`.
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    `suffix` is the temporary file's ending, for writers that check it (e.g. ".keras").
+
+def new_temp_path(directory, suffix="", create=True):
+    """A fresh hidden temporary path in `directory`; with `create`, an empty file there.
+
+    Unlike `tempfile.mkstemp` (mode 0600), the file gets the permissions of any new file
+    (0666 minus the umask), which the final file keeps after the rename.
     """
-    tmp = _temp_beside(path, suffix)
+    for _ in range(100):
+        path = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}{suffix}")
+        if not create:
+            if not os.path.lexists(path):
+                return path
+            continue
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+    raise FileExistsError(f"cannot create a temporary file in {directory}")
+
+
+def _exists_error(path):
+    return FileExistsError(f"{path} exists; not overwriting it (use --force)")
+
+
+def _sync(path):
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _publish(tmp, path, overwrite):
+    """Moves a finished temporary file or folder to `path`."""
+    if not overwrite:
+        if os.path.isdir(tmp):
+            if os.path.lexists(path):
+                raise _exists_error(path)
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)  # atomic, and fails if `path` appeared meanwhile
+        except FileExistsError as err:
+            raise _exists_error(path) from err
+        except OSError:  # filesystems without hard links
+            if os.path.lexists(path):
+                raise _exists_error(path) from None
+            os.replace(tmp, path)
+        return
+    if os.path.isdir(tmp) and os.path.lexists(path):
+        # A folder cannot be renamed over another: move the old one aside first.
+        old = new_temp_path(os.path.dirname(os.path.abspath(path)), create=False)
+        os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(old, path)
+            raise
+        (shutil.rmtree if os.path.isdir(old) else os.remove)(old)
+        return
+    os.replace(tmp, path)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_output(path, overwrite=True, suffix=None, directory=False):
+    """Yields a temporary path beside `path`; when the block succeeds it becomes `path`,
+    otherwise it is removed.
+
+    Args:
+        path: the file (or folder) to write.
+        overwrite: replace an existing `path`; if false, an existing `path` raises
+            `FileExistsError` (before and after writing) and is never replaced.
+        suffix: ending of the temporary name, for writers that pick the format from it
+            (default: the extension of `path`).
+        directory: the writer creates a folder at the temporary path (which does not
+            exist yet), e.g. a SavedModel.
+    """
+    path = os.fspath(path)
+    if not overwrite and os.path.lexists(path):
+        raise _exists_error(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    if suffix is None:
+        suffix = os.path.splitext(path)[1]
+    tmp = new_temp_path(parent, suffix, create=not directory)
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        yield tmp
+        if os.path.isfile(tmp):
+            _sync(tmp)
+        _publish(tmp, path, overwrite)
+    finally:
+        _remove(tmp)
 
 
-def atomic_write_bytes(path, data):
-    def write(tmp):
+def atomic_write_bytes(path, data, overwrite=True):
+    with atomic_output(path, overwrite) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_save(path, write)
 
 
-def atomic_write_text(path, text):
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path, text, overwrite=True):
+    atomic_write_bytes(path, text.encode("utf-8"), overwrite)
 
 
-def atomic_write_json(path, value):
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+def atomic_write_json(path, value, overwrite=True):
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n", overwrite)
 
 
 def atomic_copy(source, destination):
-    atomic_save(destination, lambda tmp: shutil.copyfile(source, tmp))
+    with atomic_output(destination) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def check_writable_dir(path):
+    """Creates `path` if needed and checks a file can be written there; raises `OSError`
+    with a message naming the folder otherwise."""
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        os.remove(new_temp_path(path, ".check"))
+    except OSError as err:
+        raise OSError(f"cannot write to output directory {path}: {err.strerror or err}") from err

@@ -6,7 +6,7 @@ import zipfile
 
 import keras
 
-from sisr.fileio import atomic_save
+from sisr.fileio import atomic_output
 
 
 def save_model(model, path):
@@ -14,7 +14,8 @@ def save_model(model, path):
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"save_model: path must end with .keras, got {path!r}")
-    atomic_save(path, model.save, suffix=".keras")
+    with atomic_output(path) as tmp:
+        model.save(tmp)
 
 
 def _layer_classes(config):

@@ -20,7 +20,8 @@ import sys
 
 import numpy as np
 
-from sisr import images as image_io
+from sisr import imageio
+from sisr.fileio import atomic_output, check_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +335,28 @@ def save_comparison(path, lr, sr, scale, hr=None, overwrite=False):
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
-    with image_io.atomic_output(path, overwrite) as tmp:
+    with atomic_output(path, overwrite) as tmp:
         fig.savefig(tmp, format="png", dpi=max(100, min(200, width / panel_w)))
+
+
+def expand_inputs(inputs):
+    """Image files and the images of folders (not recursive, sorted), in order given.
+
+    Raises `ImageError` for a path that does not exist or a folder without images.
+    """
+    paths = []
+    for item in map(os.fspath, inputs):
+        if os.path.isdir(item):
+            found = imageio.list_images(item)
+            if not found:
+                raise imageio.ImageError(f"{item}: folder contains no images "
+                                         f"({', '.join(imageio.IMAGE_EXTENSIONS)})")
+            paths.extend(found)
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise imageio.ImageError(f"{item}: no such file or folder")
+    return paths
 
 
 def _find_hr(hr, source, many):
@@ -368,7 +389,7 @@ def _parse(argv):
                         "receptive-field radius, which makes tiles seamless)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the 8 flips/rotations (8x slower)")
-    p.add_argument("--format", choices=["keep", *image_io.FORMATS], default="keep",
+    p.add_argument("--format", choices=["keep", *imageio.FORMATS], default="keep",
                    help="output format (default: that of the input; PNG for other formats)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
     p.add_argument("--compare", action="store_true",
@@ -394,14 +415,16 @@ def _parse(argv):
 def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
     if not args.force and os.path.exists(target):  # fail before the expensive part
         raise FileExistsError(f"{target} exists; not overwriting it (use --force)")
-    loaded = image_io.read_image(source)
+    loaded = imageio.read_image(source)
+    if loaded.note:
+        log.warning("%s: %s", source, loaded.note)
     progress.reset(total=len(upscaler.tiles(*loaded.array.shape[:2])))
     progress.set_description(os.path.basename(source))
     sr = upscale_image(upscaler, loaded.array, on_tile=lambda: progress.update(1))
-    image_io.write_image(target, sr, fmt, quality=args.quality,
-                         icc_profile=loaded.icc_profile, overwrite=args.force)
+    imageio.write_image(target, sr, fmt, quality=args.quality,
+                        icc_profile=loaded.icc_profile, overwrite=args.force)
     if args.compare:
-        hr = image_io.read_image(hr_path).array if hr_path else None
+        hr = imageio.read_image(hr_path).array if hr_path else None
         stem = os.path.splitext(target)[0]
         save_comparison(f"{stem}_compare.png", loaded.array, sr, upscaler.scale, hr=hr,
                         overwrite=args.force)
@@ -416,7 +439,7 @@ def _target(source, outdir, fmt, scale):
         if fmt == "png" and ext.lower() != ".png":
             ext = ".png"
     else:
-        ext = image_io.FORMATS[fmt][1]
+        ext = imageio.FORMATS[fmt][1]
     return os.path.join(outdir, f"{stem}_x{scale}{ext}"), fmt
 
 
@@ -427,12 +450,12 @@ def main(argv=None):
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
-        sources = image_io.list_images(args.input)
-        image_io.check_writable_dir(args.output)
+        sources = expand_inputs(args.input)
+        check_writable_dir(args.output)
         model, scale = load_sr_model(args.model, args.scale)
         upscaler = Upscaler(model, scale=scale, tile=args.tile, overlap=args.overlap,
                             self_ensemble=args.self_ensemble)
-    except (image_io.ImageError, ModelError, OSError) as err:
+    except (imageio.ImageError, ModelError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -448,7 +471,7 @@ def main(argv=None):
                 _upscale_file(upscaler, source, target, fmt, args,
                               _find_hr(args.hr, source, many), progress)
                 written.append(target)
-            except (image_io.ImageError, OSError, ValueError) as err:
+            except (imageio.ImageError, OSError, ValueError) as err:
                 log.error("%s: %s", source, err)
                 failures.append(source)
     print(f"upscaled {len(written)} of {len(sources)} image(s) x{scale} into {args.output}"

@@ -74,7 +74,7 @@ def test_restart_after_a_crash_rebuilds_partial_outputs(tmp_path):
     # Simulate a crash: a truncated temp file, a truncated output, an output that the
     # manifest never recorded, and a manifest that lost an entry.
     target = os.path.join(dst, "a", "0001.npy")
-    temp = os.path.join(dst, "a", ".0002.npy.x1y2z3.tmp")
+    temp = os.path.join(dst, "a", ".tmp-x1y2z3.npy")
     with open(target, "rb") as f:
         data = f.read()
     with open(temp, "wb") as f:

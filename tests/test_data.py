@@ -18,10 +18,10 @@ from sisr.data import (
     ManifestError,
     demo,
     open_dataset,
-    read_image,
+    read_rgb,
 )
 from sisr.data.demo import demo_manifest
-from sisr.data.imageio import open_npy
+from sisr.imageio import open_npy
 from sisr.imresize import imresize
 
 # HR sizes divisible by 24 so that every track (x2, x3, x4, x8) divides them.
@@ -418,7 +418,7 @@ def test_corrupt_truncated_and_non_image_files_are_named(tmp_path):
     data = (folder / "good.png").read_bytes()
     (folder / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match=r"cut.png: cannot decode"):
-        read_image(str(folder / "cut.png"))
+        read_rgb(str(folder / "cut.png"))
     # Caught when the dataset is opened, before any training starts.
     with pytest.raises(ImageError, match=r"cut.png: truncated PNG"):
         ImageFolder(str(folder), 2)

@@ -239,7 +239,7 @@ def test_cli_bad_model_scale_and_outdir(inputs, model_file, tmp_path, capsys):
 
 
 def test_read_image_modes(tmp_path):
-    from sisr.images import ImageError, read_image
+    from sisr.imageio import ImageError, read_image
 
     palette = Image.fromarray(random_image((5, 6), seed=9)).convert("P")
     palette.info["transparency"] = 0
@@ -249,8 +249,11 @@ def test_read_image_modes(tmp_path):
     loaded = read_image(tmp_path / "bw.png")
     assert loaded.array.shape == (5, 6) and set(np.unique(loaded.array)) <= {0, 255}
     assert loaded.format == "png"
+    # 16-bit samples keep their high byte, and the note says so.
     Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(tmp_path / "deep.png")
-    with pytest.raises(ImageError, match=r"deep\.png: unsupported image mode .*16-bit"):
-        read_image(tmp_path / "deep.png")
+    deep = read_image(tmp_path / "deep.png")
+    assert deep.array.shape == (4, 4) and (deep.array == 40000 >> 8).all()
+    assert deep.note == "16-bit grayscale reduced to 8 bits"
+    assert read_image(tmp_path / "bw.png").note is None
     with pytest.raises(ImageError, match=r"gone\.png: no such file"):
         read_image(tmp_path / "gone.png")

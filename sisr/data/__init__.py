@@ -13,9 +13,9 @@ from sisr.data.dataset import PairedDataset
 from sisr.data.demo import demo
 from sisr.data.div2k import DIV2K, DatasetNotFoundError
 from sisr.data.folder import ImageFolder
-from sisr.data.imageio import ImageError, read_image
 from sisr.data.manifest import ManifestError
 from sisr.data.spec import open_dataset
+from sisr.imageio import ImageError, read_rgb
 
 __all__ = [
     "DIV2K",
@@ -26,5 +26,5 @@ __all__ = [
     "PairedDataset",
     "demo",
     "open_dataset",
-    "read_image",
+    "read_rgb",
 ]

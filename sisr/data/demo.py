@@ -10,7 +10,7 @@ import importlib.resources
 import json
 
 from sisr.data.dataset import Pair, PairedDataset
-from sisr.data.imageio import read_image
+from sisr.imageio import read_rgb
 from sisr.data.sources import ArraySource, DownscaledSource
 
 SUBSETS = ("train", "valid")
@@ -45,6 +45,6 @@ def demo(subset="train", scale=2):
                 if hashlib.sha256(f.read()).hexdigest() != entry["sha256"]:
                     raise ValueError(f"{path}: demo image does not match its sha256 in "
                                      "manifest.json; reinstall sisr")
-            hr = ArraySource(read_image(str(path)), f"demo/{entry['file']}")
+            hr = ArraySource(read_rgb(str(path)), f"demo/{entry['file']}")
         pairs.append(Pair(entry["name"], DownscaledSource(hr, scale), hr))
     return PairedDataset(f"demo-{subset}-x{scale}", scale, pairs)

@@ -14,7 +14,7 @@ import os
 import re
 
 from sisr.data.dataset import Pair, PairedDataset
-from sisr.data.imageio import IMAGE_EXTENSIONS, NUMPY_EXTENSION
+from sisr.imageio import IMAGE_EXTENSIONS, NUMPY_EXTENSION
 from sisr.data.manifest import ManifestError, find_manifest_problem
 from sisr.data.sources import FileSource
 

@@ -6,23 +6,22 @@ import re
 
 from sisr.data.dataset import Pair, PairedDataset
 from sisr.data.div2k import DatasetNotFoundError
-from sisr.data.imageio import is_image_file, is_numpy_file, is_temp_file
 from sisr.data.manifest import ManifestError, find_manifest_problem
 from sisr.data.sources import DownscaledSource, FileSource
+from sisr.fileio import is_temp_name
+from sisr.imageio import list_images as list_files
 
 log = logging.getLogger(__name__)
 
 
-def list_images(folder):
+def folder_images(folder):
     """Sorted image and .npy files directly in `folder` (hidden and other files skipped)."""
     if not os.path.isdir(folder):
         raise DatasetNotFoundError(f"{folder}: image folder not found")
-    names = sorted(os.listdir(folder))
-    files = [os.path.join(folder, n) for n in names
-             if not n.startswith(".") and (is_image_file(n) or is_numpy_file(n))
-             and os.path.isfile(os.path.join(folder, n))]
-    others = [n for n in names if not n.startswith(".") and not is_temp_file(n)
-              and os.path.isfile(os.path.join(folder, n)) and os.path.join(folder, n) not in files]
+    files = list_files(folder, numpy=True)
+    others = [n for n in sorted(os.listdir(folder)) if not n.startswith(".")
+              and not is_temp_name(n) and os.path.isfile(os.path.join(folder, n))
+              and os.path.join(folder, n) not in files]
     if others:
         log.info("%s: ignoring %d non-image file(s): %s", folder, len(others),
                  ", ".join(others[:5]))
@@ -61,7 +60,7 @@ class ImageFolder(PairedDataset):
         if scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale}")
         hr_dir = os.fspath(hr_dir)
-        hr_files = list_images(hr_dir)
+        hr_files = folder_images(hr_dir)
         if not hr_files:
             raise DatasetNotFoundError(f"{hr_dir}: empty folder, no images (.png, .jpg, .bmp, "
                                        ".tif, .npy ...) found")
@@ -71,7 +70,7 @@ class ImageFolder(PairedDataset):
                 hr = FileSource(path)
                 pairs.append(Pair(_stem(path), DownscaledSource(hr, scale), hr))
         else:
-            pairs = self._match(hr_files, list_images(os.fspath(lr_dir)), os.fspath(lr_dir),
+            pairs = self._match(hr_files, folder_images(os.fspath(lr_dir)), os.fspath(lr_dir),
                                 scale)
         loaded = {}
         for pair in pairs:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 
-from sisr.data.imageio import atomic_output
+from sisr.fileio import atomic_output
 
 log = logging.getLogger(__name__)
 

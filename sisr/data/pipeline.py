@@ -85,7 +85,7 @@ class _Reader:
         data = tf.io.read_file(self.paths[index])
         image = tf.cond(
             tf.io.is_jpeg(data),
-            # ISLOW DCT, as Pillow, so that pixels match `read_image` exactly.
+            # ISLOW DCT, as Pillow, so that pixels match `sisr.imageio.read_rgb` exactly.
             lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
             lambda: tf.io.decode_png(data, channels=3),
         )

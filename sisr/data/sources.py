@@ -5,7 +5,7 @@ image as uint8 HxWx3 numpy (for `pairs()`); the tf.data pipelines read file sour
 TensorFlow ops (see sisr.data.pipeline) and in-memory sources from one uint8 tensor.
 """
 
-from sisr.data.imageio import inspect_image, is_numpy_file, read_image
+from sisr.imageio import inspect_image, is_numpy_file, read_rgb
 from sisr.imresize import imresize
 
 
@@ -24,7 +24,7 @@ class FileSource:
 
     @property
     def info(self):
-        """The `sisr.data.imageio.ImageInfo` of the file header."""
+        """The `sisr.imageio.ImageInfo` of the file header."""
         if self._info is None:
             self.inspect()
         return self._info
@@ -39,7 +39,7 @@ class FileSource:
         return is_numpy_file(self.path)
 
     def load(self):
-        return read_image(self.path)
+        return read_rgb(self.path)
 
 
 class ArraySource:

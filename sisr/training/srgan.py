@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from sisr import losses
-from sisr.fileio import atomic_save
+from sisr.fileio import atomic_output
 from sisr.metrics import PSNR
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,8 @@ def save_backup(model, path):
     path = os.fspath(path)
     if not path.endswith(".weights.h5"):
         raise ValueError(f"save_backup: path must end with .weights.h5, got {path!r}")
-    atomic_save(path, model.save_weights, suffix=".weights.h5")
+    with atomic_output(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
 
 
 def load_backup(model, path, iterations=None):

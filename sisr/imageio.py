@@ -1,0 +1,339 @@
+"""Reading and writing image files and numpy image caches, for every part of sisr.
+
+Images are turned upright by their EXIF orientation and decoded to 8 bits: 16-bit samples
+keep their high byte (as libpng's strip_16), and the note returned with the pixels says so.
+`read_image` keeps the channel layout (HxW gray, HxWx2 gray + alpha, HxWx3 RGB, HxWx4 RGBA),
+for upscaling people's photos; `read_rgb` gives the uint8 HxWx3 RGB that models are trained
+and evaluated on, from an image or a `.npy` cache file. `inspect_image` reads only the
+header. Writes are atomic (`sisr.fileio`). Every failure raises `ImageError` naming the file.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sisr.errors import SisrError
+from sisr.fileio import atomic_output, is_temp_name
+
+# Files taken from a folder; a file named explicitly may have any extension.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
+NUMPY_EXTENSION = ".npy"
+# Formats that can be written -> (Pillow format, file extension).
+FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp")}
+_EXTENSION_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+_PIL_TO_FORMAT = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp"}
+# Pillow modes -> the 8-bit layout they are decoded to (L, LA, RGB or RGBA).
+_MODES = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "RGB": "RGB", "RGBA": "RGBA",
+          "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB",
+          "HSV": "RGB", "PA": "RGBA"}
+_NOTES = {
+    "L": "grayscale converted to RGB",
+    "1": "1-bit image converted to RGB",
+    "LA": "grayscale+alpha converted to RGB (alpha dropped)",
+    "La": "grayscale+alpha converted to RGB (alpha dropped)",
+    "P": "palette image converted to RGB",
+    "PA": "palette image converted to RGB (alpha dropped)",
+    "RGBA": "alpha channel dropped",
+    "RGBa": "alpha channel dropped",
+    "RGBX": "padding channel dropped",
+    "CMYK": "CMYK converted to RGB",
+    "YCbCr": "YCbCr converted to RGB",
+    "LAB": "Lab converted to RGB",
+    "HSV": "HSV converted to RGB",
+}
+_EXIF_ORIENTATION = 0x0112
+# Formats and modes that TensorFlow decodes to the same RGB pixels as `read_rgb` (8-bit
+# PNG; JPEG with the ISLOW DCT, as Pillow); other files are decoded with Pillow.
+_TF_MODES = {"PNG": {"RGB", "L", "P", "RGBA", "LA"}, "JPEG": {"RGB", "L"}}
+# The last bytes a complete file of the format contains (its end marker), looked for in
+# the file's tail so that truncated downloads are caught before training starts.
+_END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}
+_TAIL_BYTES = 4096
+# Pillow's exceptions for files it cannot decode; a decompression bomb is one more.
+_DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError,
+                  Image.DecompressionBombError)
+
+
+class ImageError(SisrError, ValueError):
+    """An image or cache file that cannot be used; the message names the file."""
+
+
+def is_image_file(path):
+    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_numpy_file(path):
+    return os.fspath(path).lower().endswith(NUMPY_EXTENSION)
+
+
+def list_images(folder, numpy=False):
+    """Sorted image files (and `.npy` files with `numpy`) directly in `folder`; hidden and
+    temporary files are skipped."""
+    folder = os.fspath(folder)
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as err:
+        raise ImageError(f"{folder}: cannot list the folder ({err.strerror or err})") from err
+    return [os.path.join(folder, name) for name in names
+            if not name.startswith(".") and not is_temp_name(name)
+            and (is_image_file(name) or (numpy and is_numpy_file(name)))
+            and os.path.isfile(os.path.join(folder, name))]
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclasses.dataclass
+class LoadedImage:
+    """Pixels of an image file (upright) and what is needed to save alike."""
+
+    array: np.ndarray
+    format: str | None  # "png", "jpeg", "webp", or None for other formats
+    icc_profile: bytes | None = None
+    note: str | None = None  # what decoding to 8 bits changed, if anything
+
+
+def _is_16_bit(image):
+    if image.mode.startswith("I;16") or image.mode == "I":
+        return True
+    if image.mode == "RGB" and image.tile:
+        tile = image.tile[0]
+        args = tile.args if hasattr(tile, "args") else tile[3]
+        rawmode = args if isinstance(args, str) else (args[0] if args else "")
+        return ";16" in str(rawmode)  # Pillow reads 48-bit PNGs keeping the high byte
+    return False
+
+
+def _conversion_note(image):
+    """What reading `image` as 8-bit RGB changes, or None when it is 8-bit RGB already."""
+    if _is_16_bit(image):
+        return ("16-bit RGB reduced to 8 bits" if image.mode == "RGB" else
+                "16-bit grayscale reduced to 8 bits and converted to RGB")
+    if image.mode == "RGB":
+        return None
+    if image.mode in _NOTES:
+        return _NOTES[image.mode]
+    raise ImageError(f"unsupported image mode {image.mode!r} (expected 8- or 16-bit "
+                     "gray/RGB)")
+
+
+def _decode(image):
+    """The upright pixels of an opened image as uint8 L/LA/RGB/RGBA, and a note on what
+    decoding to 8 bits changed."""
+    image.load()  # decode now: truncated files fail here, not later
+    note = None
+    if _is_16_bit(image):
+        note = ("16-bit RGB reduced to 8 bits" if image.mode == "RGB"
+                else "16-bit grayscale reduced to 8 bits")
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        return np.clip(values >> 8, 0, 255).astype(np.uint8), note
+    if image.mode == "P":
+        target = "RGBA" if "transparency" in image.info else "RGB"
+    else:
+        target = _MODES.get(image.mode)
+    if target is None:
+        raise ImageError(f"unsupported image mode {image.mode!r}; convert it to grayscale, "
+                         "RGB or RGBA first")
+    if image.mode != target:
+        image = image.convert(target)
+    return np.asarray(image, dtype=np.uint8).copy(), note
+
+
+def _read(path, handle, failure="cannot decode image, corrupt or truncated?"):
+    """Opens `path` with Pillow and returns `handle(image)`; errors name the file."""
+    try:
+        with Image.open(path) as image:
+            return handle(image)
+    except ImageError as err:
+        message = str(err)
+        raise ImageError(message if message.startswith(path) else f"{path}: {message}") \
+            from None
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: refused, too many pixels for Pillow's decompression-bomb "
+                         f"limit ({err})") from None
+    except _DECODE_ERRORS as err:
+        raise ImageError(f"{path}: {failure} ({err})") from None
+
+
+def read_image(path):
+    """Reads an image file as a `LoadedImage` (upright, 8-bit, channel layout kept)."""
+    path = os.fspath(path)
+
+    def handle(image):
+        array, note = _decode(image)
+        return LoadedImage(array, _PIL_TO_FORMAT.get(image.format),
+                           image.info.get("icc_profile"), note)
+
+    loaded = _read(path, handle)
+    if loaded.array.size == 0:
+        raise ImageError(f"{path}: image is empty ({loaded.array.shape})")
+    return loaded
+
+
+def to_rgb(array):
+    """An 8-bit gray, gray + alpha, RGB or RGBA array as HxWx3 RGB (alpha dropped)."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.shape[-1] in (2, 4):
+        array = array[..., :-1]
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.ascontiguousarray(array)
+
+
+def read_rgb(path):
+    """Reads an image file or a `.npy` cache file as a uint8 HxWx3 RGB array."""
+    path = os.fspath(path)
+    if is_numpy_file(path):
+        return np.array(open_npy(path))
+    array = to_rgb(read_image(path).array)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ImageError(f"{path}: decoded to shape {array.shape}, expected HxWx3")
+    return array
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What the header of an image or .npy file says.
+
+    `shape`: (height, width), upright. `note`: what reading it as 8-bit RGB changes.
+    `tf_decodable`: TensorFlow's decoders give the same pixels as `read_rgb`.
+    `data_offset`: where the pixels of a .npy file start (None for images).
+    """
+
+    shape: tuple
+    note: object = None
+    tf_decodable: bool = False
+    data_offset: object = None
+
+
+def _has_end_marker(path, image_format):
+    marker = _END_MARKERS.get(image_format)
+    if marker is None:
+        return True
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
+        return marker in f.read()
+
+
+def inspect_image(path):
+    """Reads the header of an image or .npy file (no decoding): an `ImageInfo`."""
+    path = os.fspath(path)
+    if is_numpy_file(path):
+        shape, offset = read_npy_header(path)
+        return ImageInfo(tuple(int(n) for n in shape[:2]), data_offset=offset)
+
+    def handle(image):
+        width, height = image.size
+        note = _conversion_note(image)
+        try:
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        except _DECODE_ERRORS:  # e.g. a truncated PNG, reported below by its end marker
+            orientation = 1
+        if orientation in (5, 6, 7, 8):  # turned by 90 degrees
+            width, height = height, width
+        # TensorFlow's decoders ignore EXIF orientation: such files are read with Pillow.
+        tf_decodable = (image.mode in _TF_MODES.get(image.format, ()) and orientation == 1
+                        and not _is_16_bit(image))
+        return ImageInfo((height, width), note, tf_decodable), image.format
+
+    info, image_format = _read(path, handle, failure="not a readable image")
+    if not _has_end_marker(path, image_format):
+        if image_format == "PNG":
+            raise ImageError(f"{path}: truncated PNG file (no IEND chunk); download or "
+                             "copy it again")
+        # Some cameras append data after a JPEG's end marker: let Pillow judge it.
+        info = dataclasses.replace(info, tf_decodable=False)
+    return info
+
+
+def read_npy_header(path):
+    """(shape, data offset) of a .npy file; checks it is a complete uint8 HxWx3 array."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (OSError, ValueError) as err:
+        raise ImageError(f"{path}: not a valid .npy file ({err})") from None
+    if dtype != np.uint8 or len(shape) != 3 or shape[2] != 3 or fortran:
+        raise ImageError(f"{path}: expected a C-order uint8 HxWx3 array, got dtype {dtype} "
+                         f"shape {shape}")
+    if size != offset + int(np.prod(shape)):
+        raise ImageError(f"{path}: truncated or corrupt .npy file ({size} bytes, expected "
+                         f"{offset + int(np.prod(shape))} for shape {shape}); rebuild the cache")
+    return shape, offset
+
+
+def open_npy(path):
+    """Memory-maps a uint8 HxWx3 .npy file (validated first)."""
+    read_npy_header(path)
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ImageError(f"{path}: cannot memory-map .npy file ({err})") from None
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def save_npy(path, array, overwrite=True):
+    """Writes a uint8 HxWx3 array as a `.npy` cache file, atomically."""
+    with atomic_output(path, overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def _to_pil(array, path):
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ImageError(f"{path}: pixels must be uint8, got {array.dtype}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (2, 3, 4)):
+        return Image.fromarray(np.ascontiguousarray(array))
+    raise ImageError(f"{path}: cannot store an array of shape {array.shape} as an image")
+
+
+def write_image(path, array, format=None, quality=95, subsampling=None, icc_profile=None,
+                overwrite=True):
+    """Writes a uint8 image array to `path` atomically.
+
+    Args:
+        format: "png", "jpeg" or "webp"; None picks it from the file's extension.
+        quality: JPEG/WebP quality. subsampling: Pillow's JPEG chroma subsampling
+            ("4:2:0", "4:4:4"); None keeps Pillow's default.
+        overwrite: if false, an existing `path` raises `FileExistsError` and is kept.
+    """
+    path = os.fspath(path)
+    if format is None:
+        format = _EXTENSION_FORMATS.get(os.path.splitext(path)[1].lower())
+        if format is None:
+            raise ImageError(f"{path}: can only write .png, .jpg or .webp files")
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    image = _to_pil(array, path)
+    if format == "jpeg" and image.mode in ("LA", "RGBA"):
+        raise ImageError(f"{path}: JPEG cannot store the alpha channel; choose png or webp")
+    options = {}
+    if format in ("jpeg", "webp"):
+        options["quality"] = int(quality)
+    if format == "jpeg" and subsampling is not None:
+        options["subsampling"] = subsampling
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    with atomic_output(path, overwrite) as tmp:
+        image.save(tmp, format=FORMATS[format][0], **options)
