@@ -26,6 +26,7 @@ import tempfile
 
 import numpy as np
 
+from sisr.errors import SisrError
 from sisr.fileio import atomic_output
 
 __all__ = ["ExportError", "FORMATS", "export", "main", "run_exported"]
@@ -36,7 +37,7 @@ FORMATS = ("saved_model", "litert", "onnx")
 _SUFFIX = {"litert": ".tflite", "onnx": ".onnx"}
 
 
-class ExportError(RuntimeError):
+class ExportError(SisrError, RuntimeError):
     """An export that cannot be made (bad arguments, missing tooling, failed conversion)."""
 
 

@@ -26,6 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from sisr.errors import SisrError
+
 log = logging.getLogger(__name__)
 
 VGG_LAYERS = {"VGG22": "block2_conv2", "VGG54": "block5_conv4"}
@@ -44,7 +46,7 @@ OFFLINE_ENV = "SISR_OFFLINE"
 _CONV_NAME = re.compile(r"block\d+_conv\d+$")
 
 
-class VGGWeightsError(ValueError):
+class VGGWeightsError(SisrError, ValueError):
     """The VGG19 weights are missing, unreadable or not VGG19's."""
 
 

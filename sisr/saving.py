@@ -6,14 +6,19 @@ import zipfile
 
 import keras
 
+from sisr.errors import SisrError
 from sisr.fileio import atomic_output
+
+
+class ModelError(SisrError, ValueError):
+    """A model file that cannot be used (not a model, refused, or not an SR model)."""
 
 
 def save_model(model, path):
     """Saves `model` to a `.keras` file atomically (a crash leaves any old file intact)."""
     path = os.fspath(path)
     if not path.endswith(".keras"):
-        raise ValueError(f"save_model: path must end with .keras, got {path!r}")
+        raise ModelError(f"save_model: path must end with .keras, got {path!r}")
     with atomic_output(path) as tmp:
         model.save(tmp)
 
@@ -38,17 +43,21 @@ def load_model(path, compile=False):
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise ModelError(f"{path}: no such model file")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a .keras model file (not a zip archive)")
+        raise ModelError(f"{path} is not a .keras model file (not a zip archive)")
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
     except (KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not a .keras model file (no valid config.json)") from err
+        raise ModelError(f"{path} is not a .keras model file (no valid config.json)") from err
     if "Lambda" in set(_layer_classes(config)):
-        raise ValueError(
+        raise ModelError(
             f"{path} contains a Lambda layer (Python code); sisr refuses to load it. "
             "Rebuild the model with sisr's registered layers."
         )
-    return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as err:  # Keras raises many types; TypeError for refused classes
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{path}: Keras refused to load it in safe mode ({reason})") from err

@@ -22,6 +22,7 @@ import numpy as np
 
 from sisr import imageio
 from sisr.fileio import atomic_output, check_writable_dir
+from sisr.saving import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +32,24 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's "
 _CONV_LAYERS = {"Conv2D", "DepthwiseConv2D", "SeparableConv2D"}
 
 
-class ModelError(ValueError):
-    """A model file that cannot be used for super-resolution; the message names it."""
-
-
 # ------------------------------------------------------------------- model checks
 
 
 def model_scale(model):
-    """The upscaling factor of an SR model, found by running it on an 8x8 input.
+    """The upscaling factor of an SR model: recorded in sisr's models, found by running
+    other Keras models on an 8x8 input.
 
     Raises `ModelError` if the model does not map any-size RGB to an integer multiple.
     """
     import tensorflow as tf
+
+    from sisr.model import model_info
+
+    info = model_info(model)
+    if info is not None:
+        if info["scale"] is None:
+            raise ModelError(f"a {info['builder']} model, not a super-resolution model")
+        return info["scale"]
 
     inputs = getattr(model, "inputs", None) or []
     if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 3:
@@ -140,10 +146,7 @@ def load_sr_model(path, scale=None):
     from sisr.saving import load_model
 
     path = os.fspath(path)
-    try:
-        model = load_model(path)
-    except Exception as err:  # Keras raises many types for files that are not models
-        raise ModelError(f"{path}: not a sisr/Keras model ({err})") from err
+    model = load_model(path)
     try:
         found = model_scale(model)
     except ModelError as err:

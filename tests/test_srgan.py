@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import sisr
 from sisr import losses, train_gan
-from sisr.training.callbacks import read_state
+from sisr.training.callbacks import StopOnNonFiniteLoss, read_state
 from sisr.model import discriminator, edsr, srresnet
 from sisr.training.srgan import SRGAN, load_backup, save_backup
 from sisr.training.trainer import make_strategy
@@ -363,7 +363,7 @@ def test_cli_resume_refuses_changed_settings(tmp_path, capsys):
 
 def test_any_non_finite_loss_stops_training(trained):
     gan, _, _ = trained
-    guard = train_gan.StopOnNonFiniteLosses()
+    guard = StopOnNonFiniteLoss()
     guard.set_model(gan)
     guard.on_train_batch_end(0, {"loss": 0.5, "discriminator_loss": 0.7})
     assert guard.failure is None and not gan.stop_training

@@ -140,9 +140,10 @@ def test_pretrained_of_another_architecture_is_rejected(tmp_path, capsys):
     code = train.main(["--profile", write_profile(tmp_path), "--dataset", "demo",
                        "--pretrained-model", path, "--outdir", str(tmp_path / "runs"),
                        "--verbose", "0"])
-    assert code == 1
+    assert code == 2  # refused before any work: no run directory
     err = capsys.readouterr().err
     assert "does not match 'wdsr_b'" in err and "block1_conv3" in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_mirrored_strategy_trains_on_two_replicas(tmp_path):
@@ -190,7 +191,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_model(tmp_path, monk
                        "--verbose", "0"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "loss became nan at epoch 2, batch 1" in err and "kept the last good model" in err
+    assert "loss = nan at epoch 2, batch 1" in err and "kept the last good model" in err
     [run_dir] = run_dirs(tmp_path / "runs")
     assert read_state(run_dir)["epoch"] == 1
     best = sisr.load_model(os.path.join(run_dir, "best.keras"))

@@ -9,9 +9,9 @@ Every dataset (`DIV2K`, `ImageFolder`, `demo`) offers `pairs()`, `train()` and `
 with `python -m sisr.convert`.
 """
 
-from sisr.data.dataset import PairedDataset
+from sisr.data.dataset import DatasetError, DatasetNotFoundError, PairedDataset
 from sisr.data.demo import demo
-from sisr.data.div2k import DIV2K, DatasetNotFoundError
+from sisr.data.div2k import DIV2K
 from sisr.data.folder import ImageFolder
 from sisr.data.manifest import ManifestError
 from sisr.data.spec import open_dataset
@@ -19,6 +19,7 @@ from sisr.imageio import ImageError, read_rgb
 
 __all__ = [
     "DIV2K",
+    "DatasetError",
     "DatasetNotFoundError",
     "ImageError",
     "ImageFolder",

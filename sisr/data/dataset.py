@@ -4,6 +4,16 @@ import dataclasses
 import logging
 
 from sisr.data.sources import ArraySource, FileSource
+from sisr.errors import SisrError
+
+
+class DatasetError(SisrError, ValueError):
+    """A dataset that cannot be used as asked (no images, images too small, unknown
+    track or subset, ...); the message names it."""
+
+
+class DatasetNotFoundError(SisrError, FileNotFoundError):
+    """A dataset folder or file that does not exist."""
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +38,7 @@ class PairedDataset:
 
     def __init__(self, name, scale, pairs, check=True):
         if not pairs:
-            raise ValueError(f"dataset {name} has no images")
+            raise DatasetError(f"dataset {name} has no images")
         self.name = name
         self.scale = int(scale)
         self._pairs = list(pairs)
@@ -44,7 +54,7 @@ class PairedDataset:
                 log.warning("%s: %s", source.label, note)
         (lr_h, lr_w), (hr_h, hr_w), s = pair.lr.shape, pair.hr.shape, self.scale
         if not (lr_h * s <= hr_h < (lr_h + 1) * s and lr_w * s <= hr_w < (lr_w + 1) * s):
-            raise ValueError(
+            raise DatasetError(
                 f"{pair.lr.label}: LR image is {lr_w}x{lr_h} but HR image {pair.hr.label} is "
                 f"{hr_w}x{hr_h}; at scale {s} the LR image must be {hr_w // s}x{hr_h // s}"
             )
@@ -112,11 +122,11 @@ class PairedDataset:
         from sisr.data.pipeline import train_dataset
 
         if int(batch_size) < 1 or int(lr_patch) < 1:
-            raise ValueError(f"batch_size and lr_patch must be >= 1, got {batch_size}, "
+            raise DatasetError(f"batch_size and lr_patch must be >= 1, got {batch_size}, "
                              f"{lr_patch}")
         small = self._too_small(int(lr_patch))
         if len(small) == len(self):
-            raise ValueError(self._size_message(small, int(lr_patch), "lr_patch"))
+            raise DatasetError(self._size_message(small, int(lr_patch), "lr_patch"))
         if small:
             # Training can go on without them; say which ones are left out.
             log.warning("%s; training without them", self._size_message(small, int(lr_patch),
@@ -128,7 +138,7 @@ class PairedDataset:
             in_memory = all(not isinstance(s, FileSource) for p in pairs for s in (p.lr, p.hr))
             patches_per_image = 1 if in_memory else 16
         if int(patches_per_image) < 1:
-            raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
+            raise DatasetError(f"patches_per_image must be >= 1, got {patches_per_image}")
         return train_dataset(pairs, self.scale, int(batch_size), int(lr_patch), seed,
                              bool(repeat), bool(augment), int(patches_per_image))
 
@@ -141,5 +151,5 @@ class PairedDataset:
             small = self._too_small(crop)
             if small:
                 # Validation must score every image, so a crop that does not fit is an error.
-                raise ValueError(self._size_message(small, crop, "crop"))
+                raise DatasetError(self._size_message(small, crop, "crop"))
         return valid_dataset(self._pairs, self.scale, crop)

@@ -9,7 +9,7 @@ import hashlib
 import importlib.resources
 import json
 
-from sisr.data.dataset import Pair, PairedDataset
+from sisr.data.dataset import DatasetError, Pair, PairedDataset
 from sisr.imageio import read_rgb
 from sisr.data.sources import ArraySource, DownscaledSource
 
@@ -30,10 +30,10 @@ def demo(subset="train", scale=2):
         scale: integer upscaling factor (2, 3, 4 divide every image exactly).
     """
     if subset not in SUBSETS:
-        raise ValueError(f"demo subset must be one of {SUBSETS}, got {subset!r}")
+        raise DatasetError(f"demo subset must be one of {SUBSETS}, got {subset!r}")
     scale = int(scale)
     if scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
+        raise DatasetError(f"scale must be a positive integer, got {scale}")
     folder = importlib.resources.files("sisr.data").joinpath("demo")
     pairs = []
     for entry in demo_manifest()["images"]:
@@ -43,7 +43,7 @@ def demo(subset="train", scale=2):
         with importlib.resources.as_file(resource) as path:
             with open(path, "rb") as f:
                 if hashlib.sha256(f.read()).hexdigest() != entry["sha256"]:
-                    raise ValueError(f"{path}: demo image does not match its sha256 in "
+                    raise DatasetError(f"{path}: demo image does not match its sha256 in "
                                      "manifest.json; reinstall sisr")
             hr = ArraySource(read_rgb(str(path)), f"demo/{entry['file']}")
         pairs.append(Pair(entry["name"], DownscaledSource(hr, scale), hr))

@@ -13,7 +13,7 @@ matched by their 4-digit image id, whatever suffix the release gave them.
 import os
 import re
 
-from sisr.data.dataset import Pair, PairedDataset
+from sisr.data.dataset import DatasetError, DatasetNotFoundError, Pair, PairedDataset
 from sisr.imageio import IMAGE_EXTENSIONS, NUMPY_EXTENSION
 from sisr.data.manifest import ManifestError, find_manifest_problem
 from sisr.data.sources import FileSource
@@ -27,8 +27,6 @@ _FILE = re.compile(r"^(\d{4})(?:[xX]\d+[A-Za-z]?)?(\.[A-Za-z]+)$")
 _ROOT_FOLDER = re.compile(r"^DIV2K_(train|valid)_(HR|LR_\w+)$")
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset folder or file is missing; the message says how to get or make it."""
 
 
 def is_div2k_root(path):
@@ -52,20 +50,20 @@ def parse_ids(images, subset):
         for part in images.replace(" ", "").split(","):
             match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
             if not match:
-                raise ValueError(f"images={images!r}: expected id ranges like '1-800' or "
+                raise DatasetError(f"images={images!r}: expected id ranges like '1-800' or "
                                  "'801-900,905'")
             first = int(match.group(1))
             last = int(match.group(2) or first)
             if last < first:
-                raise ValueError(f"images={images!r}: empty range {part!r}")
+                raise DatasetError(f"images={images!r}: empty range {part!r}")
             ids.extend(range(first, last + 1))
     else:
         ids = [int(i) for i in images]
     if not ids:
-        raise ValueError(f"images={images!r} selects no image")
+        raise DatasetError(f"images={images!r} selects no image")
     outside = [i for i in ids if not low <= i <= high]
     if outside:
-        raise ValueError(f"images: ids {outside[:5]} are not in the DIV2K {subset} subset "
+        raise DatasetError(f"images: ids {outside[:5]} are not in the DIV2K {subset} subset "
                          f"({low}-{high})")
     return sorted(set(ids))
 
@@ -73,7 +71,7 @@ def parse_ids(images, subset):
 def _check_track(downgrade, scale):
     match = _DOWNGRADE.match(downgrade or "")
     if not match:
-        raise ValueError(
+        raise DatasetError(
             f"unknown DIV2K downgrade {downgrade!r}: use one of {', '.join(TRACKS)} or a "
             "user-made variant such as 'bicubic_jpeg_90'"
         )
@@ -81,7 +79,7 @@ def _check_track(downgrade, scale):
     if scale not in TRACKS[base]:
         tracks = "; ".join(f"{name} x{'/x'.join(map(str, scales))}"
                            for name, scales in TRACKS.items())
-        raise ValueError(f"DIV2K has no {base} x{scale} track (available: {tracks})")
+        raise DatasetError(f"DIV2K has no {base} x{scale} track (available: {tracks})")
     return base, variant
 
 
@@ -132,7 +130,7 @@ class DIV2K(PairedDataset):
 
     def __init__(self, root, subset="train", scale=2, downgrade="bicubic", images=None):
         if subset not in SUBSET_IDS:
-            raise ValueError(f"DIV2K subset must be 'train' or 'valid', got {subset!r}")
+            raise DatasetError(f"DIV2K subset must be 'train' or 'valid', got {subset!r}")
         scale = int(scale)
         root = os.fspath(root)
         if not os.path.isdir(root):

@@ -4,8 +4,7 @@ import logging
 import os
 import re
 
-from sisr.data.dataset import Pair, PairedDataset
-from sisr.data.div2k import DatasetNotFoundError
+from sisr.data.dataset import DatasetError, DatasetNotFoundError, Pair, PairedDataset
 from sisr.data.manifest import ManifestError, find_manifest_problem
 from sisr.data.sources import DownscaledSource, FileSource
 from sisr.fileio import is_temp_name
@@ -58,7 +57,7 @@ class ImageFolder(PairedDataset):
     def __init__(self, hr_dir, scale, lr_dir=None):
         scale = int(scale)
         if scale < 1:
-            raise ValueError(f"scale must be a positive integer, got {scale}")
+            raise DatasetError(f"scale must be a positive integer, got {scale}")
         hr_dir = os.fspath(hr_dir)
         hr_files = folder_images(hr_dir)
         if not hr_files:
@@ -98,7 +97,7 @@ class ImageFolder(PairedDataset):
             if lr is None:
                 candidates = by_key.get(pair_key(stem, scale), [])
                 if len(candidates) > 1:
-                    raise ValueError(f"{path}: several LR images in {lr_dir} match it: "
+                    raise DatasetError(f"{path}: several LR images in {lr_dir} match it: "
                                      f"{', '.join(candidates)}")
                 lr = candidates[0] if candidates else None
             if lr is None:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 
+from sisr.errors import SisrError
 from sisr.fileio import atomic_output
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ FORMAT = "sisr-conversion-manifest"
 VERSION = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(SisrError, ValueError):
     """A cache file is not (or no longer) a complete, current conversion output."""
 
 
@@ -52,9 +53,9 @@ class Manifest:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: unreadable conversion manifest ({err})") from None
+            raise ManifestError(f"{path}: unreadable conversion manifest ({err})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a sisr conversion manifest")
+            raise ManifestError(f"{path}: not a sisr conversion manifest")
         return cls(root, data.get("source_root"), data.get("entries", {}))
 
     def save(self):

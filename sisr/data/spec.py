@@ -2,6 +2,7 @@
 
 import os
 
+from sisr.data.dataset import DatasetError, DatasetNotFoundError
 from sisr.data.demo import demo
 
 
@@ -22,17 +23,17 @@ def open_dataset(spec, subset="train", scale=2, downgrade="bicubic", images=None
         images: DIV2K image ids ("1-800", "801-900", or ints); None for all.
     """
     if subset not in ("train", "valid"):
-        raise ValueError(f"subset must be 'train' or 'valid', got {subset!r}")
+        raise DatasetError(f"subset must be 'train' or 'valid', got {subset!r}")
     if spec == "demo":
         if downgrade != "bicubic":
-            raise ValueError(f"the demo dataset only has the 'bicubic' downgrade, got "
+            raise DatasetError(f"the demo dataset only has the 'bicubic' downgrade, got "
                              f"{downgrade!r}")
         if images is not None:
-            raise ValueError("`images` (DIV2K ids) does not apply to the demo dataset")
+            raise DatasetError("`images` (DIV2K ids) does not apply to the demo dataset")
         return demo(subset, scale)
     path = os.fspath(spec)
     if not os.path.isdir(path):
-        raise FileNotFoundError(
+        raise DatasetNotFoundError(
             f"--dataset {spec!r}: no such folder; use 'demo', a DIV2K root (see "
             "https://data.vision.ee.ethz.ch/cvl/DIV2K/, then python -m sisr.convert numpy "
             "-i DIV2K -o DIV2K_BIN) or a folder of HR images"
@@ -43,13 +44,13 @@ def open_dataset(spec, subset="train", scale=2, downgrade="bicubic", images=None
     if is_div2k_root(path):
         return DIV2K(path, subset=subset, scale=scale, downgrade=downgrade, images=images)
     if downgrade != "bicubic":
-        raise ValueError(f"{path}: image folders only support the 'bicubic' downgrade "
+        raise DatasetError(f"{path}: image folders only support the 'bicubic' downgrade "
                          f"(LR made with the MATLAB bicubic), got {downgrade!r}")
     if images is not None:
-        raise ValueError(f"{path}: `images` (DIV2K ids) only applies to DIV2K roots")
+        raise DatasetError(f"{path}: `images` (DIV2K ids) only applies to DIV2K roots")
     sub = os.path.join(path, subset)
     if os.path.isdir(os.path.join(path, "train")) or os.path.isdir(os.path.join(path, "valid")):
         if not os.path.isdir(sub):
-            raise FileNotFoundError(f"{path} has train/ or valid/ subfolders but no {subset}/")
+            raise DatasetNotFoundError(f"{path} has train/ or valid/ subfolders but no {subset}/")
         path = sub
     return ImageFolder(path, scale)

@@ -7,11 +7,12 @@
 from sisr.model.discriminator import discriminator
 from sisr.model.edsr import edsr
 from sisr.model.registry import MODELS, ModelSpec, build, get_spec
+from sisr.model.srmodel import SRModel, model_info
 from sisr.model.srresnet import srresnet
 from sisr.model.wdsr_a import wdsr_a
 from sisr.model.wdsr_b import wdsr_b
 
 __all__ = [
-    "MODELS", "ModelSpec", "build", "discriminator", "edsr", "get_spec", "srresnet",
-    "wdsr_a", "wdsr_b",
+    "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "get_spec",
+    "model_info", "srresnet", "wdsr_a", "wdsr_b",
 ]

@@ -3,6 +3,12 @@
 import keras
 
 from sisr.layers import PixelShuffle
+from sisr.model.srmodel import SRModel
+
+SCALES = (2, 3, 4, 8)  # the scales of every generator builder
+# Batch-norm momentum of SRResNet and the SRGAN discriminator, as in the original Keras
+# project (krasserm/super-resolution); Keras' default is 0.99.
+BN_MOMENTUM = 0.8
 
 
 def check_scale(scale, allowed, builder):
@@ -28,6 +34,11 @@ def check_scaling(res_block_scaling, builder):
             f"{builder}: `res_block_scaling` must be None or a positive number, "
             f"got {res_block_scaling!r}"
         )
+
+
+def sr_model(inputs, outputs, builder, **arguments):
+    """The `SRModel` of a builder: named after it, with its arguments recorded."""
+    return SRModel(inputs, outputs, builder=builder, arguments=arguments, name=builder)
 
 
 def lr_input(name="lr"):

@@ -2,9 +2,7 @@
 
 import keras
 
-from sisr.model.common import check_positive_int
-
-BN_MOMENTUM = 0.8
+from sisr.model.common import BN_MOMENTUM, check_positive_int, sr_model
 
 
 def disc_block(x, num_filters, strides, batchnorm, name):
@@ -39,4 +37,4 @@ def discriminator(hr_size=96, num_filters=64):
     x = keras.layers.Dense(1024, name="fc1")(x)
     x = keras.layers.LeakyReLU(negative_slope=0.2, name="fc1_lrelu")(x)
     x = keras.layers.Dense(1, activation="sigmoid", name="output", dtype="float32")(x)
-    return keras.Model(x_in, x, name="discriminator")
+    return sr_model(x_in, x, "discriminator", hr_size=hr_size, num_filters=num_filters)

@@ -5,10 +5,9 @@ import keras
 
 from sisr.layers import ResidualScaling, denormalize, normalize
 from sisr.model.common import (
-    check_positive_int, check_scale, check_scaling, conv, lr_input, subpixel_upsample,
+    SCALES, check_positive_int, check_scale, check_scaling, conv, lr_input, sr_model,
+    subpixel_upsample,
 )
-
-SCALES = (2, 3, 4, 8)
 
 
 def res_block(x_in, num_filters, scaling, name):
@@ -41,4 +40,5 @@ def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None):
     x = subpixel_upsample(x, scale, num_filters, name="upsample")
     x = conv(3, 3, name="output_conv")(x)
     x = denormalize()(x)
-    return keras.Model(x_in, x, name="edsr")
+    return sr_model(x_in, x, "edsr", scale=scale, num_filters=num_filters,
+                    num_res_blocks=num_res_blocks, res_block_scaling=res_block_scaling)

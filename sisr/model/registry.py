@@ -4,10 +4,10 @@ import dataclasses
 import inspect
 from typing import Callable
 
+from sisr.model.common import SCALES
 from sisr.model.discriminator import discriminator
-from sisr.model.edsr import SCALES as EDSR_SCALES, edsr
-from sisr.model.srresnet import SCALES as SRRESNET_SCALES, srresnet
-from sisr.model.wdsr import SCALES as WDSR_SCALES
+from sisr.model.edsr import edsr
+from sisr.model.srresnet import srresnet
 from sisr.model.wdsr_a import wdsr_a
 from sisr.model.wdsr_b import wdsr_b
 
@@ -30,10 +30,10 @@ class ModelSpec:
 MODELS = {
     spec.name: spec
     for spec in (
-        ModelSpec("edsr", edsr, EDSR_SCALES),
-        ModelSpec("wdsr_a", wdsr_a, WDSR_SCALES),
-        ModelSpec("wdsr_b", wdsr_b, WDSR_SCALES),
-        ModelSpec("srresnet", srresnet, SRRESNET_SCALES),
+        ModelSpec("edsr", edsr, SCALES),
+        ModelSpec("wdsr_a", wdsr_a, SCALES),
+        ModelSpec("wdsr_b", wdsr_b, SCALES),
+        ModelSpec("srresnet", srresnet, SCALES),
         ModelSpec("discriminator", discriminator, (), generator=False),
     )
 }

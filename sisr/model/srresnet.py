@@ -4,11 +4,9 @@ Super-Resolution Using a Generative Adversarial Network", CVPR 2017)."""
 import keras
 
 from sisr.model.common import (
-    check_positive_int, check_scale, conv, lr_input, subpixel_upsample,
+    BN_MOMENTUM, SCALES, check_positive_int, check_scale, conv, lr_input, sr_model,
+    subpixel_upsample,
 )
-
-SCALES = (2, 3, 4, 8)
-BN_MOMENTUM = 0.8
 
 
 def prelu(name):
@@ -50,4 +48,5 @@ def srresnet(scale=4, num_filters=64, num_res_blocks=16):
     x = conv(3, 9, name="output_conv")(x)
     x = keras.layers.Activation("tanh", name="output_tanh", dtype="float32")(x)
     x = keras.layers.Rescaling(127.5, offset=127.5, name="denormalize", dtype="float32")(x)
-    return keras.Model(x_in, x, name="srresnet")
+    return sr_model(x_in, x, "srresnet", scale=scale, num_filters=num_filters,
+                    num_res_blocks=num_res_blocks)

@@ -5,10 +5,9 @@ import keras
 
 from sisr.layers import PixelShuffle, ResidualScaling, denormalize, normalize
 from sisr.model.common import (
-    check_positive_int, check_scale, check_scaling, conv, lr_input,
+    SCALES, check_positive_int, check_scale, check_scaling, conv, lr_input, sr_model,
 )
 
-SCALES = (2, 3, 4, 8)
 # WDSR-B's low-rank 1x1 conv has int(num_filters * LINEAR) channels (25 for 32 filters).
 LINEAR = 0.8
 
@@ -60,4 +59,6 @@ def wdsr(scale, num_filters, num_res_blocks, res_block_expansion, res_block_scal
 
     x = keras.layers.Add(name="output_add")([m, s])
     x = denormalize()(x)
-    return keras.Model(x_in, x, name=name)
+    return sr_model(x_in, x, name, scale=scale, num_filters=num_filters,
+                    num_res_blocks=num_res_blocks, res_block_expansion=res_block_expansion,
+                    res_block_scaling=res_block_scaling)

@@ -13,6 +13,8 @@ import zipfile
 
 import numpy as np
 
+from sisr.errors import SisrError
+
 log = logging.getLogger(__name__)
 
 # Keys under which training scripts nest the weights. BasicSR stores `params` and, with
@@ -29,7 +31,7 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SisrError, ValueError):
     """A file that cannot be read as a state_dict."""
 
 

@@ -21,18 +21,18 @@ import re
 
 import numpy as np
 
+from sisr.errors import SisrError
 from sisr.layers import DIV2K_RGB_MEAN
+from sisr.model.wdsr import LINEAR
 
 SOURCES = ("edsr-pytorch", "wdsr", "basicsr-edsr")
-# sisr's WDSR-B has int(num_filters * 0.8) channels in its low-rank 1x1 conv.
-WDSR_B_LINEAR = 0.8
 # Published full EDSR (256 filters, 32 blocks) is trained with residual scaling 0.1;
 # the factor is not in the state_dict, so this configuration implies it by default.
 FULL_EDSR = {"num_filters": 256, "num_res_blocks": 32}
 FULL_EDSR_SCALING = 0.1
 
 
-class PortError(ValueError):
+class PortError(SisrError, ValueError):
     """A state_dict that does not match the requested or any supported architecture."""
 
 
@@ -330,11 +330,11 @@ def describe_wdsr(state_dict):
     wide_shape = conv_shape(state_dict, "body.0.body.0")
     if convs_in_block == [0, 2, 3]:
         model = "wdsr_b"
-        linear = int(num_filters * WDSR_B_LINEAR)
+        linear = int(num_filters * LINEAR)
         low_rank = conv_shape(state_dict, "body.0.body.2")
         if low_rank[0] != linear:
             raise PortError(f"body.0.body.2 has shape {low_rank}: sisr's WDSR-B has "
-                            f"int({num_filters} * {WDSR_B_LINEAR}) = {linear} low-rank "
+                            f"int({num_filters} * {LINEAR}) = {linear} low-rank "
                             "channels")
         layers = {0: "conv1", 2: "conv2", 3: "conv3"}
     elif convs_in_block == [0, 2]:

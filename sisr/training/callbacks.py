@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sisr.errors import SisrError
 from sisr.fileio import atomic_copy, atomic_write_json, atomic_write_text
 from sisr.saving import save_model
 
@@ -20,12 +21,13 @@ BACKUP_DIR = "backup"
 STATE_FILE = "state.json"
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(SisrError, RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training at the first NaN/Inf batch loss and remembers where it happened."""
+    """Stops training at the first batch where a logged loss (`loss`, `content_loss`, ...)
+    is NaN or infinite, and remembers where: `failure = (epoch, batch, "key = value")`."""
 
     def __init__(self):
         super().__init__()
@@ -36,10 +38,11 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.failure = (self._epoch, batch, float(loss))
-            self.model.stop_training = True
+        for key, value in (logs or {}).items():
+            if "loss" in key and not math.isfinite(float(value)):
+                self.failure = (self._epoch, batch, f"{key} = {float(value)}")
+                self.model.stop_training = True
+                return
 
 
 class Validation(keras.callbacks.Callback):

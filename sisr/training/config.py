@@ -7,8 +7,11 @@ validated and written into the run directory as `config.json`.
 """
 
 import json
+import math
 import os
 
+from sisr.errors import UsageError
+from sisr.model.common import SCALES
 from sisr.model.registry import get_spec
 
 # The repository's top-level profiles/, reached through the sisr/profiles link in a
@@ -25,7 +28,7 @@ OPTIMIZERS = ("adam", "weight_norm_adam")
 TRAINER_DEFAULTS = {
     "model": None,
     "scale": 2,
-    "scales": [2, 3, 4, 8],
+    "scales": list(SCALES),
     "dataset": "demo",
     "downgrade": "bicubic",
     "train_images": None,
@@ -49,7 +52,13 @@ TRAINER_DEFAULTS = {
 }
 
 
-class ConfigError(ValueError):
+# What a resumed run may change: everything else comes from RUN_DIR/config.json.
+RESUME_KEYS = ("epochs", "precision", "strategy")
+# Sections of a run's config.json that are not trainer keys (SRGAN settings).
+SECTIONS = ("gan",)
+
+
+class ConfigError(UsageError):
     """A profile or command-line value that cannot be used."""
 
 
@@ -92,12 +101,13 @@ def _check_type(key, value, kind, allow_none=False):
         raise ConfigError(f"`{key}` must be {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
-def resolve(profile=None, overrides=None):
-    """Merges defaults, a profile and overrides (None values are ignored) and validates.
+def resolve(profile=None, overrides=None, base=None):
+    """Merges defaults, `base` (a saved configuration), a profile and overrides (None
+    values are ignored) and validates.
 
     Returns the resolved configuration as a plain dict (JSON-serialisable).
     """
-    config = dict(TRAINER_DEFAULTS)
+    config = {**TRAINER_DEFAULTS, **(base or {})}
     if profile is not None:
         name, values = load_profile(profile)
         config.update(values)
@@ -130,7 +140,14 @@ def resolve(profile=None, overrides=None):
         if config[key] < 1:
             raise ConfigError(f"`{key}` must be at least 1, got {config[key]}")
     _check_type("valid_crop", config["valid_crop"], int, allow_none=True)
+    if config["valid_crop"] is not None and config["valid_crop"] < 1:
+        raise ConfigError(f"`valid_crop` must be at least 1 (or null: whole images), got "
+                          f"{config['valid_crop']}")
     _check_type("seed", config["seed"], int, allow_none=True)
+    scales = config["scales"]
+    if not isinstance(scales, list) or not scales or any(
+            isinstance(s, bool) or not isinstance(s, int) for s in scales):
+        raise ConfigError(f"`scales` must be a list of ints, got {scales!r}")
     if config["scale"] not in config["scales"]:
         raise ConfigError(
             f"scale {config['scale']} is not supported by profile "
@@ -143,9 +160,11 @@ def resolve(profile=None, overrides=None):
                          ("loss", LOSSES), ("optimizer", OPTIMIZERS)):
         if config[key] not in allowed:
             raise ConfigError(f"`{key}` must be one of {', '.join(allowed)}, got {config[key]!r}")
-    lr = config["learning_rate"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ConfigError(f"`learning_rate` must be a positive number, got {lr!r}")
+    for key in ("learning_rate", "lr_decay_factor"):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+                or not math.isfinite(value):
+            raise ConfigError(f"`{key}` must be a positive finite number, got {value!r}")
     steps = config["lr_decay_steps"]
     if not isinstance(steps, list) or any(isinstance(s, bool) or not isinstance(s, int)
                                           or s < 1 for s in steps) or steps != sorted(steps):
@@ -164,3 +183,46 @@ def learning_rate_values(config):
     """Piecewise-constant learning rates: lr, lr*f, lr*f^2, ... at `lr_decay_steps`."""
     lr, factor = float(config["learning_rate"]), float(config["lr_decay_factor"])
     return [lr * factor ** i for i in range(len(config["lr_decay_steps"]) + 1)]
+
+
+def read_run_config(run_dir):
+    """The `config.json` of a run directory (a JSON object), for `--resume`."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {run_dir}: not a run directory (no config.json)")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"--resume {run_dir}: cannot read {path}: {err}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"--resume {run_dir}: {path} does not hold a JSON object")
+    return saved
+
+
+def resume_config(run_dir, changes=None):
+    """The saved configuration of a run directory, with `changes` to `RESUME_KEYS`.
+
+    Raises ConfigError for any other change, and for switching mixed_float16 on or off:
+    its loss scaling adds optimizer state that a backup of the other kind cannot restore.
+    """
+    saved = read_run_config(run_dir)
+    changes = {k: v for k, v in (changes or {}).items() if v is not None}
+    refused = sorted(set(changes) - set(RESUME_KEYS))
+    if refused:
+        raise ConfigError(
+            "--resume takes the configuration from the run directory; only "
+            + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_KEYS)
+            + " may be given with it, not "
+            + ", ".join(f"--{k.replace('_', '-')}" for k in refused))
+    precision = changes.get("precision")
+    if precision is not None and \
+            (precision == "mixed_float16") != (saved.get("precision") == "mixed_float16"):
+        raise ConfigError(f"--precision {precision}: the run was saved with "
+                          f"{saved.get('precision')}; mixed_float16 cannot be switched on "
+                          "or off when resuming (its loss scale is optimizer state)")
+    sections = {k: saved.pop(k) for k in SECTIONS if k in saved}
+    config = resolve(None, changes, base=saved)
+    config.update(sections)
+    return config
+

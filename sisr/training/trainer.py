@@ -10,19 +10,20 @@ import numpy as np
 import tensorflow as tf
 
 from sisr import metrics
-from sisr.training.callbacks import (
-    NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation, read_state,
-)
-from sisr.training.config import builder_kwargs, learning_rate_values
+from sisr.errors import SisrError
 from sisr.fileio import atomic_write_json
 from sisr.inference import resolve
 from sisr.model.registry import get_spec
 from sisr.saving import load_model
+from sisr.training.callbacks import (
+    BACKUP_DIR, NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation, read_state,
+)
+from sisr.training.config import ConfigError, builder_kwargs, learning_rate_values
 
 log = logging.getLogger(__name__)
 
 
-class PretrainedMismatch(ValueError):
+class PretrainedMismatch(SisrError, ValueError):
     """A pretrained model whose layers do not fit the model being trained."""
 
 
@@ -175,71 +176,148 @@ def compare_with_bicubic(model, dataset, shave):
     return float(np.mean(scores)), float(np.mean(bicubic)), len(scores)
 
 
-def train(config, run_dir, resume=False, verbose=1):
-    """Trains as `config` says, keeping `run_dir` up to date; returns a result dict.
+class Trainer:
+    """Trains a generator with a pixel loss as a resolved configuration says, keeping a run
+    directory up to date (see `RunDirectory`).
 
-    With `resume=True`, continues from the run directory's backup: same optimiser state
-    and schedule position, from the first epoch that had not completed.
+    `run` is the skeleton that every training shares: seeding, the float32 export model,
+    the strategy and precision scopes, resuming from the backup, the callbacks, `fit`, the
+    non-finite-loss report and the final comparison with bicubic. Subclasses change its
+    hooks (`build`, `restore`, `callbacks`), as `sisr.training.gan.GANTrainer` does for
+    SRGAN fine-tuning.
     """
-    state = read_state(run_dir) if resume else None
-    if resume and state is None:
-        raise ValueError(f"{run_dir} has no completed epoch to resume from")
-    initial_epoch = state["epoch"] if state else 0
-    if not resume:
-        atomic_write_json(os.path.join(run_dir, "config.json"), config)
 
-    train_data, valid_data = open_datasets(config)
-    shave = metrics.div2k_shave(config["scale"])
-    seed = config["seed"]
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
+    #: The standalone model that `run` scores at the end and the CLI reports.
+    final_model = "best.keras"
+    #: The key of the result naming the model file in `models/` that was kept last.
+    result_key = "best_model"
+    run_directory = RunDirectory
+    validation = Validation
 
-    with precision("float32"):
-        export_model = build_model(config)
+    def __init__(self, config):
+        self.config = config
+        self.shave = metrics.div2k_shave(config["scale"])
+        self.datasets = None
 
-    strategy = make_strategy(config["strategy"])
-    with precision(config["precision"]), strategy.scope():
+    def run_name(self):
+        """The run directory's name after its time stamp."""
+        return self.config["profile"] or self.config["model"]
+
+    def prepare(self, resume=False):
+        """Checks the inputs so that bad ones fail before a run directory exists: opens the
+        datasets, checks that patches and crops fit their images and, for a new run, that
+        the pretrained model fits the model."""
+        if self.datasets is None:
+            self.datasets = open_datasets(self.config)
+            make_pipelines(self.config, self.datasets)
+        path = self.config["pretrained_model"]
+        if path and not resume:
+            with precision("float32"):
+                try:
+                    copy_pretrained(build_model(self.config), load_model(path),
+                                    self.config["scale"])
+                except PretrainedMismatch as err:
+                    raise PretrainedMismatch(f"--pretrained-model {path}: {err}") from None
+        return self.datasets
+
+    # -- hooks ---------------------------------------------------------------------------
+    def build(self, resume):
+        """The compiled model to `fit` (called inside the strategy and precision scopes)."""
+        config = self.config
         model = build_model(config)
         if config["pretrained_model"] and not resume:
             pretrained = load_model(config["pretrained_model"])
             names = copy_pretrained(model, pretrained, config["scale"])
             log.info("copied %d layers from %s", len(names), config["pretrained_model"])
-        loss = make_loss(config)
-        model.compile(optimizer=make_optimizer(config), loss=loss,
-                      metrics=[metrics.PSNR(shave=shave)])
-        if resume:
-            model.optimizer.build(model.trainable_variables)
-            model.load_weights(os.path.join(run_dir, "backup", state["backup"]))
-            log.info("resuming %s after epoch %d (optimizer step %d)", run_dir,
-                     initial_epoch, int(model.optimizer.iterations.numpy()))
+        self.loss = make_loss(config)
+        model.compile(optimizer=make_optimizer(config), loss=self.loss,
+                      metrics=[metrics.PSNR(shave=self.shave)])
+        return model
 
-        train_ds, valid_ds = make_pipelines(config, (train_data, valid_data), initial_epoch)
+    def restore(self, model, backup_path):
+        """Loads the backup of the last completed epoch (weights and optimizer state)."""
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(backup_path)
 
+    def validation_loss(self, model):
+        """The loss reported as `val_loss`."""
+        return self.loss
+
+    def callbacks(self, model, export_model, valid_ds, run_dir, state):
+        """(guard, run-directory callback, every callback in order)."""
         guard = StopOnNonFiniteLoss()
-        run_cb = RunDirectory(run_dir, export_model, monitor="val_psnr", state=state)
-        callbacks = [
-            guard,
-            # Before RunDirectory and TensorBoard, which read the val_* logs it adds.
-            Validation(valid_ds, export_model, loss, shave),
-            run_cb,
-            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-        ]
-        model.fit(train_ds, epochs=config["epochs"], steps_per_epoch=config["steps_per_epoch"],
-                  initial_epoch=initial_epoch, callbacks=callbacks,
-                  shuffle=False, verbose=verbose)
+        run_cb = self.run_directory(run_dir, export_model, monitor="val_psnr", state=state)
+        # Validation before RunDirectory and TensorBoard, which read the val_* logs it adds.
+        validation = self.validation(valid_ds, export_model, self.validation_loss(model),
+                                     self.shave)
+        return guard, run_cb, [guard, validation, run_cb]
 
-    if guard.failure:
-        epoch, batch, loss = guard.failure
-        kept = run_cb.best_model or "no model (no epoch completed)"
-        raise NonFiniteLoss(
-            f"training stopped: loss became {loss} at epoch {epoch + 1}, batch {batch + 1}; "
-            f"kept the last good model: {kept} (try a lower --learning-rate)"
-        )
+    # -- the skeleton --------------------------------------------------------------------
+    def run(self, run_dir, resume=False, verbose=1):
+        """Trains, keeping `run_dir` up to date; returns the result dict (`result.json`).
 
-    best_path = os.path.join(run_dir, "best.keras")
-    final = load_model(best_path) if os.path.isfile(best_path) else export_model
-    return write_result(run_dir, config, model, final, valid_data, shave,
-                        best_model=run_cb.best_model)
+        With `resume=True`, continues from the run directory's backup: same optimizer
+        state and schedule position, from the first epoch that had not completed.
+        """
+        config = self.config
+        state = read_state(run_dir) if resume else None
+        if resume and state is None:
+            raise ConfigError(f"{run_dir} has no completed epoch to resume from")
+        initial_epoch = state["epoch"] if state else 0
+        atomic_write_json(os.path.join(run_dir, "config.json"), config)
+        datasets = self.prepare(resume)
+        if config["seed"] is not None:
+            keras.utils.set_random_seed(config["seed"])
+
+        with precision("float32"):
+            export_model = build_model(config)
+        strategy = make_strategy(config["strategy"])
+        with precision(config["precision"]), strategy.scope():
+            model = self.build(resume)
+            if resume:
+                self.restore(model, os.path.join(run_dir, BACKUP_DIR, state["backup"]))
+                check_restored(model, state, run_dir)
+                log.info("resuming %s after epoch %d (step %d)", run_dir, initial_epoch,
+                         state["iterations"])
+            train_ds, valid_ds = make_pipelines(config, datasets, initial_epoch)
+            guard, run_cb, callbacks = self.callbacks(model, export_model, valid_ds, run_dir,
+                                                      state)
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                                         write_graph=False))
+            model.fit(train_ds, epochs=config["epochs"],
+                      steps_per_epoch=config["steps_per_epoch"], initial_epoch=initial_epoch,
+                      callbacks=callbacks, shuffle=False, verbose=verbose)
+
+        if guard.failure:
+            epoch, batch, what = guard.failure
+            kept = run_cb.best_model or "no model (no epoch completed)"
+            raise NonFiniteLoss(f"training stopped: {what} at epoch {epoch + 1}, batch "
+                                f"{batch + 1}; kept the last good model: {kept} (try a lower "
+                                "--learning-rate)")
+        final_path = os.path.join(run_dir, self.final_model)
+        if not os.path.isfile(final_path):
+            raise NonFiniteLoss(f"training ended without a usable model: no epoch ended with "
+                                f"finite losses and validation scores, so {final_path} was "
+                                "never written (try a lower --learning-rate)")
+        final = load_model(final_path)
+        return write_result(run_dir, config, model, final, datasets[1], self.shave,
+                            **{self.result_key: run_cb.best_model})
+
+
+def check_restored(model, state, run_dir):
+    """Raises ConfigError unless the optimizer resumed at the saved step (Keras only warns
+    when a backup's optimizer variables do not fit)."""
+    restored = int(model.optimizer.iterations.numpy())
+    if restored != int(state["iterations"]):
+        raise ConfigError(
+            f"--resume {run_dir}: the optimizer state was not restored (step {restored}, "
+            f"expected {state['iterations']}); was the run saved with another precision or "
+            "optimizer?")
+
+
+def train(config, run_dir, resume=False, verbose=1):
+    """Pixel-loss training of `config` into `run_dir` (see `Trainer.run`)."""
+    return Trainer(config).run(run_dir, resume=resume, verbose=verbose)
 
 
 def write_result(run_dir, config, model, final, valid_data, shave, **extra):

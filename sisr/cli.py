@@ -1,0 +1,74 @@
+"""What every `python -m sisr.*` command shares: its log format, error lines, exit codes.
+
+Exit status:
+- 0: done.
+- 2: usage error; the command was refused before doing any work and wrote nothing: a bad
+  argument or configuration (argparse's own errors too), an input named on the command
+  line that is missing or cannot be used, an output that may not be overwritten.
+- 1: the work started and failed, or failed for some inputs (the others are done, and the
+  failed ones are named).
+
+Errors are one line, `error: <what and why>`, on standard error; progress goes to the log
+(standard error) and results to standard output.
+"""
+
+import contextlib
+import logging
+import sys
+
+from sisr.errors import SisrError, UsageError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _Formatter(logging.Formatter):
+    """Progress messages as they are; warnings and errors prefixed with their level."""
+
+    def format(self, record):
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
+def setup_logging(level=logging.INFO):
+    """Logs to standard error in the common format, unless logging is set up already
+    (`logging.basicConfig` semantics: an application's own set-up wins)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Formatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+@contextlib.contextmanager
+def checking():
+    """The block checks the command's inputs: sisr's and the OS's errors raised in it are
+    usage errors (exit status 2)."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except (SisrError, OSError) as err:
+        raise UsageError(str(err)) from err
+
+
+def error(message):
+    """Prints the one-line error of a command."""
+    print(f"error: {message}", file=sys.stderr)
+
+
+def run(body, args):
+    """Runs a command's `body(args)` and turns sisr's and the OS's errors into one line and
+    an exit status; returns `body`'s status (None counts as 0)."""
+    try:
+        status = body(args)
+    except SisrError as err:
+        error(err)
+        return err.exit_status
+    except FileExistsError as err:  # a refusal to overwrite: the command must change
+        error(err)
+        return EXIT_USAGE
+    except OSError as err:
+        error(err)
+        return EXIT_FAILED
+    return 0 if status is None else status

@@ -1,0 +1,157 @@
+"""SRGAN fine-tuning of a pixel-loss x4 generator: `GANTrainer` extends the pixel `Trainer`.
+
+The schedule is by default the SRGAN paper's (Ledig et al., CVPR 2017): Adam 1e-4, then
+1e-5 after 100k of 200k steps (200 epochs x 1000), HR crops of 96 (LR 24), batch 16,
+content loss on VGG54 features. The run directory is laid out as for pixel training,
+except that the generator of every epoch is kept (`models/epoch-EEE-psnr-PP.PP.keras`) and
+`last.keras` is the newest: GAN training trades PSNR for texture, so the highest-PSNR epoch
+is not the best one.
+"""
+
+import logging
+import os
+
+from sisr import losses
+from sisr.model import discriminator
+from sisr.model.info import model_info
+from sisr.saving import load_model, save_model
+from sisr.fileio import atomic_copy
+from sisr.training.callbacks import RunDirectory, Validation
+from sisr.training.config import ConfigError
+from sisr.training.srgan import SRGAN, load_backup, save_backup
+from sisr.training.trainer import Trainer, build_model, copy_pretrained, make_optimizer
+
+log = logging.getLogger(__name__)
+
+# --generator choice (a profile) -> the model that profile builds.
+GENERATORS = {"sr-resnet": "srresnet", "edsr-gen": "edsr"}
+SCALE = 4
+# The SRGAN schedule; the generator's profile supplies everything else. Validation uses LR
+# centre crops of 48 (HR 192): enough to follow PSNR.
+SCHEDULE = {"scale": SCALE, "epochs": 200, "steps_per_epoch": 1000, "batch_size": 16,
+            "learning_rate": 1e-4, "lr_decay_steps": [100000], "lr_decay_factor": 0.1,
+            "lr_patch": 24, "valid_crop": 48}
+GAN_DEFAULTS = {"generator": None, "content_loss": "VGG54", "vgg_weights": None,
+                "adversarial_weight": 1e-3, "label_noise": 0.0, "label_smoothing": 0.0,
+                "discriminator_filters": 64}
+LAST_MODEL = "last.keras"
+
+
+def inspect_generator(path, generator):
+    """The builder arguments of the generator in `path` (sisr's record of them).
+
+    Raises ConfigError unless it is a sisr x4 model of the kind `generator` names.
+    """
+    expected = GENERATORS[generator]
+    try:
+        model = load_model(path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--pretrained-model {path}: {err}") from None
+    info = model_info(model)
+    if info is None or info["builder"] != expected:
+        found = "a model without sisr's builder record" if info is None else \
+            f"a {info['builder']} model"
+        raise ConfigError(f"--pretrained-model {path}: {found}, not a {generator} generator "
+                          f"({expected}, as python -m sisr.train --profile {generator} saves)")
+    if info["scale"] != SCALE:
+        raise ConfigError(f"--pretrained-model {path}: an x{info['scale']} {expected} model; "
+                          f"SRGAN fine-tuning needs an x{SCALE} generator")
+    return {k: v for k, v in info["arguments"].items() if k != "scale"}
+
+
+def check_gan(gan):
+    """Raises ConfigError for GAN settings out of range."""
+    if gan["content_loss"] not in ("VGG22", "VGG54"):
+        raise ConfigError(f"--content-loss must be VGG22 or VGG54, got {gan['content_loss']!r}")
+    for key in ("label_noise", "label_smoothing"):
+        if not 0 <= gan[key] < 0.5:
+            raise ConfigError(f"--{key.replace('_', '-')} must be in [0, 0.5), got {gan[key]}")
+    if not gan["adversarial_weight"] >= 0:
+        raise ConfigError(f"--adversarial-weight must be >= 0, got {gan['adversarial_weight']}")
+    if gan["discriminator_filters"] < 1:
+        raise ConfigError(f"--discriminator-filters must be >= 1, got "
+                          f"{gan['discriminator_filters']}")
+
+
+class GeneratorValidation(Validation):
+    """`Validation` of an SRGAN model's generator: val_psnr, and val_loss = its content
+    loss (the discriminator only takes HR-patch-sized images)."""
+
+    def set_model(self, model):
+        super().set_model(model.generator)
+
+
+class GANRunDirectory(RunDirectory):
+    """`RunDirectory` for an SRGAN model: after every epoch with finite logs, the
+    generator goes to `models/epoch-EEE-psnr-PP.PP.keras` and `last.keras`, and the whole
+    SRGAN (both networks and both optimizers) to `backup/epoch-EEE.weights.h5`.
+    """
+
+    backup_suffix = ".weights.h5"
+
+    def export_weights(self):
+        return self.model.generator.get_weights()
+
+    def save_backup(self, path):
+        save_backup(self.model, path)
+
+    def save_models(self, epoch, score):
+        # Every epoch's generator is kept: the highest PSNR is the least GAN-like model.
+        name = f"epoch-{epoch + 1:03d}" + ("" if score is None else f"-psnr-{score:.2f}")
+        path = os.path.join(self.run_dir, "models", name + ".keras")
+        save_model(self.export_model, path)
+        atomic_copy(path, os.path.join(self.run_dir, LAST_MODEL))
+        self.best_model = os.path.join("models", name + ".keras")
+
+
+class GANTrainer(Trainer):
+    """SRGAN fine-tuning: the pixel `Trainer`'s skeleton with a generator, a discriminator
+    and a frozen VGG19 feature extractor (`config["gan"]`).
+
+    Args:
+        config: a resolved configuration with a `gan` section (see `GAN_DEFAULTS`).
+        vgg_weights: the VGG19 weights file; by default found (or downloaded) and checked
+            by `prepare`, before any run directory exists.
+    """
+
+    final_model = LAST_MODEL
+    result_key = "last_model"
+    run_directory = GANRunDirectory
+    validation = GeneratorValidation
+
+    def __init__(self, config, vgg_weights=None):
+        super().__init__(config)
+        self.vgg_weights = vgg_weights
+
+    def run_name(self):
+        return f"srgan-{self.config['gan']['generator']}"
+
+    def prepare(self, resume=False):
+        if self.vgg_weights is None:
+            self.vgg_weights = losses.vgg19_weights_path(self.config["gan"]["vgg_weights"])
+            losses.check_vgg19_weights(self.vgg_weights)
+        return super().prepare(resume)
+
+    def build(self, resume):
+        config, gan = self.config, self.config["gan"]
+        generator = build_model(config)
+        if not resume:
+            names = copy_pretrained(generator, load_model(config["pretrained_model"]), SCALE)
+            log.info("copied %d layers from %s", len(names), config["pretrained_model"])
+        critic = discriminator(hr_size=config["lr_patch"] * SCALE,
+                               num_filters=gan["discriminator_filters"])
+        features = losses.vgg_feature_extractor(gan["content_loss"], weights=self.vgg_weights)
+        model = SRGAN(generator, critic, features)
+        model.compile(g_optimizer=make_optimizer(config), d_optimizer=make_optimizer(config),
+                      adversarial_weight=gan["adversarial_weight"],
+                      label_noise=gan["label_noise"], label_smoothing=gan["label_smoothing"],
+                      psnr_shave=self.shave, noise_seed=config["seed"] or 0)
+        return model
+
+    def restore(self, model, backup_path):
+        load_backup(model, backup_path)
+
+    def validation_loss(self, model):
+        return model.content.mean
+
+
