@@ -19,6 +19,8 @@ import os
 import sys
 import time
 
+from sisr import cli
+from sisr.errors import UsageError
 from sisr.fileio import is_temp_name
 from sisr.imageio import (
     ImageError, inspect_image, is_image_file, is_numpy_file, read_rgb, save_npy, write_image,
@@ -53,13 +55,13 @@ def _params(kind, quality, scale, subsampling):
         return {}
     if kind == "jpeg":
         if quality is None or not 1 <= int(quality) <= 100:
-            raise ValueError(f"jpeg needs --quality between 1 and 100, got {quality!r}")
+            raise UsageError(f"jpeg needs --quality between 1 and 100, got {quality!r}")
         return {"quality": int(quality), "subsampling": subsampling or "pillow-default"}
     if kind == "downscale":
         if scale is None or int(scale) < 2 or int(scale) != scale:
-            raise ValueError(f"downscale needs an integer --scale >= 2, got {scale!r}")
+            raise UsageError(f"downscale needs an integer --scale >= 2, got {scale!r}")
         return {"scale": int(scale), "method": "matlab-bicubic"}
-    raise ValueError(f"unknown conversion {kind!r}: use one of {', '.join(KINDS)}")
+    raise UsageError(f"unknown conversion {kind!r}: use one of {', '.join(KINDS)}")
 
 
 def _walk(source, output):
@@ -136,17 +138,17 @@ def convert(kind, source, output, quality=None, scale=None, suffix="", subsampli
     params = _params(kind, quality, scale, subsampling)
     source, output = os.path.abspath(os.fspath(source)), os.path.abspath(os.fspath(output))
     if not os.path.isdir(source):
-        raise FileNotFoundError(f"{source}: input folder not found")
+        raise UsageError(f"{source}: input folder not found")
     if os.path.realpath(source) == os.path.realpath(output):
-        raise ValueError(f"{output}: the output folder must differ from the input folder")
+        raise UsageError(f"{output}: the output folder must differ from the input folder")
     if os.path.exists(output) and not os.path.isdir(output):
-        raise ValueError(f"{output}: output exists and is not a folder")
+        raise UsageError(f"{output}: output exists and is not a folder")
     inputs, ignored = _walk(source, output)
     result = ConversionResult(ignored=ignored)
     for path in ignored:
         log.warning("%s: not an image file, skipped", path)
     if not inputs:
-        raise ValueError(f"{source}: no images (.png, .jpg, .bmp, .tif, .npy ...) found")
+        raise UsageError(f"{source}: no images (.png, .jpg, .bmp, .tif, .npy ...) found")
 
     os.makedirs(output, exist_ok=True)
     _remove_stale_temps(output)
@@ -163,7 +165,7 @@ def convert(kind, source, output, quality=None, scale=None, suffix="", subsampli
         rel_out = _output_name(kind, os.path.relpath(path, source), suffix)
         out_path = os.path.join(output, rel_out)
         if os.path.realpath(out_path) in input_set:
-            raise ValueError(f"{out_path}: output would overwrite an input file")
+            raise UsageError(f"{out_path}: output would overwrite an input file")
         if manifest.problem(rel_out, kind, params) is None:
             result.up_to_date += 1
         else:
@@ -207,7 +209,7 @@ def convert(kind, source, output, quality=None, scale=None, suffix="", subsampli
     return result
 
 
-def _parser():
+def make_parser():
     parser = argparse.ArgumentParser(
         prog="python -m sisr.convert",
         description="Convert image trees: numpy caches, JPEG-degraded copies, MATLAB-bicubic "
@@ -237,19 +239,18 @@ def _parser():
 
 def main(argv=None):
     """Command-line entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        result = convert(args.kind, args.input, args.output,
-                         quality=getattr(args, "quality", None),
-                         scale=getattr(args, "scale", None),
-                         suffix=getattr(args, "suffix", ""),
-                         subsampling=getattr(args, "subsampling", None),
-                         jobs=args.jobs, progress=False if args.quiet else None)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    args = make_parser().parse_args(argv)
+    cli.setup_logging(logging.WARNING)
+    return cli.run(_main, args)
+
+
+def _main(args):
+    result = convert(args.kind, args.input, args.output,
+                     quality=getattr(args, "quality", None),
+                     scale=getattr(args, "scale", None),
+                     suffix=getattr(args, "suffix", ""),
+                     subsampling=getattr(args, "subsampling", None),
+                     jobs=args.jobs, progress=False if args.quiet else None)
     print(f"{args.kind}: {result.converted} converted, {result.up_to_date} up to date, "
           f"{len(result.failed)} failed, {len(result.ignored)} non-image files skipped "
           f"-> {os.path.abspath(args.output)}")

@@ -20,8 +20,10 @@ import time
 
 import numpy as np
 
-from sisr import metrics
+from sisr import cli, metrics
+from sisr.errors import UsageError
 from sisr.fileio import atomic_write_json
+from sisr.saving import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,7 @@ def format_table(summaries):
 
 
 
-def _parse(argv):
+def make_parser():
     p = argparse.ArgumentParser(
         prog="python -m sisr.evaluate",
         description="PSNR/SSIM of sisr models and a bicubic baseline on full images.")
@@ -168,6 +170,11 @@ def _parse(argv):
     p.add_argument("-o", "--output", metavar="JSON", help="write the results here")
     p.add_argument("--force", action="store_true", help="overwrite an existing --output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _parse(argv):
+    p = make_parser()
     args = p.parse_args(argv)
     for name in ("scale", "limit"):
         value = getattr(args, name)
@@ -182,7 +189,7 @@ def _parse(argv):
 
 def _load_models(paths, scale, tile, self_ensemble, errors):
     """Upscalers of the usable models; failures are appended to `errors`."""
-    from sisr.upscale import ModelError, Upscaler, load_sr_model
+    from sisr.upscale import Upscaler, load_sr_model
 
     rows, asked = [], scale is not None
     for path in paths:
@@ -212,11 +219,12 @@ def evaluate(args):
     from sisr.data import open_dataset
 
     errors = []
-    rows, scale = _load_models(model_files(args.model), args.scale, args.tile or None,
-                               args.self_ensemble, errors)
-    if not rows:
-        raise ValueError("no usable model: " + "; ".join(e["error"] for e in errors))
-    dataset = open_dataset(args.dataset, args.subset, scale, downgrade=args.downgrade)
+    with cli.checking():  # no usable model or no dataset: nothing to do
+        rows, scale = _load_models(model_files(args.model), args.scale, args.tile or None,
+                                   args.self_ensemble, errors)
+        if not rows:
+            raise ModelError("no usable model: " + "; ".join(e["error"] for e in errors))
+        dataset = open_dataset(args.dataset, args.subset, scale, downgrade=args.downgrade)
     shave = args.shave if args.shave is not None else default_shave(scale, args.y_channel)
     total = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     rows.insert(0, _Row("bicubic"))
@@ -259,29 +267,21 @@ def evaluate(args):
 def main(argv=None):
     """Evaluates; returns 0, 1 if some model or image failed, 2 on unusable arguments."""
     args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    cli.setup_logging()
+    return cli.run(_main, args)
+
+
+def _main(args):
     if args.output:
         if os.path.exists(args.output) and not args.force:
-            print(f"error: {args.output} exists; not overwriting it (use --force)",
-                  file=sys.stderr)
-            return 2
+            raise FileExistsError(f"{args.output} exists; not overwriting it (use --force)")
         directory = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-            print(f"error: cannot write {args.output}: folder {directory} is missing or "
-                  "not writable", file=sys.stderr)
-            return 2
-    try:
-        results, code = evaluate(args)
-    except (FileNotFoundError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
+            raise UsageError(f"cannot write {args.output}: folder {directory} is missing or "
+                             "not writable")
+    results, code = evaluate(args)
     if args.output:
-        try:
-            atomic_write_json(args.output, results, overwrite=args.force)
-        except OSError as err:
-            print(f"error: cannot write {args.output}: {err}", file=sys.stderr)
-            return 2
+        atomic_write_json(args.output, results, overwrite=args.force)
     channel = "Y" if args.y_channel else "RGB"
     print(f"{results['dataset']} ({results['subset']}) x{results['scale']}, {channel}, "
           f"shave {results['shave']}" + (", self-ensemble" if args.self_ensemble else ""))

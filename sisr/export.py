@@ -27,6 +27,7 @@ import tempfile
 import numpy as np
 
 from sisr.errors import SisrError
+from sisr import cli
 from sisr.fileio import atomic_output
 
 __all__ = ["ExportError", "FORMATS", "export", "main", "run_exported"]
@@ -205,7 +206,7 @@ def _run_litert(path, lr):
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def _parser():
+def make_parser():
     p = argparse.ArgumentParser(
         prog="python -m sisr.export",
         description="Export a sisr .keras model as a SavedModel, LiteRT or ONNX file.")
@@ -224,34 +225,26 @@ def _parser():
 
 def main(argv=None):
     """CLI entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = make_parser().parse_args(argv)
+    cli.setup_logging()
+    return cli.run(_main, args)
+
+
+def _main(args):
     from sisr.saving import load_model
 
-    if os.path.lexists(args.output) and not args.force:
-        print(f"error: {args.output} exists; pass --force to replace it", file=sys.stderr)
-        return 1
-    try:
+    with cli.checking():
+        if os.path.lexists(args.output) and not args.force:
+            raise FileExistsError(f"{args.output} exists; pass --force to replace it")
         model = load_model(args.model)
-    except (OSError, ValueError) as err:
-        print(f"error: {args.model}: {err}", file=sys.stderr)
-        return 1
-    try:
-        export(model, args.output, format=args.format, input_size=args.input_size,
-               force=args.force)
-    except (ExportError, FileExistsError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    export(model, args.output, format=args.format, input_size=args.input_size,
+           force=args.force)
     message = f"{args.model} -> {args.output} ({args.format})"
     if args.check:
         height, width = args.input_size or (24, 32)
         lr = np.random.default_rng(0).uniform(0, 255, (1, height, width, 3)).astype(np.float32)
         expected = np.asarray(model(lr, training=False), np.float32)
-        try:
-            got = run_exported(args.output, args.format, lr)
-        except ExportError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        got = run_exported(args.output, args.format, lr)
         message += f", max abs difference from Keras {np.abs(got - expected).max():.3g}"
     print(message)
     return 0

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from sisr import imageio
+from sisr import cli, imageio
 from sisr.fileio import atomic_output, check_writable_dir
 from sisr.saving import ModelError
 
@@ -375,7 +375,7 @@ def _find_hr(hr, source, many):
     return None
 
 
-def _parse(argv):
+def make_parser():
     p = argparse.ArgumentParser(
         prog="python -m sisr.upscale",
         description="Super-resolve image files or folders with a sisr model, in tiles.")
@@ -401,6 +401,11 @@ def _parse(argv):
                    help="HR image (one input) or folder of same-stem HR images for --compare")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _parse(argv):
+    p = make_parser()
     args = p.parse_args(argv)
     if args.tile < 0:
         p.error(f"--tile must be >= 0, got {args.tile}")
@@ -448,19 +453,20 @@ def _target(source, outdir, fmt, scale):
 
 def main(argv=None):
     """Upscales the inputs; returns 0, 1 if some images failed, 2 on a usage error."""
+    args = _parse(argv)
+    cli.setup_logging()
+    return cli.run(_main, args)
+
+
+def _main(args):
     from tqdm import tqdm
 
-    args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    try:
+    with cli.checking():
         sources = expand_inputs(args.input)
         check_writable_dir(args.output)
         model, scale = load_sr_model(args.model, args.scale)
         upscaler = Upscaler(model, scale=scale, tile=args.tile, overlap=args.overlap,
                             self_ensemble=args.self_ensemble)
-    except (imageio.ImageError, ModelError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
 
     failures, written, planned = [], [], set()
     many = len(sources) > 1

@@ -191,7 +191,7 @@ def test_cli_bad_arguments_exit_non_zero(tmp_path, capsys, argv, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("x")
     argv = [a.format(tmp=tmp_path) for a in argv]
-    assert main(argv) == 1
+    assert main(argv) == 2  # refused before any work
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

@@ -108,7 +108,7 @@ def test_bad_models_and_corrupt_images_are_reported(models, hr_folder, tmp_path,
                for row in result["results"])
     errors = " | ".join(e["error"] for e in result["errors"])
     assert "x3.keras is a x3 model, but the first model is x2" in errors
-    assert "junk.keras: not a sisr/Keras model" in errors
+    assert "junk.keras is not a .keras model file" in errors
     assert "img5-corrupt.png: cannot decode image" in errors
     assert "img5-corrupt" in caplog.text
 

@@ -145,9 +145,9 @@ def test_cli(tmp_path, model, capsys):
     printed = capsys.readouterr().out
     assert "max abs difference from Keras" in printed
     assert float(printed.rsplit(" ", 1)[1]) < LITERT_TOL
-    assert main([path, "--format", "litert", "-o", out]) == 1
+    assert main([path, "--format", "litert", "-o", out]) == 2
     assert "exists" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.keras"), "--format", "saved_model",
-                 "-o", str(tmp_path / "sm")]) == 1
-    assert "not found" in capsys.readouterr().err
+                 "-o", str(tmp_path / "sm")]) == 2
+    assert "missing.keras: no such model file" in capsys.readouterr().err
     assert not (tmp_path / "sm").exists()

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import sisr
 from sisr.model import MODELS, build, discriminator, edsr, get_spec, srresnet, wdsr_a, wdsr_b
+from sisr.saving import ModelError
 
 # Tiny configurations: the same code paths as the published sizes, fast on a CPU.
 TINY = {
@@ -105,7 +106,7 @@ def test_loader_rejects_non_model_files(tmp_path):
     bogus.write_text("not a model")
     with pytest.raises(ValueError, match="notes.keras.*not a .keras"):
         sisr.load_model(str(bogus))
-    with pytest.raises(FileNotFoundError, match="missing.keras"):
+    with pytest.raises(ModelError, match="missing.keras: no such model file"):
         sisr.load_model(str(tmp_path / "missing.keras"))
 
 

@@ -531,15 +531,15 @@ def test_cli_ports_and_refuses_to_overwrite(tmp_path, capsys):
     x = lr_images()
     assert np.abs(run(load_model(out), x) - ref_wdsr(sd, x)).max() < TOL
     before = out.read_bytes()
-    assert main([str(tmp_path / "w.npz"), "-o", str(out)]) == 1
+    assert main([str(tmp_path / "w.npz"), "-o", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
-    assert main([str(tmp_path / "w.npz"), "--scale", "2", "-o", str(tmp_path / "x.keras")]) == 1
+    assert main([str(tmp_path / "w.npz"), "--scale", "2", "-o", str(tmp_path / "x.keras")]) == 2
     err = capsys.readouterr().err
     assert "scale: requested 2" in err and "tail.0" in err
     assert not (tmp_path / "x.keras").exists()
     assert out.read_bytes() == before
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    assert main([str(tmp_path / "junk.npz"), "-o", str(tmp_path / "j.keras")]) == 1
+    assert main([str(tmp_path / "junk.npz"), "-o", str(tmp_path / "j.keras")]) == 2
     assert "not a checkpoint" in capsys.readouterr().err
 
 

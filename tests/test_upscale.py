@@ -108,9 +108,13 @@ def test_tiny_images_work():
 
 
 def test_models_that_cannot_upscale_are_refused():
-    with pytest.raises(up.ModelError, match="only 96x96 inputs"):
+    with pytest.raises(up.ModelError, match="a discriminator model, not a super-resolution"):
         up.model_scale(discriminator())
     x = keras.Input((None, None, 3))
+    # Keras models without sisr's record: their scale is probed, and size-bound ones refused.
+    fixed = keras.Input((96, 96, 3))
+    with pytest.raises(up.ModelError, match="only 96x96 inputs"):
+        up.model_scale(keras.Model(fixed, keras.layers.Conv2D(3, 3)(fixed)))
     with pytest.raises(up.ModelError, match="not to an upscaled RGB image"):
         up.model_scale(keras.Model(x, keras.layers.GlobalAveragePooling2D()(x)))
     with pytest.raises(ValueError, match="uint8"):
@@ -219,7 +223,7 @@ def test_cli_bad_model_scale_and_outdir(inputs, model_file, tmp_path, capsys):
     fake = tmp_path / "fake.keras"
     fake.write_text("not a model")
     assert up.main(["-i", image, "-o", str(tmp_path / "o1"), "--model", str(fake)]) == 2
-    assert "fake.keras: not a sisr/Keras model" in capsys.readouterr().err
+    assert "fake.keras is not a .keras model file" in capsys.readouterr().err
     assert up.main(["-i", image, "-o", str(tmp_path / "o2"), "--model", model_file,
                     "--scale", "3"]) == 2
     assert "is a x2 model, but scale x3 was asked" in capsys.readouterr().err

@@ -1,15 +1,15 @@
 """The command line of `python -m sisr.port`."""
 
 import argparse
-import logging
 import os
-import sys
 
 import numpy as np
 
+from sisr import cli
+from sisr.errors import UsageError
 from sisr.port import SOURCES, CheckpointError, PortError, load_state_dict, port
 
-def _parser():
+def make_parser():
     p = argparse.ArgumentParser(
         prog="python -m sisr.port",
         description="Convert an official PyTorch checkpoint (EDSR-PyTorch, official WDSR, "
@@ -41,14 +41,16 @@ def _parser():
 
 def main(argv=None):
     """CLI entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = make_parser().parse_args(argv)
+    cli.setup_logging()
+    return cli.run(_main, args)
+
+
+def _main(args):
     if not args.output.endswith(".keras"):
-        print(f"error: --output must end with .keras, got {args.output!r}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--output must end with .keras, got {args.output!r}")
     if os.path.exists(args.output) and not args.force:
-        print(f"error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
-        return 1
+        raise FileExistsError(f"{args.output} exists; pass --force to overwrite it")
     builder_args = {
         "num_filters": args.num_filters, "num_res_blocks": args.num_res_blocks,
         "res_block_expansion": args.res_block_expansion,
@@ -60,16 +62,12 @@ def main(argv=None):
                      profile=args.profile, img_range=args.img_range,
                      **{k: v for k, v in builder_args.items() if v is not None})
     except (OSError, CheckpointError, PortError) as err:
-        print(f"error: {args.weights}: {err}", file=sys.stderr)
-        return 1
+        # The checkpoint cannot be used as asked: nothing was written.
+        raise UsageError(f"{args.weights}: {err}") from err
 
     from sisr.saving import save_model
 
-    try:
-        save_model(model, args.output)
-    except OSError as err:
-        print(f"error: cannot write {args.output}: {err}", file=sys.stderr)
-        return 1
+    save_model(model, args.output)
     params = int(sum(np.prod(w.shape) for w in model.weights))
     print(f"{args.weights} -> {args.output}: {model.name}, {len(state_dict)} keys, "
           f"{params:,} parameters")
