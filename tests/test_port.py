@@ -22,7 +22,7 @@ from sisr.port import rules as port_rules
 from sisr.port.cli import main
 from sisr.layers import DIV2K_RGB_MEAN
 from sisr.port import (
-    CheckpointError, PortError, describe, load_state_dict, port,
+    CheckpointError, PortError, describe, load_state_dict, port, port_checkpoint,
 )
 
 MEAN = np.asarray(DIV2K_RGB_MEAN).reshape(1, 3, 1, 1)  # on [0, 255]
@@ -384,7 +384,9 @@ def test_describe_infers_the_architecture():
 @pytest.mark.slow
 def test_full_edsr_x4_uses_published_residual_scaling():
     sd = edsr_pytorch_state(4, feats=256, blocks=32, seed=3)
-    model = port(sd, source="edsr-pytorch", scale=4)
+    ported = port_checkpoint(sd, source="edsr-pytorch", scale=4)
+    assert (ported.res_block_scaling, ported.scaling_origin) == (0.1, "assumed")
+    model = ported.model
     x = lr_images((1, 3, 5, 6))
     assert np.abs(run(model, x) - ref_edsr_pytorch(sd, x, res_scale=0.1)).max() < TOL
     assert n_params(model) == 43_089_923  # SPEC: full EDSR x4
@@ -666,3 +668,68 @@ def test_torch_built_official_modules(scale):
             expected = net(torch.from_numpy(x).float()).double().numpy()
         model = port({k: v for k, v in net.state_dict().items()}, source=source, scale=scale)
         assert np.abs(run(model, x) - expected).max() < TOL
+
+
+# ---------------------------------------------------------------- residual scaling: said
+
+ASSUMED = "not stored in the checkpoint; --res-block-scaling to override)"
+
+
+def test_cli_states_the_residual_scaling_assumed_or_given(tmp_path, capsys, caplog):
+    # A state_dict cannot tell EDSR's res_scale: the CLI must say what it used.
+    sd, x, expected, entry = compact("edsr_f16_b2_rs0.1_x2.npz")
+    assert entry["res_scale"] == 0.1
+    np.savez(tmp_path / "w.npz", **sd)
+    from sisr.saving import load_model
+
+    caplog.set_level("INFO", logger="sisr.port")
+    assert main([str(tmp_path / "w.npz"), "-o", str(tmp_path / "assumed.keras")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith(f"residual scaling none (assumed: {ASSUMED}")
+    assert "residual scaling none (assumed: not stored in the checkpoint" in caplog.text
+    # the assumption is wrong for this checkpoint, hence the statement
+    assert np.abs(run(load_model(tmp_path / "assumed.keras"), x) - expected).max() > 1.0
+
+    caplog.clear()
+    assert main([str(tmp_path / "w.npz"), "--res-block-scaling", "0.1",
+                 "-o", str(tmp_path / "given.keras")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+        "residual scaling 0.1 (given)")
+    assert "residual scaling 0.1 (given)" in caplog.text
+    assert np.abs(run(load_model(tmp_path / "given.keras"), x) - expected).max() < TOL
+
+    profile = tmp_path / "small.json"
+    profile.write_text(json.dumps({"model": "edsr", "num_filters": 16, "num_res_blocks": 2,
+                                   "res_block_scaling": 0.1}))
+    assert main([str(tmp_path / "w.npz"), "--profile", str(profile),
+                 "-o", str(tmp_path / "profile.keras")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+        f"residual scaling 0.1 (given by profile {str(profile)!r})")
+
+
+def test_cli_states_the_published_scaling_it_assumes_for_full_edsr(tmp_path, capsys,
+                                                                    monkeypatch):
+    # Full EDSR (256 filters, 32 blocks) gets 0.1; a small stand-in keeps the test fast.
+    monkeypatch.setattr(port_module, "FULL_EDSR", {"num_filters": 6, "num_res_blocks": 2})
+    sd = edsr_pytorch_state(2, feats=6, blocks=2)
+    np.savez(tmp_path / "w.npz", **sd)
+    assert main([str(tmp_path / "w.npz"), "-o", str(tmp_path / "w.keras")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+        f"residual scaling 0.1 (assumed: as published for full EDSR; {ASSUMED}")
+    from sisr.saving import load_model
+
+    x = lr_images()
+    assert np.abs(run(load_model(tmp_path / "w.keras"), x)
+                  - ref_edsr_pytorch(sd, x, res_scale=0.1)).max() < TOL
+
+
+def test_port_checkpoint_reports_the_scaling():
+    sd = wdsr_state("a", 2)
+    ported = port_checkpoint(sd)
+    assert (ported.res_block_scaling, ported.scaling_origin) == (None, "assumed")
+    assert ported.model.name == "wdsr_a"
+    ported = port_checkpoint(sd, res_block_scaling=0.5)
+    assert (ported.res_block_scaling, ported.scaling_origin) == (0.5, "given")
+    assert ported.scaling_note() == "residual scaling 0.5 (given)"
+    x = lr_images()
+    assert np.abs(run(ported.model, x) - ref_wdsr(sd, x, res_scale=0.5)).max() < TOL
