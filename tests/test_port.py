@@ -389,7 +389,7 @@ def test_full_edsr_x4_uses_published_residual_scaling():
     model = ported.model
     x = lr_images((1, 3, 5, 6))
     assert np.abs(run(model, x) - ref_edsr_pytorch(sd, x, res_scale=0.1)).max() < TOL
-    assert n_params(model) == 43_089_923  # SPEC: full EDSR x4
+    assert n_params(model) == 43_089_923  # full EDSR x4, docs/reference.md §3
 
 
 # ---------------------------------------------------------------- bad input
