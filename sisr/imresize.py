@@ -1,7 +1,7 @@
 """MATLAB-compatible bicubic image resizing (`imresize(..., 'bicubic')`).
 
 PIL, OpenCV and `tf.image.resize` all differ from MATLAB, and super-resolution benchmarks
-are defined on MATLAB-made LR images (see SPEC section 7), so this module reimplements the
+are defined on MATLAB-made LR images (see docs/reference.md §7), so this module reimplements the
 MATLAB algorithm: the Keys cubic kernel with a = -0.5, widened by 1/scale when
 downscaling (antialiasing), sample positions `u = x / scale + 0.5 * (1 - 1 / scale)`,
 symmetric (mirror) padding at the borders, and one separable pass per dimension, the

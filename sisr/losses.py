@@ -1,6 +1,6 @@
 """SRGAN losses: a frozen VGG19 feature extractor, the content loss, adversarial losses.
 
-SPEC section 6: content loss = MSE of VGG19 features of caffe-preprocessed HR and SR
+docs/reference.md §6: content loss = MSE of VGG19 features of caffe-preprocessed HR and SR
 images (VGG54 = `block5_conv4`, VGG22 = `block2_conv2`), the features divided by 12.75;
 generator loss = content + 1e-3 * BCE(1, D(SR)); discriminator loss = BCE(1, D(HR)) +
 BCE(0, D(SR)).

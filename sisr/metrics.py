@@ -1,4 +1,4 @@
-"""PSNR and SSIM as the super-resolution papers compute them (SPEC section 7).
+"""PSNR and SSIM as the super-resolution papers compute them (docs/reference.md §7).
 
 Two flavours of the same math:
 

@@ -1,7 +1,7 @@
 """Weight normalisation as an optimiser: Adam in the (g, V) space of W = g * V / ||V||.
 
 The model keeps ordinary kernels `W`, so it saves, loads and runs like any Keras model;
-only training differs. Per step and per weight-normalised kernel (SPEC section 4):
+only training differs. Per step and per weight-normalised kernel (docs/reference.md §4):
 
 1. a persistent per-output-channel scale `s` (initially 1) stands for `g / ||V||`:
    `V = W / s`, `n = ||V||`, `g = s * n`;
@@ -33,7 +33,7 @@ DEFAULT_WEIGHT_NORM = (r"(^|/)kernel$",)
 # kernels): such a channel stays at zero instead of turning into NaN.
 _TINY = 1e-30
 
-# SPEC section 4: s = sqrt(var + 1e-10) in the data-dependent initialisation.
+# docs/reference.md §4: s = sqrt(var + 1e-10) in the data-dependent initialisation.
 _DDI_EPSILON = 1e-10
 
 
@@ -81,7 +81,7 @@ def _channel_norm(x, axes):
 
 @keras.saving.register_keras_serializable(package="sisr")
 class WeightNormAdam(keras.optimizers.Optimizer):
-    """Adam with weight normalisation applied in the optimiser (SPEC section 4).
+    """Adam with weight normalisation applied in the optimiser (docs/reference.md §4).
 
     Weight-normalised variables are stepped in the `(g, V)` space (see the module
     docstring); all others (biases, rank-1 variables, unselected kernels) get exactly
@@ -258,7 +258,7 @@ def _symbolic_inputs(model):
 
 
 def data_dependent_init(model, batch, weight_norm=None):
-    """Data-dependent initialisation of the weight-normalised layers (SPEC section 4).
+    """Data-dependent initialisation of the weight-normalised layers (docs/reference.md §4).
 
     In forward order, for every top-level `Conv1D/2D/3D` or `Dense` layer of `model`
     (layers inside nested models are not visited) whose kernel is selected by

@@ -19,24 +19,12 @@ try:
 except RuntimeError:  # devices already initialised by another plugin
     pass
 
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
-
-
 @pytest.fixture(autouse=True)
 def _seed_and_policy():
     keras.utils.set_random_seed(0)
     yield
     keras.mixed_precision.set_global_policy("float32")
     keras.backend.clear_session()
-
-
-@pytest.fixture
-def shared_dir():
-    """Path of ../shared beside the checkout; tests that need it skip when it is absent."""
-    path = os.path.normpath(SHARED)
-    if not os.path.isdir(path):
-        pytest.skip("../shared is not beside the checkout")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ def test_profiles_resolve_and_follow_the_papers(name):
 def test_profile_builder_keys_build_the_model():
     config = cfg.resolve("wdsr-b-16")
     model = build(config["model"], **cfg.builder_kwargs(config))
-    assert model.count_params() == 299_564  # SPEC.md: WDSR-B baseline x2
+    assert model.count_params() == 299_564  # WDSR-B baseline x2, docs/reference.md §3
 
 
 def test_flags_override_profile():

@@ -8,10 +8,11 @@ import pytest
 import tensorflow as tf
 
 import sisr.export as export_module
+from reference_data import load_compact, port_args
 from sisr import resolve
 from sisr.export import ExportError, export, main, run_exported
 from sisr.model import edsr, wdsr_b
-from sisr.port import load_state_dict, port
+from sisr.port import port
 from sisr.saving import save_model
 
 LITERT_TOL = 1e-3
@@ -76,15 +77,15 @@ def test_litert_fixed_size(tmp_path, model):
     assert np.abs(run_exported(out, "litert", lr) - keras_sr(model, lr)).max() < LITERT_TOL
 
 
-@pytest.mark.slow
-def test_ported_official_model_exports_to_litert(tmp_path, shared_dir):
-    base = os.path.join(shared_dir, "fixtures", "official", "wdsr_b_baseline_x2")
-    ported = port(load_state_dict(base + ".state_dict.npz"), source="wdsr")
-    out = str(tmp_path / "wdsr_b.tflite")
+@pytest.mark.parametrize("name", ["wdsr_b_f16_b2_x3.npz", "edsr_f16_b2_rs0.1_x4.npz"])
+def test_ported_official_model_exports_to_litert(tmp_path, name):
+    # The exported file reproduces the official PyTorch output (tests/data/compact).
+    state_dict, x, expected, entry = load_compact(name)
+    ported = port(state_dict, **port_args(entry))
+    out = str(tmp_path / "ported.tflite")
     export(ported, out, format="litert")
-    io = np.load(base + ".io.npz")
-    got = run_exported(out, "litert", io["input"].transpose(0, 2, 3, 1).astype(np.float32))
-    assert np.abs(got.transpose(0, 3, 1, 2) - io["output_f64"]).max() < LITERT_TOL
+    got = run_exported(out, "litert", x.transpose(0, 2, 3, 1))
+    assert np.abs(got.transpose(0, 3, 1, 2) - expected).max() < LITERT_TOL
 
 
 @pytest.mark.skipif(

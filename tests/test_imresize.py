@@ -1,24 +1,20 @@
 """sisr.imresize: MATLAB-compatible bicubic resize."""
 
-import json
-import os
-
 import numpy as np
 import pytest
 
+from reference_data import metrics_reference
 from sisr.imresize import imresize, output_size
 
 
-def _reference(shared_dir):
-    folder = os.path.join(shared_dir, "fixtures", "official")
-    with open(os.path.join(folder, "manifest.json")) as f:
-        entry = json.load(f)["metrics_reference"]
-    return np.load(os.path.join(folder, entry["file"]))
+def _reference():
+    """The arrays of tests/data/metrics_reference.npz (BasicSR's MATLAB imresize)."""
+    return metrics_reference()[0]
 
 
 @pytest.mark.parametrize("scale", [2, 4])
-def test_downscale_matches_matlab_reference(shared_dir, scale):
-    ref = _reference(shared_dir)
+def test_downscale_matches_matlab_reference(scale):
+    ref = _reference()
     hr = ref["hr_u8"]
     lr_float = imresize(hr / 255.0, 1 / scale)
     assert lr_float.shape == ref[f"lr_x{scale}_f32"].shape
@@ -31,8 +27,8 @@ def test_downscale_matches_matlab_reference(shared_dir, scale):
 
 
 @pytest.mark.parametrize("scale", [2, 4])
-def test_upscale_matches_matlab_reference(shared_dir, scale):
-    ref = _reference(shared_dir)
+def test_upscale_matches_matlab_reference(scale):
+    ref = _reference()
     lr = ref[f"lr_x{scale}_u8"]
     up = imresize(lr / 255.0, scale)
     assert np.abs(up - ref[f"up_x{scale}_f32"]).max() * 255 < 1e-3

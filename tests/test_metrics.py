@@ -1,23 +1,19 @@
 """PSNR / SSIM against the official reference values (BasicSR, EDSR) and as Keras metrics."""
 
-import json
 import math
-import os
 
 import keras
 import numpy as np
 import pytest
 
+from reference_data import metrics_reference
 from sisr import metrics
 
 
 @pytest.fixture
-def reference(shared_dir):
-    folder = os.path.join(shared_dir, "fixtures", "official")
-    with open(os.path.join(folder, "manifest.json")) as f:
-        values = json.load(f)["metrics_reference"]["values"]
-    arrays = dict(np.load(os.path.join(folder, "metrics_reference.npz")))
-    return arrays, values
+def reference():
+    """(arrays, values) of tests/data/metrics_reference.npz / .json (BasicSR, EDSR code)."""
+    return metrics_reference()
 
 
 @pytest.mark.parametrize("scale", [2, 4])

@@ -144,7 +144,7 @@ def test_gradients_reach_every_weight(name):
         assert float(tf.reduce_sum(tf.abs(grad))) > 0, var.path
 
 
-# SPEC.md section 3: trainable parameters of the official implementations.
+# Trainable parameters of the official implementations (docs/reference.md §3).
 PARAM_COUNTS = [
     ("edsr", dict(scale=2), 1_369_859),
     ("edsr", dict(scale=3), 1_554_499),

@@ -92,7 +92,7 @@ def test_article_runs_in_fast_mode(kernel_env):
     # Bicubic baseline table, and the pixel shuffle checked against the NumPy reference.
     assert "bicubic baseline, mean RGB PSNR over the demo validation images" in text
     assert "matches the NumPy reference exactly" in text
-    # Parameter counts of the official implementations (SPEC section 3), from the models.
+    # Parameter counts of the official implementations (docs/reference.md §3), from the models.
     for count in ("1,369,859", "1,187,484", "299,564", "1,554,883"):
         assert count in text
     assert "all parameter counts equal the official implementations'" in text

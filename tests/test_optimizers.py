@@ -13,7 +13,7 @@ from sisr.optimizers import WeightNormAdam, data_dependent_init
 from sisr.saving import load_model
 
 
-# ---------------------------------------------------------------- numpy reference (SPEC 4)
+# ------------------------------------------------ numpy reference (docs/reference.md §4)
 
 def _np_adam(x, grad, m, v, t, lr, beta_1=0.9, beta_2=0.999, eps=1e-7):
     m = beta_1 * m + (1 - beta_1) * grad
@@ -25,7 +25,7 @@ def _np_adam(x, grad, m, v, t, lr, beta_1=0.9, beta_2=0.999, eps=1e-7):
 
 
 def _np_weight_norm_adam(w, grads, lrs):
-    """SPEC section 4 in float64 for a kernel `w` (out = last axis) and gradients per step."""
+    """docs/reference.md §4 in float64 for a kernel `w` (out = last axis), grads per step."""
     w = w.astype(np.float64)
     axes = tuple(range(w.ndim - 1))
     s = np.ones(w.shape[-1])

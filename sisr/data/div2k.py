@@ -1,6 +1,6 @@
 """DIV2K (NTIRE 2017/2018) over its image tree or a numpy cache of it.
 
-Layout (SPEC section 5), below `root`:
+Layout (docs/reference.md §5), below `root`:
     DIV2K_{subset}_HR/0001.png
     DIV2K_{subset}_LR_{bicubic,unknown}/X{2,3,4}/0001x2.png
     DIV2K_{subset}_LR_x8/0001x8.png                         (bicubic x8)

@@ -13,11 +13,14 @@ channels of every conv feeding a pixel shuffle permuted from PyTorch's to Tensor
 order, biases rescaled for the normalisation difference (see `sisr.port.rules`). Every
 key must be used and every weight of the sisr model filled, or a `PortError` names the
 key. The ported model takes and returns RGB on [0, 255], like every sisr model (BasicSR
-works on [0, 1]: multiply its outputs by 255 to compare).
+works on [0, 1]: multiply its outputs by 255 to compare). No state_dict stores the residual
+scaling: unless given, it is assumed (0.1 for full EDSR, else none) and logged as such;
+`port_checkpoint` returns it with its origin.
 """
 
 import logging
 import os
+from typing import NamedTuple
 
 from sisr.port.io import CheckpointError, as_numpy, load_state_dict
 from sisr.port.rules import (
@@ -25,8 +28,8 @@ from sisr.port.rules import (
     describe_basicsr_edsr, describe_edsr_pytorch, describe_wdsr, detect_source, to_keras,
 )
 
-__all__ = ["Architecture", "CheckpointError", "PortError", "SOURCES", "describe",
-           "load_state_dict", "port"]
+__all__ = ["Architecture", "CheckpointError", "PortError", "Ported", "SOURCES", "describe",
+           "load_state_dict", "port", "port_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +98,38 @@ def _check_requested(arch, model, requested):
                         "architecture: " + "; ".join(problems))
 
 
+class Ported(NamedTuple):
+    """What `port_checkpoint` made: the model, and the residual scaling it chose and why."""
+
+    model: object
+    arch: Architecture
+    res_block_scaling: object  # float or None (no scaling)
+    scaling_origin: str  # "given", "given by profile '<name>'" or "assumed"
+
+    def scaling_note(self, override="res_block_scaling"):
+        """E.g. 'residual scaling 0.1 (assumed: not stored in the checkpoint; ...)'."""
+        value = "none" if self.res_block_scaling is None else f"{self.res_block_scaling:g}"
+        if self.scaling_origin != "assumed":
+            return f"residual scaling {value} ({self.scaling_origin})"
+        why = ("as published for full EDSR; " if self.res_block_scaling is not None
+               else "")
+        return (f"residual scaling {value} (assumed: {why}not stored in the checkpoint; "
+                f"{override} to override)")
+
+
+def _scaling(arch, scaling, origin):
+    """The residual scaling to build with, and its origin (no state_dict stores it)."""
+    if origin is not None:
+        return scaling, origin
+    if arch.model == "edsr" and all(arch.args.get(k) == v for k, v in FULL_EDSR.items()):
+        return FULL_EDSR_SCALING, "assumed"
+    return None, "assumed"
+
+
 def _build(arch, scaling):
     from sisr.model import build
 
     args = dict(arch.args)
-    if scaling is None and arch.model == "edsr" and all(
-            args.get(k) == v for k, v in FULL_EDSR.items()):
-        scaling = FULL_EDSR_SCALING
-        log.info("full EDSR (256 filters, 32 blocks): residual scaling %s as published "
-                 "(not stored in the state_dict; pass res_block_scaling to override)", scaling)
     if scaling is not None:
         args["res_block_scaling"] = scaling
     return build(arch.model, **args)
@@ -157,7 +183,8 @@ def port(state_dict, source="auto", scale=None, model=None, profile=None, img_ra
         img_range: BasicSR's `img_range` (255 in its EDSR configs; not in the file).
         **builder_args: builder arguments to check (`num_filters`, `num_res_blocks`,
             `res_block_expansion`), and `res_block_scaling`, which the state_dict
-            cannot tell (default: 0.1 for full EDSR, 256 filters and 32 blocks, else none).
+            cannot tell (assumed if neither given nor in the profile: 0.1 for full EDSR,
+            256 filters and 32 blocks, else none; the log says which).
 
     Returns:
         A `keras.Model` whose outputs equal the PyTorch model's (on the [0, 255] scale).
@@ -166,6 +193,13 @@ def port(state_dict, source="auto", scale=None, model=None, profile=None, img_ra
         PortError: a missing, extra or wrong-shaped key, an unsupported configuration,
             or a mismatch with the requested architecture (naming the keys).
     """
+    return port_checkpoint(state_dict, source=source, scale=scale, model=model,
+                           profile=profile, img_range=img_range, **builder_args).model
+
+
+def port_checkpoint(state_dict, source="auto", scale=None, model=None, profile=None,
+                    img_range=255.0, **builder_args):
+    """`port`, returning a `Ported`: the model and the residual scaling used, and why."""
     if isinstance(state_dict, (str, os.PathLike)):
         state_dict = load_state_dict(state_dict)
     else:
@@ -178,6 +212,7 @@ def port(state_dict, source="auto", scale=None, model=None, profile=None, img_ra
         model = str(source).lower().replace("-", "_")  # the source names the variant
 
     requested = dict(builder_args)
+    origin = "given" if requested.get("res_block_scaling") is not None else None
     if profile is not None:
         prof = _profile_values(profile)
         prof_model = prof.get("model")
@@ -190,15 +225,19 @@ def port(state_dict, source="auto", scale=None, model=None, profile=None, img_ra
             # explicit arguments win over the profile's (a profile's scale is a default)
             if requested.get(key) is None and prof.get(key) is not None:
                 requested[key] = prof[key]
+        if origin is None and "res_block_scaling" in prof:  # null there means none
+            origin = f"given by profile {profile!r}"
     if scale is not None:
         requested["scale"] = scale
     _check_requested(arch, model, requested)
 
-    keras_model = _build(arch, requested.get("res_block_scaling"))
+    scaling, origin = _scaling(arch, requested.get("res_block_scaling"), origin)
+    keras_model = _build(arch, scaling)
     used = _fill(keras_model, arch, state_dict)
-    log.info("ported %d keys of the %s state_dict into %s %s", len(used), arch.source,
-             arch.model, arch.args)
-    return keras_model
+    ported = Ported(keras_model, arch, scaling, origin)
+    log.info("ported %d keys of the %s state_dict into %s %s, %s", len(used), arch.source,
+             arch.model, arch.args, ported.scaling_note())
+    return ported
 
 
 def _profile_values(profile):

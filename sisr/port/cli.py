@@ -7,7 +7,7 @@ import numpy as np
 
 from sisr import cli
 from sisr.errors import UsageError
-from sisr.port import SOURCES, CheckpointError, PortError, load_state_dict, port
+from sisr.port import SOURCES, CheckpointError, PortError, load_state_dict, port_checkpoint
 
 def make_parser():
     p = argparse.ArgumentParser(
@@ -29,8 +29,8 @@ def make_parser():
     p.add_argument("--num-res-blocks", type=int)
     p.add_argument("--res-block-expansion", type=int)
     p.add_argument("--res-block-scaling", type=float,
-                   help="residual scaling (not stored in checkpoints; default 0.1 for "
-                        "full EDSR, else none)")
+                   help="residual scaling (not stored in checkpoints; if neither given "
+                        "nor in --profile, assumed: 0.1 for full EDSR, else none)")
     p.add_argument("--img-range", type=float, default=255.0,
                    help="BasicSR img_range (default 255)")
     p.add_argument("--param-key", help="entry of a wrapped checkpoint to read "
@@ -58,18 +58,20 @@ def _main(args):
     }
     try:
         state_dict = load_state_dict(args.weights, param_key=args.param_key)
-        model = port(state_dict, source=args.source, scale=args.scale, model=args.model,
-                     profile=args.profile, img_range=args.img_range,
-                     **{k: v for k, v in builder_args.items() if v is not None})
+        ported = port_checkpoint(
+            state_dict, source=args.source, scale=args.scale, model=args.model,
+            profile=args.profile, img_range=args.img_range,
+            **{k: v for k, v in builder_args.items() if v is not None})
     except (OSError, CheckpointError, PortError) as err:
         # The checkpoint cannot be used as asked: nothing was written.
         raise UsageError(f"{args.weights}: {err}") from err
 
     from sisr.saving import save_model
 
+    model = ported.model
     save_model(model, args.output)
     params = int(sum(np.prod(w.shape) for w in model.weights))
     print(f"{args.weights} -> {args.output}: {model.name}, {len(state_dict)} keys, "
-          f"{params:,} parameters")
+          f"{params:,} parameters, {ported.scaling_note('--res-block-scaling')}")
     return 0
 
