@@ -95,7 +95,7 @@ def _check(name, raw, path):
 
     for key, kind in _REQUIRED.items():
         if not isinstance(raw.get(key), kind) or (kind is int and isinstance(raw[key], bool)):
-            fail(f"{key!r} must be a {kind.__name__}, got {raw.get(key)!r}")
+            fail(f"{key!r} must be of type {kind.__name__}, got {raw.get(key)!r}")
     unknown = sorted(set(raw) - set(_REQUIRED) - {"sha256", "score"})
     if unknown:
         fail(f"unknown field(s) {', '.join(unknown)}")
