@@ -220,7 +220,9 @@ def evaluate(args):
     from sisr.data import open_dataset
 
     errors = []
-    rows, scale = _load_models(model_files(args.model), args.scale, args.tile or None,
+    from sisr.pretrained import resolve_model
+
+    rows, scale = _load_models(model_files(resolve_model(args.model)), args.scale, args.tile or None,
                                args.self_ensemble, errors)
     if not rows:
         raise ValueError("no usable model: " + "; ".join(e["error"] for e in errors))

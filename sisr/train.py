@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from sisr.pretrained import PretrainedError, resolve_model
 from sisr.training import config as cfg
 
 log = logging.getLogger("sisr.train")
@@ -97,13 +98,14 @@ def main(argv=None):
             config = resume_config(args)
         else:
             overrides = {k: getattr(args, k) for k in FLAG_KEYS}
+            overrides["pretrained_model"] = resolve_model(args.pretrained_model)
             overrides["benchmark"] = args.benchmark
             overrides.update(parse_set(args.set))
             config = cfg.resolve(args.profile, overrides)
             if config["pretrained_model"] and not os.path.isfile(config["pretrained_model"]):
                 raise cfg.ConfigError(
                     f"--pretrained-model {config['pretrained_model']}: no such file")
-    except cfg.ConfigError as err:
+    except (cfg.ConfigError, PretrainedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

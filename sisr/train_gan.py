@@ -29,6 +29,7 @@ from sisr.training.callbacks import (
 )
 from sisr.fileio import atomic_copy, atomic_write_json
 from sisr.model import discriminator
+from sisr.pretrained import resolve_model
 from sisr.saving import load_model, save_model
 from sisr.training.srgan import SRGAN, load_backup, save_backup
 from sisr.training.trainer import (
@@ -114,6 +115,7 @@ def new_config(args):
                               "(or --resume RUN_DIR)")
     if args.scale is not None and args.scale != SCALE:
         raise cfg.ConfigError(f"--scale {args.scale}: SRGAN fine-tuning is x{SCALE} only")
+    args.pretrained_model = resolve_model(args.pretrained_model)  # a path or a registry name
     if not os.path.isfile(args.pretrained_model):
         raise cfg.ConfigError(f"--pretrained-model {args.pretrained_model}: no such file")
     overrides = dict(SCHEDULE)

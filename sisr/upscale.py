@@ -424,15 +424,17 @@ def main(argv=None):
     """Upscales the inputs; returns 0, 1 if some images failed, 2 on a usage error."""
     from tqdm import tqdm
 
+    from sisr.pretrained import PretrainedError, resolve_model
+
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
         sources = image_io.list_images(args.input)
         image_io.check_writable_dir(args.output)
-        model, scale = load_sr_model(args.model, args.scale)
+        model, scale = load_sr_model(resolve_model(args.model), args.scale)
         upscaler = Upscaler(model, scale=scale, tile=args.tile, overlap=args.overlap,
                             self_ensemble=args.self_ensemble)
-    except (image_io.ImageError, ModelError, OSError) as err:
+    except (image_io.ImageError, ModelError, PretrainedError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
