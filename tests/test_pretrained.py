@@ -374,3 +374,22 @@ def test_srgan_x4_from_the_installed_package(home, monkeypatch):
     sr = model.predict_on_batch(lr)
     assert sr.shape == (1, 24, 20, 3) and 0 <= sr.min() and sr.max() <= 255
     assert pretrained.is_cached(entry_)
+
+
+def test_evaluate_and_train_take_registry_names(server, home, tmp_path, capsys):
+    from sisr import evaluate, train
+
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--model", "tiny-full", "--dataset", "demo", "--limit", "1",
+                          "-q", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["scale"] == 2
+    assert result["results"][1]["name"] == "tiny-full"
+    assert result["results"][1]["path"] == str(home / "models" / "tiny-full.keras")
+    # A name whose file fails verification stops train before any work, in one line.
+    assert train.main(["--profile", "edsr-8", "--dataset", "demo", "--scale", "2",
+                       "--pretrained-model", "tiny-wrong",
+                       "--outdir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "wrong sha256" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
