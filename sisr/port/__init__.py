@@ -20,13 +20,14 @@ import logging
 import os
 
 from sisr.port.io import CheckpointError, as_numpy, load_state_dict
+from sisr.port.krasserm import KrassermError, load_krasserm
 from sisr.port.rules import (
     FULL_EDSR, FULL_EDSR_SCALING, SOURCES, Architecture, PortError, conv_keys, conv_params,
     describe_basicsr_edsr, describe_edsr_pytorch, describe_wdsr, detect_source, to_keras,
 )
 
-__all__ = ["Architecture", "CheckpointError", "PortError", "SOURCES", "describe",
-           "load_state_dict", "port"]
+__all__ = ["Architecture", "CheckpointError", "KrassermError", "PortError", "SOURCES",
+           "describe", "load_krasserm", "load_state_dict", "port"]
 
 log = logging.getLogger(__name__)
 
