@@ -425,3 +425,15 @@ def test_fetch_srresnet_with_the_users_copy(installed_srgan, home, capsys):
     assert "wrong sha256" in err and installed_srgan["srresnet-x4"].sha256 in err
     assert main(["fetch", "srresnet-x4", "--file", pre]) == 0
     assert pretrained.is_cached(installed_srgan["srresnet-x4"])
+
+
+def test_readme_table_matches_the_registry():
+    readme = pathlib.Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+    section = readme.split("## Pretrained models", 1)[1].split("\n## ", 1)[0]
+    for name, e in load_registry(pretrained.registry.DEFAULT_REGISTRY).items():
+        row = next((line for line in section.splitlines() if line.startswith(f"| `{name}` |")),
+                   None)
+        assert row is not None, name
+        assert f"| {e.licence} | {e.parameters:,} |" in row, name
+        if e.score:
+            assert f"{e.score['psnr']:.2f} dB" in row, name
