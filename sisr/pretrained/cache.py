@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import urllib.parse
+import urllib.request
 
 from sisr.fileio import atomic_write_json
 from sisr.pretrained import files
@@ -126,8 +127,8 @@ def _user_file(entry, path):
 
 def _check_reachable(url):
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return
+    if parts.scheme not in ("http", "https") or parts.scheme in urllib.request.getproxies():
+        return  # local files; behind a proxy only urllib knows the way
     port = parts.port or (443 if parts.scheme == "https" else 80)
     with socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT):
         pass
@@ -148,8 +149,9 @@ def _download(entry):
             fname=_PART + entry.download_name, origin=entry.url, cache_dir=sisr_home(),
             cache_subdir="downloads", force_download=True)
     except Exception as err:  # urllib, socket and Keras raise many types
+        reason = " ".join(str(err).split())  # one line
         raise PretrainedError(
-            f"{entry.name}: cannot download {entry.url} ({type(err).__name__}: {err}); "
+            f"{entry.name}: cannot download {entry.url} ({type(err).__name__}: {reason}); "
             + _advice(entry)) from None
     what = f"the download of {entry.url}"
     try:
