@@ -441,3 +441,15 @@ def test_readme_table_matches_the_registry():
         assert f"| {e.licence} | {e.parameters:,} |" in row, name
         if e.score:
             assert f"{e.score['psnr']:.2f} dB" in row, name
+
+
+def test_a_changed_registry_entry_is_converted_again(server, home, tmp_path, monkeypatch):
+    pretrained.fetch("tiny-full")
+    doc = json.loads(pathlib.Path(server["registry"]).read_text())
+    doc["models"]["tiny-full"]["args"]["res_block_scaling"] = 0.5
+    changed = write_registry(tmp_path / "changed.json", doc["models"])
+    monkeypatch.setenv("SISR_PRETRAINED_REGISTRY", changed)
+    assert not pretrained.is_cached(load_registry()["tiny-full"])
+    monkeypatch.setenv("SISR_OFFLINE", "1")  # the verified download is reused
+    model = pretrained.load("tiny-full")
+    assert model.get_layer("block1_scale").scaling == 0.5

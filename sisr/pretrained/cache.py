@@ -63,9 +63,10 @@ def _info_path(entry):
 
 
 def _identity(entry):
-    """What the converted model depends on: a changed entry is converted again."""
+    """What the converted model depends on: a changed entry is converted again (a new
+    URL alone is not a change: the file's hash says what it holds)."""
     return {key: getattr(entry, key) for key in
-            ("builder", "args", "converter", "url", "file", "sha256")}
+            ("builder", "args", "converter", "file", "sha256")}
 
 
 def _cache_info(entry):
