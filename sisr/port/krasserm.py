@@ -321,7 +321,122 @@ def _srresnet(layers):
     return plan
 
 
-LAYOUTS = {"srresnet": _srresnet}
+def _edsr(layers):
+    cur = _Cursor(layers, "edsr")
+    plan = Plan("edsr", {})
+    head = cur.take("conv", "the head conv", ksize=3, cin=3)
+    f = head.cout
+    plan.assign.append(("head_conv", head))
+    # 2 convs per block, then the body conv: all 3x3, F -> F
+    same = 0
+    while cur.peek(same) is not None and cur.peek(same).kind == "conv" and \
+            cur.peek(same).cout == f and cur.peek(same).cin == f:
+        same += 1
+    if same % 2 != 1:
+        raise KrassermError(f"edsr: {same} convs of {f} -> {f} channels follow the head "
+                            "conv; expected 2 per residual block and the body conv")
+    n = same // 2
+    for i in range(1, n + 1):
+        plan.assign += [(f"block{i}_conv{j}", cur.take("conv", f"block{i} conv{j}", ksize=3))
+                        for j in (1, 2)]
+    plan.assign.append(("body_conv", cur.take("conv", "the body conv", ksize=3)))
+    scale = _upsample(cur, plan, "edsr", f, with_prelu=False)
+    plan.assign.append(("output_conv", cur.take("conv", "the output conv", ksize=3, cin=f,
+                                                cout=3)))
+    cur.done()
+    plan.args = {"scale": scale, "num_filters": int(f), "num_res_blocks": n}
+    return plan
+
+
+def _wdsr(layers):
+    b_variant = len(layers) > 1 and layers[1].kind == "conv" and layers[1].ksize == 1
+    model = "wdsr_b" if b_variant else "wdsr_a"
+    cur = _Cursor(layers, model)
+    plan = Plan(model, {})
+    head = cur.take("conv", "the head conv", ksize=3, cin=3)
+    f = head.cout
+    plan.assign.append(("head_conv", head))
+    # the residual blocks lie between the head conv and the two tail convs
+    per = 3 if b_variant else 2
+    body = len(layers) - 3
+    if body < 0 or body % per:
+        raise KrassermError(f"{model}: {len(layers)} convs are not the head conv, blocks of "
+                            f"{per} convs, and the main and skip convs")
+    n, wide = body // per, None
+    for i in range(1, n + 1):
+        name = f"block{i}"
+        if b_variant:
+            c1 = cur.take("conv", f"{name} conv1", ksize=1, cin=f, cout=wide)
+            wide = c1.cout
+            c2 = cur.take("conv", f"{name} conv2", ksize=1, cin=wide,
+                          cout=int(f * WDSR_B_LINEAR))
+            c3 = cur.take("conv", f"{name} conv3", ksize=3, cin=c2.cout, cout=f)
+            plan.assign += [(f"{name}_conv1", c1), (f"{name}_conv2", c2), (f"{name}_conv3", c3)]
+        else:
+            c1 = cur.take("conv", f"{name} conv1", ksize=3, cin=f, cout=wide)
+            wide = c1.cout
+            c2 = cur.take("conv", f"{name} conv2", ksize=3, cin=wide, cout=f)
+            plan.assign += [(f"{name}_conv1", c1), (f"{name}_conv2", c2)]
+    # main (3x3, F -> 3r^2) and skip (5x5, 3 -> 3r^2), in either order (layer depth)
+    tail = [cur.peek(0), cur.peek(1)]
+    if None in tail or {t.kind for t in tail} != {"conv"} or \
+            sorted(t.cin for t in tail) != sorted([3, f]):
+        what = ", ".join(t.describe() for t in tail if t is not None) or "nothing"
+        raise KrassermError(f"{model}: expected the main (3x3, {f} -> 3*r*r) and skip "
+                            f"(5x5, 3 -> 3*r*r) convs after {n} blocks, found {what}")
+    main_first = tail[0].cin == f
+    outs = tail[0].cout
+    r = int(round(math.sqrt(outs / 3)))
+    if 3 * r * r != outs or r not in (2, 3, 4, 8):
+        raise KrassermError(f"{model}: {tail[0].describe()}: {outs} output channels are not "
+                            "3 * r * r for a scale r of 2, 3, 4 or 8")
+    convs = {}
+    for is_main in ((True, False) if main_first else (False, True)):
+        convs[is_main] = cur.take("conv", "the main conv" if is_main else "the skip conv",
+                                  ksize=3 if is_main else 5, cin=f if is_main else 3,
+                                  cout=outs)
+    cur.done()
+    plan.assign += [(f"main_x{r}_conv", convs[True]), (f"skip_x{r}_conv", convs[False])]
+    plan.args = {"scale": r, "num_filters": int(f), "num_res_blocks": n}
+    if n:
+        plan.args["res_block_expansion"] = int(wide // f)
+        if wide % f:
+            raise KrassermError(f"{model}: block1 widens {f} to {wide} channels, not a "
+                                "whole expansion factor")
+    return plan
+
+
+def _discriminator(layers):
+    cur = _Cursor(layers, "discriminator")
+    plan = Plan("discriminator", {})
+    first = cur.take("conv", "block1 conv", ksize=3, cin=3)
+    f = first.cout
+    plan.assign.append(("block1_conv", first))
+    cin = f
+    for i, mult in enumerate((1, 2, 2, 4, 4, 8, 8), start=2):
+        plan.assign += [
+            (f"block{i}_conv", cur.take("conv", f"block{i} conv", ksize=3, cin=cin,
+                                        cout=f * mult)),
+            (f"block{i}_bn", cur.take("bn", f"block{i} BN", channels=f * mult)),
+        ]
+        cin = f * mult
+    fc1 = cur.take("dense", "the first dense layer")
+    side = math.isqrt(fc1.kernel.shape[0] // (8 * f)) if fc1.kernel.shape[0] % (8 * f) == 0 else 0
+    if side < 1 or side * side * 8 * f != fc1.kernel.shape[0] or fc1.kernel.shape[1] != 1024:
+        raise KrassermError(f"discriminator: {fc1.describe()} does not fit as the first dense "
+                            f"layer (h*w*{8 * f} -> 1024 of a square input)")
+    out = cur.take("dense", "the output dense layer")
+    if out.kernel.shape != (1024, 1):
+        raise KrassermError(f"discriminator: {out.describe()} does not fit as the output "
+                            "(1024 -> 1)")
+    cur.done()
+    plan.assign += [("fc1", fc1), ("output", out)]
+    plan.args = {"hr_size": side * 16, "num_filters": int(f)}
+    return plan
+
+
+LAYOUTS = {"srresnet": _srresnet, "edsr": _edsr, "wdsr": _wdsr,
+           "discriminator": _discriminator}
 
 
 def _detect(layers):
@@ -329,6 +444,13 @@ def _detect(layers):
     first = layers[0]
     if "prelu" in kinds:
         return "srresnet"
+    if "dense" in kinds:
+        return "discriminator"
+    if kinds == {"conv"}:
+        if any(layer.weight_norm for layer in layers) or any(
+                layer.ksize == 5 and layer.cin == 3 for layer in layers):
+            return "wdsr"
+        return "edsr"
     raise KrassermError(
         f"cannot tell which krasserm model the file holds (first {first.describe()}); "
         "expected EDSR, WDSR-A/B, the SRResNet/SRGAN generator or the SRGAN discriminator")
