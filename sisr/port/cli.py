@@ -8,21 +8,24 @@ import sys
 import numpy as np
 
 from sisr.port import SOURCES, CheckpointError, PortError, load_state_dict, port
+from sisr.port.krasserm import load_krasserm
 
 def _parser():
     p = argparse.ArgumentParser(
         prog="python -m sisr.port",
         description="Convert an official PyTorch checkpoint (EDSR-PyTorch, official WDSR, "
-                    "BasicSR EDSR) into a sisr .keras model with the same outputs.")
+                    "BasicSR EDSR) or a model file of the original Keras project "
+                    "(--from krasserm) into a sisr .keras model with the same outputs.")
     p.add_argument("weights", help="state_dict file: .npz, .safetensors, or .pt/.pth "
-                                   "(needs torch)")
+                                   "(needs torch); with --from krasserm a .h5 file")
     p.add_argument("-o", "--output", required=True, help="the .keras file to write")
     p.add_argument("--from", dest="source", default="auto",
-                   choices=("auto",) + SOURCES, help="the checkpoint's code base "
-                                                     "(default: detected from the keys)")
+                   choices=("auto",) + SOURCES + ("krasserm",),
+                   help="the checkpoint's code base (default: detected from the keys; "
+                        "krasserm: a krasserm/super-resolution .h5 weights or model file)")
     p.add_argument("--profile", help="training profile (name in profiles/ or JSON path) "
                                      "to check the architecture against")
-    p.add_argument("--model", choices=("edsr", "wdsr_a", "wdsr_b"),
+    p.add_argument("--model", choices=("edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator"),
                    help="expected sisr model")
     p.add_argument("--scale", type=int, help="expected scale")
     p.add_argument("--num-filters", type=int)
@@ -54,13 +57,22 @@ def main(argv=None):
         "res_block_expansion": args.res_block_expansion,
         "res_block_scaling": args.res_block_scaling,
     }
+    builder_args = {k: v for k, v in builder_args.items() if v is not None}
     try:
-        state_dict = load_state_dict(args.weights, param_key=args.param_key)
-        model = port(state_dict, source=args.source, scale=args.scale, model=args.model,
-                     profile=args.profile, img_range=args.img_range,
-                     **{k: v for k, v in builder_args.items() if v is not None})
+        if args.source == "krasserm":
+            model = load_krasserm(args.weights, profile=args.profile, scale=args.scale,
+                                  model=args.model, **builder_args)
+            count = f"{sum(1 for layer in model.layers if layer.weights)} layers"
+        else:
+            state_dict = load_state_dict(args.weights, param_key=args.param_key)
+            model = port(state_dict, source=args.source, scale=args.scale, model=args.model,
+                         profile=args.profile, img_range=args.img_range, **builder_args)
+            count = f"{len(state_dict)} keys"
     except (OSError, CheckpointError, PortError) as err:
-        print(f"error: {args.weights}: {err}", file=sys.stderr)
+        message = str(err)  # krasserm's messages name the file already
+        if not message.startswith(args.weights):
+            message = f"{args.weights}: {message}"
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
     from sisr.saving import save_model
@@ -71,7 +83,6 @@ def main(argv=None):
         print(f"error: cannot write {args.output}: {err}", file=sys.stderr)
         return 1
     params = int(sum(np.prod(w.shape) for w in model.weights))
-    print(f"{args.weights} -> {args.output}: {model.name}, {len(state_dict)} keys, "
-          f"{params:,} parameters")
+    print(f"{args.weights} -> {args.output}: {model.name}, {count}, {params:,} parameters")
     return 0
 

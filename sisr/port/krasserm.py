@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 
 import numpy as np
 
@@ -321,7 +322,122 @@ def _srresnet(layers):
     return plan
 
 
-LAYOUTS = {"srresnet": _srresnet}
+def _edsr(layers):
+    cur = _Cursor(layers, "edsr")
+    plan = Plan("edsr", {})
+    head = cur.take("conv", "the head conv", ksize=3, cin=3)
+    f = head.cout
+    plan.assign.append(("head_conv", head))
+    # 2 convs per block, then the body conv: all 3x3, F -> F
+    same = 0
+    while cur.peek(same) is not None and cur.peek(same).kind == "conv" and \
+            cur.peek(same).cout == f and cur.peek(same).cin == f:
+        same += 1
+    if same % 2 != 1:
+        raise KrassermError(f"edsr: {same} convs of {f} -> {f} channels follow the head "
+                            "conv; expected 2 per residual block and the body conv")
+    n = same // 2
+    for i in range(1, n + 1):
+        plan.assign += [(f"block{i}_conv{j}", cur.take("conv", f"block{i} conv{j}", ksize=3))
+                        for j in (1, 2)]
+    plan.assign.append(("body_conv", cur.take("conv", "the body conv", ksize=3)))
+    scale = _upsample(cur, plan, "edsr", f, with_prelu=False)
+    plan.assign.append(("output_conv", cur.take("conv", "the output conv", ksize=3, cin=f,
+                                                cout=3)))
+    cur.done()
+    plan.args = {"scale": scale, "num_filters": int(f), "num_res_blocks": n}
+    return plan
+
+
+def _wdsr(layers):
+    b_variant = len(layers) > 1 and layers[1].kind == "conv" and layers[1].ksize == 1
+    model = "wdsr_b" if b_variant else "wdsr_a"
+    cur = _Cursor(layers, model)
+    plan = Plan(model, {})
+    head = cur.take("conv", "the head conv", ksize=3, cin=3)
+    f = head.cout
+    plan.assign.append(("head_conv", head))
+    # the residual blocks lie between the head conv and the two tail convs
+    per = 3 if b_variant else 2
+    body = len(layers) - 3
+    if body < 0 or body % per:
+        raise KrassermError(f"{model}: {len(layers)} convs are not the head conv, blocks of "
+                            f"{per} convs, and the main and skip convs")
+    n, wide = body // per, None
+    for i in range(1, n + 1):
+        name = f"block{i}"
+        if b_variant:
+            c1 = cur.take("conv", f"{name} conv1", ksize=1, cin=f, cout=wide)
+            wide = c1.cout
+            c2 = cur.take("conv", f"{name} conv2", ksize=1, cin=wide,
+                          cout=int(f * WDSR_B_LINEAR))
+            c3 = cur.take("conv", f"{name} conv3", ksize=3, cin=c2.cout, cout=f)
+            plan.assign += [(f"{name}_conv1", c1), (f"{name}_conv2", c2), (f"{name}_conv3", c3)]
+        else:
+            c1 = cur.take("conv", f"{name} conv1", ksize=3, cin=f, cout=wide)
+            wide = c1.cout
+            c2 = cur.take("conv", f"{name} conv2", ksize=3, cin=wide, cout=f)
+            plan.assign += [(f"{name}_conv1", c1), (f"{name}_conv2", c2)]
+    # main (3x3, F -> 3r^2) and skip (5x5, 3 -> 3r^2), in either order (layer depth)
+    tail = [cur.peek(0), cur.peek(1)]
+    if None in tail or {t.kind for t in tail} != {"conv"} or \
+            sorted(t.cin for t in tail) != sorted([3, f]):
+        what = ", ".join(t.describe() for t in tail if t is not None) or "nothing"
+        raise KrassermError(f"{model}: expected the main (3x3, {f} -> 3*r*r) and skip "
+                            f"(5x5, 3 -> 3*r*r) convs after {n} blocks, found {what}")
+    main_first = tail[0].cin == f
+    outs = tail[0].cout
+    r = int(round(math.sqrt(outs / 3)))
+    if 3 * r * r != outs or r not in (2, 3, 4, 8):
+        raise KrassermError(f"{model}: {tail[0].describe()}: {outs} output channels are not "
+                            "3 * r * r for a scale r of 2, 3, 4 or 8")
+    convs = {}
+    for is_main in ((True, False) if main_first else (False, True)):
+        convs[is_main] = cur.take("conv", "the main conv" if is_main else "the skip conv",
+                                  ksize=3 if is_main else 5, cin=f if is_main else 3,
+                                  cout=outs)
+    cur.done()
+    plan.assign += [(f"main_x{r}_conv", convs[True]), (f"skip_x{r}_conv", convs[False])]
+    plan.args = {"scale": r, "num_filters": int(f), "num_res_blocks": n}
+    if n:
+        plan.args["res_block_expansion"] = int(wide // f)
+        if wide % f:
+            raise KrassermError(f"{model}: block1 widens {f} to {wide} channels, not a "
+                                "whole expansion factor")
+    return plan
+
+
+def _discriminator(layers):
+    cur = _Cursor(layers, "discriminator")
+    plan = Plan("discriminator", {})
+    first = cur.take("conv", "block1 conv", ksize=3, cin=3)
+    f = first.cout
+    plan.assign.append(("block1_conv", first))
+    cin = f
+    for i, mult in enumerate((1, 2, 2, 4, 4, 8, 8), start=2):
+        plan.assign += [
+            (f"block{i}_conv", cur.take("conv", f"block{i} conv", ksize=3, cin=cin,
+                                        cout=f * mult)),
+            (f"block{i}_bn", cur.take("bn", f"block{i} BN", channels=f * mult)),
+        ]
+        cin = f * mult
+    fc1 = cur.take("dense", "the first dense layer")
+    side = math.isqrt(fc1.kernel.shape[0] // (8 * f)) if fc1.kernel.shape[0] % (8 * f) == 0 else 0
+    if side < 1 or side * side * 8 * f != fc1.kernel.shape[0] or fc1.kernel.shape[1] != 1024:
+        raise KrassermError(f"discriminator: {fc1.describe()} does not fit as the first dense "
+                            f"layer (h*w*{8 * f} -> 1024 of a square input)")
+    out = cur.take("dense", "the output dense layer")
+    if out.kernel.shape != (1024, 1):
+        raise KrassermError(f"discriminator: {out.describe()} does not fit as the output "
+                            "(1024 -> 1)")
+    cur.done()
+    plan.assign += [("fc1", fc1), ("output", out)]
+    plan.args = {"hr_size": side * 16, "num_filters": int(f)}
+    return plan
+
+
+LAYOUTS = {"srresnet": _srresnet, "edsr": _edsr, "wdsr": _wdsr,
+           "discriminator": _discriminator}
 
 
 def _detect(layers):
@@ -329,9 +445,177 @@ def _detect(layers):
     first = layers[0]
     if "prelu" in kinds:
         return "srresnet"
+    if "dense" in kinds:
+        return "discriminator"
+    if kinds == {"conv"}:
+        if any(layer.weight_norm for layer in layers) or any(
+                layer.ksize == 5 and layer.cin == 3 for layer in layers):
+            return "wdsr"
+        return "edsr"
     raise KrassermError(
         f"cannot tell which krasserm model the file holds (first {first.describe()}); "
         "expected EDSR, WDSR-A/B, the SRResNet/SRGAN generator or the SRGAN discriminator")
+
+
+# ----------------------------------------------------------------------------- Keras-2 config
+
+KIND_CLASSES = {"conv": ("Conv2D", "WeightNormalization"), "bn": ("BatchNormalization",),
+                "prelu": ("PReLU",), "dense": ("Dense",)}
+# sisr layers with an activation inside or right after their conv
+ACTIVATIONS = {"edsr": {r"block\d+_conv1": "relu"}, "wdsr_a": {r"block\d+_conv1": "relu"},
+               "wdsr_b": {r"block\d+_conv1": "relu"}, "srresnet": {"output_conv": "tanh"}}
+# convs followed by a depth_to_space Lambda
+SHUFFLED = ("upsample_x", "main_x", "skip_x")
+
+
+def _config_layers(config, path):
+    """name -> {class_name, config, inbound names} of a Keras-2 `model_config`, and the
+    name of the output layer. Read as data: nothing is deserialised."""
+    body = config.get("config") if isinstance(config, dict) else None
+    layers = body.get("layers") if isinstance(body, dict) else None
+    if not isinstance(layers, list) or not body.get("output_layers"):
+        raise CheckpointError(f"{path}: model_config is not a functional Keras model")
+    table = {}
+    for layer in layers:
+        inbound = [node[0] for call in layer.get("inbound_nodes") or [] for node in call]
+        table[layer["name"]] = {"class_name": layer["class_name"],
+                                "config": layer.get("config") or {}, "inbound": inbound}
+    consumers = {name: [] for name in table}
+    for name, layer in table.items():
+        for source in layer["inbound"]:
+            consumers.setdefault(source, []).append(name)
+    for name, layer in table.items():
+        layer["consumers"] = consumers.get(name, [])
+    outputs = body["output_layers"]
+    if len(outputs) != 1:
+        raise KrassermError(f"{path}: a model with {len(outputs)} outputs is no krasserm "
+                            "super-resolution model")
+    return table, outputs[0][0]
+
+
+def _check_classes(layers, table, path):
+    for layer in layers:
+        entry = table.get(layer.name)
+        if entry is None:
+            raise KrassermError(f"{path}: weights of layer {layer.name!r}, which is not in "
+                                "the model_config")
+        if entry["class_name"] not in KIND_CLASSES[layer.kind]:
+            raise KrassermError(f"{path}: {layer.describe()} is a {entry['class_name']} in "
+                                "the model_config")
+        layer.class_name, layer.config = entry["class_name"], entry["config"]
+        if layer.class_name == "WeightNormalization":
+            layer.config = (layer.config.get("layer") or {}).get("config", {})
+
+
+def _activation(layer, table):
+    """The activation applied to a conv: its own, or that of a lone Activation after it."""
+    own = layer.config.get("activation", "linear")
+    after = table[layer.name]["consumers"]
+    if own == "linear" and len(after) == 1 and table[after[0]]["class_name"] == "Activation":
+        return table[after[0]]["config"].get("activation"), after[0]
+    return own, None
+
+
+def _check_keras2(plan, layers, config, path):
+    """Checks what the weights cannot show (activations, padding, strides, Lambda roles)
+    against the JSON config; sets `plan.tanh_output` for the 2018 EDSR generator."""
+    table, output = _config_layers(config, path)
+    _check_classes(layers, table, path)
+    targets = {layer.name: target for target, layer in plan.assign}
+    expected_act = ACTIVATIONS.get(plan.model, {})
+    valid_padding = []
+    seen_activations = set()
+    for target, layer in plan.assign:
+        cfg = layer.config
+        if layer.kind == "bn":
+            if abs(cfg.get("epsilon", BN_EPSILON) - BN_EPSILON) > 1e-12 or \
+                    cfg.get("axis", -1) not in (-1, 3, [-1], [3]):
+                raise KrassermError(f"{path}: BatchNormalization {layer.name!r} has epsilon "
+                                    f"{cfg.get('epsilon')} / axis {cfg.get('axis')}; sisr's "
+                                    f"{target} has {BN_EPSILON} over the channels")
+        if layer.kind == "prelu" and list(cfg.get("shared_axes") or []) != [1, 2]:
+            raise KrassermError(f"{path}: PReLU {layer.name!r} shares its slopes over axes "
+                                f"{cfg.get('shared_axes')}; sisr's {target} over [1, 2]")
+        if layer.kind != "conv":
+            continue
+        if tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1) or \
+                cfg.get("data_format", "channels_last") != "channels_last":
+            raise KrassermError(f"{path}: conv {layer.name!r} is dilated or channels-first")
+        strides = tuple(cfg.get("strides", (1, 1)))
+        want_strides = (2, 2) if plan.model == "discriminator" and target[5:6].isdigit() \
+            and int(target[5:].split("_")[0]) % 2 == 0 else (1, 1)
+        if strides != want_strides:
+            raise KrassermError(f"{path}: conv {layer.name!r} has strides {strides}; sisr's "
+                                f"{target} has {want_strides}")
+        if cfg.get("padding", "same") != "same":
+            valid_padding.append(target)
+        act, act_layer = _activation(layer, table)
+        if act_layer:
+            seen_activations.add(act_layer)
+        want = next((a for pattern, a in expected_act.items()
+                     if re.fullmatch(pattern, target)), "linear")
+        if plan.model == "edsr" and target == "output_conv" and act == "tanh":
+            plan.tanh_output = True  # edsr_generator (edsr-gen profile) of 2018
+            want = "tanh"
+        if act != want:
+            raise KrassermError(f"{path}: conv {layer.name!r} ({target}) is followed by "
+                                f"{act!r}, sisr's by {want!r}")
+    for name, entry in table.items():
+        if entry["class_name"] == "Activation" and name not in seen_activations:
+            raise KrassermError(f"{path}: Activation layer {name!r} "
+                                f"({entry['config'].get('activation')}) has no place in "
+                                f"sisr's {plan.model}")
+    pad = _check_lambdas(plan, table, output, targets, path)
+    if plan.model in ("wdsr_a", "wdsr_b"):
+        want_valid = ["head_conv", f"main_x{plan.args['scale']}_conv",
+                      f"skip_x{plan.args['scale']}_conv"] if pad else []
+        if sorted(valid_padding) != sorted(want_valid):
+            raise KrassermError(f"{path}: convs with 'valid' padding {valid_padding}, expected "
+                                f"{want_valid or 'none'} for a WDSR model "
+                                f"{'with' if pad else 'without'} the 2018 input padding")
+        if pad:
+            plan.notes.append(
+                "the 2018 WDSR pads its normalised input symmetrically by 2 pixels at "
+                "inference (Lambda layer) before 'valid' head, main and skip convs; sisr pads "
+                "each conv with zeros, so outputs agree except near the image border")
+    elif valid_padding:
+        raise KrassermError(f"{path}: convs {valid_padding} use 'valid' padding; sisr's "
+                            f"{plan.model} pads every conv ('same')")
+
+
+def _check_lambdas(plan, table, output, targets, path):
+    """Gives every Lambda a role by its place in the graph; returns whether WDSR's input
+    padding is present. The Lambdas' code is never read or run."""
+    inputs = {n for n, e in table.items() if e["class_name"] == "InputLayer"}
+    normalize = [n for n, e in table.items() if e["class_name"] == "Lambda"
+                 and e["inbound"] and set(e["inbound"]) <= inputs]
+    pad = False
+    for name, entry in table.items():
+        if entry["class_name"] != "Lambda":
+            continue
+        source = entry["inbound"][0] if len(entry["inbound"]) == 1 else None
+        source_class = table.get(source, {}).get("class_name")
+        if name in normalize or name == output:
+            continue  # input normalisation / output denormalisation
+        if source in targets and targets[source].startswith(SHUFFLED):
+            continue  # pixel shuffle after an upsampling conv
+        if source in normalize and plan.model in ("wdsr_a", "wdsr_b"):
+            pad = True
+            continue
+        if source_class == "Add":
+            raise KrassermError(
+                f"{path}: Lambda layer {name!r} after {source!r} (Add) is a residual scaling "
+                "applied after the sum, as the 2018 code did; sisr scales the residual "
+                "branch before the sum, so this model has no sisr equivalent")
+        raise KrassermError(f"{path}: Lambda layer {name!r} (after {source!r}) has no known "
+                            f"role in a krasserm {plan.model}; its code is not run")
+    if len(normalize) != 1:
+        raise KrassermError(f"{path}: expected one normalisation Lambda after the input, "
+                            f"found {normalize or 'none'}")
+    if table[output]["class_name"] != "Lambda":
+        raise KrassermError(f"{path}: the output layer {output!r} is a "
+                            f"{table[output]['class_name']}, not the denormalisation Lambda")
+    return pad
 
 
 # ----------------------------------------------------------------------------- checks
@@ -402,6 +686,7 @@ def describe_krasserm(path):
     plan = LAYOUTS[name](layers)
     if config is not None:
         plan.generation = "keras2"
+        _check_keras2(plan, layers, config, path)
     return plan
 
 
@@ -421,7 +706,20 @@ def _build(plan, scaling):
         if plan.model not in ("edsr", "wdsr_a", "wdsr_b"):
             raise KrassermError(f"res_block_scaling: {plan.model} has no residual scaling")
         args["res_block_scaling"] = scaling
-    return build(plan.model, **args)
+    model = build(plan.model, **args)
+    if plan.tanh_output:
+        model = _tanh_output(model)
+    return model
+
+
+def _tanh_output(edsr_model):
+    """The 2018 EDSR generator: EDSR with tanh and (x + 1) * 127.5 instead of the mean."""
+    import keras
+
+    x = edsr_model.get_layer("output_conv").output
+    x = keras.layers.Activation("tanh", name="output_tanh", dtype="float32")(x)
+    x = keras.layers.Rescaling(127.5, offset=127.5, name="denormalize", dtype="float32")(x)
+    return keras.Model(edsr_model.input, x, name="edsr_gen")
 
 
 def _fill(model, plan, path):
