@@ -453,3 +453,26 @@ def test_a_changed_registry_entry_is_converted_again(server, home, tmp_path, mon
     monkeypatch.setenv("SISR_OFFLINE", "1")  # the verified download is reused
     model = pretrained.load("tiny-full")
     assert model.get_layer("block1_scale").scaling == 0.5
+
+
+def test_unverified_krasserm_archive_with_file(tmp_path, home, monkeypatch, capsys):
+    """Like edsr-16-x4 / wdsr-b-32-x4: no known hash, the user's .tar.gz is taken."""
+    from sisr.port.krasserm import load_krasserm
+
+    h5 = str(pathlib.Path(__file__).parent / "data" / "krasserm" / "wdsr_b_x3_tf2.h5")
+    archive = tmp_path / "weights-wdsr-b-x3.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(h5, arcname="weights/wdsr-b-x3/weights.h5")
+    args = {"scale": 3, "num_filters": 10, "num_res_blocks": 1, "res_block_expansion": 6}
+    raw = entry("k", url(archive), "weights/wdsr-b-x3/weights.h5", archive=True,
+                builder="wdsr_b", args=args, scale=3, converter="krasserm",
+                parameters=build("wdsr_b", **args).count_params())
+    monkeypatch.setenv("SISR_PRETRAINED_REGISTRY",
+                       write_registry(tmp_path / "registry.json", {"tiny-wdsr": raw}))
+    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    assert main(["fetch", "tiny-wdsr"]) == 1
+    assert "no known sha256" in capsys.readouterr().err
+    assert main(["fetch", "tiny-wdsr", "--file", str(archive)]) == 0
+    lr = lr_batch()
+    np.testing.assert_allclose(pretrained.load("tiny-wdsr").predict_on_batch(lr),
+                               load_krasserm(h5).predict_on_batch(lr), atol=1e-3)
