@@ -14,7 +14,6 @@ import os
 import pathlib
 import re
 import tarfile
-import urllib.parse
 
 import keras
 import numpy as np
