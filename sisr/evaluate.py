@@ -219,8 +219,10 @@ def evaluate(args):
     from sisr.data import open_dataset
 
     errors = []
+    from sisr.pretrained import resolve_model
+
     with cli.checking():  # no usable model or no dataset: nothing to do
-        rows, scale = _load_models(model_files(args.model), args.scale, args.tile or None,
+        rows, scale = _load_models(model_files(resolve_model(args.model)), args.scale, args.tile or None,
                                    args.self_ensemble, errors)
         if not rows:
             raise ModelError("no usable model: " + "; ".join(e["error"] for e in errors))

@@ -11,6 +11,7 @@ import os
 import sys
 
 from sisr import cli
+from sisr.pretrained import resolve_model
 from sisr.training import config as cfg
 
 log = logging.getLogger("sisr.train")
@@ -96,7 +97,8 @@ def train_run(trainer, args):
     return 0
 
 
-def _main(args):
+def new_config(args):
+    """The configuration of a run from the command line (validated)."""
     if args.resume:
         if args.profile or args.set or args.benchmark:
             raise cfg.ConfigError("--resume takes the configuration from the run directory; "
@@ -104,12 +106,20 @@ def _main(args):
         config = cfg.resume_config(args.resume, resume_changes(args, FLAG_KEYS))
     else:
         overrides = {k: getattr(args, k) for k in FLAG_KEYS}
+        # A registry name is fetched into the cache if needed.
+        overrides["pretrained_model"] = resolve_model(args.pretrained_model)
         overrides["benchmark"] = args.benchmark
         overrides.update(parse_set(args.set))
         config = cfg.resolve(args.profile, overrides)
         if config["pretrained_model"] and not os.path.isfile(config["pretrained_model"]):
             raise cfg.ConfigError(
                 f"--pretrained-model {config['pretrained_model']}: no such file")
+    return config
+
+
+def _main(args):
+    with cli.checking():
+        config = new_config(args)
 
     from sisr.training.trainer import Trainer
 

@@ -15,6 +15,7 @@ from sisr import cli
 from sisr.train import add_run_arguments, resume_changes, train_run
 from sisr.training import config as cfg
 from sisr.training.gan import GAN_DEFAULTS, GENERATORS, SCALE, SCHEDULE
+from sisr.pretrained import resolve_model
 
 FLAG_KEYS = ("dataset", "scale", "epochs", "steps_per_epoch", "batch_size", "learning_rate",
              "pretrained_model", "seed", "precision", "strategy")
@@ -31,6 +32,7 @@ def new_config(args):
                               "(or --resume RUN_DIR)")
     if args.scale is not None and args.scale != SCALE:
         raise cfg.ConfigError(f"--scale {args.scale}: SRGAN fine-tuning is x{SCALE} only")
+    args.pretrained_model = resolve_model(args.pretrained_model)  # a path or a registry name
     if not os.path.isfile(args.pretrained_model):
         raise cfg.ConfigError(f"--pretrained-model {args.pretrained_model}: no such file")
     overrides = dict(SCHEDULE)
@@ -85,7 +87,8 @@ def make_parser():
 
 
 def _main(args):
-    config = resume_config(args) if args.resume else new_config(args)
+    with cli.checking():
+        config = resume_config(args) if args.resume else new_config(args)
 
     from sisr.training.gan import GANTrainer
 

@@ -461,10 +461,12 @@ def main(argv=None):
 def _main(args):
     from tqdm import tqdm
 
+    from sisr.pretrained import resolve_model
+
     with cli.checking():
         sources = expand_inputs(args.input)
         check_writable_dir(args.output)
-        model, scale = load_sr_model(args.model, args.scale)
+        model, scale = load_sr_model(resolve_model(args.model), args.scale)
         upscaler = Upscaler(model, scale=scale, tile=args.tile, overlap=args.overlap,
                             self_ensemble=args.self_ensemble)
 

@@ -23,13 +23,14 @@ import os
 from typing import NamedTuple
 
 from sisr.port.io import CheckpointError, as_numpy, load_state_dict
+from sisr.port.krasserm import KrassermError, load_krasserm
 from sisr.port.rules import (
     FULL_EDSR, FULL_EDSR_SCALING, SOURCES, Architecture, PortError, conv_keys, conv_params,
     describe_basicsr_edsr, describe_edsr_pytorch, describe_wdsr, detect_source, to_keras,
 )
 
-__all__ = ["Architecture", "CheckpointError", "PortError", "Ported", "SOURCES", "describe",
-           "load_state_dict", "port", "port_checkpoint"]
+__all__ = ["Architecture", "CheckpointError", "KrassermError", "PortError", "Ported", "SOURCES",
+           "describe", "load_krasserm", "load_state_dict", "port", "port_checkpoint"]
 
 log = logging.getLogger(__name__)
 

