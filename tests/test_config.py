@@ -113,3 +113,23 @@ def test_cli_rejects_bad_input(argv, match, capsys, tmp_path):
 def test_resume_needs_a_run_directory(tmp_path, capsys):
     assert train.main(["--resume", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES))
+def test_every_profile_trains_on_the_demo_set(name):
+    # The inputs are checked as `python -m sisr.train --profile NAME --dataset demo` does
+    # before its run directory exists, then one batch of each pipeline is read.
+    from sisr.training.trainer import Trainer, make_pipelines
+
+    config = cfg.resolve(name, {"dataset": "demo", "batch_size": 2, "seed": 0})
+    datasets = Trainer(config).prepare()
+    train_ds, valid_ds = make_pipelines(config, datasets)
+    lr, hr = next(iter(train_ds))
+    patch = config["lr_patch"]
+    assert lr.shape == (2, patch, patch, 3)
+    assert hr.shape == (2, patch * config["scale"], patch * config["scale"], 3)
+    crops = [(lr.shape, hr.shape) for lr, hr in valid_ds]
+    assert len(crops) == len(datasets[1])
+    for lr_shape, hr_shape in crops:
+        assert max(lr_shape[1:3]) <= config["valid_crop"]
+        assert hr_shape[1:3] == (lr_shape[1] * config["scale"], lr_shape[2] * config["scale"])

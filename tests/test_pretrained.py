@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 import sisr.pretrained as pretrained
+from sisr.fileio import is_temp_name
 from sisr.model import build
 from sisr.port import port
 from sisr.pretrained import PretrainedError, cache, files
@@ -218,7 +219,7 @@ def test_download_verify_convert_and_reuse(server, home, monkeypatch):
     assert path == os.path.join(str(home), "models", "tiny-hub.keras")
     downloaded = home / "downloads" / server["hub"].name
     assert sha256(downloaded) == sha256(server["hub"])
-    assert not [p for p in os.listdir(home / "downloads") if p.startswith(".part-")]
+    assert not [p for p in os.listdir(home / "downloads") if is_temp_name(p)]
     model = pretrained.load("tiny-hub")
     assert_same_model(model, str(server["hub"]))
 

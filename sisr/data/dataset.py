@@ -143,13 +143,20 @@ class PairedDataset:
                              bool(repeat), bool(augment), int(patches_per_image))
 
     def valid(self, crop=None):
-        """Validation pairs, batch 1, in order: full images, or LR centre crops of `crop`."""
+        """Validation pairs, batch 1, in order: full images, or LR centre crops of `crop`.
+
+        An image smaller than the crop in a dimension keeps its whole extent in that
+        dimension (the largest centre crop that fits), with one warning naming them.
+        """
         from sisr.data.pipeline import valid_dataset
 
+        small = []
         if crop is not None:
             crop = int(crop)
+            if crop < 1:
+                raise DatasetError(f"crop must be >= 1 (or None), got {crop}")
             small = self._too_small(crop)
             if small:
-                # Validation must score every image, so a crop that does not fit is an error.
-                raise DatasetError(self._size_message(small, crop, "crop"))
-        return valid_dataset(self._pairs, self.scale, crop)
+                log.warning("%s; validating on the largest centre crops that fit them",
+                            self._size_message(small, crop, "crop"))
+        return valid_dataset(self._pairs, self.scale, crop, fixed_shape=not small)

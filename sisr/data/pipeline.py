@@ -186,8 +186,12 @@ def train_dataset(pairs, scale, batch_size, lr_patch, seed, repeat, augment,
     return dataset.prefetch(AUTOTUNE)
 
 
-def valid_dataset(pairs, scale, crop):
-    """Full images (crop None) or centre crops of LR size `crop`, batch 1, in order."""
+def valid_dataset(pairs, scale, crop, fixed_shape=True):
+    """Full images (crop None) or centre crops of LR size `crop`, batch 1, in order.
+
+    An image smaller than `crop` keeps its whole height or width; `fixed_shape` (every
+    image is large enough) gives the crops a static shape.
+    """
     read_lr, read_hr = _Reader([p.lr for p in pairs]), _Reader([p.hr for p in pairs])
 
     def load(index):
@@ -195,11 +199,13 @@ def valid_dataset(pairs, scale, crop):
         height, width = tf.shape(lr)[0], tf.shape(lr)[1]
         if crop is None:
             return lr, hr[:height * scale, :width * scale]
-        top, left = (height - crop) // 2, (width - crop) // 2
-        lr = lr[top:top + crop, left:left + crop]
-        hr = hr[top * scale:(top + crop) * scale, left * scale:(left + crop) * scale]
-        lr.set_shape([crop, crop, 3])
-        hr.set_shape([crop * scale, crop * scale, 3])
+        crop_h, crop_w = tf.minimum(crop, height), tf.minimum(crop, width)
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        lr = lr[top:top + crop_h, left:left + crop_w]
+        hr = hr[top * scale:(top + crop_h) * scale, left * scale:(left + crop_w) * scale]
+        if fixed_shape:
+            lr.set_shape([crop, crop, 3])
+            hr.set_shape([crop * scale, crop * scale, 3])
         return lr, hr
 
     dataset = tf.data.Dataset.range(len(pairs)).map(load, num_parallel_calls=AUTOTUNE)

@@ -19,7 +19,7 @@ import socket
 import urllib.parse
 import urllib.request
 
-from sisr.fileio import atomic_write_json
+from sisr.fileio import TEMP_PREFIX, atomic_output, atomic_write_json
 from sisr.pretrained import files
 from sisr.pretrained.registry import PretrainedError, get_entry, load_registry
 
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 HOME_ENV = "SISR_HOME"
 OFFLINE_ENV = "SISR_OFFLINE"  # as sisr.losses: 1 = never download
 CONNECT_TIMEOUT = 10.0  # seconds; a machine without network fails fast, not in urllib
-_PART = ".part-"
+# Downloads arrive under a temporary name (`sisr.fileio`'s) until verified.
+_PART = TEMP_PREFIX
 
 
 def sisr_home():
@@ -104,15 +105,9 @@ def _advice(entry):
 def _extract_verified(entry, archive, what):
     """Extracts the entry's member from `archive` into the cache once it is verified."""
     destination = weights_path(entry)
-    tmp = os.path.join(os.path.dirname(destination),
-                       _PART + os.path.basename(destination))
-    files.extract_member(archive, entry.file, tmp)
-    try:
+    with atomic_output(destination) as tmp:  # in place only once verified
+        files.extract_member(archive, entry.file, tmp)
         digest = files.verify(entry, tmp, f"{entry.file} in {what}")
-        os.replace(tmp, destination)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return destination, digest
 
 

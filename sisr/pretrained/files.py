@@ -7,7 +7,6 @@ import os
 import shutil
 import tarfile
 
-from sisr.fileio import atomic_save
 from sisr.pretrained.registry import PretrainedError
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ def is_tar(path):
 
 
 def extract_member(archive, member, destination):
-    """Copies regular-file `member` of the tar `archive` to `destination` atomically.
+    """Copies regular-file `member` of the tar `archive` to the path `destination`.
 
     Only that member is read; its name is matched exactly (no path of the archive is
     ever used to write), so links and `..` entries cannot write outside `destination`.
@@ -77,13 +76,8 @@ def extract_member(archive, member, destination):
             if info is None or not info.isfile():
                 raise PretrainedError(f"{archive} has no file {member}")
             source = tar.extractfile(info)
-
-            def write(tmp):
-                with open(tmp, "wb") as out:
-                    shutil.copyfileobj(source, out, _CHUNK)
-
-            os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
-            atomic_save(destination, write)
+            with open(destination, "wb") as out:
+                shutil.copyfileobj(source, out, _CHUNK)
     except (tarfile.TarError, EOFError, OSError) as err:
         raise PretrainedError(f"cannot read {member} from the archive {archive}: {err}") \
             from None
