@@ -95,3 +95,46 @@ def test_ci_runs_the_readme_test_command():
     assert match, "README.md must mark its test command with <!-- test-command -->"
     command = match.group(1).strip()
     assert command in ci
+
+
+def _copy_source(destination):
+    """The files a wheel is built from (as git tracks them), without build leftovers."""
+    import shutil
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in"):
+        shutil.copy(os.path.join(ROOT, name), destination)
+    for name in ("sisr", "profiles"):
+        shutil.copytree(os.path.join(ROOT, name), os.path.join(destination, name),
+                        symlinks=True, ignore=ignore)
+
+
+def test_the_wheel_ships_profiles_and_data_and_runs_outside_the_checkout(tmp_path):
+    import zipfile
+
+    source, wheels, site = tmp_path / "src", tmp_path / "wheels", tmp_path / "site"
+    source.mkdir()
+    _copy_source(source)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                          str(source), "-w", str(wheels)], check=True, capture_output=True)
+    [wheel] = list(wheels.iterdir())
+    names = set(zipfile.ZipFile(wheel).namelist())
+    profiles = sorted(n for n in os.listdir(os.path.join(ROOT, "profiles")) if n.endswith(".json"))
+    assert profiles and {f"sisr/profiles/{n}" for n in profiles} <= names
+    demo = os.listdir(os.path.join(ROOT, "sisr", "data", "demo"))
+    assert {f"sisr/data/demo/{n}" for n in demo} <= names
+    assert "sisr/pretrained/registry.json" in names
+    assert not any(n.startswith(("tests/", "profiles/", "benchmarks/")) for n in names)
+
+    # Installed (not editable) and run from elsewhere, it finds its own profiles.
+    subprocess.run(pip + ["install", "--no-deps", "--no-index", "--target", str(site),
+                          str(wheel)], check=True, capture_output=True)
+    code = ("import sisr, sisr.training.config as c; print(sisr.__file__); "
+            "print(c.load_profile('wdsr-a-32')[1]['model']); print(len(c.list_profiles()))")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    where, model, count = run.stdout.split()
+    assert where.startswith(str(site)) and model == "wdsr_a" and int(count) == len(profiles)
