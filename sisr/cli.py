@@ -12,6 +12,7 @@ Errors are one line, `error: <what and why>`, on standard error; progress goes t
 (standard error) and results to standard output.
 """
 
+import argparse
 import contextlib
 import logging
 import sys
@@ -55,6 +56,22 @@ def checking():
 def error(message):
     """Prints the one-line error of a command."""
     print(f"error: {message}", file=sys.stderr)
+
+
+def parser(command, **kwargs):
+    """The argument parser of `python -m COMMAND` (kwargs as for `argparse`)."""
+    return argparse.ArgumentParser(prog=f"python -m {command}", **kwargs)
+
+
+def main(argument_parser, body, argv=None, check=None, log_level=logging.INFO):
+    """A command's `main(argv)`: parses `argv` (`check(argument_parser, args)` may reject
+    values with `argument_parser.error`, exit 2), sets up logging and `run`s `body(args)`;
+    returns the exit status."""
+    args = argument_parser.parse_args(argv)
+    if check is not None:
+        check(argument_parser, args)
+    setup_logging(log_level)
+    return run(body, args)
 
 
 def run(body, args):

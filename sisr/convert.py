@@ -11,7 +11,6 @@ Every output is written to a temporary file and renamed into place, and recorded
 and rebuilds missing, partial or stale ones, so an interrupted conversion just resumes.
 """
 
-import argparse
 import concurrent.futures
 import dataclasses
 import logging
@@ -210,8 +209,8 @@ def convert(kind, source, output, quality=None, scale=None, suffix="", subsampli
 
 
 def make_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m sisr.convert",
+    parser = cli.parser(
+        "sisr.convert",
         description="Convert image trees: numpy caches, JPEG-degraded copies, MATLAB-bicubic "
                     "LR images. Restartable: current outputs are skipped.")
     sub = parser.add_subparsers(dest="kind", required=True)
@@ -239,9 +238,7 @@ def make_parser():
 
 def main(argv=None):
     """Command-line entry point; returns the exit status."""
-    args = make_parser().parse_args(argv)
-    cli.setup_logging(logging.WARNING)
-    return cli.run(_main, args)
+    return cli.main(make_parser(), _main, argv, log_level=logging.WARNING)
 
 
 def _main(args):

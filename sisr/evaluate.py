@@ -10,7 +10,6 @@ Default border shave: `scale` for `--y-channel` (benchmark convention), otherwis
 and mean scores to JSON, prints a table and the best model.
 """
 
-import argparse
 import itertools
 import logging
 import math
@@ -144,8 +143,8 @@ def format_table(summaries):
 
 
 def make_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m sisr.evaluate",
+    p = cli.parser(
+        "sisr.evaluate",
         description="PSNR/SSIM of sisr models and a bicubic baseline on full images.")
     p.add_argument("--model", required=True, metavar="PATH_OR_DIR",
                    help="a .keras model, or a folder: every .keras file in it")
@@ -173,9 +172,7 @@ def make_parser():
     return p
 
 
-def _parse(argv):
-    p = make_parser()
-    args = p.parse_args(argv)
+def _check_args(p, args):
     for name in ("scale", "limit"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -184,7 +181,6 @@ def _parse(argv):
         value = getattr(args, name)
         if value is not None and value < 0:
             p.error(f"--{name} must be >= 0, got {value}")
-    return args
 
 
 def _load_models(paths, scale, tile, self_ensemble, errors):
@@ -268,9 +264,7 @@ def evaluate(args):
 
 def main(argv=None):
     """Evaluates; returns 0, 1 if some model or image failed, 2 on unusable arguments."""
-    args = _parse(argv)
-    cli.setup_logging()
-    return cli.run(_main, args)
+    return cli.main(make_parser(), _main, argv, check=_check_args)
 
 
 def _main(args):

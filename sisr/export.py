@@ -17,7 +17,6 @@ Outputs are written to a temporary file or directory first and moved into place,
 existing output is replaced only with `force=True`.
 """
 
-import argparse
 import importlib.util
 import logging
 import os
@@ -207,8 +206,8 @@ def _run_litert(path, lr):
 
 
 def make_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m sisr.export",
+    p = cli.parser(
+        "sisr.export",
         description="Export a sisr .keras model as a SavedModel, LiteRT or ONNX file.")
     p.add_argument("model", help="the .keras model file")
     p.add_argument("--format", required=True, choices=FORMATS)
@@ -225,9 +224,7 @@ def make_parser():
 
 def main(argv=None):
     """CLI entry point; returns the exit status."""
-    args = make_parser().parse_args(argv)
-    cli.setup_logging()
-    return cli.run(_main, args)
+    return cli.main(make_parser(), _main, argv)
 
 
 def _main(args):

@@ -4,7 +4,6 @@
     python -m sisr.train --resume runs/20261121-120000-wdsr-b-8
 """
 
-import argparse
 import json
 import logging
 import os
@@ -53,8 +52,8 @@ def add_run_arguments(parser):
 
 def make_parser():
     profiles = ", ".join(cfg.list_profiles()) or "(none found)"
-    parser = argparse.ArgumentParser(
-        prog="python -m sisr.train",
+    parser = cli.parser(
+        "sisr.train",
         description="Train an SR model with a pixel loss from a named profile.",
         epilog=f"profiles: {profiles}. A profile may also be a path to a .json file.",
     )
@@ -127,9 +126,7 @@ def _main(args):
 
 
 def main(argv=None):
-    args = make_parser().parse_args(argv)
-    cli.setup_logging()
-    return cli.run(_main, args)
+    return cli.main(make_parser(), _main, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@
 See `sisr.training.gan` for the schedule and the run directory.
 """
 
-import argparse
 import os
 import sys
 
@@ -61,8 +60,8 @@ def resume_config(args):
 
 
 def make_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m sisr.train_gan",
+    parser = cli.parser(
+        "sisr.train_gan",
         description="Fine-tune a pixel-loss x4 generator with the SRGAN perceptual + "
                     "adversarial losses.",
     )
@@ -96,9 +95,7 @@ def _main(args):
 
 
 def main(argv=None):
-    args = make_parser().parse_args(argv)
-    cli.setup_logging()
-    return cli.run(_main, args)
+    return cli.main(make_parser(), _main, argv)
 
 
 if __name__ == "__main__":

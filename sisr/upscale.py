@@ -12,7 +12,6 @@ an alpha channel is upscaled with MATLAB-style bicubic; EXIF orientation is appl
 Fully convolutional models accept any image size down to 1x1, so no image is too small.
 """
 
-import argparse
 import logging
 import math
 import os
@@ -376,8 +375,8 @@ def _find_hr(hr, source, many):
 
 
 def make_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m sisr.upscale",
+    p = cli.parser(
+        "sisr.upscale",
         description="Super-resolve image files or folders with a sisr model, in tiles.")
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="PATH",
                    help="image files and/or folders (PNG, JPEG, WebP)")
@@ -404,9 +403,7 @@ def make_parser():
     return p
 
 
-def _parse(argv):
-    p = make_parser()
-    args = p.parse_args(argv)
+def _check_args(p, args):
     if args.tile < 0:
         p.error(f"--tile must be >= 0, got {args.tile}")
     if args.overlap is not None and args.overlap < 0:
@@ -417,7 +414,6 @@ def _parse(argv):
         p.error(f"--scale must be a positive integer, got {args.scale}")
     if args.hr is not None and not os.path.exists(args.hr):
         p.error(f"--hr {args.hr}: no such file or folder")
-    return args
 
 
 def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
@@ -453,9 +449,7 @@ def _target(source, outdir, fmt, scale):
 
 def main(argv=None):
     """Upscales the inputs; returns 0, 1 if some images failed, 2 on a usage error."""
-    args = _parse(argv)
-    cli.setup_logging()
-    return cli.run(_main, args)
+    return cli.main(make_parser(), _main, argv, check=_check_args)
 
 
 def _main(args):

@@ -1,6 +1,5 @@
 """The command line of `python -m sisr.port`."""
 
-import argparse
 import os
 
 import numpy as np
@@ -11,8 +10,8 @@ from sisr.port import SOURCES, CheckpointError, PortError, load_state_dict, port
 from sisr.port.krasserm import load_krasserm
 
 def make_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m sisr.port",
+    p = cli.parser(
+        "sisr.port",
         description="Convert an official PyTorch checkpoint (EDSR-PyTorch, official WDSR, "
                     "BasicSR EDSR) or a model file of the original Keras project "
                     "(--from krasserm) into a sisr .keras model with the same outputs.")
@@ -44,9 +43,7 @@ def make_parser():
 
 def main(argv=None):
     """CLI entry point; returns the exit status."""
-    args = make_parser().parse_args(argv)
-    cli.setup_logging()
-    return cli.run(_main, args)
+    return cli.main(make_parser(), _main, argv)
 
 
 def _main(args):

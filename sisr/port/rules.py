@@ -241,78 +241,82 @@ def _check_mean_shift(state_dict, sign):
 
 # ---------------------------------------------------------------- sources
 
-def describe_edsr_pytorch(state_dict):
-    _require(state_dict, "head.0", "EDSR-PyTorch")
-    num_filters = _rgb_conv(state_dict, "head.0", "in")[0]
-    blocks = _indices(state_dict, r"body\.(\d+)\.body\.")
-    if not blocks:
-        raise PortError("EDSR-PyTorch state_dict without residual blocks "
-                        "(no key body.0.body.0.weight)")
-    _require_contiguous(blocks, "EDSR-PyTorch body", "body.N.body.*")
-    n = len(blocks)
-    scale, stages, scale_evidence = _upsampler(state_dict, "tail.0", num_filters)
-    _rgb_conv(state_dict, "tail.1", "out")
+@dataclasses.dataclass(frozen=True)
+class _EdsrLayout:
+    """Where one code base keeps EDSR's convs: head, block convs, body end, upsampler, tail."""
 
+    name: str
+    head: str
+    block: str  # the key prefix of block i's convs, with {i} and {conv}
+    block_convs: tuple
+    block_pattern: str  # finds the block indices
+    body: str
+    upsampler: str
+    tail: str
+
+
+_EDSR_PYTORCH = _EdsrLayout("EDSR-PyTorch", "head.0", "body.{i}.body.{conv}", ("0", "2"),
+                            r"body\.(\d+)\.body\.", "body.{n}", "tail.0", "tail.1")
+_BASICSR_EDSR = _EdsrLayout("BasicSR EDSR", "conv_first", "body.{i}.{conv}", ("conv1", "conv2"),
+                            r"body\.(\d+)\.conv", "conv_after_body", "upsample", "conv_last")
+
+
+def _describe_edsr(state_dict, layout):
+    """EDSR's arguments, conv mapping and evidence in a code base's `layout`."""
+    _require(state_dict, layout.head, layout.name)
+    num_filters = _rgb_conv(state_dict, layout.head, "in")[0]
+    first = layout.block.format(i=0, conv=layout.block_convs[0])
+    blocks = _indices(state_dict, layout.block_pattern)
+    if not blocks:
+        raise PortError(f"{layout.name} state_dict without residual blocks (no key "
+                        f"{first}.weight)")
+    _require_contiguous(blocks, f"{layout.name} body",
+                        layout.block.format(i="N", conv="*"))
+    n = len(blocks)
+    scale, stages, scale_evidence = _upsampler(state_dict, layout.upsampler, num_filters)
+    _rgb_conv(state_dict, layout.tail, "out")
+    convs = [ConvMap(layout.head, "head_conv")]
+    for i in range(n):
+        convs += [ConvMap(layout.block.format(i=i, conv=conv), f"block{i + 1}_conv{k + 1}")
+                  for k, conv in enumerate(layout.block_convs)]
+    convs.append(ConvMap(layout.body.format(n=n), "body_conv"))
+    convs += [ConvMap(key, f"upsample_x{scale}_conv{k + 1}", r)
+              for k, (key, r) in enumerate(stages)]
+    convs.append(ConvMap(layout.tail, "output_conv"))
+    args = {"scale": scale, "num_filters": num_filters, "num_res_blocks": n}
+    evidence = {"scale": scale_evidence,
+                "num_filters": f"{layout.head}.weight {conv_shape(state_dict, layout.head)}",
+                "num_res_blocks": "keys " + layout.block.format(i=f"0..{n - 1}", conv="*")}
+    return args, convs, evidence
+
+
+def describe_edsr_pytorch(state_dict):
+    args, convs, evidence = _describe_edsr(state_dict, _EDSR_PYTORCH)
     rgb_range = _check_mean_shift(state_dict, -1)
     if _check_mean_shift(state_dict, +1) != rgb_range:
         raise PortError("sub_mean.bias and add_mean.bias use different rgb_range values")
-
-    convs = [ConvMap("head.0", "head_conv")]
-    for i in range(n):
-        convs += [ConvMap(f"body.{i}.body.0", f"block{i + 1}_conv1"),
-                  ConvMap(f"body.{i}.body.2", f"block{i + 1}_conv2")]
-    convs.append(ConvMap(f"body.{n}", "body_conv"))
-    convs += [ConvMap(key, f"upsample_x{scale}_conv{k + 1}", r)
-              for k, (key, r) in enumerate(stages)]
-    convs.append(ConvMap("tail.1", "output_conv"))
     return Architecture(
-        source="edsr-pytorch", model="edsr",
-        args={"scale": scale, "num_filters": num_filters, "num_res_blocks": n},
-        convs=convs,
+        source="edsr-pytorch", model="edsr", args=args, convs=convs,
         # EDSR-PyTorch's network (convs, ReLUs, adds: positively homogeneous) sees
         # u = (x - 255 mean) * rgb_range/255, sisr's sees (x - 255 mean)/127.5 = c*u
         # with c = 2/rgb_range, and both outputs are rescaled alike: the same kernels
         # with every bias multiplied by c give exactly c times the PyTorch features.
         bias_scale=2.0 / rgb_range,
         checked_keys=("sub_mean.weight", "sub_mean.bias", "add_mean.weight", "add_mean.bias"),
-        evidence={"scale": scale_evidence,
-                  "num_filters": f"head.0.weight {conv_shape(state_dict, 'head.0')}",
-                  "num_res_blocks": f"keys body.0..{n - 1}.body.*"},
+        evidence=evidence,
     )
 
 
 def describe_basicsr_edsr(state_dict, img_range=255.0):
-    _require(state_dict, "conv_first", "BasicSR EDSR")
-    num_filters = _rgb_conv(state_dict, "conv_first", "in")[0]
-    blocks = _indices(state_dict, r"body\.(\d+)\.conv")
-    if not blocks:
-        raise PortError("BasicSR EDSR state_dict without residual blocks "
-                        "(no key body.0.conv1.weight)")
-    _require_contiguous(blocks, "BasicSR EDSR body", "body.N.conv1/conv2")
-    n = len(blocks)
-    scale, stages, scale_evidence = _upsampler(state_dict, "upsample", num_filters)
-    _rgb_conv(state_dict, "conv_last", "out")
+    args, convs, evidence = _describe_edsr(state_dict, _BASICSR_EDSR)
     if not img_range > 0:
         raise PortError(f"img_range must be positive, got {img_range!r}")
-
-    convs = [ConvMap("conv_first", "head_conv")]
-    for i in range(n):
-        convs += [ConvMap(f"body.{i}.conv1", f"block{i + 1}_conv1"),
-                  ConvMap(f"body.{i}.conv2", f"block{i + 1}_conv2")]
-    convs.append(ConvMap("conv_after_body", "body_conv"))
-    convs += [ConvMap(key, f"upsample_x{scale}_conv{k + 1}", r)
-              for k, (key, r) in enumerate(stages)]
-    convs.append(ConvMap("conv_last", "output_conv"))
     return Architecture(
-        source="basicsr-edsr", model="edsr",
-        args={"scale": scale, "num_filters": num_filters, "num_res_blocks": n},
-        convs=convs,
+        source="basicsr-edsr", model="edsr", args=args, convs=convs,
         # BasicSR: (x01 - mean) * img_range = (x255 - 255 mean) * img_range/255, and
         # sisr's input is (x255 - 255 mean)/127.5: biases scale by 2/img_range.
         bias_scale=2.0 / float(img_range),
-        evidence={"scale": scale_evidence,
-                  "num_filters": f"conv_first.weight {conv_shape(state_dict, 'conv_first')}",
-                  "num_res_blocks": f"keys body.0..{n - 1}.conv*"},
+        evidence=evidence,
     )
 
 

@@ -1,6 +1,5 @@
 """The command line of `python -m sisr.pretrained` (`list`, `fetch NAME [--file PATH]`)."""
 
-import argparse
 import os
 
 from sisr import cli
@@ -59,8 +58,8 @@ def _list(entries):
 
 
 def make_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m sisr.pretrained",
+    p = cli.parser(
+        "sisr.pretrained",
         description="Named pretrained models: list them, fetch (download, verify sha256, "
                     "convert once) into the cache ($SISR_HOME, default ~/.keras/sisr).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,9 +78,7 @@ def make_parser():
 
 def main(argv=None):
     """CLI entry point; returns 0, 1 if fetching failed, 2 on a usage error."""
-    args = make_parser().parse_args(argv)
-    cli.setup_logging()
-    return cli.run(_main, args)
+    return cli.main(make_parser(), _main, argv)
 
 
 def _main(args):

@@ -13,7 +13,7 @@ import os
 
 from sisr import losses
 from sisr.model import discriminator
-from sisr.model.info import model_info
+from sisr.model.srmodel import model_info
 from sisr.saving import load_model, save_model
 from sisr.fileio import atomic_copy
 from sisr.training.callbacks import RunDirectory, Validation
