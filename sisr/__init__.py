@@ -4,16 +4,37 @@
     from sisr.model import wdsr_b
     model = wdsr_b(scale=2)
     sr = sisr.resolve_single(model, lr)   # uint8 HxWx3 in, uint8 (sH)x(sW)x3 out
+
+`import sisr` checks the backend and registers sisr's layers and model class (so that
+`keras.saving.load_model` reads sisr's `.keras` files); everything else is imported on
+first use.
 """
+
+import importlib
 
 from sisr._backend import require_tensorflow
 
 require_tensorflow()
 
 from sisr import layers  # noqa: E402  (registers the custom layers for loading)
-from sisr.inference import resolve, resolve_single  # noqa: E402
-from sisr.saving import load_model, save_model  # noqa: E402
-from sisr.upscale import upscale_image  # noqa: E402
+from sisr.model import srmodel  # noqa: E402,F401  (registers SRModel for loading)
 
 __version__ = "0.1.0"
-__all__ = ["layers", "load_model", "resolve", "resolve_single", "save_model", "upscale_image"]
+# Public names -> the module that defines them, imported on first use.
+_LAZY = {
+    "resolve": "sisr.inference",
+    "resolve_single": "sisr.inference",
+    "load_model": "sisr.saving",
+    "save_model": "sisr.saving",
+    "upscale_image": "sisr.upscale",
+    "SisrError": "sisr.errors",
+}
+__all__ = ["layers", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sisr' has no attribute {name!r}")

@@ -138,3 +138,17 @@ def test_the_wheel_ships_profiles_and_data_and_runs_outside_the_checkout(tmp_pat
     assert run.returncode == 0, run.stderr
     where, model, count = run.stdout.split()
     assert where.startswith(str(site)) and model == "wdsr_a" and int(count) == len(profiles)
+
+
+def test_import_is_light_and_clis_run_without_runpy_warnings():
+    # `import sisr` must not import its CLI modules: `python -m sisr.upscale` would warn
+    # that the module was found in sys.modules before it ran.
+    code = ("import sys, sisr; print(sorted(m for m in ('sisr.upscale', 'sisr.train', "
+            "'sisr.evaluate', 'sisr.inference') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr
+    for command in ("sisr.upscale", "sisr.train", "sisr.evaluate"):
+        run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", command,
+                              "--help"], capture_output=True, text=True, cwd=ROOT)
+        assert run.returncode == 0, run.stderr
+        assert "found in sys.modules" not in run.stderr

@@ -12,10 +12,10 @@ import logging
 import os
 
 from sisr import losses
+from sisr.fileio import atomic_copy
 from sisr.model import discriminator
 from sisr.model.srmodel import model_info
 from sisr.saving import load_model, save_model
-from sisr.fileio import atomic_copy
 from sisr.training.callbacks import RunDirectory, Validation
 from sisr.training.config import ConfigError
 from sisr.training.srgan import SRGAN, load_backup, save_backup
