@@ -122,6 +122,31 @@ def _write_onnx(model, path, input_size):
 _WRITERS = {"saved_model": _write_saved_model, "litert": _write_litert, "onnx": _write_onnx}
 
 
+def check_output(output, format, force=False):
+    """Raises ExportError (or FileExistsError) unless `output` can take an export of
+    `format`: the right extension, and nothing there, or with `force` a previous export
+    (never another folder or file)."""
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}; choose one of "
+                          f"{', '.join(FORMATS)}")
+    suffix = _SUFFIX.get(format)
+    if suffix and not output.endswith(suffix):
+        raise ExportError(f"a {format} export is a {suffix} file; got output {output!r}")
+    if not os.path.lexists(output):
+        return
+    if not force:
+        raise FileExistsError(f"{output} exists; pass force=True (--force) to replace it")
+    if format == "saved_model":
+        ok = os.path.isdir(output) and not os.path.islink(output) and \
+            os.path.isfile(os.path.join(output, "saved_model.pb"))
+    else:
+        ok = os.path.isfile(output) and not os.path.islink(output)
+    if not ok:
+        kind = "a SavedModel folder" if format == "saved_model" else f"a {_SUFFIX[format]} file"
+        raise ExportError(f"{output} exists and is not {kind}; --force only replaces a "
+                          "previous export (remove it yourself or choose another output)")
+
+
 def export(model, output, format="saved_model", input_size=None, force=False):
     """Exports a sisr model (or a `.keras` file) as a SavedModel, LiteRT or ONNX file.
 
@@ -140,15 +165,8 @@ def export(model, output, format="saved_model", input_size=None, force=False):
         FileExistsError: `output` exists and `force` is false.
         ExportError: unknown format, wrong extension, missing tooling, failed conversion.
     """
-    if format not in FORMATS:
-        raise ExportError(f"unknown export format {format!r}; choose one of "
-                          f"{', '.join(FORMATS)}")
     output = os.fspath(output)
-    suffix = _SUFFIX.get(format)
-    if suffix and not output.endswith(suffix):
-        raise ExportError(f"a {format} export is a {suffix} file; got output {output!r}")
-    if os.path.lexists(output) and not force:
-        raise FileExistsError(f"{output} exists; pass force=True (--force) to replace it")
+    check_output(output, format, force)
     input_size = _check_input_size(input_size)
     if isinstance(model, (str, os.PathLike)):
         from sisr.saving import load_model
@@ -231,8 +249,7 @@ def _main(args):
     from sisr.saving import load_model
 
     with cli.checking():
-        if os.path.lexists(args.output) and not args.force:
-            raise FileExistsError(f"{args.output} exists; pass --force to replace it")
+        check_output(args.output, args.format, args.force)
         model = load_model(args.model)
     export(model, args.output, format=args.format, input_size=args.input_size,
            force=args.force)

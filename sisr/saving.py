@@ -35,6 +35,24 @@ def _layer_classes(config):
             yield from _layer_classes(value)
 
 
+# A `.keras` archive holds config.json, metadata.json and model.weights.h5 (and assets);
+# the config of the largest sisr model is ~100 KB. Bounds for files from elsewhere, checked
+# on the archive's directory before anything is decompressed.
+MAX_ARCHIVE_ENTRIES = 1000
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+def _check_archive(path, archive):
+    entries = archive.infolist()
+    if len(entries) > MAX_ARCHIVE_ENTRIES:
+        raise ModelError(f"{path}: refused, {len(entries)} entries in the archive (a .keras "
+                         f"model has a few; at most {MAX_ARCHIVE_ENTRIES} are read)")
+    config = archive.getinfo("config.json")
+    if config.file_size > MAX_CONFIG_BYTES:
+        raise ModelError(f"{path}: refused, its config.json unpacks to {config.file_size:,} "
+                         f"bytes (at most {MAX_CONFIG_BYTES:,} are read)")
+
+
 def load_model(path, compile=False):
     """Loads a `.keras` model in Keras' safe mode.
 
@@ -48,8 +66,9 @@ def load_model(path, compile=False):
         raise ModelError(f"{path} is not a .keras model file (not a zip archive)")
     try:
         with zipfile.ZipFile(path) as archive:
+            _check_archive(path, archive)
             config = json.loads(archive.read("config.json"))
-    except (KeyError, json.JSONDecodeError) as err:
+    except (KeyError, json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile) as err:
         raise ModelError(f"{path} is not a .keras model file (no valid config.json)") from err
     if "Lambda" in set(_layer_classes(config)):
         raise ModelError(

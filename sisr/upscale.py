@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 from sisr import cli, imageio
+from sisr.errors import UsageError
 from sisr.fileio import atomic_output, check_writable_dir
 from sisr.saving import ModelError
 
@@ -434,6 +435,23 @@ def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
                         overwrite=args.force)
 
 
+def _check_outputs_are_not_inputs(sources, targets, args):
+    """Raises UsageError if an output of this run would be one of its inputs (or --hr
+    images): it would be overwritten and read back as an input."""
+    inputs = {os.path.realpath(path): path for path in sources}
+    if args.hr is not None:
+        hr = [args.hr] if os.path.isfile(args.hr) else imageio.list_images(args.hr)
+        inputs.update((os.path.realpath(path), path) for path in hr)
+    outputs = list(targets)
+    if args.compare:
+        outputs += [f"{os.path.splitext(target)[0]}_compare.png" for target in targets]
+    clashes = sorted({inputs[os.path.realpath(t)] for t in outputs if os.path.realpath(t) in inputs})
+    if clashes:
+        raise UsageError(f"output {args.output} would overwrite input(s) of this run: "
+                         f"{', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}; "
+                         "write the outputs to another folder")
+
+
 def _target(source, outdir, fmt, scale):
     """Output path STEM_xS.EXT and format; "keep" follows the input's extension."""
     stem, ext = os.path.splitext(os.path.basename(source))
@@ -463,12 +481,13 @@ def _main(args):
         model, scale = load_sr_model(resolve_model(args.model), args.scale)
         upscaler = Upscaler(model, scale=scale, tile=args.tile, overlap=args.overlap,
                             self_ensemble=args.self_ensemble)
+        targets = [_target(source, args.output, args.format, scale) for source in sources]
+        _check_outputs_are_not_inputs(sources, [target for target, _ in targets], args)
 
     failures, written, planned = [], [], set()
     many = len(sources) > 1
     with tqdm(total=0, unit="tile", disable=args.quiet or None, file=sys.stderr) as progress:
-        for source in sources:
-            target, fmt = _target(source, args.output, args.format, scale)
+        for source, (target, fmt) in zip(sources, targets):
             try:
                 if target in planned:
                     raise FileExistsError(f"{target} is also the output of another input")

@@ -6,13 +6,14 @@ import json
 import logging
 import math
 import os
+import re
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from sisr.errors import SisrError
-from sisr.fileio import atomic_copy, atomic_write_json, atomic_write_text
+from sisr.fileio import atomic_copy, atomic_write_json, atomic_write_text, is_temp_name
 from sisr.saving import save_model
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,24 @@ def read_state(run_dir):
         return json.load(f)
 
 
+_EPOCH_FILE = re.compile(r"epoch-(\d+)[.-]")
+
+
+def remove_leftovers(run_dir, epoch):
+    """Removes what a killed run left behind: temporary files of interrupted writes, and
+    the models and backups of epochs after `epoch` (the last completed one), which a
+    resumed run trains again."""
+    for folder in (run_dir, os.path.join(run_dir, "models"), os.path.join(run_dir, BACKUP_DIR)):
+        for name in os.listdir(folder):
+            match = _EPOCH_FILE.match(name)
+            later = folder != run_dir and match and int(match.group(1)) > epoch
+            if is_temp_name(name) or later:
+                path = os.path.join(folder, name)
+                if os.path.isfile(path):
+                    log.info("removing %s, left by an interrupted run", path)
+                    os.remove(path)
+
+
 class RunDirectory(keras.callbacks.Callback):
     """After every completed epoch with finite losses, atomically:
 
@@ -136,6 +155,10 @@ class RunDirectory(keras.callbacks.Callback):
         self.skipped = []
         os.makedirs(os.path.join(run_dir, "models"), exist_ok=True)
         os.makedirs(os.path.join(run_dir, BACKUP_DIR), exist_ok=True)
+        remove_leftovers(run_dir, state.get("epoch", 0))
+        if self.best_model:  # the final model may be of an epoch that was rolled back
+            atomic_copy(os.path.join(run_dir, self.best_model),
+                        os.path.join(run_dir, self.final_model))
 
     # -- CSV -------------------------------------------------------------------------
     def _csv_path(self):
@@ -159,6 +182,7 @@ class RunDirectory(keras.callbacks.Callback):
 
     # -- hooks for subclasses (e.g. the SRGAN run directory) ---------------------------
     backup_suffix = ".keras"
+    final_model = "best.keras"  # the copy of the model file that `best_model` names
 
     def export_weights(self):
         """The weights copied into `export_model` for the standalone saves."""
@@ -179,7 +203,7 @@ class RunDirectory(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1:03d}-psnr-{score:.2f}.keras"
         path = os.path.join(self.run_dir, "models", name)
         save_model(self.export_model, path)
-        atomic_copy(path, os.path.join(self.run_dir, "best.keras"))
+        atomic_copy(path, os.path.join(self.run_dir, self.final_model))
         self.best_model = os.path.join("models", name)
         log.info("epoch %d: %s improved to %.3f dB, saved %s",
                  epoch + 1, self.monitor, score, self.best_model)

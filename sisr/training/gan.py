@@ -88,6 +88,7 @@ class GANRunDirectory(RunDirectory):
     """
 
     backup_suffix = ".weights.h5"
+    final_model = LAST_MODEL
 
     def export_weights(self):
         return self.model.generator.get_weights()
@@ -100,7 +101,7 @@ class GANRunDirectory(RunDirectory):
         name = f"epoch-{epoch + 1:03d}" + ("" if score is None else f"-psnr-{score:.2f}")
         path = os.path.join(self.run_dir, "models", name + ".keras")
         save_model(self.export_model, path)
-        atomic_copy(path, os.path.join(self.run_dir, LAST_MODEL))
+        atomic_copy(path, os.path.join(self.run_dir, self.final_model))
         self.best_model = os.path.join("models", name + ".keras")
 
 
@@ -114,7 +115,6 @@ class GANTrainer(Trainer):
             by `prepare`, before any run directory exists.
     """
 
-    final_model = LAST_MODEL
     result_key = "last_model"
     run_directory = GANRunDirectory
     validation = GeneratorValidation

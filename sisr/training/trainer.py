@@ -187,8 +187,6 @@ class Trainer:
     SRGAN fine-tuning.
     """
 
-    #: The standalone model that `run` scores at the end and the CLI reports.
-    final_model = "best.keras"
     #: The key of the result naming the model file in `models/` that was kept last.
     result_key = "best_model"
     run_directory = RunDirectory
@@ -196,6 +194,8 @@ class Trainer:
 
     def __init__(self, config):
         self.config = config
+        #: The standalone model file that `run` scores at the end and the CLI reports.
+        self.final_model = self.run_directory.final_model
         self.shave = metrics.div2k_shave(config["scale"])
         self.datasets = None
 
