@@ -149,11 +149,14 @@ def test_keras2_lambdas_are_never_deserialised_or_run(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("Lambda code was read")
 
+    stems = ("edsr_x2_keras2", "wdsr_a_x4_keras2", "srresnet_x4_keras2")
+    for stem in stems:
+        load_krasserm(_path(stem))  # first, so that every module is imported (marshal)
     lambda_class = keras.layers.Lambda
     monkeypatch.setattr(marshal, "loads", refuse)
     monkeypatch.setattr(keras.layers, "Lambda", refuse)
     monkeypatch.setattr(keras.saving, "deserialize_keras_object", refuse)
-    for stem in ("edsr_x2_keras2", "wdsr_a_x4_keras2", "srresnet_x4_keras2"):
+    for stem in stems:
         model = load_krasserm(_path(stem))
         assert not any(isinstance(layer, lambda_class) for layer in model.layers)
 
@@ -182,6 +185,21 @@ def test_keras2_wdsr_border_note(caplog):
 def test_keras2_residual_scaling_after_the_sum_is_refused():
     with pytest.raises(KrassermError, match=r"lambda_\d+.*after the sum"):
         load_krasserm(_path("edsr_scaled_x2_keras2"))
+
+
+def test_keras2_layer_order_is_checked(tmp_path):
+    # the 2018 discriminator put BN after the LeakyReLU; sisr's BN follows the conv
+    path = tmp_path / "reordered.h5"
+    shutil.copy(_path("srresnet_x4_keras2"), path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        layers = config["config"]["layers"]
+        bn = next(layer for layer in layers if layer["class_name"] == "BatchNormalization")
+        prelu = next(layer for layer in layers if layer["class_name"] == "PReLU")
+        bn["inbound_nodes"] = [[[prelu["name"], 0, 0, {}]]]
+        f.attrs["model_config"] = json.dumps(config).encode()
+    with pytest.raises(KrassermError, match=f"BatchNormalization '{bn['name']}' follows"):
+        load_krasserm(str(path))
 
 
 def test_saved_model_loads_in_safe_mode(tmp_path):

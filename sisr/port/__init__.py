@@ -14,6 +14,9 @@ order, biases rescaled for the normalisation difference (see `sisr.port.rules`).
 key must be used and every weight of the sisr model filled, or a `PortError` names the
 key. The ported model takes and returns RGB on [0, 255], like every sisr model (BasicSR
 works on [0, 1]: multiply its outputs by 255 to compare).
+
+Model files of the original Keras project (.h5, both generations) are read by
+`load_krasserm` (`--from krasserm`); see `sisr.port.krasserm`.
 """
 
 import logging

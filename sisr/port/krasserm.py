@@ -525,8 +525,15 @@ def _check_keras2(plan, layers, config, path):
     expected_act = ACTIVATIONS.get(plan.model, {})
     valid_padding = []
     seen_activations = set()
+    previous = None
     for target, layer in plan.assign:
         cfg = layer.config
+        if layer.kind == "bn" and table[layer.name]["inbound"] != [previous]:
+            # e.g. the 2018 discriminator: conv -> LeakyReLU -> BN
+            raise KrassermError(f"{path}: BatchNormalization {layer.name!r} follows "
+                                f"{table[layer.name]['inbound']}, not the conv {previous!r} "
+                                f"as sisr's {target} does")
+        previous = layer.name
         if layer.kind == "bn":
             if abs(cfg.get("epsilon", BN_EPSILON) - BN_EPSILON) > 1e-12 or \
                     cfg.get("axis", -1) not in (-1, 3, [-1], [3]):
@@ -622,7 +629,10 @@ def _check_lambdas(plan, table, output, targets, path):
 
 
 def _model_name(name):
-    return None if name is None else str(name).replace("-", "_").lower()
+    if name is None:
+        return None
+    key = str(name).replace("-", "_").lower()
+    return {"sr_resnet": "srresnet", "srgan": "srresnet"}.get(key, key)
 
 
 def _profile_values(profile):
