@@ -55,6 +55,8 @@ EXPECTED = {
                                        "res_block_expansion": 6}),
     "srresnet_x4_tf2": ("srresnet", {"scale": 4, "num_filters": 4, "num_res_blocks": 2}),
     "discriminator_tf2": ("discriminator", {"hr_size": 16, "num_filters": 1}),
+    "wdsr_a_x2_scaled_full_tf2": ("wdsr_a", {"scale": 2, "num_filters": 4, "num_res_blocks": 2,
+                                             "res_block_expansion": 4}),
     "edsr_x2_keras2": ("edsr", {"scale": 2, "num_filters": 6, "num_res_blocks": 1}),
     "edsr_gen_x4_keras2": ("edsr", {"scale": 4, "num_filters": 4, "num_res_blocks": 1}),
     "wdsr_a_x4_keras2": ("wdsr_a", {"scale": 4, "num_filters": 4, "num_res_blocks": 1,
@@ -107,7 +109,8 @@ def test_reproduces_the_original_outputs(stem):
 def test_architecture_from_the_file(stem):
     plan = describe_krasserm(_path(stem))
     assert (plan.model, plan.args) == EXPECTED[stem]
-    assert plan.generation == ("keras2" if stem.endswith("keras2") else "tf2")
+    full = stem.endswith("keras2") or "_full_" in stem
+    assert plan.kind == ("full model" if full else "weights")
 
 
 def test_residual_scaling_is_not_in_a_weights_file():
@@ -123,6 +126,16 @@ def test_residual_scaling_from_a_profile(tmp_path):
     model = load_krasserm(_path("edsr_x3_scaled_tf2"), profile=str(profile))
     ref = REFS["edsr_x3_scaled_tf2"]
     assert np.abs(np.asarray(model(ref["x"])) - ref["y"]).max() < TOL
+
+
+def test_residual_scaling_from_a_model_config():
+    # TF2 code scales before the sum, as sisr does; the factor is a closure value in the JSON
+    path = _path("wdsr_a_x2_scaled_full_tf2")
+    assert describe_krasserm(path).scaling == 0.5
+    model = load_krasserm(path, res_block_scaling=0.5)
+    assert model.get_layer("block2_scale").scaling == 0.5
+    with pytest.raises(KrassermError, match="requested 0.1, the file's Lambda layers scale by 0.5"):
+        load_krasserm(path, res_block_scaling=0.1)
 
 
 def test_weight_norm_of_a_trained_file_is_folded():

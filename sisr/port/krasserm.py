@@ -10,7 +10,8 @@ Two generations of files are read, both HDF5:
 - TF2 era (2019-): `model.save_weights(...)` files of EDSR, WDSR-A/B (every conv wrapped
   in tensorflow-addons' `WeightNormalization`), the SRResNet/SRGAN generator and the SRGAN
   discriminator. They hold weights only, in the order of the model's layers; the
-  architecture is read from the weight shapes.
+  architecture is read from the weight shapes, the residual scaling (not stored) from the
+  arguments or profile. `tf.keras` full-model saves of the same code are read too.
 - Keras-2 era (2018): `model.save(...)` files with a JSON `model_config` and
   `model_weights` (EDSR, the tanh EDSR generator `edsr-16-x4-gen`, WDSR-A/B, SRResNet).
   The JSON is parsed as data: its `Lambda` layers (normalisation, pixel shuffle, padding)
@@ -94,9 +95,10 @@ class Plan:
     model: str
     args: dict
     assign: list = dataclasses.field(default_factory=list)   # (sisr layer, FileLayer)
-    generation: str = "tf2"
+    kind: str = "weights"          # a save_weights file, or a "full model" file
     notes: list = dataclasses.field(default_factory=list)
     tanh_output: bool = False      # Keras-2 era EDSR generator (edsr-16-x4-gen)
+    scaling: float = None          # residual scaling stored in a model_config
     config_layers: list = None
 
 
@@ -459,13 +461,16 @@ def _detect(layers):
 
 # ----------------------------------------------------------------------------- Keras-2 config
 
-KIND_CLASSES = {"conv": ("Conv2D", "WeightNormalization"), "bn": ("BatchNormalization",),
+WEIGHT_NORM_CLASSES = ("WeightNormalization", "Addons>WeightNormalization")  # tfa
+KIND_CLASSES = {"conv": ("Conv2D",) + WEIGHT_NORM_CLASSES, "bn": ("BatchNormalization",),
                 "prelu": ("PReLU",), "dense": ("Dense",)}
 # sisr layers with an activation inside or right after their conv
 ACTIVATIONS = {"edsr": {r"block\d+_conv1": "relu"}, "wdsr_a": {r"block\d+_conv1": "relu"},
                "wdsr_b": {r"block\d+_conv1": "relu"}, "srresnet": {"output_conv": "tanh"}}
 # convs followed by a depth_to_space Lambda
 SHUFFLED = ("upsample_x", "main_x", "skip_x")
+# the last conv of an EDSR/WDSR residual branch
+RESIDUAL_OUT = r"block\d+_conv[23]"
 
 
 def _config_layers(config, path):
@@ -503,7 +508,7 @@ def _check_classes(layers, table, path):
             raise KrassermError(f"{path}: {layer.describe()} is a {entry['class_name']} in "
                                 "the model_config")
         layer.class_name, layer.config = entry["class_name"], entry["config"]
-        if layer.class_name == "WeightNormalization":
+        if layer.class_name in WEIGHT_NORM_CLASSES:
             layer.config = (layer.config.get("layer") or {}).get("config", {})
 
 
@@ -597,6 +602,7 @@ def _check_lambdas(plan, table, output, targets, path):
     normalize = [n for n, e in table.items() if e["class_name"] == "Lambda"
                  and e["inbound"] and set(e["inbound"]) <= inputs]
     pad = False
+    scalings = []
     for name, entry in table.items():
         if entry["class_name"] != "Lambda":
             continue
@@ -609,6 +615,10 @@ def _check_lambdas(plan, table, output, targets, path):
         if source in normalize and plan.model in ("wdsr_a", "wdsr_b"):
             pad = True
             continue
+        if source in targets and re.fullmatch(RESIDUAL_OUT, targets[source]) and \
+                [table[c]["class_name"] for c in entry["consumers"]] == ["Add"]:
+            scalings.append(_closure_number(name, entry, path))
+            continue  # residual scaling before the sum (TF2 code), as sisr's
         if source_class == "Add":
             raise KrassermError(
                 f"{path}: Lambda layer {name!r} after {source!r} (Add) is a residual scaling "
@@ -622,7 +632,26 @@ def _check_lambdas(plan, table, output, targets, path):
     if table[output]["class_name"] != "Lambda":
         raise KrassermError(f"{path}: the output layer {output!r} is a "
                             f"{table[output]['class_name']}, not the denormalisation Lambda")
+    if scalings:
+        if len(scalings) != plan.args["num_res_blocks"] or len(set(scalings)) != 1:
+            raise KrassermError(f"{path}: residual scaling Lambdas with factors {scalings} "
+                                f"for {plan.args['num_res_blocks']} blocks; sisr scales "
+                                "every block by one factor")
+        plan.scaling = scalings[0]
     return pad
+
+
+def _closure_number(name, entry, path):
+    """The factor of a `lambda t: t * scaling` Lambda, from the closure values that Keras
+    stores as JSON next to the function's (never decoded) bytecode."""
+    function = entry["config"].get("function")
+    closure = function[2] if isinstance(function, list) and len(function) == 3 else None
+    if not (isinstance(closure, list) and len(closure) == 1
+            and isinstance(closure[0], (int, float)) and not isinstance(closure[0], bool)):
+        raise KrassermError(f"{path}: Lambda layer {name!r} scales a residual branch, but its "
+                            "factor is not stored as a single closure value; pass "
+                            "res_block_scaling")
+    return float(closure[0])
 
 
 # ----------------------------------------------------------------------------- checks
@@ -680,10 +709,16 @@ def _check_requested(plan, path, model, scale, profile, builder_args):
             problems.append(f"{key}: {plan.model} has no such argument")
         elif value != plan.args[key]:
             problems.append(f"{key}: requested {value!r}, the file has {plan.args[key]!r}")
+    scaling = requested.get("res_block_scaling")
+    if plan.scaling is not None:
+        if scaling is not None and abs(scaling - plan.scaling) > 1e-12:
+            problems.append(f"res_block_scaling: requested {scaling!r}, the file's Lambda "
+                            f"layers scale by {plan.scaling!r}")
+        scaling = plan.scaling
     if problems:
         raise KrassermError(f"{path}: the krasserm {plan.model} file does not match the "
                             "requested architecture: " + "; ".join(problems))
-    return requested.get("res_block_scaling")
+    return scaling
 
 
 # ----------------------------------------------------------------------------- building
@@ -695,7 +730,7 @@ def describe_krasserm(path):
     name = _detect(layers)
     plan = LAYOUTS[name](layers)
     if config is not None:
-        plan.generation = "keras2"
+        plan.kind = "full model"
         _check_keras2(plan, layers, config, path)
     return plan
 
@@ -788,5 +823,5 @@ def load_krasserm(path, profile=None, scale=None, model=None, **builder_args):
     for note in plan.notes:
         log.warning("%s: %s", path, note)
     log.info("read %d layers of the krasserm %s file %s into %s %s", len(plan.assign),
-             plan.generation, path, plan.model, plan.args)
+             plan.kind, path, plan.model, plan.args)
     return keras_model

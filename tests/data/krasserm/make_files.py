@@ -113,6 +113,9 @@ def make_tf2():
         ("wdsr_b_x4_fresh_tf2", lambda: wdsr.wdsr_b(4, num_filters=5, num_res_blocks=1), (1, 6, 7, 3), False),
         ("srresnet_x4_tf2", srgan_generator, (1, 8, 9, 3), True),
         ("discriminator_tf2", lambda: srgan.discriminator(num_filters=1), (2, 16, 16, 3), True),
+        # a full-model file (tf.keras `model.save`): tfa wrappers and Lambdas in the config
+        ("wdsr_a_x2_scaled_full_tf2", lambda: wdsr.wdsr_a(2, num_filters=4, num_res_blocks=2,
+                                                          res_block_scaling=0.5), (1, 7, 8, 3), True),
     ]
     refs = {}
     for stem, builder, shape, initialized in specs:
@@ -120,7 +123,10 @@ def make_tf2():
         model = builder()
         for var in model.weights:
             var.assign(_perturb(var.name, var.numpy(), rng, initialized))
-        model.save_weights(os.path.join(HERE, stem + ".h5"))
+        if "_full_" in stem:
+            model.save(os.path.join(HERE, stem + ".h5"))
+        else:
+            model.save_weights(os.path.join(HERE, stem + ".h5"))
         x = _image(rng, shape)
         # a fresh WeightNormalization layer initialises g = ||v|| on this first call
         refs[stem + "__x"] = x
