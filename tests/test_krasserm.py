@@ -268,7 +268,7 @@ def test_missing_layer_is_named(tmp_path):
     with h5py.File(_path("srresnet_x4_tf2"), "r") as f:
         names = [_text(n) for n in f.attrs["layer_names"]]
     body_bn = [n for n in names if n.startswith("batch_normalization")][-1]
-    with pytest.raises(KrassermError, match="does not fit as the body BN: a bn layer was expected") as err:
+    with pytest.raises(KrassermError, match="does not fit as the body BN: a bn layer") as err:
         load_krasserm(_copy_without(tmp_path, "srresnet_x4_tf2", body_bn))
     assert isinstance(err.value, PortError)
 
@@ -281,7 +281,8 @@ def test_extra_weights_are_named(tmp_path):
         group["conv2d_1"].create_dataset("gamma:0", data=np.ones(6, np.float32))
         group.attrs["weight_names"] = np.array(
             list(group.attrs["weight_names"]) + [b"conv2d_1/gamma:0"])
-    with pytest.raises(KrassermError, match=r"'conv2d_1' has weights \['bias', 'gamma', 'kernel'\]"):
+    with pytest.raises(KrassermError,
+                       match=r"'conv2d_1' has weights \['bias', 'gamma', 'kernel'\]"):
         load_krasserm(str(path))
 
 

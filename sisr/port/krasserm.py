@@ -99,8 +99,8 @@ def _classify(name, arrays, path):
         return FileLayer(name, "prelu", {"alpha": arrays["alpha"].astype(np.float32)})
     if keys == {"g", "kernel", "bias", "initialized"}:
         kernel = _fold_weight_norm(name, arrays, path)
-        return FileLayer(name, "conv", {"kernel": kernel, "bias": arrays["bias"].astype(np.float32)},
-                         weight_norm=True)
+        bias = arrays["bias"].astype(np.float32)
+        return FileLayer(name, "conv", {"kernel": kernel, "bias": bias}, weight_norm=True)
     raise KrassermError(f"{path}: layer {name!r} has weights {sorted(keys)}, which are not "
                         "those of a Conv2D, Dense, BatchNormalization, PReLU or tfa "
                         "WeightNormalization(Conv2D) layer")
