@@ -55,6 +55,8 @@ EXPECTED = {
                                        "res_block_expansion": 6}),
     "srresnet_x4_tf2": ("srresnet", {"scale": 4, "num_filters": 4, "num_res_blocks": 2}),
     "discriminator_tf2": ("discriminator", {"hr_size": 16, "num_filters": 1}),
+    "wdsr_a_x2_scaled_full_tf2": ("wdsr_a", {"scale": 2, "num_filters": 4, "num_res_blocks": 2,
+                                             "res_block_expansion": 4}),
     "edsr_x2_keras2": ("edsr", {"scale": 2, "num_filters": 6, "num_res_blocks": 1}),
     "edsr_gen_x4_keras2": ("edsr", {"scale": 4, "num_filters": 4, "num_res_blocks": 1}),
     "wdsr_a_x4_keras2": ("wdsr_a", {"scale": 4, "num_filters": 4, "num_res_blocks": 1,
@@ -107,7 +109,8 @@ def test_reproduces_the_original_outputs(stem):
 def test_architecture_from_the_file(stem):
     plan = describe_krasserm(_path(stem))
     assert (plan.model, plan.args) == EXPECTED[stem]
-    assert plan.generation == ("keras2" if stem.endswith("keras2") else "tf2")
+    full = stem.endswith("keras2") or "_full_" in stem
+    assert plan.kind == ("full model" if full else "weights")
 
 
 def test_residual_scaling_is_not_in_a_weights_file():
@@ -123,6 +126,16 @@ def test_residual_scaling_from_a_profile(tmp_path):
     model = load_krasserm(_path("edsr_x3_scaled_tf2"), profile=str(profile))
     ref = REFS["edsr_x3_scaled_tf2"]
     assert np.abs(np.asarray(model(ref["x"])) - ref["y"]).max() < TOL
+
+
+def test_residual_scaling_from_a_model_config():
+    # TF2 code scales before the sum, as sisr does; the factor is a closure value in the JSON
+    path = _path("wdsr_a_x2_scaled_full_tf2")
+    assert describe_krasserm(path).scaling == 0.5
+    model = load_krasserm(path, res_block_scaling=0.5)
+    assert model.get_layer("block2_scale").scaling == 0.5
+    with pytest.raises(KrassermError, match="requested 0.1, the file's Lambda layers scale by 0.5"):
+        load_krasserm(path, res_block_scaling=0.1)
 
 
 def test_weight_norm_of_a_trained_file_is_folded():
@@ -149,11 +162,14 @@ def test_keras2_lambdas_are_never_deserialised_or_run(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("Lambda code was read")
 
+    stems = ("edsr_x2_keras2", "wdsr_a_x4_keras2", "srresnet_x4_keras2")
+    for stem in stems:
+        load_krasserm(_path(stem))  # first, so that every module is imported (marshal)
     lambda_class = keras.layers.Lambda
     monkeypatch.setattr(marshal, "loads", refuse)
     monkeypatch.setattr(keras.layers, "Lambda", refuse)
     monkeypatch.setattr(keras.saving, "deserialize_keras_object", refuse)
-    for stem in ("edsr_x2_keras2", "wdsr_a_x4_keras2", "srresnet_x4_keras2"):
+    for stem in stems:
         model = load_krasserm(_path(stem))
         assert not any(isinstance(layer, lambda_class) for layer in model.layers)
 
@@ -182,6 +198,21 @@ def test_keras2_wdsr_border_note(caplog):
 def test_keras2_residual_scaling_after_the_sum_is_refused():
     with pytest.raises(KrassermError, match=r"lambda_\d+.*after the sum"):
         load_krasserm(_path("edsr_scaled_x2_keras2"))
+
+
+def test_keras2_layer_order_is_checked(tmp_path):
+    # the 2018 discriminator put BN after the LeakyReLU; sisr's BN follows the conv
+    path = tmp_path / "reordered.h5"
+    shutil.copy(_path("srresnet_x4_keras2"), path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        layers = config["config"]["layers"]
+        bn = next(layer for layer in layers if layer["class_name"] == "BatchNormalization")
+        prelu = next(layer for layer in layers if layer["class_name"] == "PReLU")
+        bn["inbound_nodes"] = [[[prelu["name"], 0, 0, {}]]]
+        f.attrs["model_config"] = json.dumps(config).encode()
+    with pytest.raises(KrassermError, match=f"BatchNormalization '{bn['name']}' follows"):
+        load_krasserm(str(path))
 
 
 def test_saved_model_loads_in_safe_mode(tmp_path):
@@ -237,7 +268,7 @@ def test_missing_layer_is_named(tmp_path):
     with h5py.File(_path("srresnet_x4_tf2"), "r") as f:
         names = [_text(n) for n in f.attrs["layer_names"]]
     body_bn = [n for n in names if n.startswith("batch_normalization")][-1]
-    with pytest.raises(KrassermError, match="body BN|conv|PReLU") as err:
+    with pytest.raises(KrassermError, match="does not fit as the body BN: a bn layer") as err:
         load_krasserm(_copy_without(tmp_path, "srresnet_x4_tf2", body_bn))
     assert isinstance(err.value, PortError)
 
@@ -250,7 +281,8 @@ def test_extra_weights_are_named(tmp_path):
         group["conv2d_1"].create_dataset("gamma:0", data=np.ones(6, np.float32))
         group.attrs["weight_names"] = np.array(
             list(group.attrs["weight_names"]) + [b"conv2d_1/gamma:0"])
-    with pytest.raises(KrassermError, match=r"'conv2d_1' has weights \['bias', 'gamma', 'kernel'\]"):
+    with pytest.raises(KrassermError,
+                       match=r"'conv2d_1' has weights \['bias', 'gamma', 'kernel'\]"):
         load_krasserm(str(path))
 
 

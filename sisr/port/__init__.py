@@ -16,6 +16,9 @@ key. The ported model takes and returns RGB on [0, 255], like every sisr model (
 works on [0, 1]: multiply its outputs by 255 to compare). No state_dict stores the residual
 scaling: unless given, it is assumed (0.1 for full EDSR, else none) and logged as such;
 `port_checkpoint` returns it with its origin.
+
+Model files of the original Keras project (.h5, both generations) are read by
+`load_krasserm` (`--from krasserm`); see `sisr.port.krasserm`.
 """
 
 import logging

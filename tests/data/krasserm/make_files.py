@@ -31,17 +31,7 @@ SEED = 10
 
 
 def _rng(name):
-    return np.random.default_rng([SEED, sum(map(ord, name))]) if hasattr(
-        np.random, "default_rng") else np.random.RandomState(SEED + sum(map(ord, name)))
-
-
-def _normal(rng, shape, std):
-    return (rng.standard_normal(shape) if hasattr(rng, "standard_normal")
-            else rng.randn(*shape)) * std
-
-
-def _uniform(rng, low, high, shape):
-    return rng.uniform(low, high, shape)
+    return np.random.default_rng([SEED, sum(map(ord, name))])
 
 
 def _perturb(name, value, rng, wn_initialized=True):
@@ -51,25 +41,24 @@ def _perturb(name, value, rng, wn_initialized=True):
     if short in ("kernel", "v"):
         return value  # Glorot-uniform initial kernels are random already
     if short == "bias":
-        return _normal(rng, shape, 0.05).astype(np.float32)
+        return rng.normal(0.0, 0.05, shape).astype(np.float32)
     if short == "gamma":
-        return _uniform(rng, 0.5, 1.5, shape).astype(np.float32)
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
     if short in ("beta", "moving_mean"):
-        return _normal(rng, shape, 0.1).astype(np.float32)
+        return rng.normal(0.0, 0.1, shape).astype(np.float32)
     if short == "moving_variance":
-        return _uniform(rng, 0.5, 2.0, shape).astype(np.float32)
+        return rng.uniform(0.5, 2.0, shape).astype(np.float32)
     if short == "alpha":
-        return _uniform(rng, 0.0, 0.5, shape).astype(np.float32)
+        return rng.uniform(0.0, 0.5, shape).astype(np.float32)
     if short == "g":
-        return _uniform(rng, 0.5, 2.0, shape).astype(np.float32)
+        return rng.uniform(0.5, 2.0, shape).astype(np.float32)
     if short == "initialized":
         return np.asarray(wn_initialized)
     raise ValueError(f"no rule for weight {name}")
 
 
 def _image(rng, shape):
-    return rng.integers(0, 256, shape).astype(np.float32) if hasattr(rng, "integers") \
-        else rng.randint(0, 256, shape).astype(np.float32)
+    return rng.integers(0, 256, shape).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- TF2 era
@@ -106,13 +95,21 @@ def make_tf2():
 
     specs = [
         # stem, builder, input shape, weight norm initialised (trained) or fresh
-        ("edsr_x3_scaled_tf2", lambda: edsr.edsr(3, num_filters=6, num_res_blocks=2,
-                                                 res_block_scaling=0.5), (1, 7, 6, 3), True),
-        ("wdsr_a_x2_tf2", lambda: wdsr.wdsr_a(2, num_filters=6, num_res_blocks=1), (1, 9, 8, 3), True),
-        ("wdsr_b_x3_tf2", lambda: wdsr.wdsr_b(3, num_filters=10, num_res_blocks=1), (1, 7, 9, 3), True),
-        ("wdsr_b_x4_fresh_tf2", lambda: wdsr.wdsr_b(4, num_filters=5, num_res_blocks=1), (1, 6, 7, 3), False),
+        ("edsr_x3_scaled_tf2",
+         lambda: edsr.edsr(3, num_filters=6, num_res_blocks=2, res_block_scaling=0.5),
+         (1, 7, 6, 3), True),
+        ("wdsr_a_x2_tf2", lambda: wdsr.wdsr_a(2, num_filters=6, num_res_blocks=1),
+         (1, 9, 8, 3), True),
+        ("wdsr_b_x3_tf2", lambda: wdsr.wdsr_b(3, num_filters=10, num_res_blocks=1),
+         (1, 7, 9, 3), True),
+        ("wdsr_b_x4_fresh_tf2", lambda: wdsr.wdsr_b(4, num_filters=5, num_res_blocks=1),
+         (1, 6, 7, 3), False),
         ("srresnet_x4_tf2", srgan_generator, (1, 8, 9, 3), True),
         ("discriminator_tf2", lambda: srgan.discriminator(num_filters=1), (2, 16, 16, 3), True),
+        # a full-model file (tf.keras `model.save`): tfa wrappers and Lambdas in the config
+        ("wdsr_a_x2_scaled_full_tf2",
+         lambda: wdsr.wdsr_a(2, num_filters=4, num_res_blocks=2, res_block_scaling=0.5),
+         (1, 7, 8, 3), True),
     ]
     refs = {}
     for stem, builder, shape, initialized in specs:
@@ -120,7 +117,10 @@ def make_tf2():
         model = builder()
         for var in model.weights:
             var.assign(_perturb(var.name, var.numpy(), rng, initialized))
-        model.save_weights(os.path.join(HERE, stem + ".h5"))
+        if "_full_" in stem:
+            model.save(os.path.join(HERE, stem + ".h5"))
+        else:
+            model.save_weights(os.path.join(HERE, stem + ".h5"))
         x = _image(rng, shape)
         # a fresh WeightNormalization layer initialises g = ||v|| on this first call
         refs[stem + "__x"] = x
