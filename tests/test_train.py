@@ -196,3 +196,91 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_model(tmp_path, monk
     assert read_state(run_dir)["epoch"] == 1
     best = sisr.load_model(os.path.join(run_dir, "best.keras"))
     assert all(np.isfinite(w).all() for w in best.get_weights())
+
+
+def test_resume_refuses_a_mixed_float16_switch_and_cleans_up_after_a_kill(tmp_path, capsys):
+    steps = 2
+    profile = write_profile(tmp_path, epochs=1, steps_per_epoch=steps)
+    assert train.main(["--profile", profile, "--dataset", "demo", "--seed", "4",
+                       "--outdir", str(tmp_path / "runs"), "--verbose", "0"]) == 0
+    [run_dir] = run_dirs(tmp_path / "runs")
+    state = read_state(run_dir)
+    capsys.readouterr()
+    # Loss scaling is optimizer state that a float32 backup does not have: refused before
+    # anything runs, rather than restarting the optimizer at step 0.
+    assert train.main(["--resume", run_dir, "--epochs", "2", "--precision",
+                       "mixed_float16"]) == 2
+    assert "mixed_float16 cannot be switched on or off" in capsys.readouterr().err
+    assert read_state(run_dir) == state
+    # What a kill leaves: a temporary file, and the model of an epoch that never completed
+    # (saved just before the kill), which best.keras may already be a copy of.
+    models = os.path.join(run_dir, "models")
+    [kept] = os.listdir(models)
+    open(os.path.join(models, ".tmp-0123abcd.keras"), "w").close()
+    rolled_back = os.path.join(models, "epoch-002-psnr-99.00.keras")
+    with open(rolled_back, "wb") as f:
+        f.write(b"not the model of a completed epoch")
+    with open(os.path.join(run_dir, "best.keras"), "wb") as f:
+        f.write(b"not the model of a completed epoch")
+    # float32 -> mixed_bfloat16 keeps the optimizer state: the step count continues.
+    assert train.main(["--resume", run_dir, "--epochs", "2", "--precision",
+                       "mixed_bfloat16", "--verbose", "0"]) == 0
+    final = read_state(run_dir)
+    assert final["epoch"] == 2 and final["iterations"] == 2 * steps
+    names = os.listdir(models)
+    assert kept in names and ".tmp-0123abcd.keras" not in names
+    assert not os.path.exists(rolled_back) or os.path.getsize(rolled_back) > 1000
+    sisr.load_model(os.path.join(run_dir, "best.keras"))  # a real model again
+
+
+def test_a_run_that_ends_without_a_usable_model_fails(tmp_path, capsys, monkeypatch):
+    # Training losses are finite but validation never is (as after a diverging step), so
+    # no model is ever saved: the run must not report a best model or a score.
+    import tensorflow as tf
+
+    from sisr import metrics
+
+    monkeypatch.setattr(metrics, "psnr_tf", lambda hr, sr, shave: tf.fill([1], np.nan))
+    profile = write_profile(tmp_path, epochs=1, steps_per_epoch=1)
+    code = train.main(["--profile", profile, "--dataset", "demo", "--outdir",
+                       str(tmp_path / "runs"), "--verbose", "0"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "without a usable model" in err
+    [run_dir] = run_dirs(tmp_path / "runs")
+    assert not os.path.exists(os.path.join(run_dir, "best.keras"))
+    assert not os.path.exists(os.path.join(run_dir, "result.json"))
+
+
+@pytest.mark.parametrize("case", ["config_not_an_object", "outdir_is_a_file",
+                                  "pretrained_refused", "bad_dataset"])
+def test_bad_input_is_refused_before_a_run_directory_exists(tmp_path, capsys, case):
+    profile = write_profile(tmp_path)
+    outdir = tmp_path / "runs"
+    args = ["--profile", profile, "--dataset", "demo", "--outdir", str(outdir),
+            "--verbose", "0"]
+    if case == "config_not_an_object":
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "config.json").write_text("[1, 2]")
+        args, message = ["--resume", str(tmp_path / "run")], "does not hold a JSON object"
+    elif case == "outdir_is_a_file":
+        outdir.write_text("")
+        message = "cannot write to output directory"
+    elif case == "pretrained_refused":
+        # A .keras archive whose config names a class that safe mode refuses to import.
+        import zipfile
+
+        path = tmp_path / "evil.keras"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("config.json", json.dumps(
+                {"module": "os", "class_name": "system", "config": {}}))
+            archive.writestr("metadata.json", "{}")
+        args += ["--pretrained-model", str(path)]
+        message = "evil.keras: Keras refused to load it in safe mode"
+    else:
+        args[args.index("demo")] = str(tmp_path / "nowhere")
+        message = "nowhere"
+    assert train.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not outdir.is_dir() or not os.listdir(outdir)

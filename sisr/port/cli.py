@@ -78,7 +78,6 @@ def _main(args):
 
     from sisr.saving import save_model
 
-    model = ported.model
     save_model(model, args.output)
     params = int(sum(np.prod(w.shape) for w in model.weights))
     print(f"{args.weights} -> {args.output}: {model.name}, {count}, {params:,} parameters"

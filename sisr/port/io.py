@@ -90,8 +90,34 @@ def _sniff(path):
     return None
 
 
+def _check_npz_member(path, archive, info):
+    """Raises CheckpointError unless the .npy member's header declares an array that its
+    stored bytes can hold (read from the header, before any array is allocated)."""
+    key = info.filename[:-4]
+    try:
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            offset = f.tell()
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{path}: tensor {key!r}: not a valid .npy member ({err})") \
+            from None
+    count = 1
+    for n in shape:
+        count *= int(n)
+    if count * dtype.itemsize != info.file_size - offset:
+        raise CheckpointError(f"{path}: tensor {key!r} declares shape {tuple(shape)} "
+                              f"{dtype} ({count * dtype.itemsize:,} bytes) but holds "
+                              f"{info.file_size - offset:,} bytes")
+
+
 def _read_npz(path):
     try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                _check_npz_member(path, archive, info)
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     except (ValueError, OSError, zipfile.BadZipFile) as err:
@@ -117,13 +143,7 @@ def _read_safetensors(path):
     for key, entry in header.items():
         if key == "__metadata__":
             continue
-        try:
-            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-        except (TypeError, KeyError, ValueError) as err:
-            raise CheckpointError(f"{path}: invalid safetensors entry {key!r}") from err
-        if not 0 <= begin <= end <= len(data):
-            raise CheckpointError(f"{path}: tensor {key!r} lies outside the file "
-                                  f"(bytes {begin}..{end} of {len(data)})")
+        dtype, shape, begin, end = _safetensors_entry(path, key, entry, len(data))
         buffer = data[begin:end]
         if dtype == "BF16":
             # bfloat16 is the upper half of a float32.
@@ -134,12 +154,40 @@ def _read_safetensors(path):
                                   .newbyteorder("<"))
         else:
             raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {dtype}")
-        count = int(np.prod(shape, dtype=np.int64))
-        if array.size != count:
-            raise CheckpointError(f"{path}: tensor {key!r} has {array.size} values, its "
-                                  f"shape {tuple(shape)} needs {count}")
         arrays[key] = array.reshape(shape)
     return arrays
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _safetensors_entry(path, key, entry, size):
+    """(dtype, shape, begin, end) of a header entry, checked: shape and offsets are
+    non-negative ints, and the byte range is inside the data and fits the shape."""
+    try:
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    except (TypeError, KeyError) as err:
+        raise CheckpointError(f"{path}: tensor {key!r}: invalid safetensors entry") from err
+    if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
+        raise CheckpointError(f"{path}: tensor {key!r}: invalid shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_int, offsets))):
+        raise CheckpointError(f"{path}: tensor {key!r}: invalid data_offsets {offsets!r}")
+    begin, end = offsets
+    if not 0 <= begin <= end <= size:
+        raise CheckpointError(f"{path}: tensor {key!r} lies outside the file "
+                              f"(bytes {begin}..{end} of {size})")
+    itemsize = 2 if dtype == "BF16" else (
+        np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize if dtype in _SAFETENSORS_DTYPES else None)
+    if itemsize is None:
+        raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {dtype!r}")
+    count = 1
+    for n in shape:
+        count *= n
+    if count * itemsize != end - begin:
+        raise CheckpointError(f"{path}: tensor {key!r}: shape {tuple(shape)} {dtype} needs "
+                              f"{count * itemsize:,} bytes, its data has {end - begin:,}")
+    return dtype, shape, begin, end
 
 
 def _read_torch(path):
