@@ -122,11 +122,11 @@ def _conversion_note(image):
 def _decode(image):
     """The upright pixels of an opened image as uint8 L/LA/RGB/RGBA, and a note on what
     decoding to 8 bits changed."""
-    image.load()  # decode now: truncated files fail here, not later
     note = None
-    if _is_16_bit(image):
+    if _is_16_bit(image):  # before load(), which drops the tile that tells
         note = ("16-bit RGB reduced to 8 bits" if image.mode == "RGB"
                 else "16-bit grayscale reduced to 8 bits")
+    image.load()  # decode now: truncated files fail here, not later
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I;16") or image.mode == "I":
         values = np.asarray(image).astype(np.int64)

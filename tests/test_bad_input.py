@@ -1,0 +1,182 @@
+"""Hostile or careless input: malformed checkpoints and archives, bombs, outputs that would
+overwrite inputs or unrelated files. Each is one clear error, and nothing is lost."""
+
+import json
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import sisr
+from sisr import export as export_module
+from sisr import upscale as up
+from sisr.imageio import ImageError, inspect_image, read_image, read_rgb
+from sisr.model import edsr
+from sisr.port import CheckpointError, load_state_dict
+from sisr.saving import MAX_CONFIG_BYTES, ModelError
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "tiny-x2.keras"
+    sisr.save_model(edsr(2, num_filters=4, num_res_blocks=1), path)
+    return str(path)
+
+
+# --------------------------------------------------------------- archives and checkpoints
+
+
+def test_keras_archive_with_a_huge_config_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", " " * (MAX_CONFIG_BYTES + 1))  # compresses to ~16 KB
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ModelError, match=r"bomb.keras: refused, its config.json unpacks to"):
+        sisr.load_model(path)
+    many = tmp_path / "many.keras"
+    with zipfile.ZipFile(many, "w") as archive:
+        for i in range(1001):
+            archive.writestr(f"f{i}", "")
+    with pytest.raises(ModelError, match=r"many.keras: refused, 1001 entries"):
+        sisr.load_model(many)
+
+
+def _npz_with_header(path, shape):
+    """An .npz whose only member declares `shape` float32 but holds 16 bytes."""
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    text = repr(header).encode("latin1")
+    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+    member = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + bytes(16)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("head.0.weight.npy", member)
+
+
+def test_npz_member_declaring_a_huge_shape_is_a_checkpoint_error(tmp_path):
+    path = tmp_path / "huge.npz"
+    _npz_with_header(path, (10**12,))
+    with pytest.raises(CheckpointError,
+                       match=r"huge.npz: tensor 'head.0.weight' declares shape \(1000000000000,\)"):
+        load_state_dict(path)
+
+
+def _safetensors(path, header, data=b"\0" * 16):
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
+    return path
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}, r"needs 12 bytes, its data has 16"),
+    ({"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}, r"invalid shape \[-4\]"),
+    ({"dtype": "F32", "shape": [2.5], "data_offsets": [0, 16]}, r"invalid shape \[2.5\]"),
+    ({"dtype": "F32", "shape": [4], "data_offsets": ["0", "16"]}, r"invalid data_offsets"),
+    ({"dtype": "F32", "shape": [4], "data_offsets": [0, 999]}, r"lies outside the file"),
+    ({"dtype": "X9", "shape": [4], "data_offsets": [0, 16]}, r"unsupported dtype 'X9'"),
+    ({"shape": [4]}, r"invalid safetensors entry"),
+])
+def test_malformed_safetensors_are_checkpoint_errors_naming_the_tensor(tmp_path, entry,
+                                                                       message):
+    path = _safetensors(tmp_path / "bad.safetensors", {"head.0.weight": entry})
+    with pytest.raises(CheckpointError, match=r"bad.safetensors: tensor 'head.0.weight'.*"
+                                              + message):
+        load_state_dict(path)
+
+
+def test_port_cli_reports_a_malformed_checkpoint_in_one_line(tmp_path, capsys):
+    from sisr.port.cli import main
+
+    path = tmp_path / "huge.npz"
+    _npz_with_header(path, (10**12,))
+    assert main([str(path), "-o", str(tmp_path / "m.keras")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "declares shape" in err[0]
+    assert not (tmp_path / "m.keras").exists()
+
+
+# ------------------------------------------------------------------------------ images
+
+
+def _png_48_bit(path, rgb16):
+    """A 16-bit-per-channel RGB PNG (Pillow cannot write one)."""
+    height, width, _ = rgb16.shape
+    raw = b"".join(b"\0" + rgb16[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_48_bit_png_is_reduced_with_a_note_everywhere(tmp_path, model_file, caplog):
+    rgb16 = np.random.default_rng(0).integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    _png_48_bit(path, rgb16)
+    loaded = read_image(path)
+    np.testing.assert_array_equal(loaded.array, (rgb16 >> 8).astype(np.uint8))
+    assert loaded.note == "16-bit RGB reduced to 8 bits"
+    assert inspect_image(path).note == "16-bit RGB reduced to 8 bits"
+    np.testing.assert_array_equal(read_rgb(path), loaded.array)
+    with caplog.at_level("WARNING"):
+        assert up.main(["-i", str(path), "-o", str(tmp_path / "out"), "--model", model_file,
+                        "-q"]) == 0
+    assert any("deep.png: 16-bit RGB reduced to 8 bits" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_image_over_the_decompression_bomb_limit_is_one_bad_file(tmp_path, monkeypatch,
+                                                                 model_file, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "small.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "big.png")
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS with DecompressionBombError.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageError, match=r"big.png: refused, too many pixels"):
+        read_image(folder / "big.png")
+    code = up.main(["-i", str(folder), "-o", str(tmp_path / "out"), "--model", model_file,
+                    "-q"])
+    assert code == 1  # the other image is done
+    assert (tmp_path / "out" / "small_x2.png").exists()
+    assert "1 failed: " in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- outputs vs inputs
+
+
+def test_upscale_never_writes_over_an_input_of_the_same_run(tmp_path, model_file, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(folder / "a.png")
+    # A previous run's output in the input folder: upscaling the folder into itself would
+    # overwrite it while it is also an input.
+    Image.fromarray(np.full((12, 12, 3), 7, np.uint8)).save(folder / "a_x2.png")
+    before = (folder / "a_x2.png").read_bytes()
+    code = up.main(["-i", str(folder), "-o", str(folder), "--model", model_file, "--force",
+                    "-q"])
+    assert code == 2
+    assert "would overwrite input(s) of this run" in capsys.readouterr().err
+    assert (folder / "a_x2.png").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_x2.png"]
+
+
+def test_export_force_replaces_only_a_previous_export(tmp_path, model_file, capsys):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    code = export_module.main([model_file, "--format", "saved_model", "-o", str(precious),
+                               "--force"])
+    assert code == 2
+    assert "is not a SavedModel folder" in capsys.readouterr().err
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    # A previous export is replaced.
+    out = tmp_path / "sm"
+    assert export_module.main([model_file, "--format", "saved_model", "-o", str(out)]) == 0
+    assert export_module.main([model_file, "--format", "saved_model", "-o", str(out),
+                               "--force"]) == 0
+    assert (out / "saved_model.pb").is_file()
