@@ -306,12 +306,12 @@ def test_cli(tmp_path, capsys):
     assert main(argv) == 0
     assert "wdsr_b" in capsys.readouterr().out
     before = out.read_bytes()
-    assert main(argv) == 1  # never overwrites without --force
+    assert main(argv) == 2  # never overwrites without --force
     assert "--force" in capsys.readouterr().err
     assert out.read_bytes() == before
     bad = tmp_path / "bad.keras"
     assert main(["--from", "krasserm", _path("wdsr_b_x3_tf2"), "--scale", "4",
-                 "-o", str(bad)]) == 1
+                 "-o", str(bad)]) == 2  # refused: nothing written
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {_path('wdsr_b_x3_tf2')}: ")
     assert "scale: requested 4" in err and not bad.exists()

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 from sisr.port.io import CheckpointError, as_numpy, load_state_dict
 from sisr.port.krasserm import KrassermError, load_krasserm
+from sisr.port.request import model_name, with_profile
 from sisr.port.rules import (
     FULL_EDSR, FULL_EDSR_SCALING, SOURCES, Architecture, PortError, conv_keys, conv_params,
     describe_basicsr_edsr, describe_edsr_pytorch, describe_wdsr, detect_source, to_keras,
@@ -79,14 +80,12 @@ def describe(state_dict, source="auto", img_range=255.0):
         raise
 
 
-def _model_name(name):
-    return None if name is None else str(name).replace("-", "_").lower()
 
 
 def _check_requested(arch, model, requested):
     """Raises PortError naming the keys behind every requested value that disagrees."""
     problems = []
-    if model is not None and _model_name(model) != arch.model:
+    if model is not None and model_name(model) != arch.model:
         problems.append(f"model: requested {model!r}, the state_dict is {arch.model} "
                         f"({arch.evidence.get('model', arch.source + ' layout')})")
     for key, value in requested.items():
@@ -218,17 +217,7 @@ def port_checkpoint(state_dict, source="auto", scale=None, model=None, profile=N
     requested = dict(builder_args)
     origin = "given" if requested.get("res_block_scaling") is not None else None
     if profile is not None:
-        prof = _profile_values(profile)
-        prof_model = prof.get("model")
-        if model is not None and prof_model is not None and \
-                _model_name(model) != _model_name(prof_model):
-            raise PortError(f"model {model!r} contradicts profile {profile!r} "
-                            f"(model {prof_model!r})")
-        model = model if model is not None else prof_model
-        for key in BUILDER_ARGS:
-            # explicit arguments win over the profile's (a profile's scale is a default)
-            if requested.get(key) is None and prof.get(key) is not None:
-                requested[key] = prof[key]
+        model, requested, prof = with_profile(profile, model, requested, BUILDER_ARGS)
         if origin is None and "res_block_scaling" in prof:  # null there means none
             origin = f"given by profile {profile!r}"
     if scale is not None:
@@ -243,11 +232,3 @@ def port_checkpoint(state_dict, source="auto", scale=None, model=None, profile=N
              arch.model, arch.args, ported.scaling_note())
     return ported
 
-
-def _profile_values(profile):
-    from sisr.training.config import ConfigError, load_profile
-
-    try:
-        return load_profile(profile)[1]
-    except ConfigError as err:
-        raise PortError(str(err)) from None

@@ -35,6 +35,7 @@ import numpy as np
 from sisr.port.io import CheckpointError
 from sisr.port.krasserm_config import check_full_model
 from sisr.port.krasserm_layouts import LAYOUTS, FileLayer, KrassermError, detect
+from sisr.port.request import model_name, with_profile
 
 __all__ = ["KrassermError", "describe_krasserm", "load_krasserm", "read_krasserm"]
 
@@ -160,41 +161,17 @@ def read_krasserm(path):
 # ----------------------------------------------------------------------------- checks
 
 
-def _model_name(name):
-    if name is None:
-        return None
-    key = str(name).replace("-", "_").lower()
-    return {"sr_resnet": "srresnet", "srgan": "srresnet"}.get(key, key)
-
-
-def _profile_values(profile):
-    from sisr.training.config import ConfigError, load_profile
-
-    try:
-        return load_profile(profile)[1]
-    except ConfigError as err:
-        raise KrassermError(str(err)) from None
-
-
 def _check_requested(plan, path, model, scale, profile, builder_args):
     """Raises KrassermError naming every requested value the file contradicts."""
     requested = {k: v for k, v in builder_args.items() if v is not None}
     scales = None
     if profile is not None:
-        prof = _profile_values(profile)
-        prof_model = prof.get("model")
-        if model is not None and prof_model is not None and \
-                _model_name(model) != _model_name(prof_model):
-            raise KrassermError(f"model {model!r} contradicts profile {profile!r} "
-                                f"(model {prof_model!r})")
-        model = model if model is not None else prof_model
-        for key in BUILDER_ARGS:
-            if requested.get(key) is None and prof.get(key) is not None:
-                requested[key] = prof[key]
+        model, requested, prof = with_profile(profile, model, requested, BUILDER_ARGS,
+                                              error=KrassermError)
         # A profile's scale is a default for training; any scale it lists fits.
         scales = prof.get("scales") or ([prof["scale"]] if "scale" in prof else None)
     problems = []
-    if model is not None and _model_name(model) != plan.model:
+    if model is not None and model_name(model) != plan.model:
         problems.append(f"model: requested {model!r}, the file holds {plan.model}")
     if scale is not None and scale != plan.args.get("scale"):
         problems.append(f"scale: requested {scale}, the file's upsampler is "
