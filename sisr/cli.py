@@ -58,9 +58,13 @@ def error(message):
     print(f"error: {message}", file=sys.stderr)
 
 
-def parser(command, **kwargs):
-    """The argument parser of `python -m COMMAND` (kwargs as for `argparse`)."""
-    return argparse.ArgumentParser(prog=f"python -m {command}", **kwargs)
+def parser(command, subcommand=None, **kwargs):
+    """The argument parser of `python -m COMMAND` (kwargs as for `argparse`). With
+    `subcommand` (the attribute that names it), returns (parser, its subparsers)."""
+    result = argparse.ArgumentParser(prog=f"python -m {command}", **kwargs)
+    if subcommand is None:
+        return result
+    return result, result.add_subparsers(dest=subcommand, required=True)
 
 
 def main(argument_parser, body, argv=None, check=None, log_level=logging.INFO):

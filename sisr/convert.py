@@ -209,11 +209,10 @@ def convert(kind, source, output, quality=None, scale=None, suffix="", subsampli
 
 
 def make_parser():
-    parser = cli.parser(
-        "sisr.convert",
+    parser, sub = cli.parser(
+        "sisr.convert", subcommand="kind",
         description="Convert image trees: numpy caches, JPEG-degraded copies, MATLAB-bicubic "
                     "LR images. Restartable: current outputs are skipped.")
-    sub = parser.add_subparsers(dest="kind", required=True)
     specs = {
         "numpy": "mirror an image tree as uint8 HxWx3 .npy files (fast training cache)",
         "jpeg": "write JPEG-degraded copies (e.g. the bicubic_jpeg_90 track)",

@@ -22,34 +22,9 @@ from sisr.imresize import imresize
 
 _SOURCE = "scikit-image {version}, skimage.data.{function}() (file skimage/data/{file})"
 
-# name, subset, skimage function, file in the wheel, licence note, shrink factor, (h, w)
-PHOTOS = [
-    ("astronaut", "train", "astronaut", "astronaut.png",
-     "Public domain (NASA; 'No known copyright restrictions, released into the public "
-     "domain')", None, (504, 504)),
-    ("coffee", "train", "coffee", "coffee.png",
-     "CC0 by the photographer (Rachel Michetti)", None, (396, 600)),
-    ("rocket", "train", "rocket", "rocket.jpg",
-     "Public domain (SpaceX launch photo released into the public domain)", None,
-     (420, 636)),
-    ("hubble", "train", "hubble_deep_field", "hubble_deep_field.jpg",
-     "Public domain (NASA, Hubble eXtreme Deep Field)", None, (504, 600)),
-    ("retina", "train", "retina", "retina.jpg",
-     "CC0 1.0 (Mikael Haggstrom, Wikimedia Commons)", 1 / 3, (312, 312)),
-    ("brick", "train", "brick", "brick.png",
-     "CC0 (CC0Textures, Bricks25)", None, (504, 504)),
-    ("grass", "train", "grass", "grass.png",
-     "CC0 (DeviantArt user linolafett, Grass-01)", None, (504, 504)),
-    ("text", "train", "text", "text.png",
-     "Public domain (Wikimedia Commons, File:Corner.png; 'No known copyright "
-     "restrictions, released into the public domain')", None, (168, 444)),
-    ("chelsea", "valid", "chelsea", "chelsea.png",
-     "CC0 by the photographer (Stefan van der Walt)", None, (300, 444)),
-    ("camera", "valid", "camera", "camera.png",
-     "CC0 by the photographer (Lav Varshney)", None, (504, 504)),
-    ("gravel", "valid", "gravel", "gravel.png",
-     "CC0 (CC0Textures, Gravel04)", None, (504, 504)),
-]
+# What each demo image is made from (name, subset, skimage function and file, licence,
+# shrink factor, crop size), kept as data beside the images.
+SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "sources.json")
 
 
 def _centre_crop(image, height, width):
@@ -65,8 +40,13 @@ def build(out_dir):
     import skimage.data
 
     os.makedirs(out_dir, exist_ok=True)
+    with open(SOURCES) as f:
+        photos = json.load(f)["photos"]
     entries = []
-    for name, subset, function, file, licence, shrink, (height, width) in PHOTOS:
+    for photo in photos:
+        name, subset, function, file, licence, shrink, height, width = (
+            photo[key] for key in ("name", "subset", "function", "file", "licence", "shrink",
+                                   "height", "width"))
         image = getattr(skimage.data, function)()
         operations = [f"loaded {image.shape[1]}x{image.shape[0]} ({image.ndim}-D uint8)"]
         if image.ndim == 2:

@@ -145,13 +145,19 @@ def _upsample(cur, plan, model, num_filters, with_prelu):
     return scale
 
 
+def _start(layers, model, target, what, ksize):
+    """A cursor over the file's layers and a plan whose first conv (RGB -> F) is taken;
+    returns (cursor, plan, F)."""
+    cur = Cursor(layers, model)
+    plan = Plan(model, {})
+    first = cur.take("conv", what, ksize=ksize, cin=3)
+    plan.assign.append((target, first))
+    return cur, plan, first.cout
+
+
 def _srresnet(layers):
-    cur = Cursor(layers, "srresnet")
-    plan = Plan("srresnet", {})
-    head = cur.take("conv", "the head conv", ksize=9, cin=3)
-    f = head.cout
-    plan.assign += [("head_conv", head),
-                    ("head_prelu", cur.take("prelu", "the head PReLU", channels=f))]
+    cur, plan, f = _start(layers, "srresnet", "head_conv", "the head conv", ksize=9)
+    plan.assign.append(("head_prelu", cur.take("prelu", "the head PReLU", channels=f)))
     n = 0
     while cur.kinds("conv", "bn", "prelu"):
         n += 1
@@ -165,20 +171,21 @@ def _srresnet(layers):
         ]
     plan.assign += [("body_conv", cur.take("conv", "the body conv", ksize=3, cin=f, cout=f)),
                     ("body_bn", cur.take("bn", "the body BN", channels=f))]
-    scale = _upsample(cur, plan, "srresnet", f, with_prelu=True)
-    plan.assign.append(("output_conv", cur.take("conv", "the output conv", ksize=9, cin=f,
-                                                cout=3)))
+    return _upsampler_and_output(cur, plan, f, n, output_ksize=9, with_prelu=True)
+
+
+def _upsampler_and_output(cur, plan, f, n, output_ksize, with_prelu):
+    """The end of EDSR and SRResNet after the body: upsampler, output conv (F -> 3)."""
+    scale = _upsample(cur, plan, plan.model, f, with_prelu=with_prelu)
+    plan.assign.append(("output_conv", cur.take("conv", "the output conv", ksize=output_ksize,
+                                                cin=f, cout=3)))
     cur.done()
     plan.args = {"scale": scale, "num_filters": int(f), "num_res_blocks": n}
     return plan
 
 
 def _edsr(layers):
-    cur = Cursor(layers, "edsr")
-    plan = Plan("edsr", {})
-    head = cur.take("conv", "the head conv", ksize=3, cin=3)
-    f = head.cout
-    plan.assign.append(("head_conv", head))
+    cur, plan, f = _start(layers, "edsr", "head_conv", "the head conv", ksize=3)
     # 2 convs per block, then the body conv: all 3x3, F -> F
     same = 0
     while cur.peek(same) is not None and cur.peek(same).kind == "conv" and \
@@ -192,22 +199,13 @@ def _edsr(layers):
         plan.assign += [(f"block{i}_conv{j}", cur.take("conv", f"block{i} conv{j}", ksize=3))
                         for j in (1, 2)]
     plan.assign.append(("body_conv", cur.take("conv", "the body conv", ksize=3)))
-    scale = _upsample(cur, plan, "edsr", f, with_prelu=False)
-    plan.assign.append(("output_conv", cur.take("conv", "the output conv", ksize=3, cin=f,
-                                                cout=3)))
-    cur.done()
-    plan.args = {"scale": scale, "num_filters": int(f), "num_res_blocks": n}
-    return plan
+    return _upsampler_and_output(cur, plan, f, n, output_ksize=3, with_prelu=False)
 
 
 def _wdsr(layers):
     b_variant = len(layers) > 1 and layers[1].kind == "conv" and layers[1].ksize == 1
     model = "wdsr_b" if b_variant else "wdsr_a"
-    cur = Cursor(layers, model)
-    plan = Plan(model, {})
-    head = cur.take("conv", "the head conv", ksize=3, cin=3)
-    f = head.cout
-    plan.assign.append(("head_conv", head))
+    cur, plan, f = _start(layers, model, "head_conv", "the head conv", ksize=3)
     # the residual blocks lie between the head conv and the two tail convs
     per = 3 if b_variant else 2
     body = len(layers) - 3
@@ -259,11 +257,7 @@ def _wdsr(layers):
 
 
 def _discriminator(layers):
-    cur = Cursor(layers, "discriminator")
-    plan = Plan("discriminator", {})
-    first = cur.take("conv", "block1 conv", ksize=3, cin=3)
-    f = first.cout
-    plan.assign.append(("block1_conv", first))
+    cur, plan, f = _start(layers, "discriminator", "block1_conv", "block1 conv", ksize=3)
     cin = f
     for i, mult in enumerate((1, 2, 2, 4, 4, 8, 8), start=2):
         plan.assign += [

@@ -58,11 +58,10 @@ def _list(entries):
 
 
 def make_parser():
-    p = cli.parser(
-        "sisr.pretrained",
+    p, sub = cli.parser(
+        "sisr.pretrained", subcommand="command",
         description="Named pretrained models: list them, fetch (download, verify sha256, "
                     "convert once) into the cache ($SISR_HOME, default ~/.keras/sisr).")
-    sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the named models, their sources and scores, and "
                                 "whether they are cached")
     fetch = sub.add_parser("fetch", help="download (or take --file), verify and convert "
