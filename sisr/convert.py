@@ -4,11 +4,15 @@
     python -m sisr.convert jpeg --quality 90 -i DIV2K/DIV2K_train_LR_bicubic \\
         -o DIV2K/DIV2K_train_LR_bicubic_jpeg_90
     python -m sisr.convert downscale --scale 4 -i Set5/HR -o Set5/LR_x4
+    python -m sisr.convert verify -o ./DIV2K_BIN
 
 The output tree mirrors the input tree (numpy: .npy files; jpeg: .jpg; downscale: .png).
 Every output is written to a temporary file and renamed into place, and recorded in
-`sisr_manifest.json` with its source's size and mtime: re-running skips current outputs
-and rebuilds missing, partial or stale ones, so an interrupted conversion just resumes.
+`sisr_manifest.json` with its source's size and mtime and its own size, mtime and SHA-256:
+re-running skips current outputs and rebuilds missing, partial, altered or stale ones, so
+an interrupted conversion just resumes. Files at output names that the manifest does not
+record were not written by sisr and are not replaced without `--force`; `verify` re-hashes
+every output.
 """
 
 import concurrent.futures
@@ -19,13 +23,11 @@ import sys
 import time
 
 from sisr import cli
+from sisr.data.manifest import CHECKSUM, MANIFEST_NAME, OK, Manifest, ManifestError, sha256_file
 from sisr.errors import UsageError
 from sisr.fileio import is_temp_name
 from sisr.imageio import (
     ImageError, inspect_image, is_image_file, is_numpy_file, read_rgb, save_npy, write_image,
-)
-from sisr.data.manifest import (
-    CHECKSUM, MANIFEST_NAME, OK, Manifest, ManifestError, sha256_file,
 )
 
 log = logging.getLogger(__name__)
@@ -144,8 +146,9 @@ def _plan(kind, source, output, inputs, suffix):
     clashes = [f"{' and '.join(paths)} -> {os.path.join(output, rel)}"
                for rel, paths in targets.items() if len(paths) > 1]
     if clashes:
-        raise UsageError(f"several inputs would be converted to one output: {'; '.join(clashes[:5])}"
-                         f"{' ...' if len(clashes) > 5 else ''}; rename or move all but one")
+        more = " ..." if len(clashes) > 5 else ""
+        raise UsageError("several inputs would be converted to one output: "
+                         f"{'; '.join(clashes[:5])}{more}; rename or move all but one")
     input_set = {os.path.realpath(p) for p in inputs}
     for rel in targets:
         if os.path.realpath(os.path.join(output, rel)) in input_set:
@@ -160,10 +163,14 @@ def _not_written_by_sisr(manifest, output, rels):
 
 
 def unrecorded_files(output, manifest):
-    """Image and .npy files under `output` that the manifest does not record."""
+    """Image and .npy files under `output` that the manifest does not record (the source
+    tree is skipped when it lies inside `output`)."""
+    source = os.path.realpath(manifest.source_root) if manifest.source_root else None
     found = []
     for dirpath, dirnames, filenames in os.walk(output):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".")
+            and os.path.realpath(os.path.join(dirpath, d)) != source)
         for name in sorted(filenames):
             if name.startswith(".") or not (is_image_file(name) or is_numpy_file(name)):
                 continue
@@ -173,10 +180,16 @@ def unrecorded_files(output, manifest):
     return found
 
 
+def _unrecorded_message(path, output):
+    message = f"{path}: not recorded in {MANIFEST_NAME} (sisr did not write it)"
+    if is_numpy_file(path):
+        message += f"; datasets refuse it: delete it or move it out of {output}"
+    return message
+
+
 def _warn_unrecorded(paths, output):
     for path in paths:
-        log.warning("%s: not recorded in %s (sisr did not write it); datasets refuse it: "
-                    "delete it or move it out of %s", path, MANIFEST_NAME, output)
+        log.warning("%s", _unrecorded_message(path, output))
 
 
 def convert(kind, source, output, quality=None, scale=None, suffix="", subsampling=None,
@@ -405,8 +418,7 @@ def _verify_main(args):
     for path, problem in result.mismatched + result.problems:
         print(f"error: {path}: {problem}", file=sys.stderr)
     for path in result.unrecorded:
-        print(f"error: {path}: not recorded in {MANIFEST_NAME} (sisr did not write it); "
-              "delete it or move it out of the folder", file=sys.stderr)
+        print(f"error: {_unrecorded_message(path, output)}", file=sys.stderr)
     print(f"verify: {result.verified} verified, {len(result.mismatched)} mismatched, "
           f"{len(result.problems)} other problems, {len(result.unrecorded)} unrecorded, "
           f"{result.without_checksum} without checksum -> {output}")

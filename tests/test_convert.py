@@ -362,3 +362,13 @@ def test_unrecorded_files_in_the_output_are_named(tmp_path, caplog):
     assert result.ok and result.converted == 0
     assert any("0007.npy" in r.getMessage() and "not recorded" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_source_inside_the_output_is_not_called_unrecorded(tmp_path, caplog):
+    dst = tmp_path / "dst"
+    src = dst / "originals"
+    _tree(str(src), count=1)
+    result = convert("numpy", str(src), str(dst), progress=False)
+    assert result.ok and result.converted == 2 and result.unrecorded == []
+    assert not any("not recorded" in r.getMessage() for r in caplog.records)
+    assert main(["verify", "-o", str(dst)]) == 0

@@ -140,7 +140,7 @@ class Manifest:
         if entry is None:
             return UNRECORDED, f"is not recorded in {self.path} (sisr did not write it)"
         if entry.get("pending"):
-            return PENDING, "is unfinished: its conversion was interrupted"
+            return PENDING, "is unfinished: its conversion was interrupted or failed"
         if kind is not None and (entry.get("kind") != kind or entry.get("params") != params):
             return OTHER_CONVERSION, (f"was made by '{entry.get('kind')}' "
                                       f"{entry.get('params')}, not '{kind}' {params}")
