@@ -164,13 +164,17 @@ def _not_written_by_sisr(manifest, output, rels):
 
 def unrecorded_files(output, manifest):
     """Image and .npy files under `output` that the manifest does not record (the source
-    tree is skipped when it lies inside `output`)."""
+    tree, when it lies inside `output`, and other conversions' outputs are skipped)."""
     source = os.path.realpath(manifest.source_root) if manifest.source_root else None
+
+    def skipped(folder):
+        return (os.path.realpath(folder) == source
+                or os.path.exists(os.path.join(folder, MANIFEST_NAME)))
+
     found = []
     for dirpath, dirnames, filenames in os.walk(output):
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".")
-            and os.path.realpath(os.path.join(dirpath, d)) != source)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and not skipped(os.path.join(dirpath, d)))
         for name in sorted(filenames):
             if name.startswith(".") or not (is_image_file(name) or is_numpy_file(name)):
                 continue

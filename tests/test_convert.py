@@ -372,3 +372,13 @@ def test_a_source_inside_the_output_is_not_called_unrecorded(tmp_path, caplog):
     assert result.ok and result.converted == 2 and result.unrecorded == []
     assert not any("not recorded" in r.getMessage() for r in caplog.records)
     assert main(["verify", "-o", str(dst)]) == 0
+
+
+def test_another_conversion_inside_the_output_is_not_called_unrecorded(tmp_path, caplog):
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    _tree(src, count=1)
+    convert("numpy", src, dst, progress=False)
+    convert("jpeg", os.path.join(src, "a"), os.path.join(dst, "jpeg_90"), quality=90,
+            progress=False)
+    assert main(["verify", "-o", dst]) == 0
+    assert convert("numpy", src, dst, progress=False).unrecorded == []

@@ -647,3 +647,32 @@ def test_a_stray_cache_file_gets_advice_that_works(tmp_path):
     os.remove(stray)
     os.remove(os.path.join(cache, "DIV2K_train_LR_bicubic", "X2", "0003x2.npy"))
     assert DIV2K(cache, "train", 2).ids == [1, 2]
+
+
+def test_cache_contents_are_hashed_only_when_a_file_time_changed(tmp_path, monkeypatch):
+    from sisr.data import manifest
+
+    hr_dir = _noise_folder(tmp_path)
+    cache = str(tmp_path / "hr_bin")
+    convert("numpy", hr_dir, cache, progress=False)
+    hashed = []
+    real = manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda p: hashed.append(p) or real(p))
+    ImageFolder(cache, 2)
+    assert hashed == []  # times as recorded: sizes and times only
+    # A copy that does not keep times: each file is hashed once per process, and kept.
+    copy = str(tmp_path / "copy")
+    import shutil
+
+    shutil.copytree(cache, copy, copy_function=shutil.copyfile)
+    os.utime(os.path.join(copy, "img1.npy"), ns=(1, 10**18))
+    ImageFolder(copy, 2)
+    assert len(hashed) == 3
+    ImageFolder(copy, 2)
+    assert len(hashed) == 3
+    # Converting into the copy re-records the times (nothing is converted again).
+    assert convert("numpy", hr_dir, copy, progress=False).converted == 0
+    with open(os.path.join(copy, "sisr_manifest.json")) as f:
+        entries = json.load(f)["entries"]
+    assert all(e["mtime_ns"] == os.stat(os.path.join(copy, rel)).st_mtime_ns
+               for rel, e in entries.items())
