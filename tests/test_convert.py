@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from sisr.convert import convert, main
-from sisr.data.manifest import MANIFEST_NAME
+from sisr.data.manifest import MANIFEST_NAME, Manifest
 from sisr.imresize import imresize
 
 
@@ -144,6 +144,9 @@ def test_downscale_uses_the_matlab_bicubic(tmp_path):
                  "-q"]) == 0
     lr = np.asarray(Image.open(os.path.join(dst, "babyx4.png")))
     np.testing.assert_array_equal(lr, imresize(hr[:48, :60], 0.25))
+    # The command that rebuilds it, as verify and the datasets advise, has every option.
+    assert Manifest.load(dst).command() == (f"python -m sisr.convert downscale --scale 4 "
+                                            f"--suffix x4 -i {src} -o {dst}")
 
 
 def test_converting_a_bad_tree_names_the_bad_files(tmp_path, capsys):
@@ -320,6 +323,11 @@ def test_outputs_are_recorded_with_checksums_and_verified(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "0001.npy" in captured.err and "checksum" in captured.err
     assert "1 mismatched" in captured.out
+    # Its advice works: delete the file and run the command it names.
+    assert f"python -m sisr.convert numpy -i {src} -o {dst}" in captured.err
+    os.remove(altered)
+    assert main(["numpy", "-i", src, "-o", dst, "-q"]) == 0
+    assert main(["verify", "-o", dst]) == 0
     # A plain edit changes the time: the next conversion re-hashes and rebuilds it.
     _alter_pixels(os.path.join(dst, "a", "0002.npy"))
     result = convert("numpy", src, dst, progress=False)

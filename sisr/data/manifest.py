@@ -189,10 +189,28 @@ class Manifest:
         conversions = {(e.get("kind"), json.dumps(e.get("params"), sort_keys=True))
                        for e in self.entries.values()}
         kind, params = conversions.pop() if len(conversions) == 1 else ("numpy", "{}")
-        options = "".join(f" --{name} {value}" for name, value in json.loads(params).items()
-                          if name in ("quality", "scale"))
+        params = json.loads(params) or {}
+        options = ""
+        if "quality" in params:
+            options += f" --quality {params['quality']}"
+        if params.get("subsampling", "pillow-default") != "pillow-default":
+            options += f" --subsampling {params['subsampling']}"
+        if "scale" in params:
+            options += f" --scale {params['scale']}"
+            suffix = self._suffix()
+            if suffix:
+                options += f" --suffix {suffix}"
         source = self.source_root or "SOURCE"
         return f"python -m sisr.convert {kind}{options} -i {source} -o {root or self.root}"
+
+    def _suffix(self):
+        """The --suffix of a downscale conversion: output stem = source stem + suffix."""
+        for rel, entry in self.entries.items():
+            out_stem = os.path.splitext(os.path.basename(rel))[0]
+            source_stem = os.path.splitext(os.path.basename(entry.get("source", "")))[0]
+            if out_stem.startswith(source_stem):
+                return out_stem[len(source_stem):]
+        return ""
 
 
 def _find(path, loaded):
