@@ -566,3 +566,113 @@ def test_process_exits_when_training_crashes_with_a_live_iterator(div2k, tmp_pat
         run = subprocess.run([sys.executable, str(script), root], capture_output=True,
                              text=True, timeout=120, env=env)
         assert run.returncode == 1 and "crash with a live iterator" in run.stderr
+
+
+# --- cache integrity and bad files when a dataset is opened -------------------------------
+
+
+def test_a_decompression_bomb_is_named_in_one_line(tmp_path, monkeypatch):
+    root = make_div2k(str(tmp_path / "DIV2K"), train_ids=(1,), valid_ids=())
+    # Pillow refuses images over twice this many pixels: the HR image (96x120 = 11520)
+    # is refused, its x2 LR image (48x60 = 2880) is not.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)
+    for open_it in (lambda: DIV2K(root, "train", 2),
+                    lambda: ImageFolder(os.path.join(root, "DIV2K_train_HR"), 2)):
+        with pytest.raises(ImageError) as info:
+            open_it()
+        message = str(info.value)
+        assert "0001.png" in message and "decompression-bomb" in message
+        assert "\n" not in message
+
+
+def _alter_last_byte(path):
+    with open(path, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([byte ^ 0xFF]))
+
+
+def test_an_altered_cache_file_is_refused(tmp_path):
+    root = make_div2k(str(tmp_path / "DIV2K"), train_ids=(1, 2), valid_ids=())
+    cache = str(tmp_path / "BIN")
+    convert("numpy", root, cache, progress=False)
+    hr_dir = os.path.join(cache, "DIV2K_train_HR")
+    DIV2K(cache, "train", 2)
+    ImageFolder(hr_dir, 2)
+    altered = os.path.join(hr_dir, "0002.npy")
+    size = os.path.getsize(altered)
+    _alter_last_byte(altered)  # pixels changed, size intact
+    assert os.path.getsize(altered) == size
+    for open_it in (lambda: DIV2K(cache, "train", 2), lambda: ImageFolder(hr_dir, 2)):
+        with pytest.raises(ManifestError, match=r"0002.npy: .*checksum.*sisr.convert numpy"):
+            open_it()
+    # Following the advice repairs it.
+    assert convert("numpy", root, cache, progress=False).converted == 1
+    np.testing.assert_array_equal(np.load(altered), _noise_image(2))
+    DIV2K(cache, "train", 2)
+
+
+def test_a_cache_from_an_older_sisr_without_checksums_opens(tmp_path):
+    hr_dir = _noise_folder(tmp_path)
+    cache = str(tmp_path / "hr_bin")
+    convert("numpy", hr_dir, cache, progress=False)
+    path = os.path.join(cache, "sisr_manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    for entry in manifest["entries"].values():
+        del entry["sha256"], entry["mtime_ns"]
+    manifest["version"] = 1
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    assert ImageFolder(cache, 2).names == ["img0", "img1", "img2"]
+
+
+def test_a_stray_cache_file_gets_advice_that_works(tmp_path):
+    root = make_div2k(str(tmp_path / "DIV2K"), train_ids=(1, 2), valid_ids=())
+    cache = str(tmp_path / "BIN")
+    convert("numpy", root, cache, progress=False)
+    stray = os.path.join(cache, "DIV2K_train_HR", "0003.npy")
+    np.save(stray, _noise_image(3))  # copied in by hand; DIV2K has no 0003.png here
+    np.save(os.path.join(cache, "DIV2K_train_LR_bicubic", "X2", "0003x2.npy"),
+            imresize(_noise_image(3), 0.5))
+    with pytest.raises(ManifestError) as info:
+        DIV2K(cache, "train", 2)
+    message = str(info.value)
+    # Re-running the conversion does not help (everything else is up to date) and the
+    # message does not pretend it does: it says to remove the files, and names them all.
+    assert convert("numpy", root, cache, progress=False).converted == 0
+    assert "not recorded" in message and "delete it or move it out of" in message
+    assert "0003x2.npy" in message and stray in message and "\n" not in message
+    os.remove(stray)
+    os.remove(os.path.join(cache, "DIV2K_train_LR_bicubic", "X2", "0003x2.npy"))
+    assert DIV2K(cache, "train", 2).ids == [1, 2]
+
+
+def test_cache_contents_are_hashed_only_when_a_file_time_changed(tmp_path, monkeypatch):
+    from sisr.data import manifest
+
+    hr_dir = _noise_folder(tmp_path)
+    cache = str(tmp_path / "hr_bin")
+    convert("numpy", hr_dir, cache, progress=False)
+    hashed = []
+    real = manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda p: hashed.append(p) or real(p))
+    ImageFolder(cache, 2)
+    assert hashed == []  # times as recorded: sizes and times only
+    # A copy that does not keep times: each file is hashed once per process, and kept.
+    copy = str(tmp_path / "copy")
+    import shutil
+
+    shutil.copytree(cache, copy, copy_function=shutil.copyfile)
+    os.utime(os.path.join(copy, "img1.npy"), ns=(1, 10**18))
+    ImageFolder(copy, 2)
+    assert len(hashed) == 3
+    ImageFolder(copy, 2)
+    assert len(hashed) == 3
+    # Converting into the copy re-records the times (nothing is converted again).
+    assert convert("numpy", hr_dir, copy, progress=False).converted == 0
+    with open(os.path.join(copy, "sisr_manifest.json")) as f:
+        entries = json.load(f)["entries"]
+    assert all(e["mtime_ns"] == os.stat(os.path.join(copy, rel)).st_mtime_ns
+               for rel, e in entries.items())

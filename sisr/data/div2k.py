@@ -15,7 +15,7 @@ import re
 
 from sisr.data.dataset import DatasetError, DatasetNotFoundError, Pair, PairedDataset
 from sisr.imageio import IMAGE_EXTENSIONS, NUMPY_EXTENSION
-from sisr.data.manifest import ManifestError, find_manifest_problem
+from sisr.data.manifest import check_cache_files
 from sisr.data.sources import FileSource
 
 TRACKS = {"bicubic": (2, 3, 4, 8), "unknown": (2, 3, 4), "mild": (4,), "difficult": (4,),
@@ -189,13 +189,5 @@ class DIV2K(PairedDataset):
     @staticmethod
     def _check_caches(pairs):
         """Refuses .npy files that are not complete, current conversion outputs."""
-        loaded = {}
-        for pair in pairs:
-            for source in (pair.lr, pair.hr):
-                if source.is_numpy:
-                    problem = find_manifest_problem(source.path, loaded)
-                    if problem:
-                        raise ManifestError(
-                            f"{source.path}: numpy cache file {problem}; re-run python -m "
-                            "sisr.convert numpy with the same -i/-o to complete or rebuild it"
-                        )
+        check_cache_files([source.path for pair in pairs for source in (pair.lr, pair.hr)
+                           if source.is_numpy])

@@ -5,7 +5,7 @@ import os
 import re
 
 from sisr.data.dataset import DatasetError, DatasetNotFoundError, Pair, PairedDataset
-from sisr.data.manifest import ManifestError, find_manifest_problem
+from sisr.data.manifest import check_cache_files
 from sisr.data.sources import DownscaledSource, FileSource
 from sisr.fileio import is_temp_name
 from sisr.imageio import list_images as list_files
@@ -71,14 +71,8 @@ class ImageFolder(PairedDataset):
         else:
             pairs = self._match(hr_files, folder_images(os.fspath(lr_dir)), os.fspath(lr_dir),
                                 scale)
-        loaded = {}
-        for pair in pairs:
-            for source in (pair.lr, pair.hr):
-                if isinstance(source, FileSource) and source.is_numpy:
-                    problem = find_manifest_problem(source.path, loaded)
-                    if problem:
-                        raise ManifestError(f"{source.path}: numpy cache file {problem}; "
-                                            "re-run python -m sisr.convert numpy")
+        check_cache_files([source.path for pair in pairs for source in (pair.lr, pair.hr)
+                           if isinstance(source, FileSource) and source.is_numpy])
         self.hr_dir = hr_dir
         self.lr_dir = lr_dir
         super().__init__(os.path.basename(os.path.normpath(hr_dir)) + f"-x{scale}", scale,
