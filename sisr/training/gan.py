@@ -19,7 +19,7 @@ from sisr.saving import load_model, save_model
 from sisr.training.callbacks import RunDirectory, Validation
 from sisr.training.config import ConfigError
 from sisr.training.srgan import SRGAN, load_backup, save_backup
-from sisr.training.trainer import Trainer, build_model, copy_pretrained, make_optimizer
+from sisr.training.trainer import Trainer, build_model, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,7 @@ class GANTrainer(Trainer):
         config, gan = self.config, self.config["gan"]
         generator = build_model(config)
         if not resume:
-            names = copy_pretrained(generator, load_model(config["pretrained_model"]), SCALE)
-            log.info("copied %d layers from %s", len(names), config["pretrained_model"])
+            self.seed_from_pretrained(generator)
         critic = discriminator(hr_size=config["lr_patch"] * SCALE,
                                num_filters=gan["discriminator_filters"])
         features = losses.vgg_feature_extractor(gan["content_loss"], weights=self.vgg_weights)

@@ -183,8 +183,9 @@ class Trainer:
     `run` is the skeleton that every training shares: seeding, the float32 export model,
     the strategy and precision scopes, resuming from the backup, the callbacks, `fit`, the
     non-finite-loss report and the final comparison with bicubic. Subclasses change its
-    hooks (`build`, `restore`, `callbacks`), as `sisr.training.gan.GANTrainer` does for
-    SRGAN fine-tuning.
+    hooks (`prepare`, `build`, `restore`, `validation_loss`, the `run_directory` and
+    `validation` callback classes), as `sisr.training.gan.GANTrainer` does for SRGAN
+    fine-tuning.
     """
 
     #: The key of the result naming the model file in `models/` that was kept last.
@@ -198,6 +199,7 @@ class Trainer:
         self.final_model = self.run_directory.final_model
         self.shave = metrics.div2k_shave(config["scale"])
         self.datasets = None
+        self.pretrained = None  # the loaded --pretrained-model, once checked
 
     def run_name(self):
         """The run directory's name after its time stamp."""
@@ -211,24 +213,28 @@ class Trainer:
             self.datasets = open_datasets(self.config)
             make_pipelines(self.config, self.datasets)
         path = self.config["pretrained_model"]
-        if path and not resume:
+        if path and not resume and self.pretrained is None:
             with precision("float32"):
+                pretrained = load_model(path)
                 try:
-                    copy_pretrained(build_model(self.config), load_model(path),
-                                    self.config["scale"])
+                    copy_pretrained(build_model(self.config), pretrained, self.config["scale"])
                 except PretrainedMismatch as err:
                     raise PretrainedMismatch(f"--pretrained-model {path}: {err}") from None
+            self.pretrained = pretrained
         return self.datasets
+
+    def seed_from_pretrained(self, model):
+        """Copies the checked pretrained model's layers into `model` (a new run's)."""
+        names = copy_pretrained(model, self.pretrained, self.config["scale"])
+        log.info("copied %d layers from %s", len(names), self.config["pretrained_model"])
 
     # -- hooks ---------------------------------------------------------------------------
     def build(self, resume):
         """The compiled model to `fit` (called inside the strategy and precision scopes)."""
         config = self.config
         model = build_model(config)
-        if config["pretrained_model"] and not resume:
-            pretrained = load_model(config["pretrained_model"])
-            names = copy_pretrained(model, pretrained, config["scale"])
-            log.info("copied %d layers from %s", len(names), config["pretrained_model"])
+        if self.pretrained is not None and not resume:
+            self.seed_from_pretrained(model)
         self.loss = make_loss(config)
         model.compile(optimizer=make_optimizer(config), loss=self.loss,
                       metrics=[metrics.PSNR(shave=self.shave)])
