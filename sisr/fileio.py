@@ -153,3 +153,19 @@ def check_writable_dir(path):
         os.remove(new_temp_path(path, ".check"))
     except OSError as err:
         raise OSError(f"cannot write to output directory {path}: {err.strerror or err}") from err
+
+
+def check_creatable_dir(path):
+    """Raises `OSError` naming `path` unless it is a writable folder or could be created
+    as one (checked without creating anything)."""
+    path = os.path.abspath(os.fspath(path))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"cannot write to output directory {path}: {existing} is "
+                                 "a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write to output directory {path}: {existing} is not "
+                              "writable")
+

@@ -10,7 +10,7 @@ import os
 import sys
 
 from sisr import cli
-from sisr.fileio import check_writable_dir
+from sisr.fileio import check_creatable_dir
 from sisr.pretrained import resolve_model
 from sisr.training import config as cfg
 
@@ -86,7 +86,7 @@ def train_run(trainer, args):
 
     with cli.checking():  # bad input fails before any run directory exists
         if not args.resume:
-            check_writable_dir(args.outdir)
+            check_creatable_dir(args.outdir)
         trainer.prepare(resume=bool(args.resume))
     run_dir = args.resume or new_run_dir(args.outdir, trainer.run_name())
     log.info("run directory: %s", run_dir)
