@@ -180,3 +180,53 @@ def test_export_force_replaces_only_a_previous_export(tmp_path, model_file, caps
     assert export_module.main([model_file, "--format", "saved_model", "-o", str(out),
                                "--force"]) == 0
     assert (out / "saved_model.pb").is_file()
+
+
+def test_a_pickled_checkpoint_with_code_is_refused_in_one_line(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Payload:  # an object that weights-only loading must refuse
+        def __reduce__(self):
+            return (print, ("this would run",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"head.0.weight": torch.zeros(2), "x": Payload()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict(path)
+    message = str(info.value)
+    assert "\n" not in message and "weights_only=False" not in message
+    assert message.startswith(f"{path}: refused by torch.load(weights_only=True)")
+
+
+def test_export_of_a_model_that_safe_mode_refuses_is_one_line(tmp_path, capsys):
+    path = tmp_path / "evil.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(
+            {"module": "os", "class_name": "system", "config": {}}))
+        archive.writestr("metadata.json", "{}")
+    code = export_module.main([str(path), "--format", "saved_model", "-o",
+                               str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "evil.keras: Keras refused to load it in safe mode" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_reader_honours_exif_orientation(tmp_path):
+    from sisr.convert import convert
+
+    # Stored 6 high, 10 wide; EXIF orientation 6 shows it 10 high, 6 wide.
+    stored = np.zeros((6, 10, 3), np.uint8)
+    stored[:, :5] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    source = tmp_path / "src"
+    source.mkdir()
+    Image.fromarray(stored).save(source / "photo.jpg", exif=exif, quality=100)
+    upright = read_image(source / "photo.jpg").array
+    assert upright.shape == (10, 6, 3)
+    np.testing.assert_array_equal(read_rgb(source / "photo.jpg"), upright)
+    assert inspect_image(source / "photo.jpg").shape == (10, 6)
+    convert("downscale", str(source), str(tmp_path / "lr"), scale=2, progress=False)
+    [lr] = [p for p in (tmp_path / "lr").iterdir() if p.suffix == ".png"]
+    assert np.asarray(Image.open(lr)).shape == (5, 3, 3)

@@ -202,7 +202,16 @@ def _read_torch(path):
         # weights_only: never run code from the file (pickles can execute anything).
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError)
-        raise CheckpointError(f"{path}: torch.load(weights_only=True) failed: {err}") from err
+        # torch's message spans many lines and advises weights_only=False, which would run
+        # code from the file: say in one line what was refused.
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            reason = ("it holds Python objects that loading weights only does not allow "
+                      "(sisr never runs code from a checkpoint)")
+        else:
+            lines = str(err).strip().splitlines()
+            reason = lines[0] if lines else type(err).__name__
+        raise CheckpointError(f"{path}: refused by torch.load(weights_only=True): {reason}") \
+            from err
 
 
 def _to_numpy(value):
