@@ -10,10 +10,11 @@ from sisr._backend import require_tensorflow
 
 require_tensorflow()
 
-from sisr import layers  # noqa: E402  (registers the custom layers for loading)
+# Registers sisr's layers and initializers, which saved models name, for loading.
+from sisr import initializers, layers  # noqa: E402
 from sisr.inference import resolve, resolve_single  # noqa: E402
 from sisr.saving import load_model, save_model  # noqa: E402
 from sisr.upscale import upscale_image  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["layers", "load_model", "resolve", "resolve_single", "save_model", "upscale_image"]
+__all__ = ["initializers", "layers", "load_model", "resolve", "resolve_single", "save_model", "upscale_image"]

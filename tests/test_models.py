@@ -5,6 +5,8 @@ import itertools
 import json
 import os
 import re
+import subprocess
+import sys
 import zipfile
 
 import keras
@@ -287,7 +289,8 @@ def test_srgan_models_keep_keras_default_init():
                   discriminator(hr_size=32, num_filters=16)):
         for layer in _conv_layers(model):
             kernel = layer.kernel.numpy()
-            fan_in, fan_out = np.prod(kernel.shape[:3]), np.prod(kernel.shape[:2]) * kernel.shape[3]
+            receptive = np.prod(kernel.shape[:2])
+            fan_in, fan_out = receptive * kernel.shape[2], receptive * kernel.shape[3]
             bound = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform
             assert np.abs(kernel).max() <= bound, layer.name
             assert kernel.std() == pytest.approx(bound / np.sqrt(3), rel=0.1), layer.name
@@ -319,6 +322,24 @@ def test_saved_model_with_official_init_loads_in_safe_mode(tmp_path):
     np.testing.assert_array_equal(loaded(lr_batch()).numpy(), model(lr_batch()).numpy())
     clone = keras.Model.from_config(loaded.get_config())  # rebuilt with the same initializers
     assert isinstance(clone.get_layer("head_conv").bias_initializer, FanInUniform)
+
+
+def test_import_sisr_alone_loads_models_with_the_official_init(tmp_path):
+    # A fresh process that imports only `sisr` (not sisr.model) must know FanInUniform.
+    path = str(tmp_path / "edsr.keras")
+    sisr.save_model(tiny("edsr"), path)
+    code = f"import sisr; print(sisr.load_model({path!r}).get_layer('head_conv').bias_initializer)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "FanInUniform" in result.stdout
+
+
+def test_conv_rejects_an_unknown_init():
+    from sisr.model.common import conv
+
+    with pytest.raises(ValueError, match="`init` must be one of .*'torch', 'keras'.*'he'"):
+        conv(8, 3, "c", init="he")
 
 
 def test_data_dependent_init_still_applies():
