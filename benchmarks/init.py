@@ -10,7 +10,8 @@ table gives the training loss (L1 on 0..255) at a few steps and the validation P
 demo validation images (LR centre crops of `--valid-crop`, as the profiles' `valid_crop`;
 RGB, DIV2K shave) every `--eval-every` steps, next to bicubic.
 
-    python benchmarks/init.py            # 300 steps, batch 16, LR patch 48 (hours here)
+    python benchmarks/init.py            # 300 steps, batch 16, LR patch 48 (not run here:
+                                         # 24x the work of the reduced run below)
     python benchmarks/init.py --steps 200 --batch-size 4 --lr-patch 24 --eval-every 50
                                          # 15 min on this 2-core machine, shared
 """
