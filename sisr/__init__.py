@@ -16,7 +16,8 @@ from sisr._backend import require_tensorflow
 
 require_tensorflow()
 
-from sisr import layers  # noqa: E402  (registers the custom layers for loading)
+# Registers sisr's layers and initializers, which saved models name, for loading.
+from sisr import initializers, layers  # noqa: E402
 from sisr.model import srmodel  # noqa: E402,F401  (registers SRModel for loading)
 
 __version__ = "0.1.0"
@@ -29,7 +30,7 @@ _LAZY = {
     "upscale_image": "sisr.upscale",
     "SisrError": "sisr.errors",
 }
-__all__ = ["layers", *_LAZY]
+__all__ = ["initializers", "layers", *_LAZY]
 
 
 def __getattr__(name):

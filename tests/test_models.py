@@ -1,7 +1,13 @@
 """Model builders: shapes, serialisation, gradients, parameter counts, naming, bad input."""
 
+import glob
+import itertools
+import json
 import os
 import re
+import subprocess
+import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -9,7 +15,10 @@ import pytest
 import tensorflow as tf
 
 import sisr
+from sisr.data import demo
+from sisr.initializers import FanInUniform
 from sisr.model import MODELS, build, discriminator, edsr, get_spec, srresnet, wdsr_a, wdsr_b
+from sisr.optimizers import data_dependent_init
 from sisr.saving import ModelError
 
 # Tiny configurations: the same code paths as the published sizes, fast on a CPU.
@@ -252,3 +261,157 @@ def test_mixed_precision_outputs_float32():
 def test_bad_arguments_name_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------- initialisation
+
+def _conv_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+@pytest.mark.parametrize("name", ["edsr", "wdsr_a", "wdsr_b"])
+def test_official_models_get_pytorchs_default_conv_init(name):
+    # EDSR-PyTorch and the official WDSR keep nn.Conv2d's init (WDSR's weight norm starts
+    # from g = ||v||, so its kernels are v): kernels and biases U(+-1/sqrt(fan_in)).
+    model = build(name, scale=4, num_filters=32, num_res_blocks=2)
+    for layer in _conv_layers(model):
+        kernel, bias = (w.numpy() for w in (layer.kernel, layer.bias))
+        bound = 1.0 / np.sqrt(np.prod(kernel.shape[:3]))
+        assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound, layer.name
+        # uniform on +-bound: std bound/sqrt(3) (the smallest kernel has 900 values)
+        assert kernel.std() == pytest.approx(bound / np.sqrt(3), rel=0.1), layer.name
+        assert np.count_nonzero(bias) == bias.size, layer.name
+        assert isinstance(layer.bias_initializer, FanInUniform)
+        assert layer.bias_initializer.fan_in == int(np.prod(kernel.shape[:3]))
+
+
+def test_srgan_models_keep_keras_default_init():
+    for model in (srresnet(4, num_filters=32, num_res_blocks=2),
+                  discriminator(hr_size=32, num_filters=16)):
+        for layer in _conv_layers(model):
+            kernel = layer.kernel.numpy()
+            receptive = np.prod(kernel.shape[:2])
+            fan_in, fan_out = receptive * kernel.shape[2], receptive * kernel.shape[3]
+            bound = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform
+            assert np.abs(kernel).max() <= bound, layer.name
+            assert kernel.std() == pytest.approx(bound / np.sqrt(3), rel=0.1), layer.name
+            assert not layer.bias.numpy().any(), layer.name
+
+
+def test_fan_in_uniform_serialises_and_checks_its_arguments():
+    init = FanInUniform(27, gain=2.0, seed=3)
+    config = keras.saving.serialize_keras_object(init)
+    assert config["registered_name"] == "sisr>FanInUniform"
+    clone = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    assert (clone.fan_in, clone.gain) == (27, 2.0)
+    values = clone((1000,)).numpy()
+    np.testing.assert_array_equal(values, init((1000,)).numpy())  # same seed, same draw
+    assert np.abs(values).max() <= 2.0 / np.sqrt(27) < 1.05 * np.abs(values).max()
+    with pytest.raises(ValueError, match="`fan_in` must be a positive int, got 0"):
+        FanInUniform(0)
+    with pytest.raises(ValueError, match="`gain` must be a positive number"):
+        FanInUniform(9, gain=-1.0)
+
+
+def test_saved_model_with_official_init_loads_in_safe_mode(tmp_path):
+    model = tiny("wdsr_a")
+    path = str(tmp_path / "wdsr_a.keras")
+    sisr.save_model(model, path)
+    with zipfile.ZipFile(path) as archive:
+        assert "sisr>FanInUniform" in archive.read("config.json").decode()
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(loaded(lr_batch()).numpy(), model(lr_batch()).numpy())
+    clone = keras.Model.from_config(loaded.get_config())  # rebuilt with the same initializers
+    assert isinstance(clone.get_layer("head_conv").bias_initializer, FanInUniform)
+
+
+def test_import_sisr_alone_loads_models_with_the_official_init(tmp_path):
+    # A fresh process that imports only `sisr` (not sisr.model) must know FanInUniform.
+    path = str(tmp_path / "edsr.keras")
+    sisr.save_model(tiny("edsr"), path)
+    code = f"import sisr; print(sisr.load_model({path!r}).get_layer('head_conv').bias_initializer)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "FanInUniform" in result.stdout
+
+
+def test_conv_rejects_an_unknown_init():
+    from sisr.model.common import conv
+
+    with pytest.raises(ValueError, match="`init` must be one of .*'torch', 'keras'.*'he'"):
+        conv(8, 3, "c", init="he")
+
+
+def test_data_dependent_init_still_applies():
+    model = tiny("wdsr_b")
+    x = lr_batch(4, 9, 9)
+    names = data_dependent_init(model, x)
+    assert sorted(names) == sorted(layer.name for layer in _conv_layers(model))
+    head = keras.Model(model.input, model.get_layer("head_conv").output)(x).numpy()
+    np.testing.assert_allclose(head.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(head.std(axis=(0, 1, 2)), 1.0, rtol=1e-3)
+
+
+# Untrained output statistics of every shipped profile, at its own sizes, on 4 demo
+# patches (LR 12x12 centre crops), averaged over seeds 0 and 1: L1 to HR and output std
+# on the 0..255 scale, and std of the head conv's output. Each band spans the single-seed
+# values of seeds 0-7 with the shipped initialisation, widened by about 3%. Glorot kernels
+# with zero biases (Keras' default) leave the band of every EDSR and WDSR profile (full
+# EDSR, 256 filters and residual scaling 0.1, only in the head std), and PyTorch's init
+# leaves SRResNet's (output std 3, head std 0.2).
+INIT_BANDS = {  # profile: (L1, output std, head conv std)
+    "edsr": ((60.5, 71), (13.4, 18.6), (0.32, 0.36)),
+    "edsr-8": ((59, 75), (13.5, 21), (0.30, 0.40)),
+    "edsr-16": ((58, 71), (14.5, 22), (0.30, 0.40)),
+    "edsr-gen": ((61.5, 66.5), (9.8, 14.8), (0.29, 0.37)),
+    "sr-resnet": ((75.5, 94), (37.9, 57.4), (0.095, 0.121)),
+    "wdsr-a-8": ((59, 79), (39.8, 68), (0.27, 0.44)),
+    "wdsr-a-16": ((58, 84.5), (43.6, 65), (0.27, 0.44)),
+    "wdsr-a-32": ((62, 93), (47, 94), (0.27, 0.44)),
+    "wdsr-b-8": ((55.7, 99), (41.4, 62), (0.27, 0.44)),
+    "wdsr-b-16": ((59, 81.5), (43.8, 63), (0.27, 0.44)),
+    "wdsr-b-32": ((63, 94), (43, 68), (0.27, 0.44)),
+}
+PROFILES = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "profiles", "*.json")))
+
+
+def demo_patches(scale, count=4, size=12):
+    """float32 LR/HR centre crops (LR `size` x `size`) of the first `count` demo images."""
+    lrs, hrs = [], []
+    for _, lr, hr in itertools.islice(demo("train", scale=scale).pairs(), count):
+        top, left = (lr.shape[0] - size) // 2, (lr.shape[1] - size) // 2
+        lrs.append(lr[top:top + size, left:left + size])
+        hrs.append(hr[top * scale:(top + size) * scale, left * scale:(left + size) * scale])
+    return np.stack(lrs).astype(np.float32), np.stack(hrs).astype(np.float32)
+
+
+def untrained_statistics(config, seeds=(0, 1)):
+    """Mean over `seeds` of (L1 to HR, output std, head conv output std), freshly built."""
+    spec = get_spec(config["model"])
+    kwargs = {k: config[k] for k in spec.arguments() if k in config}
+    lr, hr = demo_patches(config["scale"])
+    stats = []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        model = spec.builder(**kwargs)
+        probe = keras.Model(model.input, [model.output, model.get_layer("head_conv").output])
+        sr, head = (np.asarray(t) for t in probe(lr))
+        stats.append((np.abs(sr - hr).mean(), sr.std(), head.std()))
+        keras.backend.clear_session()
+    return np.mean(stats, axis=0)
+
+
+def test_every_profile_has_an_init_band():
+    assert sorted(os.path.basename(p)[:-5] for p in PROFILES) == sorted(INIT_BANDS)
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: os.path.basename(p)[:-5])
+def test_untrained_output_statistics_of_every_profile(path):
+    with open(path) as f:
+        config = json.load(f)
+    bands = INIT_BANDS[os.path.basename(path)[:-5]]
+    stats = untrained_statistics(config)
+    for what, value, (low, high) in zip(("L1", "output std", "head std"), stats, bands):
+        assert low <= value <= high, f"{what} {value:.3f} outside [{low}, {high}]"

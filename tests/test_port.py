@@ -11,7 +11,6 @@ import json
 import os
 import re
 import struct
-import warnings
 
 import numpy as np
 import pytest
@@ -24,6 +23,8 @@ from sisr.layers import DIV2K_RGB_MEAN
 from sisr.port import (
     CheckpointError, PortError, describe, load_state_dict, port, port_checkpoint,
 )
+
+import torch_reference  # tests/torch_reference.py
 
 MEAN = np.asarray(DIV2K_RGB_MEAN).reshape(1, 3, 1, 1)  # on [0, 255]
 COMPACT_NAMES = compact_names()
@@ -578,91 +579,17 @@ def test_cli_ports_and_refuses_to_overwrite(tmp_path, capsys):
 
 # ---------------------------------------------------------------- torch modules (optional)
 
-def _torch_edsr(torch, scale, feats, blocks, res_scale):
-    """EDSR-PyTorch's module structure (key names come from torch's own naming)."""
-    nn = torch.nn
-
-    class ResBlock(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(feats, feats, 3, padding=1), nn.ReLU(),
-                                      nn.Conv2d(feats, feats, 3, padding=1))
-
-        def forward(self, x):
-            return x + res_scale * self.body(x)
-
-    class EDSR(nn.Module):
-        def __init__(self):
-            super().__init__()
-            mean = torch.tensor(DIV2K_RGB_MEAN, dtype=torch.float32)
-            self.sub_mean, self.add_mean = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
-            for conv, sign in ((self.sub_mean, -1), (self.add_mean, 1)):
-                conv.weight.data = torch.eye(3).view(3, 3, 1, 1)
-                conv.bias.data = sign * mean
-            self.head = nn.Sequential(nn.Conv2d(3, feats, 3, padding=1))
-            self.body = nn.Sequential(*[ResBlock() for _ in range(blocks)],
-                                      nn.Conv2d(feats, feats, 3, padding=1))
-            up = []
-            for r in _stages(scale):
-                up += [nn.Conv2d(feats, feats * r * r, 3, padding=1), nn.PixelShuffle(r)]
-            self.tail = nn.Sequential(nn.Sequential(*up), nn.Conv2d(feats, 3, 3, padding=1))
-
-        def forward(self, x):
-            x = self.head(self.sub_mean(x))
-            return self.add_mean(self.tail(self.body(x) + x))
-
-    return EDSR()
-
-
-def _torch_wdsr_b(torch, scale, feats, blocks):
-    """The official WDSR-B module structure, with legacy weight norm."""
-    nn = torch.nn
-    wn = torch.nn.utils.weight_norm
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(wn(nn.Conv2d(feats, feats * 6, 1)), nn.ReLU(),
-                                      wn(nn.Conv2d(feats * 6, int(feats * 0.8), 1)),
-                                      wn(nn.Conv2d(int(feats * 0.8), feats, 3, padding=1)))
-
-        def forward(self, x):
-            return x + self.body(x)
-
-    class WDSR(nn.Module):
-        def __init__(self):
-            super().__init__()
-            out = 3 * scale * scale
-            self.head = nn.Sequential(wn(nn.Conv2d(3, feats, 3, padding=1)))
-            self.body = nn.Sequential(*[Block() for _ in range(blocks)])
-            self.tail = nn.Sequential(wn(nn.Conv2d(feats, out, 3, padding=1)),
-                                      nn.PixelShuffle(scale))
-            self.skip = nn.Sequential(wn(nn.Conv2d(3, out, 5, padding=2)),
-                                      nn.PixelShuffle(scale))
-            self.mean = torch.tensor(DIV2K_RGB_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-
-        def forward(self, x):
-            x = (x - self.mean) / 127.5
-            x = self.tail(self.body(self.head(x))) + self.skip(x)
-            return x * 127.5 + self.mean
-
-    model = WDSR()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("weight_g"):  # g != ||v||, as in the fixtures
-                p.mul_(torch.empty_like(p).uniform_(0.5, 1.5))
-    return model
-
-
 @pytest.mark.parametrize("scale", [3, 4])
 def test_torch_built_official_modules(scale):
     torch = pytest.importorskip("torch")
     torch.manual_seed(scale)
     x = lr_images((1, 3, 6, 7))
-    with warnings.catch_warnings():  # legacy weight_norm (deprecated), as in the official code
-        warnings.simplefilter("ignore")
-        wdsr = _torch_wdsr_b(torch, scale, feats=6, blocks=2)
-    for net, source in ((_torch_edsr(torch, scale, 6, 2, 1.0), "edsr-pytorch"),
+    wdsr = torch_reference.wdsr("b", scale, feats=6, blocks=2, expansion=6)
+    with torch.no_grad():
+        for name, p in wdsr.named_parameters():
+            if name.endswith("weight_g"):  # g != ||v||, as in the fixtures
+                p.mul_(torch.empty_like(p).uniform_(0.5, 1.5))
+    for net, source in ((torch_reference.edsr(scale, 6, 2), "edsr-pytorch"),
                         (wdsr, "wdsr")):
         with torch.no_grad():
             expected = net(torch.from_numpy(x).float()).double().numpy()

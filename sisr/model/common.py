@@ -2,6 +2,7 @@
 
 import keras
 
+from sisr.initializers import FanInUniform, torch_kernel
 from sisr.layers import PixelShuffle
 from sisr.model.srmodel import SRModel
 
@@ -9,6 +10,11 @@ SCALES = (2, 3, 4, 8)  # the scales of every generator builder
 # Batch-norm momentum of SRResNet and the SRGAN discriminator, as in the original Keras
 # project (krasserm/super-resolution); Keras' default is 0.99.
 BN_MOMENTUM = 0.8
+
+# Weight initialisations of `conv`: "torch" = PyTorch's default nn.Conv2d init, kept by the
+# official EDSR and WDSR code; "keras" = Keras' defaults (Glorot uniform kernel, zero bias),
+# as in krasserm/super-resolution's SRGAN.
+INITS = ("torch", "keras")
 
 
 def check_scale(scale, allowed, builder):
@@ -46,13 +52,28 @@ def lr_input(name="lr"):
     return keras.Input(shape=(None, None, 3), name=name)
 
 
-def conv(filters, kernel_size, name, activation=None):
-    return keras.layers.Conv2D(
-        filters, kernel_size, padding="same", activation=activation, name=name
-    )
+def conv(filters, kernel_size, name, activation=None, init="torch"):
+    """A "same"-padded Conv2D named `name`, initialised as `init` says (see `INITS`).
+
+    Returns a function of the input tensor: PyTorch's bias bound needs the kernel's fan-in,
+    hence the input's channels.
+    """
+    if init not in INITS:
+        raise ValueError(f"conv: `init` must be one of {INITS}, got {init!r}")
+
+    def apply(x):
+        initializers = {}
+        if init == "torch":
+            fan_in = int(x.shape[-1]) * kernel_size * kernel_size
+            initializers = {"kernel_initializer": torch_kernel(),
+                            "bias_initializer": FanInUniform(fan_in)}
+        return keras.layers.Conv2D(filters, kernel_size, padding="same", activation=activation,
+                                   name=name, **initializers)(x)
+
+    return apply
 
 
-def subpixel_upsample(x, scale, num_filters, name, activation=None):
+def subpixel_upsample(x, scale, num_filters, name, activation=None, init="torch"):
     """EDSR/SRResNet upsampler: conv(F*r*r) + pixel shuffle r, twice or thrice for x4/x8.
 
     Layer names carry the scale (`{name}_x{scale}_...`) so that they never collide with
@@ -61,7 +82,7 @@ def subpixel_upsample(x, scale, num_filters, name, activation=None):
     stages = {2: [2], 3: [3], 4: [2, 2], 8: [2, 2, 2]}[scale]
     prefix = f"{name}_x{scale}"
     for i, r in enumerate(stages, start=1):
-        x = conv(num_filters * r * r, 3, name=f"{prefix}_conv{i}")(x)
+        x = conv(num_filters * r * r, 3, name=f"{prefix}_conv{i}", init=init)(x)
         x = PixelShuffle(r, name=f"{prefix}_shuffle{i}")(x)
         if activation is not None:
             x = activation(f"{prefix}_act{i}")(x)

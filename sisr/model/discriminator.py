@@ -18,6 +18,10 @@ def discriminator(hr_size=96, num_filters=64):
     """Builds the SRGAN discriminator for `hr_size` x `hr_size` RGB on [0, 255].
 
     Returns the probability (sigmoid, float32) that each image is a real HR image.
+
+    Initialisation: Keras' defaults (Glorot uniform kernels, zero biases), as in the
+    reference implementation sisr follows (krasserm/super-resolution, Keras); Ledig et al.
+    publish no code nor initialisation.
     """
     check_positive_int(hr_size, "hr_size", "discriminator")
     check_positive_int(num_filters, "num_filters", "discriminator")

@@ -24,6 +24,13 @@ def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None):
 
     Takes RGB of any size on the [0, 255] scale and returns RGB on the same scale,
     `scale` times larger (no clipping inside the model).
+
+    Initialisation: PyTorch's default conv init, which EDSR-PyTorch keeps: kernels and
+    biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (`sisr.initializers`). sisr normalises
+    inputs to (x - mean) / 127.5 where EDSR-PyTorch (rgb_range 255) uses x - mean, so
+    these biases are in units 127.5 times larger: this model initialises and trains as
+    EDSR-PyTorch run with `--rgb_range 2`, which is the same network up to the scale of
+    its biases.
     """
     check_scale(scale, SCALES, "edsr")
     check_positive_int(num_filters, "num_filters", "edsr")

@@ -34,6 +34,14 @@ def res_block_b(x_in, num_filters, expansion, scaling, name):
 
 def wdsr(scale, num_filters, num_res_blocks, res_block_expansion, res_block_scaling,
          res_block, name):
+    """Builds WDSR-A or -B (`res_block`).
+
+    Initialisation as the official code (JiahuiYu/wdsr_ntire2018): every conv is
+    `weight_norm(nn.Conv2d(...))` with PyTorch's default init and no explicit
+    re-initialisation, and weight norm starts from g = ||v||, so the effective kernels are
+    the default ones: kernels and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (`sisr.initializers`). The input normalisation is the official one.
+    """
     check_scale(scale, SCALES, name)
     check_positive_int(num_filters, "num_filters", name)
     check_positive_int(num_res_blocks, "num_res_blocks", name)

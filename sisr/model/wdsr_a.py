@@ -5,6 +5,9 @@ from sisr.model.wdsr import res_block_a, wdsr
 
 def wdsr_a(scale, num_filters=32, num_res_blocks=8, res_block_expansion=4,
            res_block_scaling=None):
-    """Builds WDSR-A. The paper's baseline: 32 filters, 16 blocks, expansion 4."""
+    """Builds WDSR-A. The paper's baseline: 32 filters, 16 blocks, expansion 4.
+
+    Initialised as the official code (PyTorch's default conv init; see `wdsr.wdsr`).
+    """
     return wdsr(scale, num_filters, num_res_blocks, res_block_expansion,
                 res_block_scaling, res_block_a, name="wdsr_a")
