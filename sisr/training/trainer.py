@@ -61,6 +61,11 @@ def build_model(config):
     return get_spec(config["model"]).builder(**builder_kwargs(config))
 
 
+# Adam as the official EDSR and WDSR code trains: PyTorch's betas and epsilon (1e-8; Keras'
+# default is 1e-7, and Keras adds it to sqrt(v) where PyTorch adds it to sqrt(v_hat)).
+ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
+
+
 def make_optimizer(config):
     boundaries = list(config["lr_decay_steps"])
     values = learning_rate_values(config)
@@ -69,8 +74,8 @@ def make_optimizer(config):
     if config["optimizer"] == "weight_norm_adam":
         from sisr.optimizers import WeightNormAdam
 
-        return WeightNormAdam(learning_rate=lr, beta_1=0.9, beta_2=0.999)
-    return keras.optimizers.Adam(learning_rate=lr, beta_1=0.9, beta_2=0.999)
+        return WeightNormAdam(learning_rate=lr, **ADAM)
+    return keras.optimizers.Adam(learning_rate=lr, **ADAM)
 
 
 def make_loss(config):
