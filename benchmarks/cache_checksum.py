@@ -13,32 +13,27 @@ Makes a cache of DIV2K-sized HR images (2040x1356x3 uint8 .npy, 8.3 MB each) wit
 Prints the medians and MB/s. Cold reads from disk add the disk's read time. Run by hand.
 """
 
-import argparse
 import os
 import shutil
 import sys
-import tempfile
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import format_table, interleave, median
+from common import file_parser, format_table, interleave, median, work_dir
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=20)
+    parser = file_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dir", default=None, help="keep the generated files here")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from sisr.convert import convert, verify
     from sisr.data import ImageFolder, manifest
 
-    work = args.dir or tempfile.mkdtemp(prefix="sisr-bench-sum-")
-    source, cache = os.path.join(work, "src"), os.path.join(work, "cache")
-    changed = os.path.join(work, "cache_copied")
-    try:
+    with work_dir(args.dir, "sisr-bench-sum-") as work:
+        source, cache = os.path.join(work, "src"), os.path.join(work, "cache")
+        changed = os.path.join(work, "cache_copied")
         os.makedirs(source, exist_ok=True)
         rng = np.random.default_rng(0)
         for i in range(args.images):
@@ -66,9 +61,6 @@ def main(argv=None):
                 for name, v in times.items()]
         print(f"{len(files)} files, {megabytes:.0f} MB, {os.cpu_count()} CPUs")
         print(format_table(["case", "median ms", "MB/s"], rows))
-    finally:
-        if args.dir is None:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

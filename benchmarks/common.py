@@ -8,7 +8,11 @@ and the benchmarks report medians over the rounds.
     print(format_table(["case", "ms"], [[k, f"{1e3 * median(v):.1f}"] for k, v in times.items()]))
 """
 
+import argparse
+import contextlib
+import shutil
 import statistics
+import tempfile
 import time
 
 
@@ -77,3 +81,24 @@ def format_table(headers, rows, align=None):
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule] + [line(row) for row in cells[1:]])
+
+
+def file_parser(doc, images=20):
+    """The argument parser of a benchmark that generates image files: `--images` and
+    `--dir` (keep the generated files there instead of a temporary folder)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--images", type=int, default=images)
+    parser.add_argument("--dir", default=None, help="keep the generated files here")
+    return parser
+
+
+@contextlib.contextmanager
+def work_dir(keep, prefix):
+    """`keep` if given (left in place), else a temporary folder removed afterwards."""
+    work = keep or tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield work
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+

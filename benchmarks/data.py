@@ -10,16 +10,16 @@ because this machine's speed swings, and prints the medians, their ratio and the
 of anonymous memory while streaming. Run by hand; nothing here is a test.
 """
 
-import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import file_parser, work_dir  # noqa: E402
 
 
 def make_tree(root, count, height=1356, width=2040, seed=0):
@@ -69,19 +69,16 @@ def patches_per_second(root, batches, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=20)
+    parser = file_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache-batches", type=int, default=300)
     parser.add_argument("--png-batches", type=int, default=8)
-    parser.add_argument("--dir", default=None, help="keep the generated trees here")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from sisr.convert import convert
 
-    work = args.dir or tempfile.mkdtemp(prefix="sisr-bench-data-")
-    png_root, npy_root = os.path.join(work, "DIV2K"), os.path.join(work, "DIV2K_BIN")
-    try:
+    with work_dir(args.dir, "sisr-bench-data-") as work:
+        png_root, npy_root = os.path.join(work, "DIV2K"), os.path.join(work, "DIV2K_BIN")
         start = time.perf_counter()
         make_tree(png_root, args.images)
         print(f"synthetic tree: {args.images} HR 2040x1356 + LR x2 PNGs "
@@ -103,9 +100,6 @@ def main(argv=None):
               f"ratio {cache / png:.1f}x (batch 16, LR 48, x2)")
         print(f"anonymous memory: {memory_before:.0f} MB before the runs, "
               f"{anonymous_rss_mb():.0f} MB after (files are streamed, not held)")
-    finally:
-        if args.dir is None:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
