@@ -25,6 +25,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# PyTorch's OpenMP threads spin at barriers by default; on a machine whose cores are shared
+# with other processes a descheduled peer makes that spin cost seconds (EDSR 128x128 took
+# 6 s instead of 0.35 s here). PASSIVE makes them sleep, giving PyTorch its fair speed;
+# set OMP_WAIT_POLICY=ACTIVE to measure PyTorch's default on an idle machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
@@ -293,7 +298,8 @@ def main(argv=None):
                      + ("met" if ratio >= target else "NOT met")])
     mode = "channels_last" if args.channels_last else "NCHW"
     print(f"sisr {sisr.__version__} (TensorFlow {tf.__version__}, Keras {keras.__version__}) vs "
-          f"PyTorch {torch.__version__} ({mode}); {args.threads} threads each; x{SCALE}; "
+          f"PyTorch {torch.__version__} ({mode}, OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY')}); {args.threads} threads each; x{SCALE}; "
           f"inference LR {INFER_SIZE}x{INFER_SIZE} batch 1 fp32, training batch "
           f"{TRAIN_BATCH} LR {TRAIN_PATCH} bf16; medians of {args.repeats} interleaved rounds")
     print(format_table(["case", "PyTorch ms", "sisr ms", "IQR pt/sisr", "PyTorch/sisr",
