@@ -123,6 +123,18 @@ def summarise_run(text):
     return dict(groups), wall
 
 
+def apply_function(optimizer, variables, grads):
+    """A compiled `apply_gradients` of fixed gradients (closed over, not arguments: a
+    tf.function would turn arguments into tensors)."""
+    import tensorflow as tf
+
+    @tf.function
+    def apply():
+        optimizer.apply_gradients(zip(grads, variables))
+
+    return apply
+
+
 def optimizer_share(model_name, repeats):
     import keras
     import tensorflow as tf
@@ -135,7 +147,7 @@ def optimizer_share(model_name, repeats):
         variables = model.trainable_variables
         opt.build(variables)
         grads = [tf.random.normal(v.shape) * 1e-3 for v in variables]
-        apply = tf.function(lambda opt=opt, v=variables, g=grads: opt.apply_gradients(zip(g, v)))
+        apply = apply_function(opt, variables, grads)
         cases[name] = (lambda apply=apply, v=variables: [apply() for _ in range(10)]
                        and v[0].numpy())
     times = interleave(cases, repeats, warmup=1)
