@@ -157,7 +157,8 @@ def run_case(case, tile, check_seams, precision="float32", overlap=None):
     process.returncode = os.waitstatus_to_exitcode(status)
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     if process.returncode != 0 or not lines:
-        raise RuntimeError(f"{case} tile={tile} {precision} failed (exit {process.returncode}):\n{err}")
+        raise RuntimeError(f"{case} tile={tile} {precision} failed "
+                           f"(exit {process.returncode}):\n{err}")
     result = json.loads(lines[-1][len("RESULT "):])
     result["peak_gb"] = usage.ru_maxrss * 1024 / 1e9  # Linux: ru_maxrss is in KiB
     return result
@@ -249,8 +250,8 @@ def main(argv=None):
             cost,
         ])
     print(format_table(
-        ["case", "precision", "tile (+overlap)", "tiles", "seconds", "IQR/med", "LR Mpx/s", "SR Mpx/s",
-         "peak RSS GB", "est. GB", "seam max diff", "overlap cost"], rows))
+        ["case", "precision", "tile (+overlap)", "tiles", "seconds", "IQR/med", "LR Mpx/s",
+         "SR Mpx/s", "peak RSS GB", "est. GB", "seam max diff", "overlap cost"], rows))
     for case, estimate in skipped:
         print(f"{case} untiled: skipped, estimated {estimate:.1f} GB > --max-gb {args.max_gb}")
     return 0

@@ -185,7 +185,8 @@ def train_cases(torch, family, lr, hr, channels_last, steps):
                                                     "lr_patch": TRAIN_PATCH})
     with trainer.precision("mixed_bfloat16"):
         model = trainer.build_model(config)
-        model.compile(optimizer=trainer.make_optimizer(config), loss=keras.losses.MeanAbsoluteError())
+        model.compile(optimizer=trainer.make_optimizer(config),
+                      loss=keras.losses.MeanAbsoluteError())
     net = torch_model(torch, family, channels_last).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.999))
     x, y = to_torch(torch, lr, channels_last), to_torch(torch, hr, channels_last)
@@ -283,7 +284,7 @@ def main(argv=None):
 
     times = interleave(cases, args.repeats, warmup=0, on_round=progress)
 
-    rows, verdicts = [], []
+    rows = []
     for case in args.cases:
         per = {side: median(times[(case, side)]) / units[(case, side)]
                for side in ("pytorch", "sisr")}
