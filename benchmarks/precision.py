@@ -18,6 +18,7 @@ change from the float32 output, for the naive copy, the guarded copy and, with
 """
 
 import argparse
+import atexit
 import os
 import sys
 import tempfile
@@ -63,7 +64,11 @@ def run_fidelity(args):
     from sisr.data.demo import demo
     from sisr.precision import float32_patterns, keep_float32, mixed_copy
 
-    os.environ.setdefault("SISR_HOME", tempfile.mkdtemp(prefix="sisr-bench-precision-"))
+    # A private cache (removed at exit) unless the caller's SISR_HOME is set.
+    if "SISR_HOME" not in os.environ:
+        home = tempfile.TemporaryDirectory(prefix="sisr-bench-precision-")
+        atexit.register(home.cleanup)
+        os.environ["SISR_HOME"] = home.name
     os.environ.setdefault("SISR_OFFLINE", "1")
     pairs = [p for subset in ("train", "valid") for p in demo(subset, 4).pairs()]
     variants = {"naive": (), "guarded": None}
