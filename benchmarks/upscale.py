@@ -1,5 +1,11 @@
 """Speed and peak memory of `sisr.upscale_image` on a 2040x1356 LR image (run by hand).
 
+Each case runs in float32 and, with `--precisions float32,bfloat16`, in bfloat16 (the
+guarded mixed copy of `sisr.precision`). The overlap overhead is given twice: as the LR
+pixels the tiles' windows process (tile + receptive-field margin) per image pixel, and as
+the measured time of the tiled run over that of the same tiles with no overlap
+(`--overlap-zero` adds those runs: they have seams, and are timed only for this figure).
+
 For EDSR baseline (64 filters, 16 blocks) and WDSR-B baseline (32 filters, 16 blocks,
 expansion 6) at x2 and x4, tiled (default tile and receptive-field overlap of sisr.upscale)
 and untiled: megapixels per second (LR in and SR out) and peak resident memory. Each run is
@@ -17,6 +23,8 @@ seams. It runs in its own subprocess so that it does not inflate the peak memory
 
     python benchmarks/upscale.py                     # all cases, 3 rounds
     python benchmarks/upscale.py --cases edsr-x4 --repeats 1 --check-seams
+    python benchmarks/upscale.py --cases wdsr-b-x4,edsr-x4 --no-untiled --repeats 1 \
+        --precisions float32,bfloat16 --overlap-zero
 """
 
 import argparse
@@ -92,7 +100,15 @@ def estimate_gb(case, tile):
     return 1.5 * activation_gb(model, shape) + 1.0
 
 
-def worker(case, tile, check_seams):
+def window_pixels(upscaler, shape):
+    """LR pixels the tiles' windows (tile + overlap, cut at the image border) process."""
+    h, w = shape
+    m = upscaler.overlap
+    return sum((min(h, y1 + m) - max(0, y0 - m)) * (min(w, x1 + m) - max(0, x0 - m))
+               for y0, y1, x0, x1 in upscaler.tiles(h, w))
+
+
+def worker(case, tile, check_seams, precision="float32", overlap=None):
     """One measured run in this process; prints a JSON line with its figures."""
     import numpy as np
 
@@ -101,18 +117,21 @@ def worker(case, tile, check_seams):
 
     builder, arguments = CASES[case]
     model = build(builder, **arguments)
-    upscaler = Upscaler(model, scale=arguments["scale"], tile=tile or None)
+    upscaler = Upscaler(model, scale=arguments["scale"], tile=tile or None, overlap=overlap,
+                        precision=precision)
     image = test_image(LR_SHAPE)
     upscale_image(upscaler, image[:64, :64])  # trace the forward pass outside the timing
     start = time.perf_counter()
     sr = upscale_image(upscaler, image)
     seconds = time.perf_counter() - start
     result = {"seconds": seconds, "tiles": len(upscaler.tiles(*LR_SHAPE)),
-              "overlap": upscaler.overlap}
+              "overlap": upscaler.overlap,
+              "window_ratio": window_pixels(upscaler, LR_SHAPE) / (LR_SHAPE[0] * LR_SHAPE[1])}
     if check_seams:
         a, b = SEAM_CROP
         s, m = upscaler.scale, upscaler.overlap
-        crop = Upscaler(model, scale=s, overlap=m)(image[a:b, a:b])  # untiled
+        crop = Upscaler(model, scale=s, overlap=m, precision=precision)(
+            image[a:b, a:b])  # untiled
         inner = slice(m * s, (b - a - m) * s)
         tiled = sr[a * s:b * s, a * s:b * s]
         diff = np.abs(tiled[inner, inner].astype(int) - crop[inner, inner].astype(int))
@@ -122,10 +141,12 @@ def worker(case, tile, check_seams):
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_case(case, tile, check_seams):
+def run_case(case, tile, check_seams, precision="float32", overlap=None):
     """Runs `worker` in a fresh subprocess; returns its figures plus peak RSS in GB."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", case,
-               "--tile", str(tile)] + (["--check-seams"] if check_seams else [])
+               "--tile", str(tile), "--precisions", precision] + (
+        ["--check-seams"] if check_seams else []) + (
+        ["--worker-overlap", str(overlap)] if overlap is not None else [])
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     # wait4 gives this child's own rusage (RUSAGE_CHILDREN would mix all children).
@@ -136,7 +157,8 @@ def run_case(case, tile, check_seams):
     process.returncode = os.waitstatus_to_exitcode(status)
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     if process.returncode != 0 or not lines:
-        raise RuntimeError(f"{case} tile={tile} failed (exit {process.returncode}):\n{err}")
+        raise RuntimeError(f"{case} tile={tile} {precision} failed "
+                           f"(exit {process.returncode}):\n{err}")
     result = json.loads(lines[-1][len("RESULT "):])
     result["peak_gb"] = usage.ru_maxrss * 1024 / 1e9  # Linux: ru_maxrss is in KiB
     return result
@@ -155,11 +177,20 @@ def main(argv=None):
     p.add_argument("--no-untiled", action="store_true", help="tiled runs only")
     p.add_argument("--check-seams", action="store_true",
                    help="compare tiled output with an untiled crop across tile borders")
+    p.add_argument("--precisions", default="float32",
+                   help="comma-separated: float32, bfloat16 (default float32)")
+    p.add_argument("--overlap-zero", action="store_true",
+                   help="also time each tiled case with no overlap (the overlap's cost)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--worker-overlap", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.tile, args.check_seams)
+        worker(args.worker, args.tile, args.check_seams, args.precisions,
+               args.worker_overlap)
         return 0
+    precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
+    if not precisions or set(precisions) - {"float32", "bfloat16"}:
+        p.error(f"--precisions: float32 and/or bfloat16, got {args.precisions!r}")
 
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
@@ -171,44 +202,56 @@ def main(argv=None):
             estimate = estimate_gb(case, tile)
             if tile == 0 and estimate > args.max_gb:
                 skipped.append((case, estimate))
-            else:
-                runs.append((case, tile, estimate))
-    results = {(case, tile): [] for case, tile, _ in runs}
+                continue
+            for precision in precisions:
+                runs.append((case, tile, precision, None, estimate))
+                if tile and args.overlap_zero:
+                    runs.append((case, tile, precision, 0, estimate))
+    results = {run[:4]: [] for run in runs}
     print(f"LR image {LR_SHAPE[1]}x{LR_SHAPE[0]}, {len(runs)} cases x {args.repeats} "
           f"interleaved rounds (one subprocess each)", file=sys.stderr)
     for r in range(args.repeats):
         shift = r % len(runs)
-        for case, tile, _ in runs[shift:] + runs[:shift]:
-            result = run_case(case, tile, check_seams=False)
-            results[(case, tile)].append(result)
-            print(f"  round {r + 1}: {case} tile={tile or 'none'}: "
+        for case, tile, precision, overlap, _ in runs[shift:] + runs[:shift]:
+            result = run_case(case, tile, False, precision, overlap)
+            results[(case, tile, precision, overlap)].append(result)
+            print(f"  round {r + 1}: {case} tile={tile or 'none'} {precision}"
+                  f"{' overlap 0' if overlap == 0 else ''}: "
                   f"{result['seconds']:.1f} s, {result['peak_gb']:.2f} GB", file=sys.stderr)
     seams = {}
     if args.check_seams:
-        for case, tile, _ in runs:
-            if tile:
-                seams[case] = run_case(case, tile, check_seams=True)
-                print(f"  seam check: {case}: max diff {seams[case]['seam_max_diff']}",
+        for case, tile, precision, overlap, _ in runs:
+            if tile and overlap is None:
+                seams[(case, precision)] = found = run_case(case, tile, True, precision)
+                print(f"  seam check: {case} {precision}: max diff {found['seam_max_diff']}",
                       file=sys.stderr)
 
     lr_mpx = LR_SHAPE[0] * LR_SHAPE[1] / 1e6
     rows = []
-    for case, tile, estimate in runs:
-        found = results[(case, tile)]
+    for case, tile, precision, overlap, estimate in runs:
+        found = results[(case, tile, precision, overlap)]
         seconds = [f["seconds"] for f in found]
         scale = CASES[case][1]["scale"]
         t = median(seconds)
-        seam = seams.get(case) if tile else None
+        seam = seams.get((case, precision)) if tile and overlap is None else None
+        if tile and overlap is None and (case, tile, precision, 0) in results:
+            bare = median([f["seconds"] for f in results[(case, tile, precision, 0)]])
+            cost = f"x{found[0]['window_ratio']:.2f} px, x{t / bare:.2f} time"
+        elif tile and overlap is None:
+            cost = f"x{found[0]['window_ratio']:.2f} px"
+        else:
+            cost = "-"
         rows.append([
-            case, f"{tile} (+{found[0]['overlap']})" if tile else "none",
+            case, precision, f"{tile} (+{found[0]['overlap']})" if tile else "none",
             found[0]["tiles"], f"{t:.1f}", f"{spread(seconds):.2f}",
             f"{lr_mpx / t:.3f}", f"{lr_mpx * scale * scale / t:.2f}",
             f"{median([f['peak_gb'] for f in found]):.2f}", f"{estimate:.1f}",
             "-" if seam is None else f"{seam['seam_max_diff']} ({seam['seam_pixels_off']} px)",
+            cost,
         ])
     print(format_table(
-        ["case", "tile (+overlap)", "tiles", "seconds", "IQR/med", "LR Mpx/s", "SR Mpx/s",
-         "peak RSS GB", "est. GB", "seam max diff"], rows))
+        ["case", "precision", "tile (+overlap)", "tiles", "seconds", "IQR/med", "LR Mpx/s",
+         "SR Mpx/s", "peak RSS GB", "est. GB", "seam max diff", "overlap cost"], rows))
     for case, estimate in skipped:
         print(f"{case} untiled: skipped, estimated {estimate:.1f} GB > --max-gb {args.max_gb}")
     return 0

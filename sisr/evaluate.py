@@ -22,6 +22,7 @@ import numpy as np
 from sisr import cli, metrics
 from sisr.errors import UsageError
 from sisr.fileio import atomic_write_json
+from sisr.precision import PRECISIONS
 from sisr.saving import ModelError
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ def make_parser():
     p.add_argument("--tile", type=int, default=0,
                    help="LR tile size to bound memory on big images (default 0: whole "
                         "images; tiles are seamless, see sisr.upscale)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="run the models in float32 or bfloat16 (see sisr.upscale)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("-o", "--output", metavar="JSON", help="write the results here")
     p.add_argument("--force", action="store_true", help="overwrite an existing --output")
@@ -183,7 +186,7 @@ def _check_args(p, args):
             p.error(f"--{name} must be >= 0, got {value}")
 
 
-def _load_models(paths, scale, tile, self_ensemble, errors):
+def _load_models(paths, scale, tile, self_ensemble, errors, precision="float32"):
     """Upscalers of the usable models; failures are appended to `errors`."""
     from sisr.upscale import Upscaler, load_sr_model
 
@@ -201,7 +204,8 @@ def _load_models(paths, scale, tile, self_ensemble, errors):
             errors.append({"item": path, "error": str(err)})
             continue
         scale = found  # the first model fixes the scale when --scale is not given
-        upscaler = Upscaler(model, scale=found, tile=tile, self_ensemble=self_ensemble)
+        upscaler = Upscaler(model, scale=found, tile=tile, self_ensemble=self_ensemble,
+                            precision=precision)
         upscaler(np.zeros((8, 8, 3), np.uint8))  # trace now: keep it out of the timings
         name = os.path.splitext(os.path.basename(path))[0]
         rows.append(_Row(name, os.path.abspath(path), upscaler))
@@ -219,7 +223,7 @@ def evaluate(args):
 
     with cli.checking():  # no usable model or no dataset: nothing to do
         rows, scale = _load_models(model_files(resolve_model(args.model)), args.scale, args.tile or None,
-                                   args.self_ensemble, errors)
+                                   args.self_ensemble, errors, args.precision)
         if not rows:
             raise ModelError("no usable model: " + "; ".join(e["error"] for e in errors))
         dataset = open_dataset(args.dataset, args.subset, scale, downgrade=args.downgrade)
@@ -254,6 +258,7 @@ def evaluate(args):
         "shave": shave,
         "self_ensemble": bool(args.self_ensemble),
         "tile": args.tile,
+        "precision": args.precision,
         "results": summaries,
         "best": best,
         "errors": errors,

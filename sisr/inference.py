@@ -36,22 +36,28 @@ def _as_batch(lr_batch, argument):
     return tf.convert_to_tensor(array, tf.float32)
 
 
-def resolve(model, lr_batch):
+def resolve(model, lr_batch, precision="float32"):
     """Super-resolves a batch of LR images on the [0, 255] scale.
 
     Args:
-        model: a sisr generator (any Keras model mapping [0, 255] RGB to [0, 255] RGB).
+        model: a sisr generator (any functional Keras model mapping [0, 255] RGB to
+            [0, 255] RGB).
         lr_batch: array-like of shape (batch, height, width, 3), uint8 or float.
+        precision: "float32", or "bfloat16" to run a mixed copy of the model whose
+            precision-critical layers stay float32 (`sisr.precision`; faster on CPUs with
+            bfloat16 instructions, within 0.02 dB of float32 on the measured models).
 
     Returns:
         A uint8 `tf.Tensor` of shape (batch, scale*height, scale*width, 3).
     """
-    return _forward_fn(model)(_as_batch(lr_batch, "lr_batch"))
+    from sisr.precision import inference_copy
+
+    return _forward_fn(inference_copy(model, precision))(_as_batch(lr_batch, "lr_batch"))
 
 
-def resolve_single(model, lr):
+def resolve_single(model, lr, precision="float32"):
     """Super-resolves one LR image of shape (height, width, 3); returns a uint8 tensor."""
     array = lr.numpy() if isinstance(lr, tf.Tensor) else np.asarray(lr)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"lr must be an RGB image of shape (height, width, 3), got {array.shape}")
-    return resolve(model, array[None])[0]
+    return resolve(model, array[None], precision)[0]

@@ -22,6 +22,7 @@ import numpy as np
 from sisr import cli, imageio
 from sisr.errors import UsageError
 from sisr.fileio import atomic_output, check_writable_dir
+from sisr.precision import PRECISIONS
 from sisr.saving import ModelError
 
 log = logging.getLogger(__name__)
@@ -179,10 +180,14 @@ class Upscaler:
         overlap: LR pixels of context around each tile; None = the model's receptive-field
             radius (exact up to float rounding), or 32 if that cannot be read.
         self_ensemble: average the outputs of the 8 flips/rotations (EDSR+), in float.
+        precision: "float32" or "bfloat16" (a mixed copy of the model, see `sisr.precision`).
     """
 
-    def __init__(self, model, scale=None, tile=None, overlap=None, self_ensemble=False):
+    def __init__(self, model, scale=None, tile=None, overlap=None, self_ensemble=False,
+                 precision="float32"):
         import tensorflow as tf
+
+        from sisr.precision import inference_copy
 
         if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int)
                                  or tile < 0):
@@ -201,10 +206,12 @@ class Upscaler:
                             "overlap of %d LR pixels", model.name, overlap)
         self.overlap = overlap
         self.self_ensemble = bool(self_ensemble)
+        self.precision = precision
+        runner = inference_copy(model, precision)
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
         def forward(lr):
-            return tf.cast(model(lr, training=False), tf.float32)
+            return tf.cast(runner(lr, training=False), tf.float32)
 
         self._forward = forward
 
@@ -262,7 +269,8 @@ def bicubic_upscale(image, scale):
     return imresize(np.asarray(image), scale=scale)
 
 
-def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on_tile=None):
+def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on_tile=None,
+                  precision="float32"):
     """Super-resolves a uint8 image of any size and channel layout (NumPy in, NumPy out).
 
     Args:
@@ -270,14 +278,15 @@ def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on
         image: uint8 HxW or HxWx1 (grayscale), HxWx2 (grayscale + alpha), HxWx3 (RGB) or
             HxWx4 (RGBA). Grayscale goes through the model as RGB and comes back as luma;
             alpha is upscaled with bicubic.
-        tile, overlap, self_ensemble: see `Upscaler` (ignored if `model` is an Upscaler).
+        tile, overlap, self_ensemble, precision: see `Upscaler` (ignored if `model` is an
+            Upscaler).
         on_tile: optional callable, called after each tile (progress bars).
 
     Returns:
         uint8 array of the same layout, `scale` times larger.
     """
     upscaler = model if isinstance(model, Upscaler) else Upscaler(
-        model, tile=tile, overlap=overlap, self_ensemble=self_ensemble)
+        model, tile=tile, overlap=overlap, self_ensemble=self_ensemble, precision=precision)
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"image must be uint8, got {array.dtype}")
@@ -392,6 +401,9 @@ def make_parser():
                         "receptive-field radius, which makes tiles seamless)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the 8 flips/rotations (8x slower)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="bfloat16: a mixed copy that keeps input and output layers float32, "
+                        "~2x faster on CPUs with bfloat16 instructions (default float32)")
     p.add_argument("--format", choices=["keep", *imageio.FORMATS], default="keep",
                    help="output format (default: that of the input; PNG for other formats)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
@@ -480,7 +492,7 @@ def _main(args):
         check_writable_dir(args.output)
         model, scale = load_sr_model(resolve_model(args.model), args.scale)
         upscaler = Upscaler(model, scale=scale, tile=args.tile, overlap=args.overlap,
-                            self_ensemble=args.self_ensemble)
+                            self_ensemble=args.self_ensemble, precision=args.precision)
         targets = [_target(source, args.output, args.format, scale) for source in sources]
         _check_outputs_are_not_inputs(sources, [target for target, _ in targets], args)
 
