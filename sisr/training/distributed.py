@@ -1,0 +1,188 @@
+"""Training on several workers with `tf.distribute.MultiWorkerMirroredStrategy`.
+
+Every worker runs the same command with the same `--outdir` on a shared filesystem. The
+cluster comes from `TF_CONFIG` (cluster + task) or, in a Slurm job step, from
+`SlurmClusterResolver`. Each worker mirrors over all its local GPUs (else its CPU).
+
+- The strategy must exist before TensorFlow runs any op (it configures the collectives at
+  start-up): the CLIs create it first (`multi_worker_strategy`, once per process).
+- One run directory: the chief (task `chief`, else `worker` 0) creates
+  `OUTDIR/<its time stamp>-<name>[-N]` and broadcasts the stamp and suffix to the other
+  workers through a collective, so no name depends on another worker's clock.
+- Only the chief writes the run directory; every other worker runs the same callbacks
+  into a private temporary directory that is removed at the end (the Keras multi-worker
+  pattern: every worker takes part in each save, so saves that need collectives cannot
+  hang), see `output_dir`.
+"""
+
+import contextlib
+import datetime
+import logging
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from sisr.training.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+_STRATEGY = None
+_SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NODELIST", "SLURM_STEP_NUM_TASKS",
+                    "SLURM_STEP_TASKS_PER_NODE")
+
+
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """`MultiWorkerMirroredStrategy` whose `reduce` takes nested values and scalars.
+
+    Keras 3's `fit` calls `reduce` on a `(x, y)` batch and with `axis=0` on the scalar
+    per-replica logs of every batch; TensorFlow's collective strategy accepts neither.
+    Each value is reduced on its own, a scalar across replicas only.
+    """
+
+    def reduce(self, reduce_op, value, axis=None):
+        parent = super()
+
+        def one(item):
+            sample = item.values[0] if isinstance(item, tf.distribute.DistributedValues) \
+                else item
+            rank = getattr(getattr(sample, "shape", None), "rank", None)
+            return parent.reduce(reduce_op, item, None if rank == 0 else axis)
+
+        return tf.nest.map_structure(one, value)
+
+
+def cluster_resolver():
+    """The cluster of this job: `TF_CONFIG` if set, else the Slurm job step's.
+
+    Raises ConfigError when neither describes a cluster.
+    """
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if all(os.environ.get(name) for name in _SLURM_VARIABLES):
+        return tf.distribute.cluster_resolver.SlurmClusterResolver()
+    raise ConfigError("--strategy multi-worker: no cluster; set TF_CONFIG on every worker "
+                      "(see the README's multi-worker recipe) or run as a Slurm job step "
+                      "(srun)")
+
+
+def multi_worker_strategy():
+    """The process's MultiWorkerMirroredStrategy, created on the first call.
+
+    Raises ConfigError if TensorFlow already ran an op (too late to create it) or the
+    cluster cannot be resolved.
+    """
+    global _STRATEGY
+    if _STRATEGY is None:
+        resolver = cluster_resolver()
+        try:
+            _STRATEGY = _MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        except RuntimeError as err:
+            if "program startup" not in str(err):
+                raise
+            raise ConfigError("--strategy multi-worker: TensorFlow was already running "
+                              "when the strategy was requested; give --strategy "
+                              "multi-worker on the command line") from None
+        except ValueError as err:  # a malformed TF_CONFIG
+            raise ConfigError(f"--strategy multi-worker: bad cluster (TF_CONFIG): {err}") \
+                from None
+        log.info("multi-worker: %s %s of %d workers, %d replicas in sync",
+                 *task(_STRATEGY), worker_count(_STRATEGY), _STRATEGY.num_replicas_in_sync)
+    return _STRATEGY
+
+
+def is_multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def task(strategy):
+    """`(task_type, task_id)` of this process; `(None, None)` without a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return None, None
+    return resolver.task_type, resolver.task_id
+
+
+def worker_count(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return sum(len(spec.get(job, [])) for job in ("chief", "worker")) or 1
+
+
+def is_chief(strategy):
+    """True for the worker that writes the run directory (and for one-process runs):
+    task `chief`, else `worker` 0."""
+    if not is_multi_worker(strategy):
+        return True
+    task_type, task_id = task(strategy)
+    if task_type in (None, "chief"):
+        return True
+    jobs = strategy.cluster_resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and "chief" not in jobs
+
+
+def broadcast(strategy, values):
+    """The chief's int64 `values`, on every worker (an all-reduce where only the first
+    replica, the chief's, contributes)."""
+    mine = tf.constant(values if is_chief(strategy) else [0] * len(values), tf.int64)
+
+    def contribute():
+        context = tf.distribute.get_replica_context()
+        first = tf.equal(context.replica_id_in_sync_group, 0)
+        return context.all_reduce("sum", tf.where(first, mine, tf.zeros_like(mine)))
+
+    result = strategy.experimental_local_results(strategy.run(contribute))[0]
+    return [int(v) for v in result.numpy()]
+
+
+def run_dir_path(outdir, name, stamp, n=1):
+    """`OUTDIR/<stamp>-<name>`, with `-N` for the N-th run of that second."""
+    base = os.path.join(outdir, f"{stamp}-{name}")
+    return base if n == 1 else f"{base}-{n}"
+
+
+def new_run_dir(outdir, name, strategy=None):
+    """Creates `OUTDIR/YYYYmmdd-HHMMSS-<name>[-N]` (N makes it unique) and returns it.
+
+    Under a multi-worker strategy the chief creates it and every worker returns the
+    chief's path.
+    """
+    multi = strategy is not None and is_multi_worker(strategy)
+    stamp = n = 0
+    if not multi or is_chief(strategy):
+        stamp = int(datetime.datetime.now().strftime("%Y%m%d%H%M%S"))
+        n = 1
+        while True:
+            try:
+                os.makedirs(run_dir_path(outdir, name, _format(stamp), n))
+                break
+            except FileExistsError:
+                n += 1
+    if multi:
+        stamp, n = broadcast(strategy, [stamp, n])
+    return run_dir_path(outdir, name, _format(stamp), n)
+
+
+def _format(stamp):
+    text = f"{stamp:014d}"
+    return f"{text[:8]}-{text[8:]}"
+
+
+@contextlib.contextmanager
+def output_dir(run_dir, strategy):
+    """The directory this process writes its run files to: `run_dir` on the chief, a
+    private temporary directory (removed afterwards) on the other workers."""
+    if is_chief(strategy):
+        yield run_dir
+        return
+    task_type, task_id = task(strategy)
+    temp = tempfile.mkdtemp(prefix=f"sisr-{task_type}{task_id}-")
+    log.info("%s %s: the chief writes %s; this worker's copies go to %s (removed at the "
+             "end)", task_type, task_id, run_dir, temp)
+    try:
+        yield temp
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
