@@ -24,11 +24,19 @@ import tempfile
 
 import tensorflow as tf
 
+from sisr.errors import SisrError
 from sisr.training.config import ConfigError
 
 log = logging.getLogger(__name__)
 
 _STRATEGY = None
+# What a collective raises when another worker stopped (its heartbeats or connection lost).
+LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
+                      tf.errors.CancelledError, tf.errors.DeadlineExceededError)
+
+
+class WorkerLost(SisrError, RuntimeError):
+    """Another worker of a multi-worker run stopped, so this one cannot go on."""
 _SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NODELIST", "SLURM_STEP_NUM_TASKS",
                     "SLURM_STEP_TASKS_PER_NODE")
 
@@ -61,7 +69,12 @@ def cluster_resolver():
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if all(os.environ.get(name) for name in _SLURM_VARIABLES):
-        return tf.distribute.cluster_resolver.SlurmClusterResolver()
+        if "CUDA_VISIBLE_DEVICES" in os.environ or shutil.which("nvidia-smi"):
+            return tf.distribute.cluster_resolver.SlurmClusterResolver()
+        # A CPU-only node: the resolver's GPU allocation (nvidia-smi, and a step of GPUs
+        # per task that must not be 0) is switched off.
+        return tf.distribute.cluster_resolver.SlurmClusterResolver(
+            gpus_per_node=1 << 16, gpus_per_task=1, auto_set_gpu=False)
     raise ConfigError("--strategy multi-worker: no cluster; set TF_CONFIG on every worker "
                       "(see the README's multi-worker recipe) or run as a Slurm job step "
                       "(srun)")
@@ -87,6 +100,8 @@ def multi_worker_strategy():
         except ValueError as err:  # a malformed TF_CONFIG
             raise ConfigError(f"--strategy multi-worker: bad cluster (TF_CONFIG): {err}") \
                 from None
+        # TensorFlow logs every collective it builds at INFO level.
+        tf.get_logger().setLevel(max(tf.get_logger().getEffectiveLevel(), logging.WARNING))
         log.info("multi-worker: %s %s of %d workers, %d replicas in sync",
                  *task(_STRATEGY), worker_count(_STRATEGY), _STRATEGY.num_replicas_in_sync)
     return _STRATEGY
@@ -174,15 +189,38 @@ def _format(stamp):
 @contextlib.contextmanager
 def output_dir(run_dir, strategy):
     """The directory this process writes its run files to: `run_dir` on the chief, a
-    private temporary directory (removed afterwards) on the other workers."""
-    if is_chief(strategy):
-        yield run_dir
-        return
+    private temporary directory (removed afterwards) on the other workers, whose reports
+    of what they saved there are silenced (the chief reports).
+
+    A collective that fails because another worker stopped raises WorkerLost.
+    """
+    multi = is_multi_worker(strategy)
+    try:
+        if is_chief(strategy):
+            yield run_dir
+        else:
+            with _worker_dir(run_dir, strategy) as temp:
+                yield temp
+    except LOST_WORKER_ERRORS as err:
+        if not multi:
+            raise
+        log.debug("collective failed: %s", err)
+        raise WorkerLost(f"training stopped: a worker of the cluster stopped or cannot be "
+                         f"reached ({type(err).__name__}); rerun every worker with --resume "
+                         f"{run_dir}") from None
+
+
+@contextlib.contextmanager
+def _worker_dir(run_dir, strategy):
     task_type, task_id = task(strategy)
     temp = tempfile.mkdtemp(prefix=f"sisr-{task_type}{task_id}-")
     log.info("%s %s: the chief writes %s; this worker's copies go to %s (removed at the "
              "end)", task_type, task_id, run_dir, temp)
+    reports = logging.getLogger("sisr.training")
+    level = reports.level
+    reports.setLevel(logging.WARNING)
     try:
         yield temp
     finally:
+        reports.setLevel(level)
         shutil.rmtree(temp, ignore_errors=True)
