@@ -52,7 +52,7 @@ class Cluster:
     """Worker processes of one multi-worker command; output goes to files (a full pipe
     would block a worker)."""
 
-    def __init__(self, tmp_path, name, args, workers=2):
+    def __init__(self, tmp_path, name, args, workers=2, command="sisr.train"):
         self.tmpdir = tmp_path / f"{name}-tmp"
         self.tmpdir.mkdir()
         ports = free_ports(workers)
@@ -66,7 +66,7 @@ class Cluster:
                                              "task": {"type": "worker", "index": i}}))
             with open(self.logs[i], "w") as out:
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "sisr.train", *args], cwd=str(tmp_path), env=env,
+                    [sys.executable, "-m", command, *args], cwd=str(tmp_path), env=env,
                     stdout=out, stderr=subprocess.STDOUT, text=True))
 
     def output(self, i):
@@ -205,6 +205,34 @@ def test_resume_under_mixed_precision(tmp_path, precision):
     assert [int(r["epoch"]) for r in read_csv(run_dir)] == [0, 1]
     assert read_state(run_dir)["epoch"] == 2
     assert sisr.load_model(os.path.join(run_dir, "best.keras")).compute_dtype == "float32"
+
+
+@pytest.mark.slow
+def test_two_workers_fine_tune_srgan_like_one_process(tmp_path, vgg_weights):
+    generator = str(tmp_path / "srresnet_x4.keras")
+    sisr.save_model(sisr.model.srresnet(4, num_filters=8, num_res_blocks=1), generator)
+    common = ["--generator", "sr-resnet", "--pretrained-model", generator, "--dataset", "demo",
+              "--vgg-weights", vgg_weights, "--content-loss", "VGG22",
+              "--discriminator-filters", "4", "--epochs", "1", "--steps-per-epoch", "2",
+              "--batch-size", "2", "--seed", "1", "--verbose", "0"]
+    cluster = Cluster(tmp_path, "gan", [*common, "--strategy", "multi-worker", "--outdir",
+                                        str(tmp_path / "multi")], command="sisr.train_gan")
+    single = subprocess.run(
+        [sys.executable, "-m", "sisr.train_gan", *common, "--outdir", str(tmp_path / "single")],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=TIMEOUT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTEROP_THREADS="1",
+                 TF_NUM_INTRAOP_THREADS="1"))
+    assert cluster.wait() == [0, 0], cluster.output(0)[-3000:] + cluster.output(1)[-3000:]
+    assert single.returncode == 0, single.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "multi")
+    for name in ("config.json", "training.csv", "last.keras", "result.json"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    assert read_state(run_dir)["backup"].endswith(".weights.h5")
+    assert os.listdir(cluster.tmpdir) == []
+    [row] = read_csv(run_dir)
+    [ref] = read_csv(only_run_dir(tmp_path / "single"))
+    for key in ("loss", "content_loss", "discriminator_loss", "val_psnr"):
+        np.testing.assert_allclose(float(row[key]), float(ref[key]), rtol=1e-4, err_msg=key)
 
 
 def test_multi_worker_without_a_cluster_is_refused(tmp_path, monkeypatch, capsys):
