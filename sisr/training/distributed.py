@@ -153,6 +153,22 @@ def broadcast(strategy, values):
     return [int(v) for v in result.numpy()]
 
 
+def synchronize_batch_norm(model):
+    """Makes every BatchNormalization layer of `model` (nested models included) normalise
+    with the statistics of the global batch, as one process would, instead of each
+    replica's share of it. Returns how many layers were changed."""
+    import keras
+
+    count = 0
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+            count += 1
+        else:
+            count += synchronize_batch_norm(layer)
+    return count
+
+
 def run_dir_path(outdir, name, stamp, n=1):
     """`OUTDIR/<stamp>-<name>`, with `-N` for the N-th run of that second."""
     base = os.path.join(outdir, f"{stamp}-{name}")

@@ -304,6 +304,8 @@ class Trainer:
         with precision(config["precision"]), strategy.scope(), \
                 distributed.output_dir(run_dir, strategy) as out_dir:
             model = self.build(resume)
+            if strategy.num_replicas_in_sync > 1:
+                distributed.synchronize_batch_norm(model)
             if resume:
                 self.restore(model, os.path.join(run_dir, BACKUP_DIR, state["backup"]))
                 check_restored(model, state, run_dir)
