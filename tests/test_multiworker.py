@@ -245,6 +245,18 @@ def test_multi_worker_without_a_cluster_is_refused(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_cluster_needs_the_multi_worker_strategy(tmp_path, monkeypatch, capsys):
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 0}}))
+    code = train.main(["--profile", write_profile(tmp_path), "--dataset", "demo",
+                       "--strategy", "mirrored", "--outdir", str(tmp_path / "runs")])
+    assert code == 2
+    assert "TF_CONFIG describes a cluster of 2 workers; use --strategy multi-worker" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_slurm_job_step_gives_the_cluster(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

@@ -17,6 +17,7 @@ cluster comes from `TF_CONFIG` (cluster + task) or, in a Slurm job step, from
 
 import contextlib
 import datetime
+import json
 import logging
 import os
 import shutil
@@ -30,6 +31,8 @@ from sisr.training.config import ConfigError
 log = logging.getLogger(__name__)
 
 _STRATEGY = None
+_SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NODELIST", "SLURM_STEP_NUM_TASKS",
+                    "SLURM_STEP_TASKS_PER_NODE")
 # What a collective raises when another worker stopped (its heartbeats or connection lost).
 LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
                       tf.errors.CancelledError, tf.errors.DeadlineExceededError)
@@ -37,8 +40,6 @@ LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
 
 class WorkerLost(SisrError, RuntimeError):
     """Another worker of a multi-worker run stopped, so this one cannot go on."""
-_SLURM_VARIABLES = ("SLURM_PROCID", "SLURM_STEP_NODELIST", "SLURM_STEP_NUM_TASKS",
-                    "SLURM_STEP_TASKS_PER_NODE")
 
 
 class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -80,6 +81,20 @@ def cluster_resolver():
                       "(srun)")
 
 
+def check_single_process(strategy_name):
+    """Raises ConfigError if TF_CONFIG describes a cluster of several workers while the
+    strategy is a one-process one: every worker would train on its own."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+        workers = sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+    except (ValueError, AttributeError, TypeError):
+        return
+    if workers > 1:
+        raise ConfigError(f"--strategy {strategy_name}: TF_CONFIG describes a cluster of "
+                          f"{workers} workers; use --strategy multi-worker (each worker then "
+                          "mirrors over its local GPUs), or unset TF_CONFIG")
+
+
 def multi_worker_strategy():
     """The process's MultiWorkerMirroredStrategy, created on the first call.
 
@@ -88,9 +103,8 @@ def multi_worker_strategy():
     """
     global _STRATEGY
     if _STRATEGY is None:
-        resolver = cluster_resolver()
         try:
-            _STRATEGY = _MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+            _STRATEGY = _MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver())
         except RuntimeError as err:
             if "program startup" not in str(err):
                 raise

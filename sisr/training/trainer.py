@@ -215,6 +215,8 @@ class Trainer:
         TensorFlow runs any op) and checks that the global batch splits evenly over its
         replicas; returns it."""
         if self.strategy is None:
+            if self.config["strategy"] != "multi-worker":
+                distributed.check_single_process(self.config["strategy"])
             self.strategy = make_strategy(self.config["strategy"])
             replicas = self.strategy.num_replicas_in_sync
             if self.config["batch_size"] % replicas:
