@@ -110,7 +110,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", help="profile name or .json (default: a tiny WDSR-B)")
     parser.add_argument("--batch-size", type=int, default=8, help="global batch size")
-    parser.add_argument("--steps", type=int, default=10, help="steps per epoch")
+    parser.add_argument("--steps", type=int, default=30, help="steps per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="the first is not timed")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=1,
