@@ -108,7 +108,7 @@ def test_two_workers_train_exactly_like_one_process(tmp_path):
                                           "--outdir", str(tmp_path / "multi")])
     single = subprocess.run(
         [sys.executable, "-m", "sisr.train", *common, "--outdir", str(tmp_path / "single")],
-        cwd=str(tmp_path), capture_output=True, text=True, timeout=TIMEOUT,
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=TIMEOUT, check=False,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTEROP_THREADS="1",
                  TF_NUM_INTRAOP_THREADS="1"))
     codes = cluster.wait()
@@ -219,7 +219,7 @@ def test_two_workers_fine_tune_srgan_like_one_process(tmp_path, vgg_weights):
                                         str(tmp_path / "multi")], command="sisr.train_gan")
     single = subprocess.run(
         [sys.executable, "-m", "sisr.train_gan", *common, "--outdir", str(tmp_path / "single")],
-        cwd=str(tmp_path), capture_output=True, text=True, timeout=TIMEOUT,
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=TIMEOUT, check=False,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTEROP_THREADS="1",
                  TF_NUM_INTRAOP_THREADS="1"))
     assert cluster.wait() == [0, 0], cluster.output(0)[-3000:] + cluster.output(1)[-3000:]
