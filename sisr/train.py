@@ -88,9 +88,12 @@ def train_run(trainer, args):
         if not args.resume:
             check_creatable_dir(args.outdir)
         trainer.prepare(resume=bool(args.resume))
-    run_dir = args.resume or new_run_dir(args.outdir, trainer.run_name())
+    run_dir = args.resume or new_run_dir(args.outdir, trainer.run_name(), trainer.strategy)
     log.info("run directory: %s", run_dir)
     result = trainer.run(run_dir, resume=bool(args.resume), verbose=args.verbose)
+    if result is None:  # a multi-worker run's other workers: the chief reports
+        print(f"worker done; the chief writes the results to {run_dir}")
+        return 0
     gain = result["psnr"] - result["bicubic_psnr"]
     print(f"validation PSNR ({result['valid_images']} images, x{trainer.config['scale']}, "
           f"RGB, shave {result['shave']}): model {result['psnr']:.2f} dB, bicubic "

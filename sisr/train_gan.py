@@ -87,6 +87,11 @@ def make_parser():
 
 def _main(args):
     with cli.checking():
+        if args.strategy == "multi-worker":
+            # Before the generator is inspected: the strategy must precede any TF op.
+            from sisr.training.distributed import multi_worker_strategy
+
+            multi_worker_strategy()
         config = resume_config(args) if args.resume else new_config(args)
 
     from sisr.training.gan import GANTrainer

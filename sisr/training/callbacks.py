@@ -71,10 +71,17 @@ class Validation(keras.callbacks.Callback):
     def _make_step(self):
         from sisr.metrics import psnr_tf
 
+        # A Keras loss called under a strategy's scope divides by the replica count (its
+        # share of a global batch); here each worker scores whole batches itself.
+        loss = self.loss
+        if isinstance(loss, keras.losses.Loss):
+            def loss(hr, sr):
+                return tf.reduce_mean(self.loss.call(hr, sr))
+
         @tf.function(reduce_retracing=True)
         def step(lr, hr):
             sr = tf.cast(self.export_model(lr, training=False), tf.float32)
-            return self.loss(hr, sr), psnr_tf(hr, sr, shave=self.shave)
+            return loss(hr, sr), psnr_tf(hr, sr, shave=self.shave)
 
         return step
 

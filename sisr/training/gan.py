@@ -127,6 +127,7 @@ class GANTrainer(Trainer):
         return f"srgan-{self.config['gan']['generator']}"
 
     def prepare(self, resume=False):
+        self.start()  # a multi-worker strategy must precede any TF op
         if self.vgg_weights is None:
             self.vgg_weights = losses.vgg19_weights_path(self.config["gan"]["vgg_weights"])
             losses.check_vgg19_weights(self.vgg_weights)

@@ -1,7 +1,6 @@
 """Pixel-loss training of a generator from a resolved configuration (see `sisr.training.config`)."""
 
 import contextlib
-import datetime
 import logging
 import os
 
@@ -15,6 +14,7 @@ from sisr.fileio import atomic_write_json
 from sisr.inference import resolve
 from sisr.model.registry import get_spec
 from sisr.saving import load_model
+from sisr.training import distributed
 from sisr.training.callbacks import (
     BACKUP_DIR, NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation, read_state,
 )
@@ -40,7 +40,9 @@ def precision(policy):
 
 def make_strategy(name):
     """`default`: one device; `mirrored`: all local GPUs, else all logical CPU devices;
-    `multi-worker`: MultiWorkerMirroredStrategy configured by TF_CONFIG."""
+    `multi-worker`: MultiWorkerMirroredStrategy over the cluster of TF_CONFIG (or Slurm),
+    created once per process and before TensorFlow runs any op (see
+    `sisr.training.distributed`)."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -53,7 +55,7 @@ def make_strategy(name):
         return tf.distribute.MirroredStrategy(
             [d.name for d in cpus], cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return distributed.multi_worker_strategy()
     raise ValueError(f"unknown strategy {name!r}")
 
 
@@ -147,8 +149,18 @@ def make_pipelines(config, datasets, initial_epoch=0):
     seed = config["seed"]
     # A resumed run offsets the data seed so that it does not replay the same batches.
     data_seed = None if seed is None else seed + initial_epoch
-    train_ds = train_data.train(batch_size=config["batch_size"], lr_patch=config["lr_patch"],
+
+    def build():
+        return train_data.train(batch_size=config["batch_size"], lr_patch=config["lr_patch"],
                                 seed=data_seed).map(_as_float)
+
+    if seed is None:
+        train_ds = build()
+    else:
+        # Keras' fit under a strategy iterates the data once before training (to build the
+        # model), which advances seeded shuffles; a pipeline built anew by every iteration
+        # gives the same batches under every strategy and number of workers.
+        train_ds = tf.data.Dataset.range(1).flat_map(lambda _: build())
     crop = None if config.get("benchmark") else config["valid_crop"]
     valid_ds = valid_data.valid(crop=crop).map(_as_float)
     options = tf.data.Options()
@@ -157,16 +169,10 @@ def make_pipelines(config, datasets, initial_epoch=0):
     return train_ds.with_options(options), valid_ds
 
 
-def new_run_dir(outdir, profile):
-    """`OUTDIR/YYYYmmdd-HHMMSS-<profile>/`, made unique with a suffix if needed."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(outdir, f"{stamp}-{profile}")
-    path, n = base, 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{base}-{n}"
-    os.makedirs(path)
-    return path
+def new_run_dir(outdir, profile, strategy=None):
+    """`OUTDIR/YYYYmmdd-HHMMSS-<profile>/`, made unique with a suffix if needed; under a
+    multi-worker strategy, the chief's (see `sisr.training.distributed.new_run_dir`)."""
+    return distributed.new_run_dir(outdir, profile, strategy)
 
 
 def compare_with_bicubic(model, dataset, shave):
@@ -205,15 +211,33 @@ class Trainer:
         self.shave = metrics.div2k_shave(config["scale"])
         self.datasets = None
         self.pretrained = None  # the loaded --pretrained-model, once checked
+        self.strategy = None
 
     def run_name(self):
         """The run directory's name after its time stamp."""
         return self.config["profile"] or self.config["model"]
 
+    def start(self):
+        """Creates the distribution strategy (a multi-worker one must exist before
+        TensorFlow runs any op) and checks that the global batch splits evenly over its
+        replicas; returns it."""
+        if self.strategy is None:
+            if self.config["strategy"] != "multi-worker":
+                distributed.check_single_process(self.config["strategy"])
+            self.strategy = make_strategy(self.config["strategy"])
+            replicas = self.strategy.num_replicas_in_sync
+            if self.config["batch_size"] % replicas:
+                raise ConfigError(
+                    f"--batch-size {self.config['batch_size']} (the global batch) does not "
+                    f"split evenly over the {replicas} replicas of --strategy "
+                    f"{self.config['strategy']}; use a multiple of {replicas}")
+        return self.strategy
+
     def prepare(self, resume=False):
         """Checks the inputs so that bad ones fail before a run directory exists: opens the
         datasets, checks that patches and crops fit their images and, for a new run, that
         the pretrained model fits the model."""
+        self.start()
         if self.datasets is None:
             self.datasets = open_datasets(self.config)
             make_pipelines(self.config, self.datasets)
@@ -269,32 +293,45 @@ class Trainer:
 
         With `resume=True`, continues from the run directory's backup: same optimizer
         state and schedule position, from the first epoch that had not completed.
+
+        Under a multi-worker strategy only the chief writes `run_dir` and returns the
+        result; the other workers return None (see `sisr.training.distributed`).
         """
         config = self.config
+        strategy = self.start()
+        chief = distributed.is_chief(strategy)
         state = read_state(run_dir) if resume else None
         if resume and state is None:
             raise ConfigError(f"{run_dir} has no completed epoch to resume from")
         initial_epoch = state["epoch"] if state else 0
-        atomic_write_json(os.path.join(run_dir, "config.json"), config)
+        if chief:
+            atomic_write_json(os.path.join(run_dir, "config.json"), config)
+        else:
+            verbose = 0  # the chief reports progress
         datasets = self.prepare(resume)
         if config["seed"] is not None:
             keras.utils.set_random_seed(config["seed"])
 
         with precision("float32"):
             export_model = build_model(config)
-        strategy = make_strategy(config["strategy"])
-        with precision(config["precision"]), strategy.scope():
+        with precision(config["precision"]), strategy.scope(), \
+                distributed.output_dir(run_dir, strategy) as out_dir:
             model = self.build(resume)
+            if strategy.num_replicas_in_sync > 1:
+                distributed.synchronize_batch_norm(model)
             if resume:
                 self.restore(model, os.path.join(run_dir, BACKUP_DIR, state["backup"]))
                 check_restored(model, state, run_dir)
                 log.info("resuming %s after epoch %d (step %d)", run_dir, initial_epoch,
                          state["iterations"])
             train_ds, valid_ds = make_pipelines(config, datasets, initial_epoch)
-            guard, run_cb, callbacks = self.callbacks(model, export_model, valid_ds, run_dir,
-                                                      state)
-            callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
-                                                         write_graph=False))
+            # Other workers repeat the chief's saves into their own temporary directory,
+            # starting afresh (no resumed state to restore there).
+            guard, run_cb, callbacks = self.callbacks(model, export_model, valid_ds, out_dir,
+                                                      state if chief else None)
+            if chief:
+                callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                                             write_graph=False))
             model.fit(train_ds, epochs=config["epochs"],
                       steps_per_epoch=config["steps_per_epoch"], initial_epoch=initial_epoch,
                       callbacks=callbacks, shuffle=False, verbose=verbose)
@@ -305,6 +342,8 @@ class Trainer:
             raise NonFiniteLoss(f"training stopped: {what} at epoch {epoch + 1}, batch "
                                 f"{batch + 1}; kept the last good model: {kept} (try a lower "
                                 "--learning-rate)")
+        if not chief:
+            return None
         final_path = os.path.join(run_dir, self.final_model)
         if not os.path.isfile(final_path):
             raise NonFiniteLoss(f"training ended without a usable model: no epoch ended with "
