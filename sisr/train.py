@@ -96,9 +96,9 @@ def train_run(trainer, args):
         return 0
     gain = result["psnr"] - result["bicubic_psnr"]
     print(f"validation PSNR ({result['valid_images']} images, x{trainer.config['scale']}, "
-          f"RGB, shave {result['shave']}): model {result['psnr']:.2f} dB, bicubic "
-          f"{result['bicubic_psnr']:.2f} dB ({gain:+.2f} dB)")
-    print(f"model: {os.path.join(run_dir, trainer.final_model)}")
+          f"RGB, shave {result['shave']}): {trainer.trained} {result['psnr']:.2f} dB, "
+          f"bicubic {result['bicubic_psnr']:.2f} dB ({gain:+.2f} dB)")
+    print(f"{trainer.trained}: {os.path.join(run_dir, trainer.final_model)}")
     return 0
 
 

@@ -50,7 +50,7 @@ def resume_config(args):
     weights may be given anew (the same file, found elsewhere)."""
     changes = resume_changes(args, FLAG_KEYS + tuple(k for k in GAN_FLAGS if k != "vgg_weights")
                              + ("generator",))
-    config = cfg.resume_config(args.resume, changes)
+    config = cfg.resume_config(args.resume, changes, also_allowed=("vgg_weights",))
     if not isinstance(config.get("gan"), dict):
         raise cfg.ConfigError(f"--resume {args.resume}: not an SRGAN run (no `gan` section "
                               "in its config.json); resume it with python -m sisr.train")

@@ -129,11 +129,16 @@ def test_existing_output_needs_force(tmp_path, model):
     export(model, str(out), format="litert", force=True)
     lr = lr_batch((1, 9, 13, 3))
     assert np.abs(run_exported(str(out), "litert", lr) - keras_sr(model, lr)).max() < LITERT_TOL
+    # --force replaces a previous SavedModel export, never another folder.
     sm = tmp_path / "sm"
     sm.mkdir()
     (sm / "old.txt").write_text("old")
+    with pytest.raises(ExportError, match="is not a SavedModel folder"):
+        export(model, str(sm), format="saved_model", force=True)
+    assert (sm / "old.txt").read_text() == "old"
+    (sm / "saved_model.pb").write_bytes(b"a previous export")
     export(model, str(sm), format="saved_model", force=True)
-    assert not (sm / "old.txt").exists() and (sm / "saved_model.pb").exists()
+    assert not (sm / "old.txt").exists() and (sm / "saved_model.pb").stat().st_size > 100
     assert sorted(os.listdir(tmp_path)) == ["m.tflite", "sm"]
 
 

@@ -311,7 +311,8 @@ def write_bad_vgg(path):
     ("edsr_as_srresnet", "model 'edsr' is not a sr-resnet generator"),
     ("x2_generator", "an x2 srresnet model; SRGAN fine-tuning needs an x4 generator"),
     ("scale_2", "--scale 2: SRGAN fine-tuning is x4 only"),
-    ("impostor", "head_conv [(9, 9, 3, 8), (8,)] vs [(3, 3, 3, 8), (8,)]"),
+    # A Keras model named like a sisr generator, without its builder record: refused.
+    ("impostor", "impostor.keras: a model without sisr's builder record is not a sr-resnet"),
     ("missing_pretrained", "no such file"),
     ("wrong_vgg", "does not hold VGG19 weights: expected the 16 conv layers"),
     ("no_vgg_offline", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),

@@ -200,19 +200,21 @@ def read_run_config(run_dir):
     return saved
 
 
-def resume_config(run_dir, changes=None):
+def resume_config(run_dir, changes=None, also_allowed=()):
     """The saved configuration of a run directory, with `changes` to `RESUME_KEYS`.
 
     Raises ConfigError for any other change, and for switching mixed_float16 on or off:
     its loss scaling adds optimizer state that a backup of the other kind cannot restore.
+    `also_allowed` names further flags that the caller applies itself (for the message).
     """
     saved = read_run_config(run_dir)
     changes = {k: v for k, v in (changes or {}).items() if v is not None}
     refused = sorted(set(changes) - set(RESUME_KEYS))
     if refused:
+        allowed = [f"--{k.replace('_', '-')}" for k in RESUME_KEYS + tuple(also_allowed)]
         raise ConfigError(
             "--resume takes the configuration from the run directory; only "
-            + ", ".join(f"--{k.replace('_', '-')}" for k in RESUME_KEYS)
+            + ", ".join(allowed[:-1]) + " and " + allowed[-1]
             + " may be given with it, not "
             + ", ".join(f"--{k.replace('_', '-')}" for k in refused))
     precision = changes.get("precision")

@@ -50,8 +50,8 @@ def inspect_generator(path, generator):
     info = model_info(model)
     if info is None or info["builder"] != expected:
         found = "a model without sisr's builder record" if info is None else \
-            f"a {info['builder']} model"
-        raise ConfigError(f"--pretrained-model {path}: {found}, not a {generator} generator "
+            f"model {info['builder']!r}"
+        raise ConfigError(f"--pretrained-model {path}: {found} is not a {generator} generator "
                           f"({expected}, as python -m sisr.train --profile {generator} saves)")
     if info["scale"] != SCALE:
         raise ConfigError(f"--pretrained-model {path}: an x{info['scale']} {expected} model; "
@@ -116,6 +116,7 @@ class GANTrainer(Trainer):
     """
 
     result_key = "last_model"
+    trained = "generator"
     run_directory = GANRunDirectory
     validation = GeneratorValidation
 

@@ -201,6 +201,8 @@ class Trainer:
 
     #: The key of the result naming the model file in `models/` that was kept last.
     result_key = "best_model"
+    #: What the trained network is called in reports.
+    trained = "model"
     run_directory = RunDirectory
     validation = Validation
 
