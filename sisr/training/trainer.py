@@ -224,6 +224,13 @@ class Trainer:
         TensorFlow runs any op) and checks that the global batch splits evenly over its
         replicas; returns it."""
         if self.strategy is None:
+            if self.config["strategy"] == "multi-worker" and \
+                    self.config["precision"] == "mixed_float16":
+                # Measured: two local workers never finish their first epoch (TF 2.21,
+                # Keras 3.15); mixed_bfloat16 needs no loss scaling and works.
+                raise ConfigError("--precision mixed_float16 with --strategy multi-worker is "
+                                  "refused: its dynamic loss scaling hangs the workers; use "
+                                  "mixed_bfloat16 or float32")
             if self.config["strategy"] != "multi-worker":
                 distributed.check_single_process(self.config["strategy"])
             self.strategy = make_strategy(self.config["strategy"])
