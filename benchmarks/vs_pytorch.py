@@ -37,8 +37,10 @@ if __package__:
     from .common import format_table, interleave, median, spread  # noqa: E402
 else:  # run as a script: python benchmarks/vs_pytorch.py
     from common import format_table, interleave, median, spread  # noqa: E402
+# The official EDSR and WDSR modules in PyTorch, as the tests build them.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import torch_reference  # noqa: E402
 
-DIV2K_RGB_MEAN = (0.4488 * 255.0, 0.4371 * 255.0, 0.4040 * 255.0)
 SCALE = 2
 INFER_SIZE, TRAIN_BATCH, TRAIN_PATCH = 128, 16, 48
 # case -> (family, mode); targets of the performance issue (PyTorch time / sisr time).
@@ -59,84 +61,11 @@ PROFILES = {"edsr": "edsr-16", "wdsr_b": "wdsr-b-16"}
 # ----------------------------------------------------------------- PyTorch modules
 
 
-def torch_edsr(torch, scale, feats=64, blocks=16):
-    """EDSR-PyTorch's EDSR (MeanShift as fixed 1x1 convs, res_scale 1)."""
-    nn = torch.nn
-
-    class ResBlock(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(feats, feats, 3, padding=1), nn.ReLU(True),
-                                      nn.Conv2d(feats, feats, 3, padding=1))
-
-        def forward(self, x):
-            return x + self.body(x)
-
-    class EDSR(nn.Module):
-        def __init__(self):
-            super().__init__()
-            mean = torch.tensor(DIV2K_RGB_MEAN)
-            self.sub_mean, self.add_mean = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
-            for conv, sign in ((self.sub_mean, -1), (self.add_mean, 1)):
-                conv.weight.data = torch.eye(3).view(3, 3, 1, 1)
-                conv.bias.data = sign * mean
-                conv.requires_grad_(False)
-            self.head = nn.Sequential(nn.Conv2d(3, feats, 3, padding=1))
-            self.body = nn.Sequential(*[ResBlock() for _ in range(blocks)],
-                                      nn.Conv2d(feats, feats, 3, padding=1))
-            up = []
-            for r in {2: [2], 3: [3], 4: [2, 2]}[scale]:
-                up += [nn.Conv2d(feats, feats * r * r, 3, padding=1), nn.PixelShuffle(r)]
-            self.tail = nn.Sequential(nn.Sequential(*up), nn.Conv2d(feats, 3, 3, padding=1))
-
-        def forward(self, x):
-            x = self.head(self.sub_mean(x))
-            return self.add_mean(self.tail(self.body(x) + x))
-
-    return EDSR()
-
-
-def torch_wdsr_b(torch, scale, feats=32, blocks=16, expansion=6):
-    """The WDSR authors' WDSR-B, with weight norm on every conv (parametrizations API)."""
-    nn = torch.nn
-    wn = torch.nn.utils.parametrizations.weight_norm
-    low = int(feats * 0.8)
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(wn(nn.Conv2d(feats, feats * expansion, 1)), nn.ReLU(True),
-                                      wn(nn.Conv2d(feats * expansion, low, 1)),
-                                      wn(nn.Conv2d(low, feats, 3, padding=1)))
-
-        def forward(self, x):
-            return x + self.body(x)
-
-    class WDSR(nn.Module):
-        def __init__(self):
-            super().__init__()
-            out = 3 * scale * scale
-            self.head = nn.Sequential(wn(nn.Conv2d(3, feats, 3, padding=1)))
-            self.body = nn.Sequential(*[Block() for _ in range(blocks)])
-            self.tail = nn.Sequential(wn(nn.Conv2d(feats, out, 3, padding=1)),
-                                      nn.PixelShuffle(scale))
-            self.skip = nn.Sequential(wn(nn.Conv2d(3, out, 5, padding=2)),
-                                      nn.PixelShuffle(scale))
-            self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1))
-
-        def forward(self, x):
-            x = (x - self.mean) / 127.5
-            x = self.tail(self.body(self.head(x))) + self.skip(x)
-            return x * 127.5 + self.mean
-
-    return WDSR()
-
-
 def fold_weight_norm(torch, model):
-    """Removes the weight-norm parametrizations, keeping the current weights."""
+    """Removes the (legacy, as in the official code) weight norm, keeping the weights."""
     for module in model.modules():
-        if torch.nn.utils.parametrize.is_parametrized(module, "weight"):
-            torch.nn.utils.parametrize.remove_parametrizations(module, "weight")
+        if hasattr(module, "weight_g"):
+            torch.nn.utils.remove_weight_norm(module)
     return model
 
 
@@ -149,8 +78,10 @@ def to_torch(torch, array, channels_last):
 
 
 def torch_model(torch, family, channels_last):
-    build = torch_edsr if family == "edsr" else torch_wdsr_b
-    model = build(torch, SCALE)
+    if family == "edsr":  # the baselines: 64 filters, 16 blocks; 32 filters, expansion 6
+        model = torch_reference.edsr(SCALE, feats=64, blocks=16)
+    else:
+        model = torch_reference.wdsr("b", SCALE, feats=32, blocks=16, expansion=6)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
