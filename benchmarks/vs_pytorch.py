@@ -200,8 +200,8 @@ def main(argv=None):
                                               args.channels_last, args.train_steps)
             calls = 1
         for side, run in (("pytorch", run_torch), ("sisr", run_sisr)):
-            if mode == "infer":
-                cases[(case, side)] = (lambda run=run: [run() for _ in range(calls)])
+            if mode == "infer":  # bind `calls` now: the loop rebinds it for later cases
+                cases[(case, side)] = (lambda run=run, calls=calls: [run() for _ in range(calls)])
             else:
                 cases[(case, side)] = run
             units[(case, side)] = calls if mode == "infer" else args.train_steps

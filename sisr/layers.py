@@ -92,6 +92,41 @@ class ResidualScaling(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="sisr")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`BatchNormalization` whose inference is one fused TensorFlow op.
+
+    In inference (`training` false, or the layer frozen) on the TensorFlow backend, NHWC
+    inputs of any float dtype are normalised by `FusedBatchNormV3` with the float32 moving
+    statistics, gamma and beta: one pass over the activations, the shift applied at float32
+    precision, the result rounded once to the input's dtype. Under `mixed_bfloat16` Keras'
+    layer instead casts to float32 and back around five elementwise ops, a fifth of
+    SRResNet's bfloat16 inference time, while folding the statistics into the conv before
+    it would round each channel's shift to bfloat16 (a systematic error that moved single
+    SRResNet pixels by 3 levels). Training and other backends run Keras' layer unchanged.
+    `sisr.precision.mixed_copy` uses it in place of `BatchNormalization`.
+
+    Args:
+        **kwargs: as for `keras.layers.BatchNormalization`.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (keras.backend.backend() == "tensorflow" and len(inputs.shape) == 4
+                 and self.axis in (-1, 3) and not (training and self.trainable))
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        statistics = [tf.cast(v, "float32") for v in (self.moving_mean, self.moving_variance)]
+        channels = statistics[0].shape
+        scale = tf.cast(self.gamma, "float32") if self.scale else tf.ones(channels)
+        offset = tf.cast(self.beta, "float32") if self.center else tf.zeros(channels)
+        outputs, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=scale, offset=offset, mean=statistics[0], variance=statistics[1],
+            epsilon=self.epsilon, data_format="NHWC", is_training=False)
+        return outputs
+
+
 def normalize(mean=DIV2K_RGB_MEAN, name="normalize"):
     """`(x - mean) / 127.5` as a `Rescaling` layer (EDSR/WDSR input normalisation)."""
     return keras.layers.Rescaling(

@@ -1,14 +1,15 @@
 """bfloat16 inference copies of sisr models that keep the precision-critical layers float32.
 
-A naive `mixed_bfloat16` copy of a trained model loses visible precision at its two ends:
-the input normalisation (an 8-bit pixel scaled to [-1, 1] keeps only 8 significant bits in
-bfloat16), the head convolution that reads it, and the upsampler and output convolution
-whose results become pixel values (a bfloat16 value near 255 is off by up to 0.5 levels
-before any arithmetic error). `mixed_copy` rebuilds the model from its config with the
-`mixed_bfloat16` policy on every layer except those of `keep_float32(model)`, which get
-`float32` (Keras casts at the boundaries), and copies the weights (variables stay float32
-under a mixed policy). The copy is a plain functional model of registered layers: it saves
-to `.keras` and loads in safe mode.
+A naive `mixed_bfloat16` copy of a trained model loses visible precision where large
+activations cancel into pixel values: the input normalisation (an 8-bit pixel scaled to
+[0, 1] keeps only 8 significant bits in bfloat16), the head convolution that reads it, the
+trunk's last conv and skip addition, and the first upsampling conv, whose input is largest
+at the image border (zero padding). `mixed_copy` rebuilds the model from its config with
+the `mixed_bfloat16` policy on every layer except those of `keep_float32(model)`, which get
+`float32` (Keras casts at the boundaries), runs each batch normalisation as one fused op
+with float32 statistics (`sisr.layers.FusedBatchNormalization`), and copies the weights
+(variables stay float32 under a mixed policy). The copy is a plain functional model of
+registered layers: it saves to `.keras` and loads in safe mode.
 
     fast = mixed_copy(model)            # or sisr.resolve(model, lr, precision="bfloat16")
 """
@@ -19,14 +20,16 @@ import weakref
 PRECISIONS = ("float32", "bfloat16")
 
 # Layer names (fnmatch patterns) that `mixed_copy` runs in float32, per builder, as
-# measured on the real SRResNet weights (README, "bfloat16 inference"): the input
-# normalisation and the head conv that reads it (0.09 dB lost in bf16: a pixel / 255 keeps
-# only 8 bits), the trunk's last conv and skip addition, and the upsampler (7 levels off in
-# bf16); SRResNet's 9x9 output conv may run in bf16 (its tanh and rescaling stay float32).
-# EDSR and WDSR follow by analogy (no real weights here to measure them); their float32
-# tails are cheap (EDSR's output conv; WDSR's main and skip convs to 3 * scale**2 channels).
+# measured on the real SRResNet weights (README, "bfloat16 inference"; each group alone in
+# bf16 breaks the guard): the input normalisation (5 levels) and the head conv that reads it
+# (0.09 dB: a pixel / 255 keeps only 8 bits), the trunk's last conv and skip addition (15
+# levels), and the first upsampling conv (7 levels, at the image border, where its input is
+# ~40x larger than inside); the rest of the upsampler and the 9x9 output conv run in bf16
+# (their tanh and rescaling stay float32). EDSR and WDSR follow by analogy (no real weights
+# here to measure them); their float32 tails are cheap (EDSR's output conv; WDSR's main and
+# skip convs to 3 * scale**2 channels).
 FLOAT32_LAYERS = {
-    "srresnet": ("normalize", "head_*", "body_*", "upsample_*", "output_tanh",
+    "srresnet": ("normalize", "head_*", "body_*", "upsample_*_conv1", "output_tanh",
                  "denormalize"),
     "edsr": ("normalize", "head_*", "body_*", "upsample_*", "output_*", "denormalize"),
     "wdsr": ("normalize", "head_*", "main_x*", "skip_x*", "output_add", "denormalize"),
@@ -63,7 +66,8 @@ def keep_float32(model, patterns=None):
 
 
 def mixed_copy(model, float32_layers=None, policy="mixed_bfloat16"):
-    """A copy of a functional model running in `policy`, except `float32_layers`.
+    """A copy of a functional model running in `policy`, except `float32_layers`, with its
+    batch normalisations as `sisr.layers.FusedBatchNormalization`.
 
     Args:
         model: a functional Keras model (sisr's builders make `SRModel`s).
@@ -77,6 +81,8 @@ def mixed_copy(model, float32_layers=None, policy="mixed_bfloat16"):
     Raises:
         ValueError: if the model has no functional config or a name is not one of its layers.
     """
+    import sisr.layers  # noqa: F401  (registers FusedBatchNormalization for from_config)
+
     names = keep_float32(model) if float32_layers is None else list(float32_layers)
     try:
         config = model.get_config()
@@ -90,6 +96,9 @@ def mixed_copy(model, float32_layers=None, policy="mixed_bfloat16"):
     for layer in layers:
         if layer["class_name"] == "InputLayer":
             continue  # inputs stay float32: callers feed float32 pixels
+        if layer["class_name"] == "BatchNormalization" and layer.get("module") == "keras.layers":
+            layer.update(module=None, class_name="FusedBatchNormalization",
+                         registered_name="sisr>FusedBatchNormalization")
         layer_config = layer["config"]
         layer_config["dtype"] = "float32" if layer_config.get("name") in names else policy
     copy = model.__class__.from_config(config)
