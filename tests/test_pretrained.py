@@ -474,3 +474,59 @@ def test_unverified_krasserm_archive_with_file(tmp_path, home, monkeypatch, caps
     lr = lr_batch()
     np.testing.assert_allclose(pretrained.load("tiny-wdsr").predict_on_batch(lr),
                                load_krasserm(h5).predict_on_batch(lr), atol=1e-3)
+
+
+# ------------------------------------------------------- bfloat16 by default where it holds
+
+def test_bfloat16_cpu_reads_the_cpu_flags(tmp_path):
+    from sisr.precision import bfloat16_cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
+    assert bfloat16_cpu(str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert not bfloat16_cpu(str(info))
+    assert not bfloat16_cpu(str(tmp_path / "missing"))
+
+
+def test_auto_precision_is_bfloat16_only_where_the_guard_was_measured_to_hold(
+        tmp_path, monkeypatch):
+    from sisr import precision
+
+    guard = {"max_db": 0.01, "max_levels": 2, "measured": "test"}
+    models = {"held": entry("held", url(tmp_path / "a.npz"), "a.npz",
+                            bfloat16={"guard": "holds", **guard}),
+              "broken": entry("broken", url(tmp_path / "b.npz"), "b.npz",
+                              bfloat16={"guard": "broken", **guard}),
+              "unmeasured": entry("unmeasured", url(tmp_path / "c.npz"), "c.npz")}
+    registry = write_registry(tmp_path / "registry.json", models)
+    monkeypatch.setattr(precision, "bfloat16_cpu", lambda: True)
+
+    def choose(requested, model, gpu=False):
+        return precision.choose_precision(requested, model, registry=registry, gpu=gpu)[0]
+
+    assert choose("auto", "held") == "bfloat16"
+    assert choose("auto", "held", gpu=True) == "float32"
+    assert choose("auto", "broken") == choose("auto", "unmeasured") == "float32"
+    assert choose("float32", "held") == "float32" and choose("bfloat16", "broken") == "bfloat16"
+    monkeypatch.chdir(tmp_path)
+    pathlib.Path("held").write_text("a model file of that name: its guard is unknown")
+    assert choose("auto", "held") == "float32"
+    monkeypatch.setattr(precision, "bfloat16_cpu", lambda: False)
+    assert choose("auto", "unmeasured") == choose("auto", "new.keras") == "float32"
+    _, reason = precision.choose_precision("auto", "x.keras", registry=registry, gpu=False)
+    assert "not a pretrained model" in reason
+    with pytest.raises(ValueError, match="precision must be one of"):
+        choose("half", "held")
+    bad = dict(models["held"], bfloat16={"guard": "maybe", **guard})
+    with pytest.raises(pretrained.PretrainedError, match="bfloat16 needs guard"):
+        load_registry(write_registry(tmp_path / "bad.json", {"bad": bad}))
+
+
+def test_shipped_registry_records_the_measured_bfloat16_guards():
+    """The records that `--precision auto` follows; tests/test_inference.py measures them
+    on the real weights."""
+    entries = load_registry(pretrained.registry.DEFAULT_REGISTRY)
+    assert entries["srresnet-x4"].bfloat16_guard_holds
+    assert entries["srgan-x4"].bfloat16["guard"] == "broken"
+    assert [name for name, e in entries.items() if e.bfloat16_guard_holds] == ["srresnet-x4"]

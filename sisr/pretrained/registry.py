@@ -61,6 +61,12 @@ class Entry:
     sha256: str = None
     installed: tuple = ()
     score: dict = None
+    bfloat16: dict = None
+
+    @property
+    def bfloat16_guard_holds(self):
+        """True if the bfloat16 inference copy was measured to keep the fidelity guard."""
+        return bool(self.bfloat16 and self.bfloat16["guard"] == "holds")
 
     @property
     def sha256_prefix(self):
@@ -98,7 +104,7 @@ def _check(name, raw, path):
     for key, kind in _REQUIRED.items():
         if not isinstance(raw.get(key), kind) or (kind is int and isinstance(raw[key], bool)):
             fail(f"{key!r} must be of type {kind.__name__}, got {raw.get(key)!r}")
-    unknown = sorted(set(raw) - set(_REQUIRED) - {"sha256", "score"})
+    unknown = sorted(set(raw) - set(_REQUIRED) - {"sha256", "score", "bfloat16"})
     if unknown:
         fail(f"unknown field(s) {', '.join(unknown)}")
     if raw["converter"] not in CONVERTERS:
@@ -125,6 +131,11 @@ def _check(name, raw, path):
             fail(f"installed sources need package, path and pip, got {source!r}")
         if sha is None:
             fail("an installed source needs a sha256 to check it against")
+    bf16 = raw.get("bfloat16")
+    if bf16 is not None and not (isinstance(bf16, dict) and bf16.get("guard") in (
+            "holds", "broken") and {"max_db", "max_levels", "measured"} <= set(bf16)):
+        fail(f"bfloat16 needs guard (holds or broken), max_db, max_levels and measured, "
+             f"got {bf16!r}")
     score = raw.get("score")
     if score is not None and not (isinstance(score, dict) and isinstance(
             score.get("psnr"), (int, float)) and {"dataset", "channel", "border"} <= set(score)):
