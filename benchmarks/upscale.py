@@ -50,6 +50,7 @@ CASES = {
                                  res_block_expansion=6)),
     "wdsr-b-x4": ("wdsr_b", dict(scale=4, num_filters=32, num_res_blocks=16,
                                  res_block_expansion=6)),
+    "srresnet-x4": ("srresnet", dict(scale=4, num_filters=64, num_res_blocks=16)),
 }
 SEAM_CROP = (200, 700)  # LR rows/cols of the seam check: straddles the 256-pixel tile borders
 
