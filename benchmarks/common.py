@@ -16,6 +16,28 @@ import tempfile
 import time
 
 
+# Benchmark model cases: name -> (registered builder, arguments), each family at its
+# baseline size (edsr-full: the paper's 256-filter, 32-block EDSR).
+MODELS = {
+    "edsr-x2": ("edsr", dict(scale=2, num_filters=64, num_res_blocks=16)),
+    "edsr-x4": ("edsr", dict(scale=4, num_filters=64, num_res_blocks=16)),
+    "wdsr-a-x2": ("wdsr_a", dict(scale=2, num_filters=32, num_res_blocks=16,
+                                 res_block_expansion=4)),
+    "wdsr-b-x2": ("wdsr_b", dict(scale=2, num_filters=32, num_res_blocks=16,
+                                 res_block_expansion=6)),
+    "wdsr-b-x4": ("wdsr_b", dict(scale=4, num_filters=32, num_res_blocks=16,
+                                 res_block_expansion=6)),
+    "srresnet-x4": ("srresnet", dict(scale=4, num_filters=64, num_res_blocks=16)),
+    "edsr-full-x2": ("edsr", dict(scale=2, num_filters=256, num_res_blocks=32,
+                                  res_block_scaling=0.1)),
+}
+
+
+def model_cases(*names):
+    """The `MODELS` entries called `names`, in that order."""
+    return {name: MODELS[name] for name in names}
+
+
 def time_call(fn):
     """Wall-clock seconds of one call of `fn()`; `fn` must block until its result is ready."""
     start = time.perf_counter()

@@ -28,22 +28,12 @@ import sisr  # noqa: E402
 from sisr.model import build  # noqa: E402
 
 if __package__:
-    from .common import format_table, interleave, median, spread  # noqa: E402
+    from .common import format_table, interleave, median, model_cases, spread  # noqa: E402
 else:  # run as a script: python benchmarks/models.py
-    from common import format_table, interleave, median, spread  # noqa: E402
+    from common import format_table, interleave, median, model_cases, spread  # noqa: E402
 
-# name -> (registered builder, arguments): each family at its baseline size.
-CASES = {
-    "edsr-x2": ("edsr", dict(scale=2, num_filters=64, num_res_blocks=16)),
-    "edsr-x4": ("edsr", dict(scale=4, num_filters=64, num_res_blocks=16)),
-    "wdsr-a-x2": ("wdsr_a", dict(scale=2, num_filters=32, num_res_blocks=16,
-                                 res_block_expansion=4)),
-    "wdsr-b-x2": ("wdsr_b", dict(scale=2, num_filters=32, num_res_blocks=16,
-                                 res_block_expansion=6)),
-    "srresnet-x4": ("srresnet", dict(scale=4, num_filters=64, num_res_blocks=16)),
-    "edsr-full-x2": ("edsr", dict(scale=2, num_filters=256, num_res_blocks=32,
-                                  res_block_scaling=0.1)),
-}
+CASES = model_cases("edsr-x2", "edsr-x4", "wdsr-a-x2", "wdsr-b-x2", "srresnet-x4",
+                    "edsr-full-x2")
 DEFAULT_CASES = ("edsr-x2", "edsr-x4", "wdsr-a-x2", "wdsr-b-x2", "srresnet-x4")
 PRECISIONS = {"float32": ("float32", tf.float32), "bfloat16": ("mixed_bfloat16", tf.bfloat16)}
 

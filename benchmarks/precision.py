@@ -31,17 +31,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 
 if __package__:
-    from .common import format_table, interleave, median, spread  # noqa: E402
+    from .common import format_table, interleave, median, model_cases, spread  # noqa: E402
 else:  # run as a script: python benchmarks/precision.py
-    from common import format_table, interleave, median, spread  # noqa: E402
+    from common import format_table, interleave, median, model_cases, spread  # noqa: E402
 
-SPEED_CASES = {
-    "srresnet-x4": ("srresnet", dict(scale=4, num_filters=64, num_res_blocks=16)),
-    "edsr-x2": ("edsr", dict(scale=2, num_filters=64, num_res_blocks=16)),
-    "edsr-x4": ("edsr", dict(scale=4, num_filters=64, num_res_blocks=16)),
-    "wdsr-b-x2": ("wdsr_b", dict(scale=2, num_filters=32, num_res_blocks=16,
-                                 res_block_expansion=6)),
-}
+SPEED_CASES = model_cases("srresnet-x4", "edsr-x2", "edsr-x4", "wdsr-b-x2")
 REAL_MODELS = ("srresnet-x4", "srgan-x4")
 GUARD_DB, GUARD_LEVELS = 0.02, 2
 

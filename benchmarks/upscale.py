@@ -38,20 +38,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 if __package__:
-    from .common import format_table, median, spread
+    from .common import format_table, median, model_cases, spread
 else:  # run as a script: python benchmarks/upscale.py
-    from common import format_table, median, spread
+    from common import format_table, median, model_cases, spread
 
 LR_SHAPE = (1356, 2040)  # a DIV2K-sized LR image (height, width)
-CASES = {
-    "edsr-x2": ("edsr", dict(scale=2, num_filters=64, num_res_blocks=16)),
-    "edsr-x4": ("edsr", dict(scale=4, num_filters=64, num_res_blocks=16)),
-    "wdsr-b-x2": ("wdsr_b", dict(scale=2, num_filters=32, num_res_blocks=16,
-                                 res_block_expansion=6)),
-    "wdsr-b-x4": ("wdsr_b", dict(scale=4, num_filters=32, num_res_blocks=16,
-                                 res_block_expansion=6)),
-    "srresnet-x4": ("srresnet", dict(scale=4, num_filters=64, num_res_blocks=16)),
-}
+CASES = model_cases("edsr-x2", "edsr-x4", "wdsr-b-x2", "wdsr-b-x4", "srresnet-x4")
 SEAM_CROP = (200, 700)  # LR rows/cols of the seam check: straddles the 256-pixel tile borders
 
 

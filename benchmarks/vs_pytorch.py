@@ -34,9 +34,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 if __package__:
-    from .common import format_table, interleave, median, spread  # noqa: E402
+    from .common import MODELS, format_table, interleave, median, spread  # noqa: E402
 else:  # run as a script: python benchmarks/vs_pytorch.py
-    from common import format_table, interleave, median, spread  # noqa: E402
+    from common import MODELS, format_table, interleave, median, spread  # noqa: E402
 # The official EDSR and WDSR modules in PyTorch, as the tests build them.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import torch_reference  # noqa: E402
@@ -51,10 +51,7 @@ CASES = {
     "wdsr-b-train": ("wdsr_b", "train"),
 }
 TARGETS = {"edsr-infer": 1.5, "wdsr-b-infer": 2.0, "wdsr-b-train": 3.0}
-ARGUMENTS = {
-    "edsr": dict(scale=SCALE, num_filters=64, num_res_blocks=16),
-    "wdsr_b": dict(scale=SCALE, num_filters=32, num_res_blocks=16, res_block_expansion=6),
-}
+ARGUMENTS = {"edsr": MODELS[f"edsr-x{SCALE}"][1], "wdsr_b": MODELS[f"wdsr-b-x{SCALE}"][1]}
 PROFILES = {"edsr": "edsr-16", "wdsr_b": "wdsr-b-16"}
 
 

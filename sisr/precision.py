@@ -188,6 +188,6 @@ def inference_copy(model, precision):
             assign = copy_weights or _assign_weights
             entry = (copy, tf.function(lambda: assign(copy, source())))
         copies[precision] = entry
-    elif entry[1] is not None:
-        entry[1]()
+    if entry[1] is not None:
+        entry[1]()  # traced on the first call, with the copy's other first-call costs
     return entry[0]
