@@ -11,7 +11,7 @@ from PIL import Image
 import sisr
 from sisr import upscale as up
 from sisr.imresize import imresize
-from sisr.model import discriminator, edsr, wdsr_b
+from sisr.model import discriminator, edsr, srresnet, wdsr_b
 
 
 def tiny_edsr(scale=2):
@@ -44,7 +44,8 @@ def test_receptive_radius_of_sisr_models():
 
 
 @pytest.mark.parametrize("builder,scale", [
-    (tiny_edsr, 2), (tiny_edsr, 3), (lambda s: wdsr_b(s, num_res_blocks=2), 4)])
+    (tiny_edsr, 2), (tiny_edsr, 3), (lambda s: wdsr_b(s, num_res_blocks=2), 4),
+    (lambda s: srresnet(s, num_filters=8, num_res_blocks=1), 4)])  # sisr.rewrite's tail
 def test_tiled_output_equals_untiled(builder, scale):
     model = builder(scale)
     image = random_image((29, 42, 3))
