@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,17 +30,6 @@ TINY = {"model": "wdsr_b", "num_filters": 8, "num_res_blocks": 2, "res_block_exp
         "optimizer": "weight_norm_adam", "learning_rate": 1e-3, "lr_patch": 24,
         "valid_crop": 24, "scale": 2, "scales": [2, 3, 4]}
 RESULT = "multiworker-benchmark:"
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def worker(args):
@@ -83,18 +71,16 @@ def worker(args):
 
 def run_case(args, workers, outdir):
     """Starts `workers` processes; returns the chief's steps/s."""
-    ports = free_ports(workers)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    from sisr.training.distributed import local_tf_configs
+
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--outdir", outdir,
                "--profile", args.profile, "--epochs", str(args.epochs),
                "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
     procs = []
-    for i in range(workers):
+    for tf_config in local_tf_configs(workers):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                    TF_NUM_INTEROP_THREADS=str(args.threads),
-                   TF_NUM_INTRAOP_THREADS=str(args.threads),
-                   TF_CONFIG=json.dumps({"cluster": cluster,
-                                         "task": {"type": "worker", "index": i}}))
+                   TF_NUM_INTRAOP_THREADS=str(args.threads), TF_CONFIG=tf_config)
         procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     outputs = [proc.communicate() for proc in procs]

@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,15 +36,13 @@ def write_profile(tmp_path, **changes):
     return str(path)
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+def test_local_tf_configs_describe_one_cluster_of_free_ports():
+    configs = [json.loads(c) for c in distributed.local_tf_configs(3)]
+    workers = configs[0]["cluster"]["worker"]
+    assert len(workers) == len(set(workers)) == 3
+    assert all(w.startswith("127.0.0.1:") and int(w.split(":")[1]) > 0 for w in workers)
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(3)]
+    assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
 
 
 class Cluster:
@@ -55,15 +52,12 @@ class Cluster:
     def __init__(self, tmp_path, name, args, workers=2, command="sisr.train"):
         self.tmpdir = tmp_path / f"{name}-tmp"
         self.tmpdir.mkdir()
-        ports = free_ports(workers)
-        cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
         self.logs = [tmp_path / f"{name}-worker{i}.log" for i in range(workers)]
         self.procs = []
-        for i in range(workers):
+        for i, tf_config in enumerate(distributed.local_tf_configs(workers)):
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTEROP_THREADS="1",
                        TF_NUM_INTRAOP_THREADS="1", TMPDIR=str(self.tmpdir),
-                       TF_CONFIG=json.dumps({"cluster": cluster,
-                                             "task": {"type": "worker", "index": i}}))
+                       TF_CONFIG=tf_config)
             with open(self.logs[i], "w") as out:
                 self.procs.append(subprocess.Popen(
                     [sys.executable, "-m", command, *args], cwd=str(tmp_path), env=env,

@@ -62,6 +62,24 @@ class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         return tf.nest.map_structure(one, value)
 
 
+def local_tf_configs(workers, host="127.0.0.1"):
+    """`TF_CONFIG` values (JSON strings), one per worker, for `workers` processes on this
+    machine on free ports: to try multi-worker training on one host (as the tests and
+    `benchmarks/multiworker.py` do). A port may be taken again before a worker binds it."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(workers)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        cluster = {"worker": [f"{host}:{s.getsockname()[1]}" for s in sockets]}
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            for i in range(workers)]
+
+
 def cluster_resolver():
     """The cluster of this job: `TF_CONFIG` if set, else the Slurm job step's.
 
