@@ -24,26 +24,14 @@ import math
 
 import numpy as np
 
-_TENSOR = "__keras_tensor__"
+from sisr.graph import keras_histories
+
 _ELEMENTWISE = ("PReLU", "Activation")
-
-
-def _refs(value):
-    """Every `keras_history` of the tensors inside a functional config value."""
-    if isinstance(value, dict):
-        if value.get("class_name") == _TENSOR:
-            yield value["config"]["keras_history"]
-        else:
-            for item in value.values():
-                yield from _refs(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _refs(item)
 
 
 def _retarget(value, old, new):
     """`value` with references to layer `old` pointing at layer `new` (in place)."""
-    for history in _refs(value):
+    for history in keras_histories(value):
         if history[0] == old:
             history[0] = new
 
@@ -57,7 +45,7 @@ def _output_refs(config):
 def _consumers(config):
     users = {}
     for layer in config["layers"]:
-        for history in _refs(layer.get("inbound_nodes", [])):
+        for history in keras_histories(layer.get("inbound_nodes", [])):
             users.setdefault(history[0], []).append(layer["config"]["name"])
     for output in _output_refs(config):
         users.setdefault(output[0], []).append(None)
@@ -136,7 +124,7 @@ def shuffle_last(model):
     channels, filters, k = conv.kernel.shape[2], conv.filters, conv.kernel_size[0]
     layers, by_name = config["layers"], {ly["config"]["name"]: ly for ly in config["layers"]}
     shuffle_layer = by_name[shuffle_name]
-    source = next(_refs(shuffle_layer["inbound_nodes"]))[0]
+    source = next(keras_histories(shuffle_layer["inbound_nodes"]))[0]
     first = middle_name or conv_name
     _retarget(by_name[first]["inbound_nodes"], shuffle_name, source)
     for name in filter(None, (middle_name, conv_name)):
@@ -152,7 +140,7 @@ def shuffle_last(model):
         if output[0] == conv_name:
             output[0] = shuffle_name
     shuffle_layer["inbound_nodes"] = copy_module.deepcopy(by_name[conv_name]["inbound_nodes"])
-    for history in _refs(shuffle_layer["inbound_nodes"]):
+    for history in keras_histories(shuffle_layer["inbound_nodes"]):
         history[0] = conv_name
     layers.remove(shuffle_layer)
     layers.insert(layers.index(by_name[conv_name]) + 1, shuffle_layer)

@@ -22,6 +22,7 @@ import numpy as np
 from sisr import cli, imageio
 from sisr.errors import UsageError
 from sisr.fileio import atomic_output, check_writable_dir
+from sisr.graph import keras_histories
 from sisr.precision import CLI_PRECISIONS, choose_precision
 from sisr.saving import ModelError
 
@@ -70,20 +71,6 @@ def model_scale(model):
     return shape[1] // 8
 
 
-def _history_names(value):
-    """Layer names referenced by the `keras_history` entries of a serialised node."""
-    if isinstance(value, dict):
-        config = value.get("config")
-        if isinstance(config, dict) and "keras_history" in config:
-            yield config["keras_history"][0]
-            return
-        for item in value.values():
-            yield from _history_names(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _history_names(item)
-
-
 def receptive_radius(model):
     """Radius in LR pixels of the model's receptive field (an upper bound), or None.
 
@@ -103,7 +90,7 @@ def receptive_radius(model):
         cls, cfg = layer.get("class_name"), layer.get("config") or {}
         name = layer.get("name") or cfg.get("name")
         if "inbound_nodes" in layer:
-            parents = list(_history_names(layer["inbound_nodes"]))
+            parents = [h[0] for h in keras_histories(layer["inbound_nodes"])]
         else:  # Sequential: a chain
             parents = [previous] if previous else []
         known = [state[p] for p in parents if p in state]
