@@ -23,24 +23,6 @@ CLI_PRECISIONS = ("auto", *PRECISIONS)
 # /proc/cpuinfo flags of x86 CPUs with native bfloat16 dot products (AVX512-BF16, AMX).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
-# Layer names (fnmatch patterns) that `mixed_copy` runs in float32, per builder, as
-# measured on the real SRResNet weights (README, "bfloat16 inference"; each group alone in
-# bf16 breaks the guard): the input normalisation (5 levels) and the head conv that reads it
-# (0.09 dB: a pixel / 255 keeps only 8 bits), the trunk's last conv and skip addition (15
-# levels), and the first upsampling conv (7 levels, at the image border, where its input is
-# ~40x larger than inside); the rest of the upsampler and the 9x9 output conv run in bf16
-# (their tanh and rescaling stay float32). EDSR and WDSR follow by analogy (no real weights
-# here to measure them); their float32 tails are cheap (EDSR's output conv; WDSR's main and
-# skip convs to 3 * scale**2 channels).
-FLOAT32_LAYERS = {
-    "srresnet": ("normalize", "head_*", "body_*", "upsample_*_conv1", "output_tanh",
-                 "denormalize"),
-    "edsr": ("normalize", "head_*", "body_*", "upsample_*", "output_*", "denormalize"),
-    "wdsr": ("normalize", "head_*", "main_x*", "skip_x*", "output_add", "denormalize"),
-}
-# Other functional models: every layer named like one of the above.
-DEFAULT_FLOAT32_LAYERS = tuple(dict.fromkeys(p for ps in FLOAT32_LAYERS.values() for p in ps))
-
 # inference_copy results per model and precision, reused by repeated `resolve` calls.
 _COPIES = weakref.WeakKeyDictionary()
 
@@ -98,10 +80,14 @@ def choose_precision(requested, model, registry=None, gpu=None):
 
 
 def float32_patterns(model):
-    """The float32 layer patterns for `model`, chosen by the builder it records."""
-    builder = getattr(model, "builder", None) or ""
-    family = "wdsr" if builder.startswith("wdsr") else builder
-    return FLOAT32_LAYERS.get(family, DEFAULT_FLOAT32_LAYERS)
+    """The float32 layer patterns of `model`: its registered spec's `float32_layers`, or,
+    for a model without a registered builder, every pattern of every spec."""
+    from sisr.model import MODELS, spec_of
+
+    spec = spec_of(model)
+    if spec is not None:
+        return spec.float32_layers
+    return tuple(dict.fromkeys(p for s in MODELS.values() for p in s.float32_layers))
 
 
 def keep_float32(model, patterns=None):

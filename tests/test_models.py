@@ -17,17 +17,14 @@ import tensorflow as tf
 import sisr
 from sisr.data import demo
 from sisr.initializers import FanInUniform
-from sisr.model import MODELS, build, discriminator, edsr, get_spec, srresnet, wdsr_a, wdsr_b
+from sisr.model import (
+    MODELS, build, discriminator, edsr, generators, get_spec, srresnet, wdsr_a, wdsr_b,
+)
 from sisr.optimizers import data_dependent_init
 from sisr.saving import ModelError
 
-# Tiny configurations: the same code paths as the published sizes, fast on a CPU.
-TINY = {
-    "edsr": dict(num_filters=8, num_res_blocks=2, res_block_scaling=0.1),
-    "wdsr_a": dict(num_filters=8, num_res_blocks=2, res_block_expansion=2, res_block_scaling=0.5),
-    "wdsr_b": dict(num_filters=8, num_res_blocks=2, res_block_expansion=3),
-    "srresnet": dict(num_filters=8, num_res_blocks=2),
-}
+# Tiny configurations (the registry's): the same code paths as the published sizes, fast.
+TINY = {name: dict(MODELS[name].tiny) for name in generators()}
 GENERATORS = sorted(TINY)
 GEN_SCALES = [(name, s) for name in GENERATORS for s in MODELS[name].scales]
 

@@ -1,18 +1,23 @@
-"""Model builders of the papers, and a registry that maps names to them.
+"""Model builders of the papers, and the registry that declares each architecture once.
 
     from sisr.model import edsr, wdsr_a, wdsr_b, srresnet, discriminator
     model = wdsr_b(scale=2, num_res_blocks=16)
+
+Importing this package imports every builder module, which registers its `ModelSpec`.
 """
 
 from sisr.model.discriminator import discriminator
 from sisr.model.edsr import edsr
-from sisr.model.registry import MODELS, ModelSpec, build, get_spec
+from sisr.model.registry import (
+    MODELS, ModelSpec, build, generators, get_spec, register, spec_of, unregister,
+)
 from sisr.model.srmodel import SRModel, model_info
 from sisr.model.srresnet import srresnet
 from sisr.model.wdsr_a import wdsr_a
 from sisr.model.wdsr_b import wdsr_b
 
 __all__ = [
-    "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "get_spec",
-    "model_info", "srresnet", "wdsr_a", "wdsr_b",
+    "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "generators",
+    "get_spec", "model_info", "register", "spec_of", "srresnet", "unregister", "wdsr_a",
+    "wdsr_b",
 ]

@@ -4,9 +4,9 @@ import keras
 
 from sisr.initializers import FanInUniform, torch_kernel
 from sisr.layers import PixelShuffle
+from sisr.model.registry import SCALES
 from sisr.model.srmodel import SRModel
 
-SCALES = (2, 3, 4, 8)  # the scales of every generator builder
 # Batch-norm momentum of SRResNet and the SRGAN discriminator, as in the original Keras
 # project (krasserm/super-resolution); Keras' default is 0.99.
 BN_MOMENTUM = 0.8

@@ -3,6 +3,7 @@
 import keras
 
 from sisr.model.common import BN_MOMENTUM, check_positive_int, sr_model
+from sisr.model.registry import ModelSpec, register
 
 
 def disc_block(x, num_filters, strides, batchnorm, name):
@@ -42,3 +43,9 @@ def discriminator(hr_size=96, num_filters=64):
     x = keras.layers.LeakyReLU(negative_slope=0.2, name="fc1_lrelu")(x)
     x = keras.layers.Dense(1, activation="sigmoid", name="output", dtype="float32")(x)
     return sr_model(x_in, x, "discriminator", hr_size=hr_size, num_filters=num_filters)
+
+
+register(ModelSpec(
+    "discriminator", discriminator, scales=(), tiny={"hr_size": 16, "num_filters": 4},
+    generator=False, local=False, layouts=("krasserm",),
+))

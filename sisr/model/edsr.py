@@ -8,6 +8,7 @@ from sisr.model.common import (
     SCALES, check_positive_int, check_scale, check_scaling, conv, lr_input, sr_model,
     subpixel_upsample,
 )
+from sisr.model.registry import ModelSpec, register
 
 
 def res_block(x_in, num_filters, scaling, name):
@@ -49,3 +50,14 @@ def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None):
     x = denormalize()(x)
     return sr_model(x_in, x, "edsr", scale=scale, num_filters=num_filters,
                     num_res_blocks=num_res_blocks, res_block_scaling=res_block_scaling)
+
+
+register(ModelSpec(
+    "edsr", edsr,
+    tiny={"num_filters": 8, "num_res_blocks": 2, "res_block_scaling": 0.1},
+    gan_generator=True,
+    # By analogy with SRResNet's measured groups (no trained EDSR weights here): the
+    # normalisation and head, the trunk's end, the upsampler and the output conv.
+    float32_layers=("normalize", "head_*", "body_*", "upsample_*", "output_*", "denormalize"),
+    layouts=("edsr-pytorch", "basicsr-edsr", "krasserm"),
+))

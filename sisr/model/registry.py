@@ -1,50 +1,121 @@
-"""Names of the model builders, for the CLIs and the tests."""
+"""The architecture registry: everything sisr knows about a network, declared once.
+
+A network's module builds it and registers it:
+
+    register(ModelSpec("edsr", edsr, tiny={"num_filters": 8, "num_res_blocks": 2},
+                       float32_layers=("normalize", "head_*"), layouts=("edsr-pytorch",)))
+
+The CLIs' choices, the port's dispatch, bf16 copies, tiling, the GAN trainer and the
+contract tests all read `MODELS`; nothing else lists architectures
+(docs/adding-an-architecture.md).
+"""
 
 import dataclasses
 import inspect
+import types
 from typing import Callable
 
-from sisr.model.common import SCALES
-from sisr.model.discriminator import discriminator
-from sisr.model.edsr import edsr
-from sisr.model.srresnet import srresnet
-from sisr.model.wdsr_a import wdsr_a
-from sisr.model.wdsr_b import wdsr_b
+SCALES = (2, 3, 4, 8)  # the scales of every generator builder unless a spec says otherwise
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A registered builder: its name, function, supported scales and role."""
+    """A registered architecture.
+
+    Attributes:
+        name: the builder's name (`SRModel.builder`, `--set model=...`, profiles' "model").
+        builder: `builder(scale, ...) -> SRModel` (the discriminator takes no scale).
+        scales: the scales the builder accepts; () for a model without one.
+        tiny: builder arguments (besides `scale`) of a small configuration that takes the
+            same code paths; the contract tests build it.
+        generator: an SR network (LR RGB [0, 255] in, SR RGB [0, 255] out); False for a
+            discriminator.
+        gan_generator: the SRGAN trainer may fine-tune it (`train_gan --generator`).
+        float32_layers: layer-name patterns (fnmatch) that a bfloat16 inference copy keeps
+            in float32 (`sisr.precision`); () = every layer in bfloat16.
+        local: every operation reads a bounded neighbourhood, so tiled inference equals
+            whole-image inference; False = tiling is refused.
+        layouts: names of the checkpoint layouts the port reads into it (`sisr.port`).
+        aliases: other spellings accepted by `get_spec` (besides "-" for "_").
+    """
 
     name: str
     builder: Callable
-    scales: tuple
+    scales: tuple = SCALES
+    tiny: dict = dataclasses.field(default_factory=dict)
     generator: bool = True
+    gan_generator: bool = False
+    float32_layers: tuple = ()
+    local: bool = True
+    layouts: tuple = ()
+    aliases: tuple = ()
+
+    def __post_init__(self):
+        # Read-only, so that a spec cannot be changed behind the registry's back.
+        object.__setattr__(self, "tiny", types.MappingProxyType(dict(self.tiny)))
 
     def arguments(self):
         """The builder's keyword arguments and their defaults."""
         params = inspect.signature(self.builder).parameters
         return {k: p.default for k, p in params.items()}
 
+    def build_tiny(self, scale=None, **overrides):
+        """The tiny configuration at `scale` (default: the smallest supported)."""
+        kwargs = dict(self.tiny, **overrides)
+        if self.scales:
+            kwargs["scale"] = min(self.scales) if scale is None else scale
+        return self.builder(**kwargs)
 
-MODELS = {
-    spec.name: spec
-    for spec in (
-        ModelSpec("edsr", edsr, SCALES),
-        ModelSpec("wdsr_a", wdsr_a, SCALES),
-        ModelSpec("wdsr_b", wdsr_b, SCALES),
-        ModelSpec("srresnet", srresnet, SCALES),
-        ModelSpec("discriminator", discriminator, (), generator=False),
-    )
-}
+
+# name -> ModelSpec, in registration order. Filled by the builders' modules, which
+# `sisr.model` imports.
+MODELS = {}
+
+
+def _key(name):
+    return str(name).replace("-", "_").lower()
+
+
+def register(spec):
+    """Adds `spec` to `MODELS`; returns it. A name or alias may be registered once."""
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"register: expected a ModelSpec, got {type(spec).__name__}")
+    taken = {_key(n) for s in MODELS.values() for n in (s.name, *s.aliases)}
+    clash = sorted({_key(n) for n in (spec.name, *spec.aliases)} & taken)
+    if clash:
+        raise ValueError(f"register: {', '.join(clash)} is already registered")
+    MODELS[spec.name] = spec
+    return spec
+
+
+def unregister(name):
+    """Removes the spec called `name` (for tests that register a toy architecture)."""
+    MODELS.pop(get_spec(name).name)
 
 
 def get_spec(name):
-    """The registered `ModelSpec` called `name` (also accepts "wdsr-a" spellings)."""
-    key = str(name).replace("-", "_").lower()
-    if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
-    return MODELS[key]
+    """The registered `ModelSpec` called `name` (also accepts "wdsr-a" and alias spellings)."""
+    key = _key(name)
+    for spec in MODELS.values():
+        if key in (_key(spec.name), *map(_key, spec.aliases)):
+            return spec
+    raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+
+
+def generators():
+    """Names of the registered SR networks (not discriminators)."""
+    return [name for name, spec in MODELS.items() if spec.generator]
+
+
+def spec_of(model):
+    """The `ModelSpec` of a model built by a registered builder, else None."""
+    builder = getattr(model, "builder", None)
+    if not builder:
+        return None
+    try:
+        return get_spec(builder)
+    except ValueError:
+        return None
 
 
 def build(name, **kwargs):

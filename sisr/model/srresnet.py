@@ -7,6 +7,7 @@ from sisr.model.common import (
     BN_MOMENTUM, SCALES, check_positive_int, check_scale, conv, lr_input, sr_model,
     subpixel_upsample,
 )
+from sisr.model.registry import ModelSpec, register
 
 # Keras' default init (Glorot uniform kernels, zero biases): see `srresnet`.
 INIT = "keras"
@@ -60,3 +61,17 @@ def srresnet(scale=4, num_filters=64, num_res_blocks=16):
     x = keras.layers.Rescaling(127.5, offset=127.5, name="denormalize", dtype="float32")(x)
     return sr_model(x_in, x, "srresnet", scale=scale, num_filters=num_filters,
                     num_res_blocks=num_res_blocks)
+
+
+register(ModelSpec(
+    "srresnet", srresnet,
+    tiny={"num_filters": 8, "num_res_blocks": 2},
+    gan_generator=True,
+    # Measured on the real SRResNet x4 weights (each group alone in bf16 breaks the guard):
+    # the input normalisation and the head conv that reads it (a pixel / 255 keeps 8 bits),
+    # the trunk's last conv and skip addition, and the first upsampling conv, whose input
+    # is largest at the image border; tanh and rescaling stay float32.
+    float32_layers=("normalize", "head_*", "body_*", "upsample_*_conv1", "output_tanh",
+                    "denormalize"),
+    layouts=("krasserm",),
+))

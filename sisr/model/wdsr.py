@@ -10,6 +10,9 @@ from sisr.model.common import (
 
 # WDSR-B's low-rank 1x1 conv has int(num_filters * LINEAR) channels (25 for 32 filters).
 LINEAR = 0.8
+# Kept float32 in bf16 copies, by analogy with SRResNet's measured groups (no trained WDSR
+# weights here): normalisation, head, and the cheap convs to 3 * scale**2 channels.
+FLOAT32_LAYERS = ("normalize", "head_*", "main_x*", "skip_x*", "output_add", "denormalize")
 
 
 def res_block_a(x_in, num_filters, expansion, scaling, name):

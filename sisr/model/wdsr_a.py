@@ -1,6 +1,7 @@
 """WDSR-A builder (wide activation, 3x3 convolutions)."""
 
-from sisr.model.wdsr import res_block_a, wdsr
+from sisr.model.registry import ModelSpec, register
+from sisr.model.wdsr import FLOAT32_LAYERS, res_block_a, wdsr
 
 
 def wdsr_a(scale, num_filters=32, num_res_blocks=8, res_block_expansion=4,
@@ -11,3 +12,9 @@ def wdsr_a(scale, num_filters=32, num_res_blocks=8, res_block_expansion=4,
     """
     return wdsr(scale, num_filters, num_res_blocks, res_block_expansion,
                 res_block_scaling, res_block_a, name="wdsr_a")
+
+
+register(ModelSpec("wdsr_a", wdsr_a,
+                   tiny={"num_filters": 8, "num_res_blocks": 2, "res_block_expansion": 2,
+                         "res_block_scaling": 0.5},
+                   float32_layers=FLOAT32_LAYERS, layouts=("wdsr", "krasserm")))

@@ -1,6 +1,7 @@
 """WDSR-B builder (wide activation, low-rank 1x1 convolutions)."""
 
-from sisr.model.wdsr import res_block_b, wdsr
+from sisr.model.registry import ModelSpec, register
+from sisr.model.wdsr import FLOAT32_LAYERS, res_block_b, wdsr
 
 
 def wdsr_b(scale, num_filters=32, num_res_blocks=8, res_block_expansion=6,
@@ -11,3 +12,8 @@ def wdsr_b(scale, num_filters=32, num_res_blocks=8, res_block_expansion=6,
     """
     return wdsr(scale, num_filters, num_res_blocks, res_block_expansion,
                 res_block_scaling, res_block_b, name="wdsr_b")
+
+
+register(ModelSpec("wdsr_b", wdsr_b,
+                   tiny={"num_filters": 8, "num_res_blocks": 2, "res_block_expansion": 3},
+                   float32_layers=FLOAT32_LAYERS, layouts=("wdsr", "krasserm")))
