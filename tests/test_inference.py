@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import sisr
 from sisr.pretrained.registry import load_registry
-from sisr.inference import _forward_fn
+from sisr.inference import compiled_forward
 from sisr.model import edsr
 
 
@@ -30,13 +30,13 @@ def test_resolve_clips_rounds_and_casts():
 
 def test_resolve_traces_once_for_all_sizes():
     model = edsr(2, num_filters=4, num_res_blocks=1)
-    fn = _forward_fn(model)
+    fn = compiled_forward(model)
     assert isinstance(fn, tf.types.experimental.PolymorphicFunction)
     for shape in [(1, 5, 7, 3), (3, 9, 4, 3), (1, 16, 16, 3)]:
         out = sisr.resolve(model, np.zeros(shape, np.uint8))
         assert tuple(out.shape) == (shape[0], shape[1] * 2, shape[2] * 2, 3)
     assert fn.experimental_get_tracing_count() == 1
-    assert _forward_fn(model) is fn
+    assert compiled_forward(model) is fn
 
 
 def test_resolve_matches_eager_model():
@@ -133,7 +133,7 @@ def test_naive_copy_and_unknown_layers():
 
 
 def test_resolve_and_upscale_in_bfloat16():
-    from sisr.upscale import Upscaler
+    from sisr.upscaling import Upscaler
 
     model = edsr(2, num_filters=8, num_res_blocks=2)
     lr = np.random.default_rng(4).integers(0, 256, (1, 12, 10, 3)).astype(np.uint8)

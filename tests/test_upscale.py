@@ -1,4 +1,5 @@
-"""sisr.upscale: seamless tiling, channel layouts, self-ensemble, and the CLI's file handling."""
+"""sisr.upscaling (seamless tiling, channel layouts, self-ensemble) and the sisr.upscale CLI's
+file handling."""
 
 import os
 import stat
@@ -10,6 +11,7 @@ from PIL import Image
 
 import sisr
 from sisr import upscale as up
+from sisr import upscaling
 from sisr.imresize import imresize
 from sisr.model import discriminator, edsr, srresnet, wdsr_b
 
@@ -34,13 +36,13 @@ def model_file(tmp_path):
 
 def test_receptive_radius_of_sisr_models():
     # head + 2 block convs + body + upsampling conv at LR + output conv at 2x = 5.5
-    assert up.receptive_radius(tiny_edsr(2)) == 6
-    assert up.receptive_radius(edsr(4)) == 36  # 34 + 1 + 1/2 + 1/4
+    assert upscaling.receptive_radius(tiny_edsr(2)) == 6
+    assert upscaling.receptive_radius(edsr(4)) == 36  # 34 + 1 + 1/2 + 1/4
     # WDSR-B: only the 3x3 of each block counts; the 5x5 skip (2) is a shorter path.
-    assert up.receptive_radius(wdsr_b(2, num_res_blocks=2)) == 4
+    assert upscaling.receptive_radius(wdsr_b(2, num_res_blocks=2)) == 4
     pooled = keras.Sequential([keras.Input((None, None, 3)), keras.layers.MaxPooling2D(),
                                keras.layers.UpSampling2D(4)])
-    assert up.receptive_radius(pooled) is None
+    assert upscaling.receptive_radius(pooled) is None
 
 
 @pytest.mark.parametrize("builder,scale", [
@@ -49,38 +51,38 @@ def test_receptive_radius_of_sisr_models():
 def test_tiled_output_equals_untiled(builder, scale):
     model = builder(scale)
     image = random_image((29, 42, 3))
-    whole = up.upscale_image(model, image)
+    whole = upscaling.upscale_image(model, image)
     np.testing.assert_array_equal(whole, sisr.resolve_single(model, image).numpy())
-    upscaler = up.Upscaler(model, tile=7)
+    upscaler = upscaling.Upscaler(model, tile=7)
     assert len(upscaler.tiles(29, 42)) == 5 * 6
-    tiled = up.upscale_image(upscaler, image)
+    tiled = upscaling.upscale_image(upscaler, image)
     assert tiled.shape == (29 * scale, 42 * scale, 3)
     assert np.abs(tiled.astype(int) - whole).max() <= 1
     # Without context the tile borders show: the margin is what removes the seams.
-    seamy = up.upscale_image(model, image, tile=7, overlap=0)
+    seamy = upscaling.upscale_image(model, image, tile=7, overlap=0)
     assert np.abs(seamy.astype(int) - whole).max() > 1
 
 
 def test_grayscale_comes_back_grayscale():
     model = tiny_edsr()
     gray = random_image((12, 15), seed=1)
-    out = up.upscale_image(model, gray)
+    out = upscaling.upscale_image(model, gray)
     assert out.shape == (24, 30) and out.dtype == np.uint8
     rgb = model(np.repeat(gray[None, ..., None], 3, -1).astype(np.float32)).numpy()[0]
-    luma = np.round(np.clip(rgb, 0, 255) @ up.LUMA)
+    luma = np.round(np.clip(rgb, 0, 255) @ upscaling.LUMA)
     assert np.abs(out - luma).max() <= 1
     assert np.mean(out == luma) > 0.99
-    assert up.upscale_image(model, gray[..., None]).shape == (24, 30, 1)
+    assert upscaling.upscale_image(model, gray[..., None]).shape == (24, 30, 1)
 
 
 @pytest.mark.parametrize("channels", [2, 4])
 def test_alpha_is_upscaled_with_bicubic(channels):
     model = tiny_edsr()
     image = random_image((10, 13, channels), seed=2)
-    out = up.upscale_image(model, image, tile=4)
+    out = upscaling.upscale_image(model, image, tile=4)
     assert out.shape == (20, 26, channels)
     np.testing.assert_array_equal(out[..., -1], imresize(image[..., -1], scale=2))
-    color = up.upscale_image(model, image[..., :-1])
+    color = upscaling.upscale_image(model, image[..., :-1])
     np.testing.assert_array_equal(out[..., :-1].reshape(color.shape), color)
 
 
@@ -94,34 +96,35 @@ def test_self_ensemble_averages_eight_variants_in_float():
             y = np.rot90(model(x[None].astype(np.float32)).numpy()[0], -k)
             total += y[:, ::-1] if flip else y
     expected = np.clip(np.round(total / 8), 0, 255)
-    got = up.upscale_image(model, image, self_ensemble=True)
+    got = upscaling.upscale_image(model, image, self_ensemble=True)
     assert np.abs(got - expected).max() <= 1
     assert np.mean(got == expected) > 0.99
-    plain = up.upscale_image(model, image)
+    plain = upscaling.upscale_image(model, image)
     assert np.abs(got.astype(int) - plain).max() > 1  # it really is a different output
-    tiled = up.upscale_image(model, image, self_ensemble=True, tile=4)
+    tiled = upscaling.upscale_image(model, image, self_ensemble=True, tile=4)
     assert np.abs(tiled.astype(int) - got).max() <= 1
 
 
 def test_tiny_images_work():
-    out = up.upscale_image(tiny_edsr(), random_image((1, 1, 3)), tile=4)
+    out = upscaling.upscale_image(tiny_edsr(), random_image((1, 1, 3)), tile=4)
     assert out.shape == (2, 2, 3)
 
 
 def test_models_that_cannot_upscale_are_refused():
-    with pytest.raises(up.ModelError, match="a discriminator model, not a super-resolution"):
-        up.model_scale(discriminator())
+    with pytest.raises(upscaling.ModelError,
+                       match="a discriminator model, not a super-resolution"):
+        upscaling.model_scale(discriminator())
     x = keras.Input((None, None, 3))
     # Keras models without sisr's record: their scale is probed, and size-bound ones refused.
     fixed = keras.Input((96, 96, 3))
-    with pytest.raises(up.ModelError, match="only 96x96 inputs"):
-        up.model_scale(keras.Model(fixed, keras.layers.Conv2D(3, 3)(fixed)))
-    with pytest.raises(up.ModelError, match="not to an upscaled RGB image"):
-        up.model_scale(keras.Model(x, keras.layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(upscaling.ModelError, match="only 96x96 inputs"):
+        upscaling.model_scale(keras.Model(fixed, keras.layers.Conv2D(3, 3)(fixed)))
+    with pytest.raises(upscaling.ModelError, match="not to an upscaled RGB image"):
+        upscaling.model_scale(keras.Model(x, keras.layers.GlobalAveragePooling2D()(x)))
     with pytest.raises(ValueError, match="uint8"):
-        up.upscale_image(tiny_edsr(), np.zeros((4, 4, 3), np.float32))
+        upscaling.upscale_image(tiny_edsr(), np.zeros((4, 4, 3), np.float32))
     with pytest.raises(ValueError, match="HxWx3 or HxWx4"):
-        up.upscale_image(tiny_edsr(), np.zeros((4, 4, 5), np.uint8))
+        upscaling.upscale_image(tiny_edsr(), np.zeros((4, 4, 5), np.uint8))
 
 
 # ---------------------------------------------------------------------- CLI
@@ -167,7 +170,7 @@ def test_cli_upscales_a_folder_and_reports_a_corrupt_file(inputs, model_file, tm
         assert im.size == (12, 22)
     # The PNG holds exactly what the library computes.
     model = sisr.load_model(model_file)
-    expected = up.upscale_image(model, np.asarray(Image.open(inputs / "rgb.png")))
+    expected = upscaling.upscale_image(model, np.asarray(Image.open(inputs / "rgb.png")))
     np.testing.assert_array_equal(np.asarray(Image.open(out / "rgb_x2.png")), expected)
 
 
