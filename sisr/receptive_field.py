@@ -89,6 +89,9 @@ def _layer_reach(layer, cls, name, cfg):
         return 0, 1
     if module != "keras.layers":
         raise _NotLocal(f"layer {name!r} ({cls}) is not known to be local")
+    if not isinstance(cfg.get("activation", "linear"), str):
+        # Keras' own activations act per pixel; a custom one may not.
+        raise _NotLocal(f"layer {name!r} ({cls}) has a custom activation")
     if cls in _PER_PIXEL:
         return 0, 1
     if cls == "PReLU":

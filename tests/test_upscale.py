@@ -281,6 +281,13 @@ def test_per_pixel_prelu_slopes_and_unknown_layers_are_not_local():
     model = keras.Model(x_in, Doubling(name="doubling")(x_in))
     assert "'doubling' (Doubling) is not known to be local" in upscaling.locality(model).reason
 
+    @keras.saving.register_keras_serializable(package="test_upscale")
+    def halving(x):
+        return x / 2
+
+    model = keras.Model(x_in, _conv(3, 3, "conv", activation=halving)(x_in))
+    assert "'conv' (Conv2D) has a custom activation" in upscaling.locality(model).reason
+
 
 def test_other_local_layers_tile_exactly():
     """Transposed convs, upsampling, depthwise/separable and dilated convs, shared PReLU,
