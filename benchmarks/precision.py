@@ -95,7 +95,7 @@ def run_speed(args):
     import tensorflow as tf
 
     import sisr
-    from sisr.inference import _forward_fn
+    from sisr.inference import compiled_forward, to_uint8
     from sisr.model import build
     from sisr.precision import mixed_copy
     from sisr.rewrite import shuffle_last
@@ -110,7 +110,7 @@ def run_speed(args):
         naive = mixed_copy(shuffle_last(model)[0], ())
         batch = tf.constant(lr, tf.float32)
         variants = {
-            "float32 as built": lambda m=model: _forward_fn(m)(batch).numpy(),
+            "float32 as built": lambda m=model: to_uint8(compiled_forward(m)(batch)).numpy(),
             "float32": lambda m=model: sisr.resolve(m, lr).numpy(),
             "bf16 naive": lambda m=naive: sisr.resolve(m, lr).numpy(),
             "bf16 guarded": lambda m=model: sisr.resolve(m, lr, precision="bfloat16").numpy(),

@@ -7,7 +7,7 @@ the measured time of the tiled run over that of the same tiles with no overlap
 (`--overlap-zero` adds those runs: they have seams, and are timed only for this figure).
 
 For EDSR baseline (64 filters, 16 blocks) and WDSR-B baseline (32 filters, 16 blocks,
-expansion 6) at x2 and x4, tiled (default tile and receptive-field overlap of sisr.upscale)
+expansion 6) at x2 and x4, tiled (default tile and receptive-field overlap of sisr.upscaling)
 and untiled: megapixels per second (LR in and SR out) and peak resident memory. Each run is
 a fresh subprocess, so its peak RSS (from wait4, like /usr/bin/time -v) is its own; runs are
 interleaved round by round (A B C D, B C D A, ...) and medians reported, because this
@@ -80,7 +80,7 @@ def activation_gb(model, shape):
 def estimate_gb(case, tile):
     """Rough peak memory of a run: biggest layer at the processed size, x1.5, + 1 GB."""
     from sisr.model import build
-    from sisr.upscale import Upscaler
+    from sisr.upscaling import Upscaler
 
     builder, arguments = CASES[case]
     model = build(builder, **arguments)
@@ -106,7 +106,7 @@ def worker(case, tile, check_seams, precision="float32", overlap=None):
     import numpy as np
 
     from sisr.model import build
-    from sisr.upscale import Upscaler, upscale_image
+    from sisr.upscaling import Upscaler, upscale_image
 
     builder, arguments = CASES[case]
     model = build(builder, **arguments)

@@ -27,7 +27,7 @@ _LAZY = {
     "resolve_single": "sisr.inference",
     "load_model": "sisr.saving",
     "save_model": "sisr.saving",
-    "upscale_image": "sisr.upscale",
+    "upscale_image": "sisr.upscaling",
     "SisrError": "sisr.errors",
 }
 __all__ = ["initializers", "layers", *_LAZY]

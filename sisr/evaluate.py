@@ -165,9 +165,10 @@ def make_parser():
                    help="average the 8 flips/rotations in float (EDSR+), 8x slower")
     p.add_argument("--tile", type=int, default=0,
                    help="LR tile size to bound memory on big images (default 0: whole "
-                        "images; tiles are seamless, see sisr.upscale)")
+                        "images; tiles are seamless, see sisr.upscaling; refused for a "
+                        "model that is not tileable)")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="run the models in float32 or bfloat16 (see sisr.upscale)")
+                   help="run the models in float32 or bfloat16 (see sisr.precision)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("-o", "--output", metavar="JSON", help="write the results here")
     p.add_argument("--force", action="store_true", help="overwrite an existing --output")
@@ -188,7 +189,7 @@ def _check_args(p, args):
 
 def _load_models(paths, scale, tile, self_ensemble, errors, precision="float32"):
     """Upscalers of the usable models; failures are appended to `errors`."""
-    from sisr.upscale import Upscaler, load_sr_model
+    from sisr.upscaling import NotTileableError, Upscaler, load_sr_model
 
     rows, asked = [], scale is not None
     for path in paths:
@@ -199,13 +200,18 @@ def _load_models(paths, scale, tile, self_ensemble, errors, precision="float32")
                     f"{path} is a x{found} model, but " + (
                         f"--scale {scale} was asked" if asked
                         else f"the first model is x{scale} (choose one with --scale)"))
+            upscaler = Upscaler(model, scale=found, tile=tile, self_ensemble=self_ensemble,
+                                precision=precision)
+        except NotTileableError as err:
+            message = f"{path}: --tile {tile}: {err}; use --tile 0 (whole images)"
+            log.error("%s", message)
+            errors.append({"item": path, "error": message})
+            continue
         except ModelError as err:
             log.error("%s", err)
             errors.append({"item": path, "error": str(err)})
             continue
         scale = found  # the first model fixes the scale when --scale is not given
-        upscaler = Upscaler(model, scale=found, tile=tile, self_ensemble=self_ensemble,
-                            precision=precision)
         upscaler(np.zeros((8, 8, 3), np.uint8))  # trace now: keep it out of the timings
         name = os.path.splitext(os.path.basename(path))[0]
         rows.append(_Row(name, os.path.abspath(path), upscaler))

@@ -1,25 +1,47 @@
-"""Inference helpers: float32 in, compiled forward pass, clip + round, uint8 out."""
+"""Inference: one compiled forward pass per model, shared by `resolve`, `sisr.upscaling`
+and `sisr.evaluate`; float32 in, clip + round, uint8 out."""
 
+import functools
 import weakref
 
 import numpy as np
 import tensorflow as tf
 
-# One compiled forward pass per model; weak keys so that models are not kept alive.
+# The compiled forward pass of each model; weak keys, and the function holds only a weak
+# reference to its model, so that the cache keeps no model alive.
 _FORWARD = weakref.WeakKeyDictionary()
 
 
-def _forward_fn(model):
+def own_function(python_function, *args, **kwargs):
+    """`tf.function(functools.partial(python_function, *args), **kwargs)`.
+
+    TensorFlow counts "triggered tf.function retracing" per Python code object, which every
+    closure made by one `def` shares: one function per model, each traced once, would be
+    reported as retracing once a few models have run. A partial object has no code of its
+    own, so TensorFlow counts the traces of each function made here apart.
+    """
+    return tf.function(functools.partial(python_function, *args), **kwargs)
+
+
+def _run(model_ref, lr):
+    return tf.cast(model_ref()(lr, training=False), tf.float32)
+
+
+def compiled_forward(model):
+    """The compiled forward pass of `model`: float32 (batch, H, W, 3) in, unrounded float32
+    SR out. Made once per model; its shape-polymorphic signature traces once for every
+    image size and batch."""
     fn = _FORWARD.get(model)
     if fn is None:
-        # A shape-polymorphic signature traces once for every image size and batch.
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        def fn(lr):
-            sr = tf.cast(model(lr, training=False), tf.float32)
-            return tf.cast(tf.round(tf.clip_by_value(sr, 0.0, 255.0)), tf.uint8)
-
+        fn = own_function(_run, weakref.ref(model), input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32)])
         _FORWARD[model] = fn
     return fn
+
+
+def to_uint8(sr):
+    """Clip to [0, 255], round half to even, uint8: how every sisr output is quantised."""
+    return tf.cast(tf.round(tf.clip_by_value(sr, 0.0, 255.0)), tf.uint8)
 
 
 def _as_batch(lr_batch, argument):
@@ -45,14 +67,15 @@ def resolve(model, lr_batch, precision="float32"):
         lr_batch: array-like of shape (batch, height, width, 3), uint8 or float.
         precision: "float32", or "bfloat16" to run a mixed copy of the model whose
             precision-critical layers stay float32 (`sisr.precision`; faster on CPUs with
-            bfloat16 instructions, within 0.02 dB of float32 on the measured models).
+            bfloat16 instructions, see benchmarks/README.md for the fidelity measured).
 
     Returns:
         A uint8 `tf.Tensor` of shape (batch, scale*height, scale*width, 3).
     """
     from sisr.precision import inference_copy
 
-    return _forward_fn(inference_copy(model, precision))(_as_batch(lr_batch, "lr_batch"))
+    runner = inference_copy(model, precision)
+    return to_uint8(compiled_forward(runner)(_as_batch(lr_batch, "lr_batch")))
 
 
 def resolve_single(model, lr, precision="float32"):

@@ -18,11 +18,6 @@ import fnmatch
 import weakref
 
 PRECISIONS = ("float32", "bfloat16")
-# The CLIs' choice: "auto" = bfloat16 where `choose_precision` finds it safe and fast.
-CLI_PRECISIONS = ("auto", *PRECISIONS)
-# /proc/cpuinfo flags of x86 CPUs with native bfloat16 dot products (AVX512-BF16, AMX).
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
 # inference_copy results per model and precision, reused by repeated `resolve` calls.
 _COPIES = weakref.WeakKeyDictionary()
 
@@ -33,50 +28,6 @@ def check_precision(precision):
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
                          f"got {precision!r}")
     return precision
-
-
-def bfloat16_cpu(cpuinfo="/proc/cpuinfo"):
-    """True if the CPU has native bfloat16 dot products (Linux x86: AVX512-BF16 or AMX);
-    without them TensorFlow emulates bfloat16 and the copy runs slower than float32."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            flags = {word for line in f if line.startswith("flags") for word in line.split()}
-    except OSError:
-        return False
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
-
-
-def choose_precision(requested, model, registry=None, gpu=None):
-    """(precision, reason) for a CLI's `--precision` (`CLI_PRECISIONS`) and `--model`.
-
-    "auto" is bfloat16 only for a pretrained name whose registry entry records that the
-    bfloat16 copy keeps the fidelity guard (`Entry.bfloat16`), on a CPU with native
-    bfloat16 (`bfloat16_cpu`) and no GPU (the guard was measured on the CPU); float32
-    otherwise, and for every model file (its guard is unknown).
-    """
-    if requested != "auto":
-        return check_precision(requested), "as requested"
-    import os
-
-    from sisr.pretrained.registry import load_registry
-
-    entry = None if model is None or os.path.exists(model) else \
-        load_registry(registry).get(model)
-    if entry is None or not entry.bfloat16_guard_holds:
-        why = "not a pretrained model whose bfloat16 guard was measured" if entry is None \
-            else "its bfloat16 copy breaks the fidelity guard"
-        return "float32", f"auto: {why}"
-    if gpu is None:
-        import tensorflow as tf
-
-        gpu = bool(tf.config.list_physical_devices("GPU"))
-    if gpu or not bfloat16_cpu():
-        return "float32", ("auto: the bfloat16 guard was measured on CPUs" if gpu
-                           else "auto: this CPU has no native bfloat16")
-    info = entry.bfloat16
-    return "bfloat16", (f"auto: the bfloat16 copy of {model} keeps the fidelity guard "
-                        f"(at most {info['max_db']} dB and {info['max_levels']} levels from "
-                        "float32); --precision float32 for the exact model")
 
 
 def float32_patterns(model):
@@ -148,20 +99,24 @@ def _assign_weights(target, source):
             variable.assign(value)
 
 
+def _refresh(assign, copy, source):
+    assign(copy, source())
+
+
 def inference_copy(model, precision):
     """The model that `sisr.resolve` and `Upscaler` run for `model` in `precision`.
 
     float32: `model` itself, or its `sisr.rewrite.shuffle_last` copy where that applies
-    (SRResNet, SRGAN: the same result up to rounding, 1.5x faster); bfloat16: the
-    `mixed_copy` of that. Made once per model and precision; a copy's weights are refreshed
-    from `model` on every call (so that training in between shows) by one traced function.
+    (SRResNet, SRGAN: the same result up to rounding, faster; see benchmarks/README.md);
+    bfloat16: the `mixed_copy` of that. Made once per model and precision; a copy's weights
+    are refreshed from `model` on every call (so that training in between shows) by one
+    traced function.
     """
     check_precision(precision)
     copies = _COPIES.setdefault(model, {})
     entry = copies.get(precision)
     if entry is None:
-        import tensorflow as tf
-
+        from sisr.inference import own_function
         from sisr.rewrite import shuffle_last
 
         copy, copy_weights = shuffle_last(model)
@@ -172,7 +127,7 @@ def inference_copy(model, precision):
         else:
             source = weakref.ref(model)  # the cache must not keep its key alive
             assign = copy_weights or _assign_weights
-            entry = (copy, tf.function(lambda: assign(copy, source())))
+            entry = (copy, own_function(_refresh, assign, copy, source))
         copies[precision] = entry
     if entry[1] is not None:
         entry[1]()  # traced on the first call, with the copy's other first-call costs

@@ -2,13 +2,12 @@
 
 SRResNet (and the SRGAN generator) end in `PixelShuffle(2) -> PReLU -> Conv2D(9x9, 64 -> 3)`
 at the output resolution. A convolution to 3 channels uses a fraction of the CPU's vector
-lanes: on the project's 2-core AVX512 CPU it took 37% of SRResNet's float32 inference time
-for 11% of its FLOPs. The same sums computed on the pre-shuffle grid are a 5x5 conv from
-4 * 64 to 4 * 3 channels (one output channel per shuffle phase), after which the shuffle
-runs on 12 channels instead of 64; the PReLU, being per channel, runs before the shuffle
-with its slopes repeated per phase. 5x faster in float32 and 3x in bfloat16 on that conv
-(`python benchmarks/precision.py`), the same result up to float rounding (~1e-5 grey
-levels).
+lanes, so that conv takes a share of SRResNet's inference time far above its share of the
+FLOPs. The same sums computed on the pre-shuffle grid are a 5x5 conv from 4 * 64 to 4 * 3
+channels (one output channel per shuffle phase), after which the shuffle runs on 12 channels
+instead of 64; the PReLU, being per channel, runs before the shuffle with its slopes repeated
+per phase. Faster in float32 and in bfloat16 (measured in benchmarks/README.md,
+`python benchmarks/precision.py`), the same result up to float rounding.
 
 In general, `PixelShuffle(r) -> [PReLU | Activation] -> Conv2D(k x k, "same", stride 1)`
 becomes `[PReLU | Activation] -> Conv2D(k' x k', r*r*filters) -> PixelShuffle(r)` with

@@ -10,7 +10,7 @@ import sisr
 from sisr import evaluate, metrics
 from sisr.imresize import imresize
 from sisr.model import edsr, wdsr_b
-from sisr.upscale import upscale_image
+from sisr.upscaling import upscale_image
 
 
 def random_image(shape, seed):

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import sisr
 from sisr.pretrained.registry import load_registry
-from sisr.inference import _forward_fn
+from sisr.inference import compiled_forward
 from sisr.model import edsr
 
 
@@ -30,13 +30,13 @@ def test_resolve_clips_rounds_and_casts():
 
 def test_resolve_traces_once_for_all_sizes():
     model = edsr(2, num_filters=4, num_res_blocks=1)
-    fn = _forward_fn(model)
+    fn = compiled_forward(model)
     assert isinstance(fn, tf.types.experimental.PolymorphicFunction)
     for shape in [(1, 5, 7, 3), (3, 9, 4, 3), (1, 16, 16, 3)]:
         out = sisr.resolve(model, np.zeros(shape, np.uint8))
         assert tuple(out.shape) == (shape[0], shape[1] * 2, shape[2] * 2, 3)
     assert fn.experimental_get_tracing_count() == 1
-    assert _forward_fn(model) is fn
+    assert compiled_forward(model) is fn
 
 
 def test_resolve_matches_eager_model():
@@ -44,6 +44,50 @@ def test_resolve_matches_eager_model():
     lr = np.random.default_rng(2).integers(0, 256, (1, 6, 5, 3)).astype(np.uint8)
     eager = np.clip(np.round(model(lr.astype(np.float32)).numpy()), 0, 255)
     np.testing.assert_array_equal(sisr.resolve(model, lr).numpy(), eager.astype(np.uint8))
+
+
+def _five_tiny_models():
+    """Five different tiny registered generators (every one, then other scales)."""
+    from sisr.model import generators, get_spec
+
+    specs = [get_spec(name) for name in generators()]
+    configs = [(spec, scale) for scale in (None, 3, 4) for spec in specs
+               if scale is None or scale in spec.scales]
+    return [spec.build_tiny(scale) for spec, scale in configs[:5]]
+
+
+def test_one_traced_forward_pass_per_model_and_no_retracing_warning():
+    """`resolve` and `upscale_image` share one compiled forward pass per model, traced once
+    for every image size; several models in one process are not reported as retracing."""
+    import logging
+
+    from sisr.precision import inference_copy
+    from sisr.upscaling import Upscaler
+
+    messages = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    models = _five_tiny_models()
+    assert len({(m.builder, m.arguments["scale"]) for m in models}) == 5
+    rng = np.random.default_rng(8)
+    handler = Capture(logging.WARNING)
+    tf.get_logger().addHandler(handler)
+    try:
+        for model in models:
+            for shape in [(5, 7, 3), (9, 4, 3), (12, 12, 3)]:
+                lr = rng.integers(0, 256, shape, dtype=np.uint8)
+                resolved = sisr.resolve_single(model, lr).numpy()
+                np.testing.assert_array_equal(sisr.upscale_image(model, lr), resolved)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m], messages
+    for model in models:
+        fn = compiled_forward(inference_copy(model, "float32"))
+        assert fn.experimental_get_tracing_count() == 1, model.name
+        assert Upscaler(model)._forward is fn  # the same pass serves tiles and evaluate
 
 
 @pytest.mark.parametrize(
@@ -133,7 +177,7 @@ def test_naive_copy_and_unknown_layers():
 
 
 def test_resolve_and_upscale_in_bfloat16():
-    from sisr.upscale import Upscaler
+    from sisr.upscaling import Upscaler
 
     model = edsr(2, num_filters=8, num_res_blocks=2)
     lr = np.random.default_rng(4).integers(0, 256, (1, 12, 10, 3)).astype(np.uint8)
@@ -330,6 +374,25 @@ def test_fused_batch_norm_matches_keras_and_rounds_once(tmp_path):
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert type(loaded.get_layer("bn")) is FusedBatchNormalization
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+def test_the_precision_mechanism_does_not_import_the_pretrained_registry():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys, sisr.precision; "
+            "print(sorted(m for m in sys.modules if m.startswith('sisr.pretrained')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", (run.stdout, run.stderr)
+    # Nor on first use: the policy that reads the registry is sisr.cli_precision's.
+    import inspect
+
+    import sisr.precision
+
+    assert "pretrained" not in inspect.getsource(sisr.precision)
 
 
 def test_bfloat16_copy_follows_later_weight_changes():

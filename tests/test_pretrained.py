@@ -479,7 +479,7 @@ def test_unverified_krasserm_archive_with_file(tmp_path, home, monkeypatch, caps
 # ------------------------------------------------------- bfloat16 by default where it holds
 
 def test_bfloat16_cpu_reads_the_cpu_flags(tmp_path):
-    from sisr.precision import bfloat16_cpu
+    from sisr.cli_precision import bfloat16_cpu
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n")
@@ -491,7 +491,7 @@ def test_bfloat16_cpu_reads_the_cpu_flags(tmp_path):
 
 def test_auto_precision_is_bfloat16_only_where_the_guard_was_measured_to_hold(
         tmp_path, monkeypatch):
-    from sisr import precision
+    from sisr import cli_precision as precision
 
     guard = {"max_db": 0.01, "max_levels": 2, "measured": "test"}
     models = {"held": entry("held", url(tmp_path / "a.npz"), "a.npz",
