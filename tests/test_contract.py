@@ -39,7 +39,7 @@ def each(cases):
 @pytest.fixture(autouse=True)
 def _seed_and_policy():
     """conftest's per-test reset without its garbage collection: with the cached models
-    alive, `gc.collect()` took longer than most checks (~0.6 s a test). The module's
+    alive, a `gc.collect()` per test took longer than the checks themselves. The module's
     models are freed, and the full reset done, when `built` is torn down."""
     keras.utils.set_random_seed(0)
     yield
