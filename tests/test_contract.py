@@ -20,6 +20,7 @@ from sisr import upscale_image
 from sisr.model import MODELS, generators, model_info, spec_of
 from sisr.precision import mixed_copy
 from sisr.rewrite import shuffle_last
+from sisr.upscaling import NotTileableError
 
 # (name, scale) of every tiny configuration: generators at each of their scales, models
 # without a scale (the discriminator) once, with scale None.
@@ -183,15 +184,17 @@ def test_gradients_reach_every_trainable_weight(built, name, scale):
 
 @each(GENERATORS)
 def test_tiled_upscaling_equals_whole_image(built, name, scale, caplog):
-    if not MODELS[name].local:
-        # TODO(spec.local): assert that tiling a non-local network is refused, once the
-        # upscaling library reads `spec.local`; until then it would tile silently wrong.
-        pytest.skip(f"{name}: spec.local is False, tiling is not exact; its refusal is "
-                    "not wired yet")
     model = built(name, scale)
+    image = np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    if not MODELS[name].local:
+        # Never silently wrong tiles: asked for tiles, it refuses; by default, whole images.
+        with pytest.raises(NotTileableError, match="registered as not local"):
+            upscale_image(model, image, tile=12)
+        np.testing.assert_array_equal(upscale_image(model, image),
+                                      np.asarray(sisr.resolve(model, image[None]))[0])
+        return
     # Tiles of 12 with the margins of the tiny models' receptive fields (4-12 LR pixels)
     # are windows smaller than the image, cut at its borders.
-    image = np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     whole = upscale_image(model, image)
     np.testing.assert_array_equal(whole, np.asarray(sisr.resolve(model, image[None]))[0])
     tiles = []
