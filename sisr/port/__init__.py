@@ -126,7 +126,7 @@ def _describe(checkpoint, source, options, param_key=None):
                         from None
             raise
     except PortError as err:
-        if path and not str(err).startswith(path):
+        if path and path not in str(err):
             raise type(err)(f"{path}: {err}") from None
         raise
     if path is not None and plan.origin is None:

@@ -51,8 +51,8 @@ class Ported(NamedTuple):
 
 
 def _fail(plan, message):
-    """The plan's error, prefixed with the file it came from."""
-    if plan.origin and not message.startswith(plan.origin):
+    """The plan's error, naming the file it came from."""
+    if plan.origin and plan.origin not in message:
         message = f"{plan.origin}: {message}"
     return plan.error(message)
 

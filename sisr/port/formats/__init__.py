@@ -112,14 +112,15 @@ def owner(path):
 
 
 def _overlap(module, keys, state):
-    """(shared, missing, unexpected) keys of `state` against `module`'s layout."""
+    """(shared, missing, unexpected) keys of `state` against `module`'s layout; all empty
+    for a format that cannot say which keys it expects."""
     expected = getattr(module, "expected_keys", None)
-    if expected is None:
-        return set(), set(), set(keys)
     try:
-        wanted = set(expected(state))
+        wanted = set(expected(state)) if expected is not None else None
     except (PortError, ValueError, TypeError):
-        return set(), set(), set(keys)
+        wanted = None
+    if wanted is None:
+        return set(), set(), set()
     return wanted & keys, wanted - keys, keys - wanted
 
 
@@ -153,7 +154,7 @@ def detect(state, candidates, options=None):
     _, closest, missing, unexpected = max(scored, key=lambda s: s[0])
     differ = "; ".join(_listed(what, ks) for what, ks in (
         ("missing key(s)", missing), ("unexpected key(s)", unexpected)) if ks)
-    message = (f"cannot tell the checkpoint's source: its {len(keys)} keys match no known "
+    message = (f"cannot tell the checkpoint's source: its {len(keys)} key(s) match no known "
                f"layout ({', '.join(m.NAME for m in candidates)}); the closest is "
                f"{closest.NAME}" + (f" ({differ})" if differ else ""))
     reason = diagnose(closest, state, options)
