@@ -16,9 +16,10 @@ import numpy as np
 from sisr.model.common import UPSAMPLE_STAGES
 from sisr.port.plan import Fill, PortError
 
-__all__ = ["ConvFill", "EdsrLayout", "FULL_EDSR", "FULL_EDSR_SCALING", "PortError",
+__all__ = ["FULL_EDSR", "FULL_EDSR_SCALING", "ConvFill", "EdsrLayout", "PortError",
            "conv_key_set", "conv_keys", "conv_params", "conv_shape", "describe_edsr",
-           "edsr_keys", "shuffle_permutation", "to_keras"]
+           "edsr_keys", "full_edsr_scaling", "indices", "require", "require_contiguous",
+           "rgb_conv", "shuffle_permutation", "to_keras", "upsampler"]
 
 # Published full EDSR (256 filters, 32 blocks) is trained with residual scaling 0.1;
 # the factor is not in the state_dict, so this configuration implies it by default.
