@@ -70,7 +70,7 @@ def builder_arguments():
 
 
 def _state(checkpoint, source, param_key=None):
-    """(state, format module, model the source requests, file path or None)."""
+    """(state, candidate format modules, model the source requests, file path or None)."""
     from sisr.port import formats
 
     if isinstance(checkpoint, (str, os.PathLike)):
