@@ -14,6 +14,7 @@ Errors are one line, `error: <what and why>`, on standard error; progress goes t
 
 import argparse
 import contextlib
+import json
 import logging
 import sys
 
@@ -93,3 +94,18 @@ def run(body, args):
         error(err)
         return EXIT_FAILED
     return 0 if status is None else status
+
+
+def parse_set(items, error=UsageError):
+    """`--set key=value` pairs as a dict: values parsed as JSON when they can be, else
+    kept as strings; "-" in keys read as "_". A malformed item raises `error`."""
+    values = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise error(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            values[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.replace("-", "_")] = raw
+    return values

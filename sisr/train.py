@@ -4,7 +4,6 @@
     python -m sisr.train --resume runs/20261121-120000-wdsr-b-8
 """
 
-import json
 import logging
 import os
 import sys
@@ -23,16 +22,7 @@ FLAG_KEYS = ("dataset", "scale", "downgrade", "epochs", "steps_per_epoch", "batc
 
 def parse_set(items):
     """`--set key=value` pairs; values are parsed as JSON when they can be."""
-    values = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise cfg.ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            values[key.replace("-", "_")] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key.replace("-", "_")] = raw
-    return values
+    return cli.parse_set(items, error=cfg.ConfigError)
 
 
 def add_run_arguments(parser):

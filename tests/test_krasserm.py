@@ -56,9 +56,11 @@ EXPECTED = {
     "srresnet_x4_tf2": ("srresnet", {"scale": 4, "num_filters": 4, "num_res_blocks": 2}),
     "discriminator_tf2": ("discriminator", {"hr_size": 16, "num_filters": 1}),
     "wdsr_a_x2_scaled_full_tf2": ("wdsr_a", {"scale": 2, "num_filters": 4, "num_res_blocks": 2,
-                                             "res_block_expansion": 4}),
+                                             "res_block_expansion": 4,
+                                             "res_block_scaling": 0.5}),
     "edsr_x2_keras2": ("edsr", {"scale": 2, "num_filters": 6, "num_res_blocks": 1}),
-    "edsr_gen_x4_keras2": ("edsr", {"scale": 4, "num_filters": 4, "num_res_blocks": 1}),
+    "edsr_gen_x4_keras2": ("edsr", {"scale": 4, "num_filters": 4, "num_res_blocks": 1,
+                                    "output_activation": "tanh"}),
     "wdsr_a_x4_keras2": ("wdsr_a", {"scale": 4, "num_filters": 4, "num_res_blocks": 1,
                                     "res_block_expansion": 6}),
     "srresnet_x4_keras2": ("srresnet", {"scale": 4, "num_filters": 4, "num_res_blocks": 1}),
@@ -131,7 +133,7 @@ def test_residual_scaling_from_a_profile(tmp_path):
 def test_residual_scaling_from_a_model_config():
     # TF2 code scales before the sum, as sisr does; the factor is a closure value in the JSON
     path = _path("wdsr_a_x2_scaled_full_tf2")
-    assert describe_krasserm(path).scaling == 0.5
+    assert describe_krasserm(path).args["res_block_scaling"] == 0.5
     model = load_krasserm(path, res_block_scaling=0.5)
     assert model.get_layer("block2_scale").scaling == 0.5
     with pytest.raises(KrassermError, match="requested 0.1, the file's Lambda layers scale by 0.5"):
@@ -341,7 +343,7 @@ def test_real_srgan_files():
         plan = describe_krasserm(paths[name])
         assert (plan.model, plan.args) == (
             "srresnet", {"scale": 4, "num_filters": 64, "num_res_blocks": 16})
-        assert len(plan.assign) == 89
+        assert len(plan.fills) == 89
     disc = load_krasserm(paths["gan_discriminator.h5"], model="discriminator")
     assert disc.input_shape == (None, 96, 96, 3)
     assert disc.count_params() == 23_569_217

@@ -15,9 +15,9 @@ import struct
 import numpy as np
 import pytest
 
-import sisr.port as port_module
 from reference_data import compact_names, load_compact, port_args
 from sisr.port import rules as port_rules
+from sisr.port.formats import edsr_pytorch as edsr_pytorch_format
 from sisr.port.cli import main
 from sisr.layers import DIV2K_RGB_MEAN
 from sisr.port import (
@@ -260,8 +260,8 @@ def test_a_wrong_rule_breaks_the_match(monkeypatch, rule):
         monkeypatch.setattr(port_rules, "shuffle_permutation",
                             lambda channels, r: np.arange(channels))
     elif rule == "normalisation":  # biases left as in PyTorch
-        monkeypatch.setattr(port_module, "describe_edsr_pytorch",
-                            _with_bias_scale(port_rules.describe_edsr_pytorch, 1.0))
+        monkeypatch.setattr(edsr_pytorch_format, "describe",
+                            _with_bias_scale(edsr_pytorch_format.describe, 1.0))
     elif rule == "weight_norm":  # g replaced by ||v||: what a converter that ignores g computes
         sd = {k: (np.sqrt((sd[k[:-1] + "v"] ** 2).sum(axis=(1, 2, 3), keepdims=True))
                   if k.endswith("weight_g") else v) for k, v in sd.items()}
@@ -271,10 +271,11 @@ def test_a_wrong_rule_breaks_the_match(monkeypatch, rule):
 
 
 def _with_bias_scale(describe_fn, value):
-    def wrapped(state_dict):
-        arch = describe_fn(state_dict)
-        arch.bias_scale = value
-        return arch
+    def wrapped(state_dict, **options):
+        plan = describe_fn(state_dict, **options)
+        for fill in plan.fills:
+            fill.bias_scale = value
+        return plan
     return wrapped
 
 
@@ -379,7 +380,7 @@ def test_describe_infers_the_architecture():
                          "res_block_expansion": 5}
     arch = describe(edsr_pytorch_state(8, feats=4, blocks=5))
     assert arch.args == {"scale": 8, "num_filters": 4, "num_res_blocks": 5}
-    assert [c.key for c in arch.convs if c.shuffle > 1] == ["tail.0.0", "tail.0.2", "tail.0.4"]
+    assert [f.prefix for f in arch.fills if f.shuffle > 1] == ["tail.0.0", "tail.0.2", "tail.0.4"]
 
 
 @pytest.mark.slow
@@ -599,7 +600,7 @@ def test_torch_built_official_modules(scale):
 
 # ---------------------------------------------------------------- residual scaling: said
 
-ASSUMED = "not stored in the checkpoint; --res-block-scaling to override)"
+ASSUMED = "not stored in the checkpoint; --set res_block_scaling=VALUE to override)"
 
 
 def test_cli_states_the_residual_scaling_assumed_or_given(tmp_path, capsys, caplog):
@@ -618,7 +619,7 @@ def test_cli_states_the_residual_scaling_assumed_or_given(tmp_path, capsys, capl
     assert np.abs(run(load_model(tmp_path / "assumed.keras"), x) - expected).max() > 1.0
 
     caplog.clear()
-    assert main([str(tmp_path / "w.npz"), "--res-block-scaling", "0.1",
+    assert main([str(tmp_path / "w.npz"), "--set", "res_block_scaling=0.1",
                  "-o", str(tmp_path / "given.keras")]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
         "residual scaling 0.1 (given)")
@@ -637,7 +638,7 @@ def test_cli_states_the_residual_scaling_assumed_or_given(tmp_path, capsys, capl
 def test_cli_states_the_published_scaling_it_assumes_for_full_edsr(tmp_path, capsys,
                                                                     monkeypatch):
     # Full EDSR (256 filters, 32 blocks) gets 0.1; a small stand-in keeps the test fast.
-    monkeypatch.setattr(port_module, "FULL_EDSR", {"num_filters": 6, "num_res_blocks": 2})
+    monkeypatch.setattr(port_rules, "FULL_EDSR", {"num_filters": 6, "num_res_blocks": 2})
     sd = edsr_pytorch_state(2, feats=6, blocks=2)
     np.savez(tmp_path / "w.npz", **sd)
     assert main([str(tmp_path / "w.npz"), "-o", str(tmp_path / "w.keras")]) == 0

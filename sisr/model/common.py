@@ -15,6 +15,8 @@ BN_MOMENTUM = 0.8
 # official EDSR and WDSR code; "keras" = Keras' defaults (Glorot uniform kernel, zero bias),
 # as in krasserm/super-resolution's SRGAN.
 INITS = ("torch", "keras")
+# The pixel-shuffle stages of `subpixel_upsample` at each scale.
+UPSAMPLE_STAGES = {2: (2,), 3: (3,), 4: (2, 2), 8: (2, 2, 2)}
 
 
 def check_scale(scale, allowed, builder):
@@ -79,7 +81,7 @@ def subpixel_upsample(x, scale, num_filters, name, activation=None, init="torch"
     Layer names carry the scale (`{name}_x{scale}_...`) so that they never collide with
     the weights of a model of another scale when weights are copied by layer name.
     """
-    stages = {2: [2], 3: [3], 4: [2, 2], 8: [2, 2, 2]}[scale]
+    stages = UPSAMPLE_STAGES[scale]
     prefix = f"{name}_x{scale}"
     for i, r in enumerate(stages, start=1):
         x = conv(num_filters * r * r, 3, name=f"{prefix}_conv{i}", init=init)(x)

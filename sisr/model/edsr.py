@@ -20,11 +20,19 @@ def res_block(x_in, num_filters, scaling, name):
     return keras.layers.Add(name=f"{name}_add")([x_in, x])
 
 
-def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None):
+# Outputs of `edsr`: None = the paper's (mean added back); "tanh" = tanh mapped to
+# [0, 255], the EDSR generator of the original Keras project's 2018 SRGAN code.
+OUTPUT_ACTIVATIONS = (None, "tanh")
+
+
+def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None,
+         output_activation=None):
     """Builds EDSR: baseline = defaults; full EDSR = (256, 32, 0.1).
 
     Takes RGB of any size on the [0, 255] scale and returns RGB on the same scale,
-    `scale` times larger (no clipping inside the model).
+    `scale` times larger (no clipping inside the model). `output_activation="tanh"`
+    ends with tanh and (x + 1) * 127.5 instead of adding the mean back: the 2018 EDSR
+    generator of krasserm/super-resolution (its files are read by `sisr.port`).
 
     Initialisation: PyTorch's default conv init, which EDSR-PyTorch keeps: kernels and
     biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (`sisr.initializers`). sisr normalises
@@ -37,6 +45,9 @@ def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None):
     check_positive_int(num_filters, "num_filters", "edsr")
     check_positive_int(num_res_blocks, "num_res_blocks", "edsr")
     check_scaling(res_block_scaling, "edsr")
+    if output_activation not in OUTPUT_ACTIVATIONS:
+        raise ValueError(f"edsr: `output_activation` must be one of {OUTPUT_ACTIVATIONS}, "
+                         f"got {output_activation!r}")
 
     x_in = lr_input()
     x = normalize()(x_in)
@@ -47,9 +58,14 @@ def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None):
     x = keras.layers.Add(name="body_add")([x, b])
     x = subpixel_upsample(x, scale, num_filters, name="upsample")
     x = conv(3, 3, name="output_conv")(x)
-    x = denormalize()(x)
+    if output_activation == "tanh":
+        x = keras.layers.Activation("tanh", name="output_tanh", dtype="float32")(x)
+        x = keras.layers.Rescaling(127.5, offset=127.5, name="denormalize", dtype="float32")(x)
+    else:
+        x = denormalize()(x)
     return sr_model(x_in, x, "edsr", scale=scale, num_filters=num_filters,
-                    num_res_blocks=num_res_blocks, res_block_scaling=res_block_scaling)
+                    num_res_blocks=num_res_blocks, res_block_scaling=res_block_scaling,
+                    output_activation=output_activation)
 
 
 register(ModelSpec(

@@ -74,4 +74,5 @@ register(ModelSpec(
     float32_layers=("normalize", "head_*", "body_*", "upsample_*_conv1", "output_tanh",
                     "denormalize"),
     layouts=("krasserm",),
+    aliases=("sr_resnet", "srgan"),  # the profile's and the paper's names
 ))

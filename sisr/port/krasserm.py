@@ -17,6 +17,10 @@ Two generations of files are read, both HDF5:
   The JSON is parsed as data: its `Lambda` layers (normalisation, pixel shuffle, padding)
   are recognised by their position and never deserialised or run.
 
+The format module `sisr.port.formats.krasserm` walks the layers (`krasserm_layouts`)
+and checks a full model's JSON (`krasserm_config`); `sisr.port.pipeline` builds and fills
+the sisr model, as for every checkpoint.
+
 Conversion: Keras kernels are already HWIO and both code bases use channels-last
 `depth_to_space`, so kernels are copied; weight normalisation is folded
 (`kernel = g * v / ||v||`, the norm over all axes but the output one, as tfa's
@@ -26,23 +30,18 @@ changes. Every stored weight is used and every sisr weight is filled, or a `Port
 names the layer that does not fit.
 """
 
+import dataclasses
 import json
-import logging
 import os
 
 import numpy as np
 
 from sisr.port.io import CheckpointError
-from sisr.port.krasserm_config import check_full_model
-from sisr.port.krasserm_layouts import LAYOUTS, FileLayer, KrassermError, detect
-from sisr.port.request import model_name, with_profile
+from sisr.port.krasserm_layouts import FileLayer, KrassermError
 
-__all__ = ["KrassermError", "describe_krasserm", "load_krasserm", "read_krasserm"]
+__all__ = ["KrassermError", "KrassermFile", "describe_krasserm", "load_krasserm",
+           "read_krasserm"]
 
-log = logging.getLogger(__name__)
-
-BUILDER_ARGS = ("num_filters", "num_res_blocks", "res_block_expansion",
-                "res_block_scaling", "hr_size")
 # tf.nn.l2_normalize's epsilon on the squared norm.
 L2_EPSILON = 1e-12
 
@@ -125,6 +124,25 @@ def _fold_weight_norm(name, arrays, path):
     return (v / norm * g).astype(np.float32)
 
 
+@dataclasses.dataclass
+class KrassermFile:
+    """What a krasserm .h5 file holds: its layers with weights, in the stored order, and
+    its parsed JSON `model_config` (None for a weights file)."""
+
+    path: str
+    layers: list
+    config: dict = None
+
+    def keys(self):
+        return [layer.name for layer in self.layers]
+
+
+def read_file(path):
+    """Reads a krasserm .h5 file into a `KrassermFile` (the JSON is parsed, not run)."""
+    layers, config = read_krasserm(path)
+    return KrassermFile(os.fspath(path), layers, config)
+
+
 def read_krasserm(path):
     """Reads a krasserm .h5 file: (layers with weights, parsed JSON config or None)."""
     import h5py
@@ -158,122 +176,20 @@ def read_krasserm(path):
     return [_classify(name, arrays, path) for name, arrays in raw], config
 
 
-# ----------------------------------------------------------------------------- checks
-
-
-def _check_requested(plan, path, model, scale, profile, builder_args):
-    """Raises KrassermError naming every requested value the file contradicts."""
-    requested = {k: v for k, v in builder_args.items() if v is not None}
-    scales = None
-    if profile is not None:
-        model, requested, prof = with_profile(profile, model, requested, BUILDER_ARGS,
-                                              error=KrassermError)
-        # A profile's scale is a default for training; any scale it lists fits.
-        scales = prof.get("scales") or ([prof["scale"]] if "scale" in prof else None)
-    problems = []
-    if model is not None and model_name(model) != plan.model:
-        problems.append(f"model: requested {model!r}, the file holds {plan.model}")
-    if scale is not None and scale != plan.args.get("scale"):
-        problems.append(f"scale: requested {scale}, the file's upsampler is "
-                        f"x{plan.args.get('scale')}")
-    if scale is None and scales is not None and "scale" in plan.args and \
-            plan.args["scale"] not in scales:
-        problems.append(f"scale: profile {profile!r} has scales {scales}, the file's "
-                        f"upsampler is x{plan.args['scale']}")
-    for key, value in requested.items():
-        if key == "res_block_scaling":
-            continue
-        if key not in plan.args:
-            if key == "res_block_expansion" and plan.model == "edsr":
-                continue  # profiles share keys; EDSR has no expansion
-            problems.append(f"{key}: {plan.model} has no such argument")
-        elif value != plan.args[key]:
-            problems.append(f"{key}: requested {value!r}, the file has {plan.args[key]!r}")
-    scaling = requested.get("res_block_scaling")
-    if plan.scaling is not None:
-        if scaling is not None and abs(scaling - plan.scaling) > 1e-12:
-            problems.append(f"res_block_scaling: requested {scaling!r}, the file's Lambda "
-                            f"layers scale by {plan.scaling!r}")
-        scaling = plan.scaling
-    if problems:
-        raise KrassermError(f"{path}: the krasserm {plan.model} file does not match the "
-                            "requested architecture: " + "; ".join(problems))
-    return scaling
-
-
-# ----------------------------------------------------------------------------- building
+# ----------------------------------------------------------------------------- the port
 
 
 def describe_krasserm(path):
     """The `Plan` of a krasserm file: sisr model, builder arguments, layer mapping."""
-    path = os.fspath(path)
-    layers, config = read_krasserm(path)
-    try:
-        plan = LAYOUTS[detect(layers)](layers)
-    except KrassermError as err:
-        raise KrassermError(f"{path}: {err}") from None
-    if config is not None:
-        plan.kind = "full model"
-        check_full_model(plan, layers, config, path)
-    return plan
+    from sisr.port import describe
 
-
-def _weights_of(layer):
-    if layer.kind in ("conv", "dense"):
-        return [layer.kernel, layer.arrays["bias"]]
-    if layer.kind == "bn":
-        return [layer.arrays[k] for k in ("gamma", "beta", "moving_mean", "moving_variance")]
-    return [layer.arrays["alpha"]]
-
-
-def _build(plan, scaling):
-    from sisr.model import build
-
-    args = dict(plan.args)
-    if scaling is not None:
-        if plan.model not in ("edsr", "wdsr_a", "wdsr_b"):
-            raise KrassermError(f"res_block_scaling: {plan.model} has no residual scaling")
-        args["res_block_scaling"] = scaling
-    model = build(plan.model, **args)
-    if plan.tanh_output:
-        model = _tanh_output(model)
-    return model
-
-
-def _tanh_output(edsr_model):
-    """The 2018 EDSR generator: EDSR with tanh and (x + 1) * 127.5 instead of the mean."""
-    import keras
-
-    x = edsr_model.get_layer("output_conv").output
-    x = keras.layers.Activation("tanh", name="output_tanh", dtype="float32")(x)
-    x = keras.layers.Rescaling(127.5, offset=127.5, name="denormalize", dtype="float32")(x)
-    return keras.Model(edsr_model.input, x, name="edsr_gen")
-
-
-def _fill(model, plan, path):
-    filled = set()
-    for target, layer in plan.assign:
-        try:
-            dest = model.get_layer(target)
-        except ValueError as err:
-            raise KrassermError(f"{path}: {layer.describe()}: the sisr {plan.model} model "
-                                f"has no layer {target!r}") from err
-        values = _weights_of(layer)
-        expected = [tuple(w.shape) for w in dest.weights]
-        got = [tuple(v.shape) for v in values]
-        if expected != got:
-            raise KrassermError(f"{path}: {layer.describe()} does not fit sisr's {target} "
-                                f"(weights {expected})")
-        dest.set_weights(values)
-        filled.add(target)
-    unfilled = [layer.name for layer in model.layers if layer.weights and layer.name not in filled]
-    if unfilled:
-        raise KrassermError(f"{path}: no weights in the file for sisr layer(s) "
-                            f"{', '.join(unfilled)}")
+    return describe(path, source="krasserm")
 
 
 def load_krasserm(path, profile=None, scale=None, model=None, **builder_args):
     """Builds the sisr model of a krasserm/super-resolution .h5 file and loads its weights.
+
+    `sisr.port.port(path, source="krasserm", ...)`.
 
     Args:
         path: a TF2-era `save_weights` .h5 file or a Keras-2-era full-model .h5 file.
@@ -283,11 +199,12 @@ def load_krasserm(path, profile=None, scale=None, model=None, **builder_args):
         scale: if given, must be the scale of the file's upsampler.
         model: if given ("edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator"), must
             be the file's model.
-        **builder_args: `num_filters`, `num_res_blocks`, `res_block_expansion`,
-            `hr_size` to check, and `res_block_scaling` (EDSR/WDSR; default none).
+        **builder_args: builder arguments to check (`num_filters`, `num_res_blocks`,
+            `res_block_expansion`, `hr_size`), or to build with if the file does not
+            store them (`res_block_scaling`; default none).
 
     Returns:
-        A sisr `keras.Model` with the original model's outputs, RGB on [0, 255].
+        A sisr `SRModel` with the original model's outputs, RGB on [0, 255].
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -295,16 +212,7 @@ def load_krasserm(path, profile=None, scale=None, model=None, **builder_args):
         KrassermError (a PortError): a layer that fits no sisr model, a missing or extra
             layer, or a mismatch with the requested architecture.
     """
-    unknown = sorted(set(builder_args) - set(BUILDER_ARGS))
-    if unknown:
-        raise TypeError(f"load_krasserm: unknown argument(s) {', '.join(unknown)}")
-    path = os.fspath(path)
-    plan = describe_krasserm(path)
-    scaling = _check_requested(plan, path, model, scale, profile, builder_args)
-    keras_model = _build(plan, scaling)
-    _fill(keras_model, plan, path)
-    for note in plan.notes:
-        log.warning("%s: %s", path, note)
-    log.info("read %d layers of the krasserm %s file %s into %s %s", len(plan.assign),
-             plan.kind, path, plan.model, plan.args)
-    return keras_model
+    from sisr.port import port
+
+    return port(os.fspath(path), source="krasserm", profile=profile, scale=scale,
+                model=model, **builder_args)

@@ -74,17 +74,17 @@ def _activation(layer, table):
     return own, None
 
 
-def check_full_model(plan, layers, config, path):
+def check_full_model(walk, layers, config, path):
     """Checks what the weights cannot show (activations, padding, strides, Lambda roles)
-    against the JSON config; sets `plan.tanh_output` for the 2018 EDSR generator."""
+    against the JSON config; sets `walk.tanh_output` for the 2018 EDSR generator."""
     table, output = _config_layers(config, path)
     _check_classes(layers, table, path)
-    targets = {layer.name: target for target, layer in plan.assign}
-    expected_act = ACTIVATIONS.get(plan.model, {})
+    targets = {layer.name: target for target, layer in walk.assign}
+    expected_act = ACTIVATIONS.get(walk.model, {})
     valid_padding = []
     seen_activations = set()
     previous = None
-    for target, layer in plan.assign:
+    for target, layer in walk.assign:
         cfg = layer.config
         if layer.kind == "bn" and table[layer.name]["inbound"] != [previous]:
             # e.g. the 2018 discriminator: conv -> LeakyReLU -> BN
@@ -107,7 +107,7 @@ def check_full_model(plan, layers, config, path):
                 cfg.get("data_format", "channels_last") != "channels_last":
             raise KrassermError(f"{path}: conv {layer.name!r} is dilated or channels-first")
         strides = tuple(cfg.get("strides", (1, 1)))
-        want_strides = (2, 2) if plan.model == "discriminator" and target[5:6].isdigit() \
+        want_strides = (2, 2) if walk.model == "discriminator" and target[5:6].isdigit() \
             and int(target[5:].split("_")[0]) % 2 == 0 else (1, 1)
         if strides != want_strides:
             raise KrassermError(f"{path}: conv {layer.name!r} has strides {strides}; sisr's "
@@ -119,8 +119,8 @@ def check_full_model(plan, layers, config, path):
             seen_activations.add(act_layer)
         want = next((a for pattern, a in expected_act.items()
                      if re.fullmatch(pattern, target)), "linear")
-        if plan.model == "edsr" and target == "output_conv" and act == "tanh":
-            plan.tanh_output = True  # edsr_generator (edsr-gen profile) of 2018
+        if walk.model == "edsr" and target == "output_conv" and act == "tanh":
+            walk.tanh_output = True  # edsr_generator (edsr-gen profile) of 2018
             want = "tanh"
         if act != want:
             raise KrassermError(f"{path}: conv {layer.name!r} ({target}) is followed by "
@@ -129,26 +129,26 @@ def check_full_model(plan, layers, config, path):
         if entry["class_name"] == "Activation" and name not in seen_activations:
             raise KrassermError(f"{path}: Activation layer {name!r} "
                                 f"({entry['config'].get('activation')}) has no place in "
-                                f"sisr's {plan.model}")
-    pad = _check_lambdas(plan, table, output, targets, path)
-    if plan.model in ("wdsr_a", "wdsr_b"):
-        want_valid = ["head_conv", f"main_x{plan.args['scale']}_conv",
-                      f"skip_x{plan.args['scale']}_conv"] if pad else []
+                                f"sisr's {walk.model}")
+    pad = _check_lambdas(walk, table, output, targets, path)
+    if walk.model in ("wdsr_a", "wdsr_b"):
+        want_valid = ["head_conv", f"main_x{walk.args['scale']}_conv",
+                      f"skip_x{walk.args['scale']}_conv"] if pad else []
         if sorted(valid_padding) != sorted(want_valid):
             raise KrassermError(f"{path}: convs with 'valid' padding {valid_padding}, expected "
                                 f"{want_valid or 'none'} for a WDSR model "
                                 f"{'with' if pad else 'without'} the 2018 input padding")
         if pad:
-            plan.notes.append(
+            walk.notes.append(
                 "the 2018 WDSR pads its normalised input symmetrically by 2 pixels at "
                 "inference (Lambda layer) before 'valid' head, main and skip convs; sisr pads "
                 "each conv with zeros, so outputs agree except near the image border")
     elif valid_padding:
         raise KrassermError(f"{path}: convs {valid_padding} use 'valid' padding; sisr's "
-                            f"{plan.model} pads every conv ('same')")
+                            f"{walk.model} pads every conv ('same')")
 
 
-def _check_lambdas(plan, table, output, targets, path):
+def _check_lambdas(walk, table, output, targets, path):
     """Gives every Lambda a role by its place in the graph; returns whether WDSR's input
     padding is present. The Lambdas' code is never read or run."""
     inputs = {n for n, e in table.items() if e["class_name"] == "InputLayer"}
@@ -165,7 +165,7 @@ def _check_lambdas(plan, table, output, targets, path):
             continue  # input normalisation / output denormalisation
         if source in targets and targets[source].startswith(SHUFFLED):
             continue  # pixel shuffle after an upsampling conv
-        if source in normalize and plan.model in ("wdsr_a", "wdsr_b"):
+        if source in normalize and walk.model in ("wdsr_a", "wdsr_b"):
             pad = True
             continue
         if source in targets and re.fullmatch(RESIDUAL_OUT, targets[source]) and \
@@ -178,7 +178,7 @@ def _check_lambdas(plan, table, output, targets, path):
                 "applied after the sum, as the 2018 code did; sisr scales the residual "
                 "branch before the sum, so this model has no sisr equivalent")
         raise KrassermError(f"{path}: Lambda layer {name!r} (after {source!r}) has no known "
-                            f"role in a krasserm {plan.model}; its code is not run")
+                            f"role in a krasserm {walk.model}; its code is not run")
     if len(normalize) != 1:
         raise KrassermError(f"{path}: expected one normalisation Lambda after the input, "
                             f"found {normalize or 'none'}")
@@ -186,11 +186,11 @@ def _check_lambdas(plan, table, output, targets, path):
         raise KrassermError(f"{path}: the output layer {output!r} is a "
                             f"{table[output]['class_name']}, not the denormalisation Lambda")
     if scalings:
-        if len(scalings) != plan.args["num_res_blocks"] or len(set(scalings)) != 1:
+        if len(scalings) != walk.args["num_res_blocks"] or len(set(scalings)) != 1:
             raise KrassermError(f"{path}: residual scaling Lambdas with factors {scalings} "
-                                f"for {plan.args['num_res_blocks']} blocks; sisr scales "
+                                f"for {walk.args['num_res_blocks']} blocks; sisr scales "
                                 "every block by one factor")
-        plan.scaling = scalings[0]
+        walk.scaling = scalings[0]
     return pad
 
 

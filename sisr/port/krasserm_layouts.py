@@ -9,11 +9,9 @@ stored layer to the sisr layer that takes its weights.
 import dataclasses
 import math
 
-from sisr.port.rules import PortError
-
-# Upsampling stages of sisr's sub-pixel upsamplers (sisr.model.common.subpixel_upsample).
-STAGES = {(2,): 2, (3,): 3, (2, 2): 4, (2, 2, 2): 8}
-WDSR_B_LINEAR = 0.8
+from sisr.model.common import UPSAMPLE_STAGES
+from sisr.model.wdsr import LINEAR
+from sisr.port.plan import PortError
 
 
 class KrassermError(PortError):
@@ -53,8 +51,10 @@ class FileLayer:
 
 
 @dataclasses.dataclass
-class Plan:
-    """What a file holds: the sisr model, its builder arguments, and the layer mapping."""
+class Walk:
+    """A walk through a file's layers: the sisr model, the builder arguments the layers
+    show, and the sisr layer of each stored layer (`sisr.port.formats.krasserm` makes the
+    `Plan` from it)."""
 
     model: str
     args: dict
@@ -114,12 +114,15 @@ class Cursor:
 
 
 def _stages_scale(model, stages, layers):
+    scales = {st: scale for scale, st in UPSAMPLE_STAGES.items()}
     key = tuple(stages)
-    if key not in STAGES:
+    if key not in scales:
         names = ", ".join(repr(layer.name) for layer in layers)
+        supported = ", ".join(f"x{scale} ({'x'.join(map(str, st))})"
+                              for scale, st in UPSAMPLE_STAGES.items())
         raise KrassermError(f"{model}: upsampling stages x{' x'.join(map(str, key)) or '?'} "
-                            f"({names}) are none of sisr's x2, x3, x4 (2x2), x8 (2x2x2)")
-    return STAGES[key]
+                            f"({names}) are none of sisr's {supported}")
+    return scales[key]
 
 
 def _upsample(cur, plan, model, num_filters, with_prelu):
@@ -146,10 +149,10 @@ def _upsample(cur, plan, model, num_filters, with_prelu):
 
 
 def _start(layers, model, target, what, ksize):
-    """A cursor over the file's layers and a plan whose first conv (RGB -> F) is taken;
-    returns (cursor, plan, F)."""
+    """A cursor over the file's layers and a walk whose first conv (RGB -> F) is taken;
+    returns (cursor, walk, F)."""
     cur = Cursor(layers, model)
-    plan = Plan(model, {})
+    plan = Walk(model, {})
     first = cur.take("conv", what, ksize=ksize, cin=3)
     plan.assign.append((target, first))
     return cur, plan, first.cout
@@ -219,7 +222,7 @@ def _wdsr(layers):
             c1 = cur.take("conv", f"{name} conv1", ksize=1, cin=f, cout=wide)
             wide = c1.cout
             c2 = cur.take("conv", f"{name} conv2", ksize=1, cin=wide,
-                          cout=int(f * WDSR_B_LINEAR))
+                          cout=int(f * LINEAR))
             c3 = cur.take("conv", f"{name} conv3", ksize=3, cin=c2.cout, cout=f)
             plan.assign += [(f"{name}_conv1", c1), (f"{name}_conv2", c2), (f"{name}_conv3", c3)]
         else:

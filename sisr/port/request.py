@@ -1,16 +1,20 @@
 """What a user asks of a port: the model, builder arguments and a training profile, merged
 the same way for every source of weights."""
 
-from sisr.port.rules import PortError
+from sisr.port.plan import PortError
 
 
 def model_name(name):
-    """A model name as the registry spells it ("wdsr-a" -> "wdsr_a"; SRGAN's generator is
-    SRResNet), or None."""
+    """A model name as the registry spells it ("wdsr-a" -> "wdsr_a", aliases such as
+    "srgan" -> "srresnet"), the name itself if no model has it, or None."""
     if name is None:
         return None
-    key = str(name).replace("-", "_").lower()
-    return {"sr_resnet": "srresnet", "srgan": "srresnet"}.get(key, key)
+    from sisr.model import get_spec
+
+    try:
+        return get_spec(name).name
+    except ValueError:
+        return str(name).replace("-", "_").lower()
 
 
 def with_profile(profile, model, requested, keys, error=PortError):

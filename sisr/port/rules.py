@@ -1,19 +1,11 @@
-"""Key layouts of the official PyTorch implementations, and the sisr layer of each conv.
+"""PyTorch conventions shared by the state_dict formats, and the EDSR key structure.
 
-For each source, `describe(state_dict)` infers the architecture (filters, blocks,
-expansion, scale) from the key names and shapes and returns the conv-by-conv mapping
-to the layers of the sisr model that reproduces it:
-
-- EDSR-PyTorch (src/model/edsr.py, common.py): `sub_mean`/`add_mean` MeanShift 1x1
-  convs, `head.0`, `body.{i}.body.{0,2}`, `body.{N}`, upsampler `tail.0.{0,2,4}`
-  (one conv per x2 stage, or a single x3 one) and `tail.1`. Works on `x - mean`
-  without the /127.5 of sisr.
-- Official WDSR (wdsr_ntire2018 wdsr_a.py / wdsr_b.py): weight-normalised `head.0`,
-  `body.{i}.body.{0,2}` (A) or `.{0,2,3}` (B), `tail.0` and `skip.0`, each feeding one
-  PixelShuffle(scale). Same normalisation as sisr.
-- BasicSR EDSR (basicsr/archs/edsr_arch.py): `conv_first`, `body.{i}.conv{1,2}`,
-  `conv_after_body`, `upsample.{0,2,4}`, `conv_last`; takes [0, 1] images and works on
-  `(x - mean) * img_range`, its mean is not in the state_dict.
+Conversion of one PyTorch conv to a Keras Conv2D: OIHW -> HWIO kernels, weight norm
+(legacy `weight_g`/`weight_v` or `parametrizations.weight.original0/1`) folded into the
+kernel, the output channels of a conv feeding a PixelShuffle permuted from PyTorch's order
+to TensorFlow's `depth_to_space` order, biases scaled for a normalisation difference
+(`ConvFill`). EDSR-PyTorch and BasicSR keep EDSR's convs under different names
+(`EdsrLayout`); `describe_edsr` and `edsr_keys` read either.
 """
 
 import dataclasses
@@ -21,61 +13,30 @@ import re
 
 import numpy as np
 
-from sisr.errors import SisrError
-from sisr.layers import DIV2K_RGB_MEAN
-from sisr.model.wdsr import LINEAR
+from sisr.model.common import UPSAMPLE_STAGES
+from sisr.port.plan import Fill, PortError
 
-SOURCES = ("edsr-pytorch", "wdsr", "basicsr-edsr")
+__all__ = ["FULL_EDSR", "FULL_EDSR_SCALING", "ConvFill", "EdsrLayout", "PortError",
+           "conv_key_set", "conv_keys", "conv_params", "conv_shape", "describe_edsr",
+           "edsr_keys", "full_edsr_scaling", "indices", "require", "require_contiguous",
+           "rgb_conv", "shuffle_permutation", "to_keras", "upsampler"]
+
 # Published full EDSR (256 filters, 32 blocks) is trained with residual scaling 0.1;
 # the factor is not in the state_dict, so this configuration implies it by default.
 FULL_EDSR = {"num_filters": 256, "num_res_blocks": 32}
 FULL_EDSR_SCALING = 0.1
-
-
-class PortError(SisrError, ValueError):
-    """A state_dict that does not match the requested or any supported architecture."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvMap:
-    """One PyTorch conv (`key` prefix) loaded into the sisr Conv2D layer `layer`.
-
-    `shuffle` is the factor r of the PixelShuffle the conv feeds (1: none), whose
-    output-channel order differs between PyTorch and TensorFlow.
-    """
-
-    key: str
-    layer: str
-    shuffle: int = 1
-
-
-@dataclasses.dataclass
-class Architecture:
-    """What a state_dict holds: the sisr model, its builder arguments, the conv mapping.
-
-    `bias_scale` multiplies every bias (the normalisation difference), `checked_keys`
-    are consumed by checks rather than loaded (EDSR-PyTorch's MeanShift), `evidence`
-    says which keys each inferred argument came from (for error messages).
-    """
-
-    source: str
-    model: str
-    args: dict
-    convs: list
-    bias_scale: float = 1.0
-    checked_keys: tuple = ()
-    evidence: dict = dataclasses.field(default_factory=dict)
+# The parameter names of a conv: plain, legacy weight norm, parametrized weight norm.
+WEIGHT_FORMS = (("weight_g", "weight_v"),
+                ("parametrizations.weight.original0", "parametrizations.weight.original1"),
+                ("weight",))
 
 
 # ---------------------------------------------------------------- conv parameters
 
 def conv_keys(state_dict, prefix):
     """The keys of the conv `prefix`: plain, legacy weight norm, or parametrized."""
-    plain = (f"{prefix}.weight",)
-    legacy = (f"{prefix}.weight_g", f"{prefix}.weight_v")
-    parametrized = (f"{prefix}.parametrizations.weight.original0",
-                    f"{prefix}.parametrizations.weight.original1")
-    for weight_keys in (legacy, parametrized, plain):
+    for names in WEIGHT_FORMS:
+        weight_keys = tuple(f"{prefix}.{name}" for name in names)
         if all(k in state_dict for k in weight_keys):
             return weight_keys + (f"{prefix}.bias",)
     raise PortError(
@@ -146,7 +107,7 @@ def to_keras(weight, bias, shuffle=1, bias_scale=1.0):
 
 # ---------------------------------------------------------------- key structure
 
-def _indices(state_dict, pattern):
+def indices(state_dict, pattern):
     """Sorted distinct integers captured by `pattern` (one group) at the start of keys."""
     regex = re.compile(pattern)
     found = set()
@@ -157,20 +118,20 @@ def _indices(state_dict, pattern):
     return sorted(found)
 
 
-def _require_contiguous(indices, what, pattern_text):
-    if indices != list(range(len(indices))):
-        missing = sorted(set(range(max(indices) + 1)) - set(indices))
-        raise PortError(f"{what}: keys {pattern_text} are not numbered 0..{len(indices) - 1}; "
+def require_contiguous(found, what, pattern_text):
+    if found != list(range(len(found))):
+        missing = sorted(set(range(max(found) + 1)) - set(found))
+        raise PortError(f"{what}: keys {pattern_text} are not numbered 0..{len(found) - 1}; "
                         f"missing index(es) {missing}")
 
 
-def _require(state_dict, prefix, source):
+def require(state_dict, prefix, source):
     if not any(k.startswith(prefix + ".") for k in state_dict):
         raise PortError(f"not an {source} state_dict: missing key(s) {prefix}.* "
                         f"(found e.g. {', '.join(sorted(state_dict)[:4])})")
 
 
-def _rgb_conv(state_dict, prefix, direction, kernel=3):
+def rgb_conv(state_dict, prefix, direction, kernel=3):
     shape = conv_shape(state_dict, prefix)
     channels = shape[1] if direction == "in" else shape[0]
     if channels != 3:
@@ -181,9 +142,9 @@ def _rgb_conv(state_dict, prefix, direction, kernel=3):
     return shape
 
 
-def _upsampler(state_dict, prefix, num_filters):
+def upsampler(state_dict, prefix, num_filters):
     """Scale and conv keys of an EDSR upsampler: x2 stages `{prefix}.0/.2/.4`, or one x3."""
-    stages = _indices(state_dict, re.escape(prefix) + r"\.(\d+)\.")
+    stages = indices(state_dict, re.escape(prefix) + r"\.(\d+)\.")
     if not stages:
         raise PortError(f"missing key(s): {prefix}.0.weight (the upsampler's first conv)")
     if stages != list(range(0, 2 * len(stages), 2)):
@@ -193,56 +154,61 @@ def _upsampler(state_dict, prefix, num_filters):
     factors = []
     for key in keys:
         out_ch, in_ch = conv_shape(state_dict, key)[:2]
-        ratio = out_ch // num_filters
-        if in_ch != num_filters or out_ch % num_filters or ratio not in (4, 9):
+        r = int(round((out_ch / num_filters) ** 0.5))
+        if in_ch != num_filters or r < 2 or r * r * num_filters != out_ch:
             raise PortError(f"{key}.weight has shape {conv_shape(state_dict, key)}: an "
-                            f"upsampler conv of {num_filters} filters has {4 * num_filters} "
-                            f"(x2 stage) or {9 * num_filters} (x3) outputs and "
-                            f"{num_filters} inputs")
-        factors.append(2 if ratio == 4 else 3)
-    if factors == [3]:
-        scale = 3
-    elif 3 in factors or len(factors) > 3:
+                            f"upsampler conv of {num_filters} filters has {num_filters} "
+                            f"inputs and {num_filters} * r * r outputs for a stage of r")
+        factors.append(r)
+    scales = {stages: scale for scale, stages in UPSAMPLE_STAGES.items()}
+    if tuple(factors) not in scales:
+        supported = ", ".join(f"x{s} = {' x '.join(map(str, st))}"
+                              for s, st in UPSAMPLE_STAGES.items())
         raise PortError(f"upsampler {', '.join(keys)} has factors {factors}: supported are "
-                        "one x3 stage or one to three x2 stages (x2, x4, x8)")
-    else:
-        scale = 2 ** len(factors)
+                        f"{supported}")
+    scale = scales[tuple(factors)]
     evidence = (f"{', '.join(k + '.weight' for k in keys)}: "
-                + (f"{len(factors)} x2 pixel-shuffle stage(s)" if factors[0] == 2
-                   else "one x3 pixel-shuffle stage"))
+                + ", ".join(f"x{r}" for r in factors) + " pixel-shuffle stage(s)")
     return scale, list(zip(keys, factors)), evidence
 
 
-def _check_mean_shift(state_dict, sign):
-    """Checks an EDSR-PyTorch MeanShift against the DIV2K mean; returns its rgb_range."""
-    prefix = "sub_mean" if sign < 0 else "add_mean"
-    weight_key, bias_key = f"{prefix}.weight", f"{prefix}.bias"
-    for key, shape in ((weight_key, (3, 3, 1, 1)), (bias_key, (3,))):
-        if key not in state_dict:
-            raise PortError(f"missing key: {key} (EDSR-PyTorch's MeanShift)")
-        if tuple(np.shape(state_dict[key])) != shape:
-            raise PortError(f"{key} has shape {tuple(np.shape(state_dict[key]))}, "
-                            f"expected {shape}")
-    weight = np.asarray(state_dict[weight_key], np.float64).reshape(3, 3)
-    if not np.allclose(weight, np.eye(3), rtol=0, atol=1e-6):
-        raise PortError(f"{weight_key} is not the identity: the checkpoint uses rgb_std != 1, "
-                        f"sisr normalises with std 1 (got diagonal {np.diag(weight).tolist()})")
-    bias = np.asarray(state_dict[bias_key], np.float64)
-    mean01 = np.asarray(DIV2K_RGB_MEAN) / 255.0
-    for rgb_range in (255.0, 1.0):
-        if np.allclose(bias, sign * rgb_range * mean01, rtol=1e-5, atol=1e-6):
-            return rgb_range
-    raise PortError(
-        f"{bias_key} = {np.round(bias, 5).tolist()} is not {'-' if sign < 0 else '+'}rgb_range"
-        f" x the DIV2K mean {tuple(np.round(mean01, 4))} (rgb_range 255 or 1): the "
-        "checkpoint was trained with another mean, which sisr's models do not support"
-    )
 
 
-# ---------------------------------------------------------------- sources
+def conv_key_set(state_dict, prefix):
+    """The keys a conv `prefix` has: in the weight form the state_dict uses, else plain."""
+    for names in WEIGHT_FORMS:
+        keys = {f"{prefix}.{name}" for name in names}
+        if keys <= set(state_dict):
+            return keys | {f"{prefix}.bias"}
+    return {f"{prefix}.weight", f"{prefix}.bias"}
+
+
+@dataclasses.dataclass
+class ConvFill(Fill):
+    """A PyTorch conv `prefix` of `state_dict` into a sisr Conv2D (see `to_keras`)."""
+
+    state_dict: dict = None
+    prefix: str = ""
+    shuffle: int = 1
+    bias_scale: float = 1.0
+
+    @classmethod
+    def of(cls, state_dict, prefix, layer, shuffle=1, bias_scale=1.0):
+        keys = conv_keys(state_dict, prefix)
+        shape = tuple(np.shape(state_dict[keys[-2]]))
+        return cls(layer, keys, f"{keys[-2]} has shape {shape} (OIHW)",
+                   state_dict=state_dict, prefix=prefix, shuffle=shuffle,
+                   bias_scale=bias_scale)
+
+    def arrays(self):
+        weight, bias = conv_params(self.state_dict, self.prefix)
+        return list(to_keras(weight, bias, self.shuffle, self.bias_scale))
+
+
+# ---------------------------------------------------------------- EDSR's convs
 
 @dataclasses.dataclass(frozen=True)
-class _EdsrLayout:
+class EdsrLayout:
     """Where one code base keeps EDSR's convs: head, block convs, body end, upsampler, tail."""
 
     name: str
@@ -255,141 +221,57 @@ class _EdsrLayout:
     tail: str
 
 
-_EDSR_PYTORCH = _EdsrLayout("EDSR-PyTorch", "head.0", "body.{i}.body.{conv}", ("0", "2"),
-                            r"body\.(\d+)\.body\.", "body.{n}", "tail.0", "tail.1")
-_BASICSR_EDSR = _EdsrLayout("BasicSR EDSR", "conv_first", "body.{i}.{conv}", ("conv1", "conv2"),
-                            r"body\.(\d+)\.conv", "conv_after_body", "upsample", "conv_last")
+def edsr_keys(state_dict, layout):
+    """The keys an EDSR state_dict in `layout` has, for as many blocks and upsampling
+    stages as `state_dict` shows (the set that detection compares)."""
+    n = len(indices(state_dict, layout.block_pattern))
+    stages = max(1, len(indices(state_dict, re.escape(layout.upsampler) + r"\.(\d+)\.")))
+    prefixes = [layout.head, layout.body.format(n=n), layout.tail]
+    prefixes += [layout.block.format(i=i, conv=conv)
+                 for i in range(n) for conv in layout.block_convs]
+    prefixes += [f"{layout.upsampler}.{2 * k}" for k in range(stages)]
+    return set().union(*(conv_key_set(state_dict, p) for p in prefixes))
 
 
-def _describe_edsr(state_dict, layout):
-    """EDSR's arguments, conv mapping and evidence in a code base's `layout`."""
-    _require(state_dict, layout.head, layout.name)
-    num_filters = _rgb_conv(state_dict, layout.head, "in")[0]
+def describe_edsr(state_dict, layout, bias_scale):
+    """(args, fills, evidence) of an EDSR state_dict in a code base's `layout`."""
+    require(state_dict, layout.head, layout.name)
+    num_filters = rgb_conv(state_dict, layout.head, "in")[0]
     first = layout.block.format(i=0, conv=layout.block_convs[0])
-    blocks = _indices(state_dict, layout.block_pattern)
+    blocks = indices(state_dict, layout.block_pattern)
     if not blocks:
         raise PortError(f"{layout.name} state_dict without residual blocks (no key "
                         f"{first}.weight)")
-    _require_contiguous(blocks, f"{layout.name} body",
-                        layout.block.format(i="N", conv="*"))
+    require_contiguous(blocks, f"{layout.name} body", layout.block.format(i="N", conv="*"))
     n = len(blocks)
-    scale, stages, scale_evidence = _upsampler(state_dict, layout.upsampler, num_filters)
-    _rgb_conv(state_dict, layout.tail, "out")
-    convs = [ConvMap(layout.head, "head_conv")]
+    scale, stages, scale_evidence = upsampler(state_dict, layout.upsampler, num_filters)
+    rgb_conv(state_dict, layout.tail, "out")
+
+    def fill(prefix, layer, shuffle=1):
+        return ConvFill.of(state_dict, prefix, layer, shuffle, bias_scale)
+
+    fills = [fill(layout.head, "head_conv")]
     for i in range(n):
-        convs += [ConvMap(layout.block.format(i=i, conv=conv), f"block{i + 1}_conv{k + 1}")
+        fills += [fill(layout.block.format(i=i, conv=conv), f"block{i + 1}_conv{k + 1}")
                   for k, conv in enumerate(layout.block_convs)]
-    convs.append(ConvMap(layout.body.format(n=n), "body_conv"))
-    convs += [ConvMap(key, f"upsample_x{scale}_conv{k + 1}", r)
+    fills.append(fill(layout.body.format(n=n), "body_conv"))
+    fills += [fill(key, f"upsample_x{scale}_conv{k + 1}", r)
               for k, (key, r) in enumerate(stages)]
-    convs.append(ConvMap(layout.tail, "output_conv"))
+    fills.append(fill(layout.tail, "output_conv"))
     args = {"scale": scale, "num_filters": num_filters, "num_res_blocks": n}
-    evidence = {"scale": scale_evidence,
-                "num_filters": f"{layout.head}.weight {conv_shape(state_dict, layout.head)}",
-                "num_res_blocks": "keys " + layout.block.format(i=f"0..{n - 1}", conv="*")}
-    return args, convs, evidence
+    evidence = {
+        "scale": f"the state_dict has {scale} ({scale_evidence})",
+        "num_filters": f"the state_dict has {num_filters} ({layout.head}.weight "
+                       f"{conv_shape(state_dict, layout.head)})",
+        "num_res_blocks": f"the state_dict has {n} (keys "
+                          + layout.block.format(i=f"0..{n - 1}", conv="*") + ")",
+    }
+    return args, fills, evidence
 
 
-def describe_edsr_pytorch(state_dict):
-    args, convs, evidence = _describe_edsr(state_dict, _EDSR_PYTORCH)
-    rgb_range = _check_mean_shift(state_dict, -1)
-    if _check_mean_shift(state_dict, +1) != rgb_range:
-        raise PortError("sub_mean.bias and add_mean.bias use different rgb_range values")
-    return Architecture(
-        source="edsr-pytorch", model="edsr", args=args, convs=convs,
-        # EDSR-PyTorch's network (convs, ReLUs, adds: positively homogeneous) sees
-        # u = (x - 255 mean) * rgb_range/255, sisr's sees (x - 255 mean)/127.5 = c*u
-        # with c = 2/rgb_range, and both outputs are rescaled alike: the same kernels
-        # with every bias multiplied by c give exactly c times the PyTorch features.
-        bias_scale=2.0 / rgb_range,
-        checked_keys=("sub_mean.weight", "sub_mean.bias", "add_mean.weight", "add_mean.bias"),
-        evidence=evidence,
-    )
-
-
-def describe_basicsr_edsr(state_dict, img_range=255.0):
-    args, convs, evidence = _describe_edsr(state_dict, _BASICSR_EDSR)
-    if not img_range > 0:
-        raise PortError(f"img_range must be positive, got {img_range!r}")
-    return Architecture(
-        source="basicsr-edsr", model="edsr", args=args, convs=convs,
-        # BasicSR: (x01 - mean) * img_range = (x255 - 255 mean) * img_range/255, and
-        # sisr's input is (x255 - 255 mean)/127.5: biases scale by 2/img_range.
-        bias_scale=2.0 / float(img_range),
-        evidence=evidence,
-    )
-
-
-def describe_wdsr(state_dict):
-    _require(state_dict, "head.0", "official WDSR")
-    _require(state_dict, "skip.0", "official WDSR")
-    num_filters = _rgb_conv(state_dict, "head.0", "in")[0]
-    blocks = _indices(state_dict, r"body\.(\d+)\.body\.")
-    if not blocks:
-        raise PortError("WDSR state_dict without residual blocks (no key body.0.body.0.*)")
-    _require_contiguous(blocks, "WDSR body", "body.N.body.*")
-    n = len(blocks)
-    # only conv parameters count here; any other key is reported as unexpected later
-    convs_in_block = _indices(state_dict, r"body\.0\.body\.(\d+)\.(?:weight|bias|param)")
-    wide_shape = conv_shape(state_dict, "body.0.body.0")
-    if convs_in_block == [0, 2, 3]:
-        model = "wdsr_b"
-        linear = int(num_filters * LINEAR)
-        low_rank = conv_shape(state_dict, "body.0.body.2")
-        if low_rank[0] != linear:
-            raise PortError(f"body.0.body.2 has shape {low_rank}: sisr's WDSR-B has "
-                            f"int({num_filters} * {LINEAR}) = {linear} low-rank "
-                            "channels")
-        layers = {0: "conv1", 2: "conv2", 3: "conv3"}
-    elif convs_in_block == [0, 2]:
-        model = "wdsr_a"
-        layers = {0: "conv1", 2: "conv2"}
-    else:
-        raise PortError(f"WDSR block body.0 has convs body.0.body.{convs_in_block}: expected "
-                        "[0, 2] (WDSR-A) or [0, 2, 3] (WDSR-B)")
-    if wide_shape[1] != num_filters or wide_shape[0] % num_filters:
-        raise PortError(f"body.0.body.0 has shape {wide_shape}: a wide-activation conv of "
-                        f"{num_filters} filters has a multiple of {num_filters} outputs")
-    expansion = wide_shape[0] // num_filters
-
-    tail = conv_shape(state_dict, "tail.0")
-    scale = int(round((tail[0] / 3) ** 0.5))
-    if tail[0] != 3 * scale * scale or tail[1] != num_filters or tail[2:] != (3, 3):
-        raise PortError(f"tail.0 has shape {tail}: expected (3*s*s, {num_filters}, 3, 3) for "
-                        "a scale s")
-    skip = conv_shape(state_dict, "skip.0")
-    if skip != (3 * scale * scale, 3, 5, 5):
-        raise PortError(f"skip.0 has shape {skip}: expected {(3 * scale * scale, 3, 5, 5)} "
-                        f"(x{scale}, from tail.0 {tail})")
-
-    convs = [ConvMap("head.0", "head_conv")]
-    for i in range(n):
-        convs += [ConvMap(f"body.{i}.body.{j}", f"block{i + 1}_{name}")
-                  for j, name in layers.items()]
-    convs += [ConvMap("tail.0", f"main_x{scale}_conv", scale),
-              ConvMap("skip.0", f"skip_x{scale}_conv", scale)]
-    return Architecture(
-        source="wdsr", model=model,
-        args={"scale": scale, "num_filters": num_filters, "num_res_blocks": n,
-              "res_block_expansion": expansion},
-        convs=convs,
-        bias_scale=1.0,  # the official WDSR normalises exactly as sisr does
-        evidence={"scale": f"tail.0 {tail}, skip.0 {skip}: 3*{scale}^2 outputs",
-                  "num_filters": f"head.0 {conv_shape(state_dict, 'head.0')}",
-                  "num_res_blocks": f"keys body.0..{n - 1}.body.*",
-                  "res_block_expansion": f"body.0.body.0 {wide_shape}",
-                  "model": f"block convs body.0.body.{convs_in_block}"},
-    )
-
-
-def detect_source(state_dict):
-    """Guesses the source of a state_dict from its key names (None if unknown)."""
-    if "conv_first.weight" in state_dict:
-        return "basicsr-edsr"
-    if "sub_mean.weight" in state_dict or "add_mean.weight" in state_dict:
-        return "edsr-pytorch"
-    if any(k.startswith("skip.0.") for k in state_dict):
-        return "wdsr"
-    if any(k.startswith(("tail.0.0.", "tail.1.")) for k in state_dict):
-        return "edsr-pytorch"  # without its MeanShift keys, which then get reported
-    return None
+def full_edsr_scaling(args):
+    """The residual scaling assumed for an EDSR state_dict (none stores it): 0.1 for the
+    published full EDSR, else none; as `Plan.assumed`."""
+    if all(args.get(k) == v for k, v in FULL_EDSR.items()):
+        return {"res_block_scaling": (FULL_EDSR_SCALING, "as published for full EDSR")}
+    return {}

@@ -207,24 +207,14 @@ def find_weights(entry, file=None):
 # ------------------------------------------------------------------------- converting
 
 def _convert(entry, path):
+    """The entry's model, made by the port from the verified file (format `converter`)."""
+    from sisr.port import port
+
     args = dict(entry.args)
     scale = args.pop("scale")
-    if entry.converter == "edsr-pytorch":
-        from sisr.port import CheckpointError, PortError, load_state_dict, port
-
-        try:
-            return port(load_state_dict(path), source="edsr-pytorch", scale=scale,
-                        model=entry.builder, **args)
-        except (CheckpointError, PortError, OSError) as err:
-            raise PretrainedError(f"{entry.name}: cannot convert {path}: {err}") from None
     try:
-        from sisr.port.krasserm import load_krasserm
-    except ImportError as err:
-        raise PretrainedError(f"{entry.name}: this sisr cannot read the original Keras "
-                              f"project's files ({err})") from None
-    try:
-        return load_krasserm(path, scale=scale, model=entry.builder, **args)
-    except (ValueError, OSError, KeyError) as err:
+        return port(path, source=entry.converter, scale=scale, model=entry.builder, **args)
+    except (ValueError, OSError, KeyError) as err:  # PortError and CheckpointError too
         raise PretrainedError(f"{entry.name}: cannot convert {path}: {err}") from None
 
 

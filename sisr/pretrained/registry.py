@@ -14,7 +14,6 @@ from sisr.errors import SisrError
 
 REGISTRY_ENV = "SISR_PRETRAINED_REGISTRY"
 DEFAULT_REGISTRY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
-CONVERTERS = ("edsr-pytorch", "krasserm")
 FORMAT = 1
 # torch.hub convention: NAME-<first 8+ hex digits of the sha256>.EXT
 _HASH_PREFIX = re.compile(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$")
@@ -107,8 +106,9 @@ def _check(name, raw, path):
     unknown = sorted(set(raw) - set(_REQUIRED) - {"sha256", "score", "bfloat16"})
     if unknown:
         fail(f"unknown field(s) {', '.join(unknown)}")
-    if raw["converter"] not in CONVERTERS:
-        fail(f"converter {raw['converter']!r} is not one of {', '.join(CONVERTERS)}")
+    converters = converter_names()
+    if raw["converter"] not in converters:
+        fail(f"converter {raw['converter']!r} is not one of {', '.join(converters)}")
     if raw["args"].get("scale") != raw["scale"]:
         fail(f"args scale {raw['args'].get('scale')!r} differs from scale {raw['scale']}")
     sha = raw.get("sha256")
@@ -140,6 +140,13 @@ def _check(name, raw, path):
     if score is not None and not (isinstance(score, dict) and isinstance(
             score.get("psnr"), (int, float)) and {"dataset", "channel", "border"} <= set(score)):
         fail(f"score needs psnr, dataset, channel and border, got {score!r}")
+
+
+def converter_names():
+    """The valid `converter` values: the port's format names (`sisr.port.sources()`)."""
+    from sisr.port import sources
+
+    return sources()
 
 
 def registry_path(registry=None):

@@ -1,0 +1,1 @@
+"""A toy architecture with its own checkpoint format, registered by tests only."""
