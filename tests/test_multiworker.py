@@ -246,7 +246,33 @@ def test_multi_worker_without_a_cluster_is_refused(tmp_path, monkeypatch, capsys
     code = train.main(["--profile", write_profile(tmp_path), "--dataset", "demo",
                        "--strategy", "multi-worker", "--outdir", str(tmp_path / "runs")])
     assert code == 2
-    assert "no cluster; set TF_CONFIG" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no cluster; set TF_CONFIG" in err and err.count("TF_CONFIG") == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("tf_config,why", [
+    ("[]", "expected"),
+    ("{}", "expected"),
+    ('{"clustr": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}',
+     "expected"),
+    ('{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}}', '"task" must name'),
+    ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}',
+     "must be a list"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
+     "task index 1"),
+    ("not json", "not JSON"),
+    ("", "not JSON"),
+])
+def test_a_tf_config_that_is_no_cluster_is_refused(tmp_path, monkeypatch, capsys, tf_config,
+                                                   why):
+    # TensorFlow read these as a cluster of one: each host trained alone, exit 0.
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    code = train.main(["--profile", write_profile(tmp_path), "--dataset", "demo",
+                       "--strategy", "multi-worker", "--outdir", str(tmp_path / "runs")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "TF_CONFIG is not a cluster: " in err and why in err, err
     assert not (tmp_path / "runs").exists()
 
 

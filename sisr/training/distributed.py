@@ -80,12 +80,46 @@ def local_tf_configs(workers, host="127.0.0.1"):
             for i in range(workers)]
 
 
+def check_tf_config(text):
+    """Raises ConfigError unless `text` (TF_CONFIG) names a cluster and this task in it.
+
+    TensorFlow reads `[]`, `{}` or a misspelt "cluster" as a cluster of one, so each
+    host would train alone, each writing its own run."""
+    def bad(why):
+        return ConfigError(f"--strategy multi-worker: TF_CONFIG is not a cluster: {why} "
+                           "(see the README's multi-worker recipe)")
+
+    try:
+        config = json.loads(text)
+    except ValueError:
+        raise bad("not JSON") from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise bad('expected {"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
+                  '"worker", "index": N}}')
+    cluster, task_ = config["cluster"], config.get("task")
+    for job, addresses in cluster.items():
+        if not (isinstance(addresses, list) and addresses
+                and all(isinstance(a, str) and ":" in a for a in addresses)):
+            raise bad(f'cluster job "{job}" must be a list of "host:port" addresses')
+    if not any(job in cluster for job in ("chief", "worker")):
+        raise bad('the cluster has no "chief" or "worker" job')
+    if not isinstance(task_, dict) or task_.get("type") not in cluster:
+        raise bad(f'"task" must name one of the cluster\'s jobs ({", ".join(cluster)}) as '
+                  f"its type, got {task_!r}")
+    index = task_.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or \
+            not 0 <= index < len(cluster[task_["type"]]):
+        raise bad(f'task index {index!r} is not one of 0..{len(cluster[task_["type"]]) - 1} '
+                  f'of job "{task_["type"]}"')
+
+
 def cluster_resolver():
     """The cluster of this job: `TF_CONFIG` if set, else the Slurm job step's.
 
     Raises ConfigError when neither describes a cluster.
     """
-    if os.environ.get("TF_CONFIG"):
+    if "TF_CONFIG" in os.environ:
+        check_tf_config(os.environ["TF_CONFIG"])
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if all(os.environ.get(name) for name in _SLURM_VARIABLES):
         if "CUDA_VISIBLE_DEVICES" in os.environ or shutil.which("nvidia-smi"):
@@ -129,6 +163,8 @@ def multi_worker_strategy():
             raise ConfigError("--strategy multi-worker: TensorFlow was already running "
                               "when the strategy was requested; give --strategy "
                               "multi-worker on the command line") from None
+        except ConfigError:
+            raise
         except ValueError as err:  # a malformed TF_CONFIG
             raise ConfigError(f"--strategy multi-worker: bad cluster (TF_CONFIG): {err}") \
                 from None
