@@ -122,10 +122,10 @@ def _write_onnx(model, path, input_size):
 _WRITERS = {"saved_model": _write_saved_model, "litert": _write_litert, "onnx": _write_onnx}
 
 
-def check_output(output, format, force=False):
+def check_output(output, format, force=False, force_name="force=True"):
     """Raises ExportError (or FileExistsError) unless `output` can take an export of
     `format`: the right extension, and nothing there, or with `force` a previous export
-    (never another folder or file)."""
+    (never another folder or file). `force_name` is what the caller calls `force`."""
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose one of "
                           f"{', '.join(FORMATS)}")
@@ -135,7 +135,7 @@ def check_output(output, format, force=False):
     if not os.path.lexists(output):
         return
     if not force:
-        raise FileExistsError(f"{output} exists; pass force=True (--force) to replace it")
+        raise FileExistsError(f"{output} exists; pass {force_name} to replace it")
     if format == "saved_model":
         ok = os.path.isdir(output) and not os.path.islink(output) and \
             os.path.isfile(os.path.join(output, "saved_model.pb"))
@@ -143,8 +143,8 @@ def check_output(output, format, force=False):
         ok = os.path.isfile(output) and not os.path.islink(output)
     if not ok:
         kind = "a SavedModel folder" if format == "saved_model" else f"a {_SUFFIX[format]} file"
-        raise ExportError(f"{output} exists and is not {kind}; --force only replaces a "
-                          "previous export (remove it yourself or choose another output)")
+        raise ExportError(f"{output} exists and is not {kind}; {force_name} only replaces "
+                          "a previous export (remove it yourself or choose another output)")
 
 
 def export(model, output, format="saved_model", input_size=None, force=False):
@@ -249,7 +249,7 @@ def _main(args):
     from sisr.saving import load_model
 
     with cli.checking():
-        check_output(args.output, args.format, args.force)
+        check_output(args.output, args.format, args.force, force_name="--force")
         model = load_model(args.model)
     export(model, args.output, format=args.format, input_size=args.input_size,
            force=args.force)

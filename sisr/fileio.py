@@ -9,10 +9,36 @@ onto the target only once it is complete.
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 
 TEMP_PREFIX = ".tmp-"
+# A name that becomes one path component: letters, digits, ".", "_" and "-", starting with
+# a letter or digit (so never "", "." or "..", hidden, or a path).
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def is_plain_name(name):
+    """True if `name` (from data: a registry, a config) may name a file by itself."""
+    return isinstance(name, str) and PLAIN_NAME.fullmatch(name) is not None
+
+
+def is_relative_path(path):
+    """True if `path` ("a/b.pth", from data) is "/"-separated plain names, so that it
+    stays inside whatever folder it is joined to."""
+    return isinstance(path, str) and all(is_plain_name(part) for part in path.split("/"))
+
+
+def path_inside(root, *parts):
+    """`root` joined with `parts`, refused (ValueError) unless the result lies inside
+    `root` by its names (symbolic links a user made inside `root` are followed as usual)."""
+    path = os.path.join(root, *parts)
+    base = os.path.abspath(root)
+    if os.path.commonpath([base, os.path.abspath(path)]) != base or \
+            os.path.abspath(path) == base:
+        raise ValueError(f"{path} is outside {root}")
+    return path
 
 
 def is_temp_name(path):

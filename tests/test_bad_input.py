@@ -3,6 +3,8 @@ overwrite inputs or unrelated files. Each is one clear error, and nothing is los
 
 import json
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
 
@@ -42,6 +44,102 @@ def test_keras_archive_with_a_huge_config_is_refused_before_it_is_read(tmp_path)
             archive.writestr(f"f{i}", "")
     with pytest.raises(ModelError, match=r"many.keras: refused, 1001 entries"):
         sisr.load_model(many)
+
+
+def _with_weights(model_file, path, write_weights):
+    """A copy of the .keras `model_file` whose model.weights.h5 `write_weights(archive)`
+    writes instead."""
+    with zipfile.ZipFile(model_file) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            if info.filename != "model.weights.h5":
+                target.writestr(info, source.read(info))
+        write_weights(target)
+    return path
+
+
+def _deflated_zeros(archive, size):
+    info = zipfile.ZipInfo("model.weights.h5")
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with archive.open(info, "w", force_zip64=True) as member:
+        chunk = bytes(2**22)
+        for _ in range(size // len(chunk)):
+            member.write(chunk)
+
+
+def test_keras_weights_larger_than_the_config_implies_are_refused_unread(
+        model_file, tmp_path, monkeypatch):
+    # 256 MiB of zeros deflate to ~250 KB.
+    path = _with_weights(model_file, tmp_path / "bomb.keras",
+                         lambda archive: _deflated_zeros(archive, 2**28))
+    assert path.stat().st_size < 2**21
+    opened = []
+    original = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: (
+        opened.append(getattr(name, "filename", name)), original(self, name, *a, **k))[1])
+    with pytest.raises(ModelError, match=r"bomb.keras: refused, its model.weights.h5 unpacks "
+                                         r"to 268,435,456 bytes; its config declares"):
+        sisr.load_model(path)
+    assert "model.weights.h5" not in opened  # refused from the archive's directory
+
+
+HDF5_BOMB = """
+import resource, sys
+import sisr
+from sisr.saving import ModelError
+try:
+    sisr.load_model(sys.argv[1])
+except ModelError as err:
+    print("refused:", err)
+print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_keras_weights_declaring_huge_datasets_are_refused_unread(model_file, tmp_path):
+    import h5py
+
+    # A 4 GiB dataset stored as nothing but its fill value: 2 KB on disk.
+    bomb_h5 = tmp_path / "bomb.h5"
+    with h5py.File(bomb_h5, "w") as h5:
+        h5.create_dataset("layers/head_conv/vars/0", shape=(2**30,), dtype="f4",
+                          chunks=(2**20,), compression="gzip", fillvalue=0.0)
+    assert bomb_h5.stat().st_size < 2**16
+    path = _with_weights(model_file, tmp_path / "bomb.keras",
+                         lambda archive: archive.write(bomb_h5, "model.weights.h5"))
+    result = subprocess.run([sys.executable, "-c", HDF5_BOMB, str(path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused: " in result.stdout and "datasets of its model.weights.h5 hold " \
+        "4,294,967,296 bytes" in result.stdout, result.stdout
+    maxrss = int(result.stdout.split("maxrss_kb")[1])
+    assert maxrss < 2**20 * 2, f"peak RSS {maxrss} KB: the dataset was read"  # < 2 GiB
+
+
+def test_keras_weights_with_external_links_are_refused(model_file, tmp_path):
+    import h5py
+
+    linked = tmp_path / "linked.h5"
+    with h5py.File(linked, "w") as h5:
+        h5["layers/head_conv"] = h5py.ExternalLink("/etc/passwd", "/")
+    path = _with_weights(model_file, tmp_path / "linked.keras",
+                         lambda archive: archive.write(linked, "model.weights.h5"))
+    with pytest.raises(ModelError, match=r"linked.keras: refused, .* link layers/head_conv"):
+        sisr.load_model(path)
+
+
+def test_a_config_declaring_more_weights_than_memory_is_refused(model_file, tmp_path):
+    with zipfile.ZipFile(model_file) as archive:
+        config = json.loads(archive.read("config.json"))
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "Conv2D":
+            layer["config"]["filters"] = 10**13
+    path = tmp_path / "huge.keras"
+    with zipfile.ZipFile(model_file) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            data = json.dumps(config) if info.filename == "config.json" else source.read(info)
+            target.writestr(info, data)
+    with pytest.raises(ModelError, match=r"huge.keras: refused, its config declares .* "
+                                         r"weights .* more than half of this machine's memory"):
+        sisr.load_model(path)
 
 
 def _npz_with_header(path, shape):

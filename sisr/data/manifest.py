@@ -265,14 +265,37 @@ def cache_file_error(path, loaded):
     return ManifestError(f"{path}: numpy cache file {problem}; {advice}")
 
 
+def _missing_recorded(paths, loaded):
+    """Recorded, finished outputs in the folders of `paths` that are no longer on disk.
+
+    A dataset lists the files present, so a deleted cache file would otherwise just drop
+    out of training without a word."""
+    folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    manifests = {id(m): m for m in loaded.values() if m is not None}
+    missing = []
+    for manifest in manifests.values():
+        for rel, entry in sorted(manifest.entries.items()):
+            output = os.path.join(os.path.abspath(manifest.root), rel)
+            if (os.path.dirname(output) in folders and not entry.get("pending")
+                    and not os.path.lexists(output)):
+                missing.append(os.path.join(manifest.root, rel))
+    return missing
+
+
 def check_cache_files(paths):
     """Raises a `ManifestError` (one line: the first bad file, what to do, and the other
-    bad files) unless every `.npy` path is a current conversion output."""
+    bad files) unless every `.npy` path is a current conversion output, and no output
+    that the manifests record in the same folders is missing."""
     loaded, errors = {}, []
     for path in paths:
         error = cache_file_error(path, loaded)
         if error is not None:
             errors.append((path, error))
+    for path in _missing_recorded(paths, loaded):
+        manifest = _find(path, loaded)[0]
+        errors.append((path, ManifestError(
+            f"{path}: numpy cache file is recorded in {manifest.path} but missing (deleted?); "
+            f"rebuild it with {manifest.command()}")))
     if errors:
         message = str(errors[0][1])
         others = [path for path, _ in errors[1:]]

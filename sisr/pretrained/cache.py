@@ -5,21 +5,25 @@ Layout of `$SISR_HOME` (default `~/.keras/sisr`):
     downloads/<file>          weights files as published (archive members at their path)
     downloads/<archive>       downloaded archives, kept for their other members
     models/<name>.keras       the converted model, loaded directly later
-    models/<name>.json        what it was made from (entry and sha256 of the weights file)
+    models/<name>.json        what it was made from (entry and sha256 of the weights file),
+                              and the sha256 of the model, checked on every load
 
 A weights file is used only after its sha256 matched the registry (a torch.hub-style file
 name's prefix, when only that is known). Downloads land under a temporary name and get
 their final name only once verified; a download with the wrong hash is deleted.
 """
 
+import http.client
 import json
 import logging
 import os
 import socket
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
-from sisr.fileio import TEMP_PREFIX, atomic_output, atomic_write_json
+from sisr.fileio import atomic_output, atomic_write_json, is_temp_name, path_inside
 from sisr.pretrained import files
 from sisr.pretrained.registry import PretrainedError, get_entry, load_registry
 
@@ -28,8 +32,13 @@ log = logging.getLogger(__name__)
 HOME_ENV = "SISR_HOME"
 OFFLINE_ENV = "SISR_OFFLINE"  # as sisr.losses: 1 = never download
 CONNECT_TIMEOUT = 10.0  # seconds; a machine without network fails fast, not in urllib
-# Downloads arrive under a temporary name (`sisr.fileio`'s) until verified.
-_PART = TEMP_PREFIX
+# Seconds a download may wait for the server's next bytes, and how often it is tried.
+READ_TIMEOUT = 60.0
+ATTEMPTS = 3
+RETRY_WAIT = 2.0  # seconds before the second attempt, doubled for each later one
+# Temporary files older than this in the cache were left by a killed fetch.
+STALE_TEMP_SECONDS = 3600
+_CHUNK = 1 << 20
 
 
 def sisr_home():
@@ -42,25 +51,33 @@ def offline():
     return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
 
 
+def _in_home(*parts):
+    """A path in the cache; refused if data (a registry name or file) would lead outside."""
+    try:
+        return path_inside(sisr_home(), *parts)
+    except ValueError as err:
+        raise PretrainedError(f"refused: {err} (${HOME_ENV})") from None
+
+
 def downloads_dir():
     return os.path.join(sisr_home(), "downloads")
 
 
 def weights_path(entry):
     """Where the entry's weights file is kept (and where users may put it)."""
-    return os.path.join(downloads_dir(), *entry.file.split("/"))
+    return _in_home("downloads", *entry.file.split("/"))
 
 
 def archive_path(entry):
-    return os.path.join(downloads_dir(), entry.download_name)
+    return _in_home("downloads", entry.download_name)
 
 
 def model_path(entry):
-    return os.path.join(sisr_home(), "models", entry.name + ".keras")
+    return _in_home("models", entry.name + ".keras")
 
 
 def _info_path(entry):
-    return os.path.join(sisr_home(), "models", entry.name + ".json")
+    return _in_home("models", entry.name + ".json")
 
 
 def _identity(entry):
@@ -71,6 +88,8 @@ def _identity(entry):
 
 
 def _cache_info(entry):
+    """The record of the entry's cached model if it is current and intact, else None
+    (a damaged or altered model is logged, and `fetch` makes it again)."""
     try:
         with open(_info_path(entry), encoding="utf-8") as f:
             info = json.load(f)
@@ -79,12 +98,41 @@ def _cache_info(entry):
     if not isinstance(info, dict) or info.get("entry") != _identity(entry) or \
             not os.path.isfile(model_path(entry)):
         return None
+    digest = files.sha256_of(model_path(entry))
+    if info.get("model_sha256") is None:  # cached by a sisr without model checksums
+        info["model_sha256"] = digest
+        atomic_write_json(_info_path(entry), info)
+    elif digest != info["model_sha256"]:
+        log.warning("%s: the cached model %s was changed or damaged after it was made "
+                    "(its sha256 differs); making it again", entry.name, model_path(entry))
+        return None
     return info
 
 
 def is_cached(entry):
-    """True if the entry's converted `.keras` model is in the cache and up to date."""
+    """True if the entry's converted `.keras` model is in the cache, up to date and
+    unaltered (its sha256 is that recorded when it was made)."""
     return _cache_info(entry) is not None
+
+
+def remove_stale_temporaries(now=None):
+    """Removes temporary files that a killed fetch left in the cache (older than
+    STALE_TEMP_SECONDS, so that another process's fetch in progress is left alone)."""
+    now = time.time() if now is None else now
+    for folder in (os.path.join(sisr_home(), "models"), downloads_dir()):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                if is_temp_name(name) and os.path.isfile(path) and \
+                        now - os.path.getmtime(path) > STALE_TEMP_SECONDS:
+                    log.info("removing %s, left by an interrupted fetch", path)
+                    os.remove(path)
+            except OSError:
+                pass  # gone already, or not ours to remove
 
 
 # ------------------------------------------------------------------ finding the weights
@@ -130,40 +178,63 @@ def _check_reachable(url):
         pass
 
 
+def _get(url, destination):
+    """Copies `url` into the file `destination`; every connect and read waits at most
+    READ_TIMEOUT seconds (a server that stops answering is an error, not a hang)."""
+    with urllib.request.urlopen(url, timeout=READ_TIMEOUT) as response, \
+            open(destination, "wb") as f:
+        while chunk := response.read(_CHUNK):
+            f.write(chunk)
+
+
+def _get_with_retries(entry, destination):
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            _check_reachable(entry.url)
+            _get(entry.url, destination)
+            return
+        except Exception as err:  # urllib, socket and http raise many types
+            cause = getattr(err, "reason", err)
+            stalled = isinstance(cause, TimeoutError)
+            reason = " ".join(str(err).split()) or type(err).__name__  # one line
+            what = (f"{entry.url} stalled: no data for {READ_TIMEOUT:g} s" if stalled
+                    else f"cannot download {entry.url} ({type(err).__name__}: {reason})")
+            if attempt == ATTEMPTS or not (stalled or _transient(err, cause)):
+                tries = f" ({attempt} attempts)" if attempt > 1 else ""
+                raise PretrainedError(f"{entry.name}: {what}{tries}; {_advice(entry)}") \
+                    from None
+            wait = RETRY_WAIT * 2 ** (attempt - 1)
+            log.warning("%s: %s; trying again in %g s", entry.name, what, wait)
+            time.sleep(wait)
+
+
+def _transient(err, cause):
+    """Failures worth another attempt: dropped connections and servers' 5xx answers (a
+    refused connection or a missing file is final)."""
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code >= 500
+    return isinstance(cause, (ConnectionResetError, ConnectionAbortedError,
+                              http.client.RemoteDisconnected, http.client.IncompleteRead))
+
+
 def _download(entry):
     """Downloads the entry's file (or archive) and returns (weights path, sha256)."""
-    import keras
-
     os.makedirs(downloads_dir(), exist_ok=True)
     if not os.access(downloads_dir(), os.W_OK):
         raise PretrainedError(f"{entry.name}: cannot write to {downloads_dir()} "
                               f"(set {HOME_ENV} to a writable folder)")
     log.info("%s: downloading %s", entry.name, entry.url)
-    try:
-        _check_reachable(entry.url)
-        part = keras.utils.get_file(
-            fname=_PART + entry.download_name, origin=entry.url, cache_dir=sisr_home(),
-            cache_subdir="downloads", force_download=True)
-    except Exception as err:  # urllib, socket and Keras raise many types
-        reason = " ".join(str(err).split())  # one line
-        raise PretrainedError(
-            f"{entry.name}: cannot download {entry.url} ({type(err).__name__}: {reason}); "
-            + _advice(entry)) from None
     what = f"the download of {entry.url}"
-    try:
-        if entry.archive:
-            result = _extract_verified(entry, part, what)
-            os.replace(part, archive_path(entry))  # kept for the archive's other members
-        else:
-            digest = files.verify(entry, part, what)
-            os.replace(part, weights_path(entry))
-            result = weights_path(entry), digest
-    except PretrainedError as err:
-        raise PretrainedError(f"{err}; the download was deleted") from None
-    finally:
-        if os.path.exists(part):
-            os.remove(part)
-    return result
+    target = archive_path(entry) if entry.archive else weights_path(entry)
+    # Verified before it gets its name; deleted otherwise.
+    with atomic_output(target) as part:
+        _get_with_retries(entry, part)
+        try:
+            if entry.archive:
+                return _extract_verified(entry, part, what)
+            return target, files.verify(entry, part, what)
+        except PretrainedError as err:
+            raise PretrainedError(f"{err}; the download was deleted") from None
 
 
 def find_weights(entry, file=None):
@@ -232,10 +303,15 @@ def convert(entry, path, digest):
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if os.path.exists(_info_path(entry)):
         os.remove(_info_path(entry))  # no stale record while the model is replaced
-    save_model(model, target)
-    atomic_write_json(_info_path(entry), {
-        "name": entry.name, "entry": _identity(entry), "source_sha256": digest,
-        "source": os.path.abspath(path)})
+    try:
+        save_model(model, target)
+        atomic_write_json(_info_path(entry), {
+            "name": entry.name, "entry": _identity(entry), "source_sha256": digest,
+            "source": os.path.abspath(path), "model_sha256": files.sha256_of(target)})
+    except OSError as err:
+        raise PretrainedError(f"{entry.name}: cannot write {target} "
+                              f"({err.strerror or err}; set {HOME_ENV} to a folder with "
+                              "space)") from None
     return target
 
 
@@ -254,6 +330,7 @@ def fetch(name, file=None, registry=None, force=False):
             names the URL, the file and where to put it), or a file that does not convert.
     """
     entry = get_entry(name, registry)
+    remove_stale_temporaries()
     info = _cache_info(entry)
     if info is not None and file is None and not force:
         return model_path(entry)

@@ -11,6 +11,7 @@ import re
 import urllib.parse
 
 from sisr.errors import SisrError
+from sisr.fileio import is_plain_name, is_relative_path
 
 REGISTRY_ENV = "SISR_PRETRAINED_REGISTRY"
 DEFAULT_REGISTRY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry.json")
@@ -100,6 +101,9 @@ def _check(name, raw, path):
     def fail(message):
         raise PretrainedError(f"{path}: model {name!r}: {message}")
 
+    if not is_plain_name(name):
+        fail("a name must be letters, digits, '.', '_' and '-', starting with a letter or "
+             "digit (it names the cached files)")
     for key, kind in _REQUIRED.items():
         if not isinstance(raw.get(key), kind) or (kind is int and isinstance(raw[key], bool)):
             fail(f"{key!r} must be of type {kind.__name__}, got {raw.get(key)!r}")
@@ -118,8 +122,12 @@ def _check(name, raw, path):
     if parts.scheme not in ("https", "http", "file") or not parts.path:
         fail(f"url {raw['url']!r} is not an http(s) or file URL")
     file = raw["file"]
-    if os.path.isabs(file) or ".." in file.split("/") or "\\" in file:
-        fail(f"file {file!r} must be a relative path without '..'")
+    if not is_relative_path(file):
+        fail(f"file {file!r} must be a relative path of plain names (letters, digits, "
+             "'.', '_', '-'), without '..'")
+    download = os.path.basename(parts.path)
+    if not is_plain_name(download):
+        fail(f"url {raw['url']!r} must end with a plain file name")
     if not raw["archive"]:
         if file != os.path.basename(parts.path):
             fail(f"file {file!r} is not the file name of url {raw['url']!r}")
@@ -129,6 +137,8 @@ def _check(name, raw, path):
     for source in raw["installed"]:
         if not (isinstance(source, dict) and set(source) == {"package", "path", "pip"}):
             fail(f"installed sources need package, path and pip, got {source!r}")
+        if not is_relative_path(source["path"]):
+            fail(f"installed path {source['path']!r} must be a relative path of plain names")
         if sha is None:
             fail("an installed source needs a sha256 to check it against")
     bf16 = raw.get("bfloat16")

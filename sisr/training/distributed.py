@@ -21,7 +21,10 @@ import json
 import logging
 import os
 import shutil
+import signal
+import socket
 import tempfile
+import time
 
 import tensorflow as tf
 
@@ -40,6 +43,17 @@ LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
 
 class WorkerLost(SisrError, RuntimeError):
     """Another worker of a multi-worker run stopped, so this one cannot go on."""
+
+
+class ClusterWaitError(SisrError, RuntimeError):
+    """The other workers did not come within the cluster timeout, or the wait for them
+    was interrupted."""
+
+
+# Seconds a worker waits for all the others to start (`--cluster-timeout`), and between
+# two messages that say whom it waits for.
+CLUSTER_TIMEOUT = 600.0
+WAIT_MESSAGE_EVERY = 5.0
 
 
 class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -80,12 +94,46 @@ def local_tf_configs(workers, host="127.0.0.1"):
             for i in range(workers)]
 
 
+def check_tf_config(text):
+    """Raises ConfigError unless `text` (TF_CONFIG) names a cluster and this task in it.
+
+    TensorFlow reads `[]`, `{}` or a misspelt "cluster" as a cluster of one, so each
+    host would train alone, each writing its own run."""
+    def bad(why):
+        return ConfigError(f"--strategy multi-worker: TF_CONFIG is not a cluster: {why} "
+                           "(see the README's multi-worker recipe)")
+
+    try:
+        config = json.loads(text)
+    except ValueError:
+        raise bad("not JSON") from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise bad('expected {"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
+                  '"worker", "index": N}}')
+    cluster, task_ = config["cluster"], config.get("task")
+    for job, addresses in cluster.items():
+        if not (isinstance(addresses, list) and addresses
+                and all(isinstance(a, str) and ":" in a for a in addresses)):
+            raise bad(f'cluster job "{job}" must be a list of "host:port" addresses')
+    if not any(job in cluster for job in ("chief", "worker")):
+        raise bad('the cluster has no "chief" or "worker" job')
+    if not isinstance(task_, dict) or task_.get("type") not in cluster:
+        raise bad(f'"task" must name one of the cluster\'s jobs ({", ".join(cluster)}) as '
+                  f"its type, got {task_!r}")
+    index = task_.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or \
+            not 0 <= index < len(cluster[task_["type"]]):
+        raise bad(f'task index {index!r} is not one of 0..{len(cluster[task_["type"]]) - 1} '
+                  f'of job "{task_["type"]}"')
+
+
 def cluster_resolver():
     """The cluster of this job: `TF_CONFIG` if set, else the Slurm job step's.
 
     Raises ConfigError when neither describes a cluster.
     """
-    if os.environ.get("TF_CONFIG"):
+    if "TF_CONFIG" in os.environ:
+        check_tf_config(os.environ["TF_CONFIG"])
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if all(os.environ.get(name) for name in _SLURM_VARIABLES):
         if "CUDA_VISIBLE_DEVICES" in os.environ or shutil.which("nvidia-smi"):
@@ -113,25 +161,130 @@ def check_single_process(strategy_name):
                           "mirrors over its local GPUs), or unset TF_CONFIG")
 
 
-def multi_worker_strategy():
-    """The process's MultiWorkerMirroredStrategy, created on the first call.
+def _split_address(address):
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _peers(resolver):
+    """(this worker's address, {"worker 1": address, ...} of the other workers)."""
+    spec = resolver.cluster_spec().as_dict()
+    own = spec[resolver.task_type][resolver.task_id]
+    peers = {f"{job} {i}": address for job in ("chief", "worker")
+             for i, address in enumerate(spec.get(job, [])) if address != own}
+    return own, peers
+
+
+def _reachable(address):
+    """None if something listens at `address`, else why not (a few words)."""
+    try:
+        host, port = _split_address(address)
+        with socket.create_connection((host, port), timeout=1.0):
+            return None
+    except socket.gaierror:
+        return f"cannot resolve {address.rpartition(':')[0]}"
+    except (OSError, ValueError):
+        return "not listening"
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum, frame):
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+def wait_for_peers(resolver, timeout=CLUSTER_TIMEOUT, every=WAIT_MESSAGE_EVERY):
+    """Waits, in Python, until every other worker of the cluster is listening.
+
+    TensorFlow's own wait (in the strategy's start-up) blocks in C++ with no word, no
+    end and no way to interrupt it; once all peers are up it is short. Meanwhile this
+    worker listens on its own port, so that the others see it too; it says whom it waits
+    for every `every` seconds, and SIGINT or SIGTERM end the wait.
+
+    Raises ClusterWaitError naming the missing workers after `timeout` seconds, or when
+    interrupted.
+    """
+    own, peers = _peers(resolver)
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", _split_address(own)[1]))
+    except OSError as err:
+        listener.close()
+        raise ClusterWaitError(f"multi-worker: cannot listen on this worker's address {own} "
+                               f"({err.strerror or err}); is another run using it?") from None
+    listener.listen(128)
+    listener.setblocking(False)
+    previous = {sig: signal.signal(sig, _raise_interrupted)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    missing = dict(peers)
+    why = {}
+    start = last = time.monotonic()
+    try:
+        while missing:
+            with contextlib.suppress(OSError):
+                while True:
+                    listener.accept()[0].close()  # peers' probes
+            for name, address in list(missing.items()):
+                why[name] = _reachable(address)
+                if why[name] is None:
+                    del missing[name]
+            if not missing:
+                break
+            now = time.monotonic()
+            waiting = ", ".join(f"{n} ({missing[n]}: {why[n]})" for n in missing)
+            if now - start > timeout:
+                raise ClusterWaitError(
+                    f"multi-worker: no answer after {timeout:g} s (--cluster-timeout) from "
+                    f"{waiting}; start every worker with the same cluster")
+            if now - last >= every:
+                log.warning("multi-worker: waiting for %s (%.0f s of %g)", waiting,
+                            now - start, timeout)
+                last = now
+            time.sleep(0.2)
+    except _Interrupted as err:
+        raise ClusterWaitError(f"multi-worker: stopped by {err} while waiting for "
+                               f"{', '.join(missing)}") from None
+    finally:
+        listener.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("multi-worker: all %d workers are up", len(peers) + 1)
+
+
+def multi_worker_strategy(cluster_timeout=CLUSTER_TIMEOUT):
+    """The process's MultiWorkerMirroredStrategy, created on the first call, once every
+    worker of the cluster is up (`wait_for_peers`, at most `cluster_timeout` seconds).
 
     Raises ConfigError if TensorFlow already ran an op (too late to create it) or the
-    cluster cannot be resolved.
+    cluster cannot be resolved; ClusterWaitError if the other workers do not come.
     """
     global _STRATEGY
     if _STRATEGY is None:
+        resolver = cluster_resolver()
+        wait_for_peers(resolver, cluster_timeout)
+        # TensorFlow's start-up blocks in C++, where Python's handlers never run: let
+        # SIGINT and SIGTERM end the process there as they would any program.
+        previous = {sig: signal.signal(sig, signal.SIG_DFL)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            _STRATEGY = _MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver())
+            _STRATEGY = _MultiWorkerMirroredStrategy(cluster_resolver=resolver)
         except RuntimeError as err:
             if "program startup" not in str(err):
                 raise
             raise ConfigError("--strategy multi-worker: TensorFlow was already running "
                               "when the strategy was requested; give --strategy "
                               "multi-worker on the command line") from None
+        except ConfigError:
+            raise
         except ValueError as err:  # a malformed TF_CONFIG
             raise ConfigError(f"--strategy multi-worker: bad cluster (TF_CONFIG): {err}") \
                 from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         # TensorFlow logs every collective it builds at INFO level.
         tf.get_logger().setLevel(max(tf.get_logger().getEffectiveLevel(), logging.WARNING))
         log.info("multi-worker: %s %s of %d workers, %d replicas in sync",
