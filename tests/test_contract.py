@@ -20,6 +20,7 @@ from sisr import upscale_image
 from sisr.model import MODELS, generators, model_info, spec_of
 from sisr.precision import mixed_copy
 from sisr.rewrite import shuffle_last
+from sisr.receptive_field import locality
 from sisr.upscaling import NotTileableError
 
 # (name, scale) of every tiny configuration: generators at each of their scales, models
@@ -193,6 +194,9 @@ def test_tiled_upscaling_equals_whole_image(built, name, scale, caplog):
         np.testing.assert_array_equal(upscale_image(model, image),
                                       np.asarray(sisr.resolve(model, image[None]))[0])
         return
+    # A spec declared local must be: its layers are read, not its word taken.
+    radius, reason = locality(model)
+    assert radius is not None, f"{name} is registered as local, but {reason}"
     # Tiles of 12 with the margins of the tiny models' receptive fields (4-12 LR pixels)
     # are windows smaller than the image, cut at its borders.
     whole = upscale_image(model, image)
