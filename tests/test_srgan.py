@@ -271,7 +271,7 @@ def test_cli_runs_on_demo_and_resumes(pretrained, vgg_weights, tmp_path, capsys)
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
     assert config["model"] == "srresnet" and config["num_filters"] == 8
-    assert config["lr_decay_steps"] == [100000] and config["gan"]["content_loss"] == "VGG22"
+    assert config["lr_decay_steps"] == [100000] and config["gan_content_loss"] == "VGG22"
     out = capsys.readouterr().out
     assert "generator" in out and "bicubic" in out
 
@@ -347,7 +347,7 @@ def test_cli_accepts_an_edsr_generator_of_any_size(pretrained, vgg_weights):
     config = train_gan.new_config(args)
     assert (config["model"], config["num_filters"], config["num_res_blocks"]) == ("edsr", 8, 2)
     assert (config["scale"], config["lr_patch"], config["batch_size"]) == (4, 24, 16)
-    assert config["gan"]["content_loss"] == "VGG54" and config["gan"]["adversarial_weight"] == 1e-3
+    assert config["gan_content_loss"] == "VGG54" and config["gan_adversarial_weight"] == 1e-3
 
 
 def test_cli_resume_refuses_changed_settings(tmp_path, capsys):
