@@ -13,6 +13,7 @@ import os
 import sys
 
 from sisr import cli
+from sisr.losses import VGG_LAYERS
 from sisr.pretrained import resolve_model
 from sisr.train import add_run_arguments, resume_changes, train_run
 from sisr.training import config as cfg
@@ -79,8 +80,9 @@ def make_parser():
     parser.add_argument("--scale", type=int, help=f"must be {SCALE} (the default)")
     parser.add_argument("--learning-rate", type=float, help="initial learning rate of both "
                         "networks (default 1e-4, x0.1 after 100k steps)")
-    parser.add_argument("--content-loss", help="VGG19 features of the content loss: "
-                        f"VGG22 or VGG54 (key gan_content_loss; default {_default('content_loss')})")
+    parser.add_argument("--content-loss", choices=list(VGG_LAYERS),
+                        help="VGG19 features of the content loss (key gan_content_loss; "
+                        f"default {_default('content_loss')})")
     parser.add_argument("--vgg-weights", metavar="PATH", help="VGG19 ImageNet weights "
                         "(.h5 / .weights.h5; key gan_vgg_weights); default: the Keras cache, "
                         "downloaded if needed")

@@ -212,8 +212,8 @@ def test_gan_keys_have_defaults_and_are_checked():
 
 @pytest.mark.parametrize("key,value,match", [
     ("gan_content_loss", "VGG33", "--content-loss must be VGG22 or VGG54"),
-    ("gan_label_noise", 0.5, r"--label-noise must be in \[0, 0.5\), got 0.5 "
-                             r"\(config key `gan_label_noise`\)"),
+    ("gan_label_noise", 0.5, (r"--label-noise must be in \[0, 0.5\), got 0.5 "
+                              r"\(config key `gan_label_noise`\)")),
     ("gan_label_smoothing", -0.1, r"--label-smoothing must be in \[0, 0.5\)"),
     ("gan_adversarial_weight", -1, "--adversarial-weight must be >= 0"),
     ("gan_adversarial_weight", "x", "--adversarial-weight must be >= 0"),
