@@ -99,6 +99,9 @@ def new_config(args):
             raise cfg.ConfigError("--resume takes the configuration from the run directory; "
                                   "--profile, --set and --benchmark cannot be given with it")
         config = cfg.resume_config(args.resume, resume_changes(args, FLAG_KEYS))
+        if config.get("gan_generator"):
+            raise cfg.ConfigError(f"--resume {args.resume}: an SRGAN run; resume it with "
+                                  "python -m sisr.train_gan")
     else:
         overrides = {k: getattr(args, k) for k in FLAG_KEYS}
         # A registry name is fetched into the cache if needed.

@@ -4,27 +4,31 @@
         --dataset DIV2K_BIN
     python -m sisr.train_gan --resume runs/20261121-120000-srgan-sr-resnet
 
-See `sisr.training.gan` for the schedule and the run directory.
+See `sisr.training.gan` for the schedule and the run directory. The GAN flags set the
+configuration's `gan_*` keys (`--label-noise` sets `gan_label_noise`, ...), saved in the run
+directory's `config.json`.
 """
 
 import os
 import sys
 
 from sisr import cli
+from sisr.losses import VGG_LAYERS
+from sisr.pretrained import resolve_model
 from sisr.train import add_run_arguments, resume_changes, train_run
 from sisr.training import config as cfg
-from sisr.training.gan import GAN_DEFAULTS, GENERATORS, SCALE, SCHEDULE
-from sisr.pretrained import resolve_model
+from sisr.training.gan import SCALE, SCHEDULE
 
 FLAG_KEYS = ("dataset", "scale", "epochs", "steps_per_epoch", "batch_size", "learning_rate",
              "pretrained_model", "seed", "precision", "strategy")
+# Flags that set the `gan_<flag>` configuration keys.
 GAN_FLAGS = ("content_loss", "vgg_weights", "adversarial_weight", "label_noise",
              "label_smoothing", "discriminator_filters")
 
 
 def new_config(args):
     """The configuration of a new run from the command line (validated)."""
-    from sisr.training.gan import check_gan, inspect_generator
+    from sisr.training.gan import inspect_generator
 
     if not args.generator or not args.pretrained_model:
         raise cfg.ConfigError("--generator and --pretrained-model are required "
@@ -34,29 +38,31 @@ def new_config(args):
     args.pretrained_model = resolve_model(args.pretrained_model)  # a path or a registry name
     if not os.path.isfile(args.pretrained_model):
         raise cfg.ConfigError(f"--pretrained-model {args.pretrained_model}: no such file")
+    kwargs = inspect_generator(args.pretrained_model, args.generator)
     overrides = dict(SCHEDULE)
     overrides.update({k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k) is not None})
-    kwargs = inspect_generator(args.pretrained_model, args.generator)
-    config = cfg.resolve(args.generator, {**overrides, **kwargs})
-    gan = dict(GAN_DEFAULTS, generator=args.generator)
-    gan.update({k: getattr(args, k) for k in GAN_FLAGS if getattr(args, k) is not None})
-    check_gan(gan)
-    config["gan"] = gan
-    return config
+    overrides.update({f"gan_{k}": getattr(args, k) for k in GAN_FLAGS})
+    overrides["gan_generator"] = cfg.load_profile(args.generator)[0]
+    return cfg.resolve(args.generator, {**overrides, **kwargs})
 
 
 def resume_config(args):
     """The saved configuration of `--resume RUN_DIR`, with the allowed changes; the VGG
-    weights may be given anew (the same file, found elsewhere)."""
+    weights may be given anew (the same file, found elsewhere). Runs saved with a nested
+    `gan` section by older versions resume too."""
     changes = resume_changes(args, FLAG_KEYS + tuple(k for k in GAN_FLAGS if k != "vgg_weights")
                              + ("generator",))
     config = cfg.resume_config(args.resume, changes, also_allowed=("vgg_weights",))
-    if not isinstance(config.get("gan"), dict):
-        raise cfg.ConfigError(f"--resume {args.resume}: not an SRGAN run (no `gan` section "
+    if not config.get("gan_generator"):
+        raise cfg.ConfigError(f"--resume {args.resume}: not an SRGAN run (no `gan_generator` "
                               "in its config.json); resume it with python -m sisr.train")
     if args.vgg_weights is not None:
-        config["gan"]["vgg_weights"] = args.vgg_weights
+        config["gan_vgg_weights"] = args.vgg_weights
     return config
+
+
+def _default(flag):
+    return cfg.GAN_DEFAULTS[f"gan_{flag}"]
 
 
 def make_parser():
@@ -65,22 +71,32 @@ def make_parser():
         description="Fine-tune a pixel-loss x4 generator with the SRGAN perceptual + "
                     "adversarial losses.",
     )
-    parser.add_argument("--generator", choices=sorted(GENERATORS),
-                        help="the generator's profile (sr-resnet: SRResNet, edsr-gen: EDSR)")
+    generators = ", ".join(cfg.gan_generator_profiles()) or "(none found)"
+    parser.add_argument("--generator", metavar="PROFILE",
+                        help="the generator's profile (name or .json path); its model must "
+                        f"be a GAN generator: {generators}")
     parser.add_argument("--pretrained-model", help="the pixel-loss x4 generator (.keras) "
                         "to start from")
     parser.add_argument("--scale", type=int, help=f"must be {SCALE} (the default)")
     parser.add_argument("--learning-rate", type=float, help="initial learning rate of both "
                         "networks (default 1e-4, x0.1 after 100k steps)")
-    parser.add_argument("--content-loss", choices=("VGG22", "VGG54"),
-                        help="VGG19 features of the content loss (default VGG54)")
+    parser.add_argument("--content-loss", choices=list(VGG_LAYERS),
+                        help="VGG19 features of the content loss (key gan_content_loss; "
+                        f"default {_default('content_loss')})")
     parser.add_argument("--vgg-weights", metavar="PATH", help="VGG19 ImageNet weights "
-                        "(.h5 / .weights.h5); default: the Keras cache, downloaded if needed")
-    parser.add_argument("--adversarial-weight", type=float, help="default 1e-3")
+                        "(.h5 / .weights.h5; key gan_vgg_weights); default: the Keras cache, "
+                        "downloaded if needed")
+    parser.add_argument("--adversarial-weight", type=float, help="weight of the adversarial "
+                        "loss in the generator's loss (key gan_adversarial_weight; default "
+                        f"{_default('adversarial_weight')})")
     parser.add_argument("--label-noise", type=float, help="discriminator targets drawn from "
-                        "U(1-n, 1) and U(0, n); default 0")
-    parser.add_argument("--label-smoothing", type=float, help="real target 1 - s; default 0")
-    parser.add_argument("--discriminator-filters", type=int, help="default 64")
+                        "U(1-n, 1) and U(0, n) (key gan_label_noise; default "
+                        f"{_default('label_noise')})")
+    parser.add_argument("--label-smoothing", type=float, help="real target 1 - s (key "
+                        f"gan_label_smoothing; default {_default('label_smoothing')})")
+    parser.add_argument("--discriminator-filters", type=int, help="filters of the "
+                        "discriminator's first block (key gan_discriminator_filters; default "
+                        f"{_default('discriminator_filters')})")
     add_run_arguments(parser)
     return parser
 

@@ -133,3 +133,117 @@ def test_every_profile_trains_on_the_demo_set(name):
     for lr_shape, hr_shape in crops:
         assert max(lr_shape[1:3]) <= config["valid_crop"]
         assert hr_shape[1:3] == (lr_shape[1] * config["scale"], lr_shape[2] * config["scale"])
+
+
+# -- the recipe tables -----------------------------------------------------------------
+def test_recipe_tables_are_the_allowed_names(monkeypatch):
+    from sisr.training import recipe, trainer
+
+    for key, table in (("loss", recipe.LOSSES), ("optimizer", recipe.OPTIMIZERS),
+                       ("strategy", recipe.STRATEGIES), ("init", recipe.INITS)):
+        with pytest.raises(cfg.ConfigError,
+                           match=f"`{key}` must be one of {', '.join(table)}, got 'nope'"):
+            cfg.resolve("edsr-8", {key: "nope"})
+
+    # One table entry adds a loss: the check accepts it and the trainer builds it.
+    made = []
+
+    def charbonnier(config):
+        made.append(config["loss"])
+        return "a charbonnier loss"
+
+    monkeypatch.setitem(recipe.LOSSES, "charbonnier", charbonnier)
+    config = cfg.resolve("edsr-8", {"loss": "charbonnier"})
+    assert trainer.make_loss(config) == "a charbonnier loss" and made == ["charbonnier"]
+    with pytest.raises(cfg.ConfigError, match="must be one of l1, mse, charbonnier"):
+        cfg.resolve("edsr-8", {"loss": "huber"})
+
+
+def test_optimizer_factories_keep_pytorch_adam():
+    import keras
+
+    from sisr.optimizers import WeightNormAdam
+    from sisr.training import trainer
+
+    adam = trainer.make_optimizer(cfg.resolve("edsr-8"))
+    wn = trainer.make_optimizer(cfg.resolve("wdsr-b-8", {"lr_decay_steps": []}))
+    assert type(adam) is keras.optimizers.Adam and isinstance(wn, WeightNormAdam)
+    for optimizer in (adam, wn):
+        assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.9, 0.999, 1e-8)
+    assert float(wn.learning_rate) == pytest.approx(1e-3)
+    assert type(trainer.make_loss(cfg.resolve("sr-resnet"))) is keras.losses.MeanSquaredError
+    assert type(trainer.make_loss(cfg.resolve("edsr-8"))) is keras.losses.MeanAbsoluteError
+
+
+def test_a_strategy_entry_is_checked_then_made(monkeypatch):
+    import tensorflow as tf
+
+    from sisr.training import recipe
+    from sisr.training.trainer import Trainer
+
+    calls = []
+    monkeypatch.setitem(recipe.STRATEGIES, "toy", recipe.Strategy(
+        make=lambda: calls.append("make") or tf.distribute.get_strategy(),
+        check=lambda config: calls.append(("check", config["precision"]))))
+    config = cfg.resolve("edsr-8", {"strategy": "toy"})
+    assert Trainer(config).start() is tf.distribute.get_strategy()
+    assert calls == [("check", "float32"), "make"]
+    # multi-worker's own check: mixed_float16 is refused before any cluster is joined.
+    config = cfg.resolve("edsr-8", {"strategy": "multi-worker", "precision": "mixed_float16"})
+    with pytest.raises(cfg.ConfigError, match="mixed_float16 with --strategy multi-worker"):
+        Trainer(config).start()
+
+
+def test_init_is_refused_with_a_pretrained_model():
+    with pytest.raises(cfg.ConfigError, match="`init` data_dependent would overwrite"):
+        cfg.resolve("wdsr-b-8", {"init": "data_dependent", "pretrained_model": "x.keras"})
+    assert cfg.resolve("wdsr-b-8", {"init": "data_dependent"})["init"] == "data_dependent"
+
+
+# -- GAN keys ---------------------------------------------------------------------------
+def test_gan_keys_have_defaults_and_are_checked():
+    config = cfg.resolve("sr-resnet", {"gan_generator": "sr-resnet"})
+    for key, value in cfg.GAN_DEFAULTS.items():
+        assert config[key] == ("sr-resnet" if key == "gan_generator" else value), key
+    assert "gan_label_noise" not in cfg.resolve("sr-resnet")  # a pixel configuration
+    with pytest.raises(cfg.ConfigError, match=r"unknown key\(s\).*gan_label_noise"):
+        cfg.resolve("sr-resnet", {"gan_label_noise": 0.1})
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("gan_content_loss", "VGG33", "--content-loss must be VGG22 or VGG54"),
+    ("gan_label_noise", 0.5, (r"--label-noise must be in \[0, 0.5\), got 0.5 "
+                              r"\(config key `gan_label_noise`\)")),
+    ("gan_label_smoothing", -0.1, r"--label-smoothing must be in \[0, 0.5\)"),
+    ("gan_adversarial_weight", -1, "--adversarial-weight must be >= 0"),
+    ("gan_adversarial_weight", "x", "--adversarial-weight must be >= 0"),
+    ("gan_discriminator_filters", 0, "--discriminator-filters must be an int >= 1"),
+    ("gan_vgg_weights", 3, "`gan_vgg_weights` must be str"),
+    ("gan_generator", "", "`gan_generator` must be a profile name"),
+])
+def test_bad_gan_keys_are_rejected(key, value, match):
+    with pytest.raises(cfg.ConfigError, match=match):
+        cfg.resolve("sr-resnet", {"gan_generator": "sr-resnet", key: value})
+
+
+def test_a_wdsr_profile_is_no_gan_generator():
+    with pytest.raises(cfg.ConfigError, match="its model wdsr_b is not a GAN generator; "
+                                              "profiles of GAN generators: .*sr-resnet"):
+        cfg.resolve("wdsr-b-8", {"gan_generator": "wdsr-b-8"})
+    with pytest.raises(cfg.ConfigError, match="--generator nope: unknown profile 'nope'"):
+        cfg.gan_generator_model("nope")
+
+
+def test_a_nested_gan_section_is_read_as_gan_keys(tmp_path, capsys):
+    saved = {**cfg.resolve("sr-resnet"), "gan": {
+        "generator": "sr-resnet", "content_loss": "VGG22", "vgg_weights": None,
+        "adversarial_weight": 1e-3, "label_noise": 0.1, "label_smoothing": 0.0,
+        "discriminator_filters": 4}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = cfg.resume_config(str(tmp_path), {"epochs": 7})
+    assert "gan" not in config and config["epochs"] == 7
+    assert (config["gan_generator"], config["gan_content_loss"], config["gan_label_noise"],
+            config["gan_discriminator_filters"]) == ("sr-resnet", "VGG22", 0.1, 4)
+    # sisr.train does not resume it as a pixel run.
+    assert train.main(["--resume", str(tmp_path)]) == 2
+    assert "an SRGAN run; resume it with python -m sisr.train_gan" in capsys.readouterr().err

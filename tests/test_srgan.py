@@ -163,6 +163,116 @@ def test_compile_rejects_bad_arguments(vgg_weights):
         gan.compile(keras.optimizers.Adam(), keras.optimizers.Adam(), label_noise=0.7)
 
 
+# -- loss hooks: another GAN is a short subclass -----------------------------------------
+def _bce_with_logits(target, logits):
+    """Per-image BCE of logits [batch, 1] against a scalar target."""
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(logits), float(target)), logits=logits), axis=1)
+
+
+class RelativisticSRGAN(SRGAN):
+    """ESRGAN's relativistic average GAN (Wang et al. 2018): D_ra(x_r, x_f) =
+    sigmoid(C(x_r) - mean C(x_f)), D_ra(x_f, x_r) = sigmoid(C(x_f) - mean C(x_r)), with a
+    discriminator C that outputs logits."""
+
+    def relativistic(self, real, fake):
+        return real - tf.reduce_mean(fake), fake - tf.reduce_mean(real)
+
+    def adversarial_loss(self, real, fake):
+        # -E[log(1 - D_ra(x_r, x_f))] - E[log D_ra(x_f, x_r)]
+        real_vs_fake, fake_vs_real = self.relativistic(real, fake)
+        return _bce_with_logits(0.0, real_vs_fake) + _bce_with_logits(1.0, fake_vs_real)
+
+    def discriminator_loss(self, real, fake, real_target, fake_target):
+        # -E[log D_ra(x_r, x_f)] - E[log(1 - D_ra(x_f, x_r))]
+        real_vs_fake, fake_vs_real = self.relativistic(real, fake)
+        return (_bce_with_logits(real_target, real_vs_fake)
+                + _bce_with_logits(fake_target, fake_vs_real))
+
+    def discriminator_accuracy(self, real, fake):
+        real_vs_fake, fake_vs_real = self.relativistic(real, fake)
+        return 0.5 * (tf.cast(real_vs_fake[:, 0] > 0, tf.float32)
+                      + tf.cast(fake_vs_real[:, 0] < 0, tf.float32))
+
+
+def logits_discriminator():
+    x_in = keras.Input((HR, HR, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(x_in)
+    x = keras.layers.Conv2D(4, 3, strides=4, activation="relu")(x)
+    x = keras.layers.Dense(1, dtype="float32")(keras.layers.Flatten()(x))
+    return keras.Model(x_in, x, name="critic")
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+@pytest.mark.parametrize("kind", ["standard", "relativistic"])
+def test_loss_hooks_give_the_hand_computed_losses(kind, vgg_weights):
+    keras.utils.set_random_seed(3)
+    generator = edsr(4, num_filters=8, num_res_blocks=1)
+    if kind == "standard":
+        gan = SRGAN(generator, discriminator(hr_size=HR, num_filters=4),
+                    losses.vgg_feature_extractor("VGG22", weights=vgg_weights))
+    else:
+        gan = RelativisticSRGAN(generator, logits_discriminator(),
+                                losses.vgg_feature_extractor("VGG22", weights=vgg_weights))
+    gan.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3),
+                adversarial_weight=0.5)
+    lr, hr = toy_batches(4, seed=11)
+    # By hand, with the weights before the step (G has no batch norm; D's batch norm sees
+    # each batch alone, as in the train step).
+    sr = generator(lr, training=True).numpy().astype("float64")
+    real = gan.discriminator(hr, training=True).numpy().astype("float64")
+    fake = gan.discriminator(sr.astype("float32"), training=True).numpy().astype("float64")
+    features = gan.content.feature_extractor(np.concatenate([hr, sr]).astype("float32"))
+    features = np.asarray(features, "float64") / losses.FEATURE_SCALE
+    content = np.mean((features[:4] - features[4:]) ** 2)
+    if kind == "standard":  # BCE(1, D(SR)); BCE(1, D(HR)) + BCE(0, D(SR))
+        adversarial = np.mean(-np.log(fake))
+        d_loss = np.mean(-np.log(real) - np.log(1 - fake))
+    else:
+        real_vs_fake, fake_vs_real = real - fake.mean(), fake - real.mean()
+        adversarial = np.mean(_softplus(real_vs_fake) + _softplus(-fake_vs_real))
+        d_loss = np.mean(_softplus(-real_vs_fake) + _softplus(fake_vs_real))
+
+    logs = {k: float(v) for k, v in gan.train_step((lr, hr)).items()}
+    np.testing.assert_allclose(logs["content_loss"], content, rtol=1e-4)
+    np.testing.assert_allclose(logs["adversarial_loss"], adversarial, rtol=1e-4)
+    np.testing.assert_allclose(logs["discriminator_loss"], d_loss, rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"], content + 0.5 * adversarial, rtol=1e-4)
+    assert int(gan.optimizer.iterations.numpy()) == 1
+
+
+def test_gan_trainer_hooks_build_another_gan(pretrained, vgg_weights):
+    from sisr.training.gan import GANTrainer
+
+    class RelativisticTrainer(GANTrainer):
+        model_class = RelativisticSRGAN
+
+        def build_discriminator(self):
+            return logits_discriminator()
+
+    args = train_gan.make_parser().parse_args(
+        ["--generator", "sr-resnet", "--pretrained-model", pretrained["srresnet_x4"],
+         "--content-loss", "VGG22", "--adversarial-weight", "0.005", "--batch-size", "2"])
+    config = train_gan.new_config(args)
+    trainer = RelativisticTrainer(config, vgg_weights=vgg_weights)
+    trainer.pretrained = sisr.load_model(pretrained["srresnet_x4"])
+    gan = trainer.build(resume=False)
+    assert type(gan) is RelativisticSRGAN and gan.discriminator.name == "critic"
+    assert gan.adversarial_weight == 0.005
+    for a, b in zip(gan.generator.get_weights(), trainer.pretrained.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    lr, hr = toy_batches(2, seed=1)
+    logs = gan.train_step((lr, hr))
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    # val_loss is the subclass's content loss.
+    sr = gan.generator(lr)
+    np.testing.assert_allclose(float(trainer.validation_loss(gan)(hr, sr)),
+                               float(np.mean(gan.content_loss(hr, sr))), rtol=1e-6)
+
+
 # -- the discriminator learns ----------------------------------------------------------
 def test_discriminator_separates_hr_from_bicubic(vgg_weights):
     x_in = keras.Input((None, None, 3))
@@ -271,7 +381,7 @@ def test_cli_runs_on_demo_and_resumes(pretrained, vgg_weights, tmp_path, capsys)
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
     assert config["model"] == "srresnet" and config["num_filters"] == 8
-    assert config["lr_decay_steps"] == [100000] and config["gan"]["content_loss"] == "VGG22"
+    assert config["lr_decay_steps"] == [100000] and config["gan_content_loss"] == "VGG22"
     out = capsys.readouterr().out
     assert "generator" in out and "bicubic" in out
 
@@ -347,7 +457,67 @@ def test_cli_accepts_an_edsr_generator_of_any_size(pretrained, vgg_weights):
     config = train_gan.new_config(args)
     assert (config["model"], config["num_filters"], config["num_res_blocks"]) == ("edsr", 8, 2)
     assert (config["scale"], config["lr_patch"], config["batch_size"]) == (4, 24, 16)
-    assert config["gan"]["content_loss"] == "VGG54" and config["gan"]["adversarial_weight"] == 1e-3
+    assert config["gan_content_loss"] == "VGG54" and config["gan_adversarial_weight"] == 1e-3
+
+
+def test_any_profile_of_a_gan_generator_may_be_fine_tuned(pretrained, capsys):
+    # edsr-16 (an x2 profile whose scales include 4) builds EDSR, a GAN generator.
+    args = train_gan.make_parser().parse_args(
+        ["--generator", "edsr-16", "--pretrained-model", pretrained["edsr_x4"],
+         "--label-smoothing", "0.1"])
+    config = train_gan.new_config(args)
+    assert (config["gan_generator"], config["profile"], config["model"]) == \
+        ("edsr-16", "edsr-16", "edsr")
+    assert (config["scale"], config["num_filters"], config["gan_label_smoothing"]) == (4, 8, 0.1)
+    # WDSR is not a GAN generator in the registry: refused, naming the ones that are.
+    assert train_gan.main(["--generator", "wdsr-b-8", "--pretrained-model",
+                           pretrained["edsr_x4"]]) == 2
+    err = capsys.readouterr().err
+    assert "--generator wdsr-b-8: its model wdsr_b is not a GAN generator" in err
+    assert "edsr-gen" in err and "sr-resnet" in err
+
+
+def test_gan_generators_derive_from_the_registry(monkeypatch, capsys):
+    import dataclasses
+
+    from sisr.model import registry
+    from sisr.training import config as cfg
+
+    generators = cfg.gan_generator_profiles()
+    assert {"sr-resnet", "edsr-gen", "edsr-16"} <= set(generators)
+    assert not [name for name in generators if name.startswith("wdsr")]
+    with pytest.raises(SystemExit):
+        train_gan.main(["--help"])
+    assert "edsr-gen" in capsys.readouterr().out
+    monkeypatch.setitem(registry.MODELS, "wdsr_b", dataclasses.replace(
+        registry.MODELS["wdsr_b"], gan_generator=True))
+    assert "wdsr-b-8" in cfg.gan_generator_profiles()
+    assert cfg.gan_generator_model("wdsr-b-8") == "wdsr_b"
+
+
+@pytest.mark.slow
+def test_a_run_with_a_nested_gan_section_resumes(pretrained, vgg_weights, tmp_path):
+    # Runs saved before the flat gan_* keys kept the GAN settings in a `gan` section.
+    outdir = tmp_path / "runs"
+    assert train_gan.main(tiny_args(pretrained, vgg_weights, outdir, **{
+        "--steps-per-epoch": "1", "--label-noise": "0.05"})) == 0
+    [run_dir] = [str(p) for p in outdir.iterdir()]
+    path = os.path.join(run_dir, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    old = {k: v for k, v in config.items() if not k.startswith("gan_")}
+    old["gan"] = {k[len("gan_"):]: v for k, v in config.items() if k.startswith("gan_")}
+    old["gan"]["vgg_weights"] = "/elsewhere/vgg19.h5"
+    with open(path, "w") as f:
+        json.dump(old, f)
+
+    assert train_gan.main(["--resume", run_dir, "--epochs", "2", "--verbose", "0",
+                           "--vgg-weights", vgg_weights]) == 0
+    assert read_state(run_dir)["iterations"] == 2
+    with open(path) as f:
+        resumed = json.load(f)
+    assert "gan" not in resumed
+    assert resumed == {**config, "epochs": 2}
 
 
 def test_cli_resume_refuses_changed_settings(tmp_path, capsys):

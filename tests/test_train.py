@@ -284,3 +284,48 @@ def test_bad_input_is_refused_before_a_run_directory_exists(tmp_path, capsys, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not outdir.is_dir() or not os.listdir(outdir)
+
+
+def _head_pre_activation(model, batch):
+    head = model.get_layer("head_conv")
+    x = keras.Model(model.input, head.input)(batch)
+    y = keras.ops.conv(x, head.kernel, padding="same") + head.bias
+    return np.asarray(y, np.float64)
+
+
+def test_data_dependent_init_applies_to_a_new_run_only(tmp_path, monkeypatch):
+    from sisr.optimizers import data_dependent_init
+    from sisr.training import config as cfg
+    from sisr.training import recipe
+
+    batches = []
+
+    def init(model, batch):
+        batches.append(np.asarray(batch))
+        return data_dependent_init(model, batch)
+
+    monkeypatch.setitem(recipe.INITS, "data_dependent", init)
+    # A learning rate too small to move the weights: the saved model is the initial one.
+    profile = write_profile(tmp_path, epochs=1, steps_per_epoch=1, learning_rate=1e-12)
+    args = ["--dataset", "demo", "--seed", "5", "--outdir", str(tmp_path / "runs"),
+            "--verbose", "0"]
+    assert train.main(["--profile", profile, "--set", "init=data_dependent", *args]) == 0
+    [run_dir] = run_dirs(tmp_path / "runs")
+    assert len(batches) == 1
+    # Applied on the run's first training batch: the head conv's output on it has zero
+    # mean and unit variance per channel.
+    config = cfg.resolve(profile, {"dataset": "demo", "seed": 5, "init": "data_dependent"})
+    lr, _ = next(iter(trainer.make_pipelines(config, trainer.open_datasets(config))[0]))
+    np.testing.assert_array_equal(batches[0], lr.numpy())
+    model = sisr.load_model(os.path.join(run_dir, "best.keras"))
+    y = _head_pre_activation(model, lr)
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-3)
+    np.testing.assert_allclose(y.std(axis=(0, 1, 2)), 1.0, rtol=1e-3)
+    # Without it, the builder's initialisation does not do that.
+    plain = trainer.build_model(cfg.resolve(profile))
+    assert not np.allclose(_head_pre_activation(plain, lr).std(axis=(0, 1, 2)), 1.0,
+                           rtol=1e-2)
+
+    # Resuming continues from the backup: not initialised again.
+    assert train.main(["--resume", run_dir, "--epochs", "2", "--verbose", "0"]) == 0
+    assert len(batches) == 1 and read_state(run_dir)["iterations"] == 2

@@ -4,6 +4,10 @@ A profile is looked up by name among the profiles that ship with sisr (the repos
 `profiles/` folder, installed as `sisr/profiles/`) or in `$SISR_PROFILES`, or given as a
 path to a `.json` file. Command-line values override profile values; the result is
 validated and written into the run directory as `config.json`.
+
+Loss, optimiser, strategy and initialisation names are the keys of the tables in
+`sisr.training.recipe`. A configuration with a `gan_generator` is an SRGAN fine-tuning one
+(`python -m sisr.train_gan`) and also takes the `gan_*` keys of `GAN_DEFAULTS`.
 """
 
 import json
@@ -13,6 +17,7 @@ import os
 from sisr.errors import UsageError
 from sisr.model.common import SCALES
 from sisr.model.registry import get_spec
+from sisr.training.recipe import INITS, LOSSES, OPTIMIZERS, STRATEGIES
 
 # The repository's top-level profiles/, reached through the sisr/profiles link in a
 # checkout and installed as package data in a wheel.
@@ -20,9 +25,6 @@ PROFILE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
                            "profiles")
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-STRATEGIES = ("default", "mirrored", "multi-worker")
-LOSSES = ("l1", "mse")
-OPTIMIZERS = ("adam", "weight_norm_adam")
 
 # Trainer keys and their defaults; builder keys come from the model's builder signature.
 TRAINER_DEFAULTS = {
@@ -48,14 +50,26 @@ TRAINER_DEFAULTS = {
     "precision": "float32",
     "strategy": "default",
     "pretrained_model": None,
+    "init": "default",
     "profile": None,
+}
+
+# SRGAN fine-tuning keys and their defaults (the SRGAN paper's settings), taken by a
+# configuration with a `gan_generator`; `python -m sisr.train_gan` gives them as flags
+# (`--label-noise` for `gan_label_noise`, ...).
+GAN_DEFAULTS = {
+    "gan_generator": None,            # the generator's profile (its model a GAN generator)
+    "gan_content_loss": "VGG54",      # VGG19 features of the content loss: VGG22 or VGG54
+    "gan_vgg_weights": None,          # VGG19 weights file; None: the Keras cache
+    "gan_adversarial_weight": 1e-3,   # generator loss = content + this x adversarial
+    "gan_label_noise": 0.0,           # D's targets drawn from U(1 - n, 1) and U(0, n)
+    "gan_label_smoothing": 0.0,       # D's real target 1 - s
+    "gan_discriminator_filters": 64,  # filters of the discriminator's first block
 }
 
 
 # What a resumed run may change: everything else comes from RUN_DIR/config.json.
 RESUME_KEYS = ("epochs", "precision", "strategy")
-# Sections of a run's config.json that are not trainer keys (SRGAN settings).
-SECTIONS = ("gan",)
 
 
 class ConfigError(UsageError):
@@ -101,10 +115,77 @@ def _check_type(key, value, kind, allow_none=False):
         raise ConfigError(f"`{key}` must be {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
+def _flag(key):
+    """The `python -m sisr.train_gan` flag of a `gan_*` key."""
+    return "--" + key[len("gan_"):].replace("_", "-")
+
+
+def gan_generator_profiles():
+    """Names of the profiles that `python -m sisr.train_gan --generator` may fine-tune:
+    those whose model's registry entry is a GAN generator."""
+    names = []
+    for name in list_profiles():
+        try:
+            if get_spec(load_profile(name)[1].get("model")).gan_generator:
+                names.append(name)
+        except (ConfigError, ValueError):
+            continue  # a broken profile is reported when it is used
+    return names
+
+
+def _not_a_gan_generator(generator, reason):
+    return ConfigError(f"--generator {generator}: {reason}; profiles of GAN generators: "
+                       f"{', '.join(gan_generator_profiles()) or '(none)'}")
+
+
+def gan_generator_model(generator):
+    """The name of the registered model that the profile `generator` builds; ConfigError
+    unless the profile exists and its model is a GAN generator (`ModelSpec.gan_generator`)."""
+    try:
+        _, values = load_profile(generator)
+    except ConfigError as err:
+        raise _not_a_gan_generator(generator, str(err).split(";")[0]) from None
+    try:
+        spec = get_spec(values.get("model"))
+    except ValueError as err:
+        raise _not_a_gan_generator(generator, str(err).split(";")[0]) from None
+    if not spec.gan_generator:
+        raise _not_a_gan_generator(generator, f"its model {spec.name} is not a GAN generator")
+    return spec.name
+
+
+def _check_gan(config, spec):
+    """Raises ConfigError for `gan_*` settings that SRGAN fine-tuning cannot use."""
+    generator = config["gan_generator"]
+    if not isinstance(generator, str) or not generator:
+        raise ConfigError(f"`gan_generator` must be a profile name, got {generator!r}")
+    if not spec.gan_generator:
+        raise _not_a_gan_generator(generator, f"its model {spec.name} is not a GAN generator")
+    from sisr.losses import VGG_LAYERS
+
+    if config["gan_content_loss"] not in VGG_LAYERS:
+        raise ConfigError(f"--content-loss must be {' or '.join(VGG_LAYERS)}, got "
+                          f"{config['gan_content_loss']!r} (config key `gan_content_loss`)")
+    _check_type("gan_vgg_weights", config["gan_vgg_weights"], str, allow_none=True)
+    for key, low, high in (("gan_label_noise", 0, 0.5), ("gan_label_smoothing", 0, 0.5),
+                           ("gan_adversarial_weight", 0, math.inf)):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not low <= value < high:
+            bound = f"in [{low}, {high})" if high < math.inf else f">= {low}"
+            raise ConfigError(f"{_flag(key)} must be {bound}, got {value!r} "
+                              f"(config key `{key}`)")
+    value = config["gan_discriminator_filters"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"--discriminator-filters must be an int >= 1, got {value!r} "
+                          "(config key `gan_discriminator_filters`)")
+
+
 def resolve(profile=None, overrides=None, base=None):
     """Merges defaults, `base` (a saved configuration), a profile and overrides (None
     values are ignored) and validates.
 
+    A configuration with a `gan_generator` also takes the `gan_*` keys (`GAN_DEFAULTS`).
     Returns the resolved configuration as a plain dict (JSON-serialisable).
     """
     config = {**TRAINER_DEFAULTS, **(base or {})}
@@ -128,11 +209,18 @@ def resolve(profile=None, overrides=None, base=None):
     builder_args = {k: v for k, v in spec.arguments().items() if k != "scale"}
     for key, default in builder_args.items():
         config.setdefault(key, default)
-    unknown = sorted(set(config) - set(TRAINER_DEFAULTS) - set(builder_args))
+    known = {**TRAINER_DEFAULTS, **builder_args}
+    gan = config.get("gan_generator") is not None
+    if gan:
+        for key, default in GAN_DEFAULTS.items():
+            config.setdefault(key, default)
+        known.update(GAN_DEFAULTS)
+    unknown = sorted(set(config) - set(known))
     if unknown:
         raise ConfigError(
             f"unknown key(s) for model {spec.name}: {', '.join(unknown)}; allowed: "
-            f"{', '.join(sorted(set(TRAINER_DEFAULTS) | set(builder_args)))}"
+            f"{', '.join(sorted(known))}"
+            + ("" if gan else " (gan_* keys: python -m sisr.train_gan)")
         )
 
     for key in ("epochs", "steps_per_epoch", "batch_size", "lr_patch", "scale"):
@@ -157,9 +245,12 @@ def resolve(profile=None, overrides=None, base=None):
         raise ConfigError(f"model {spec.name} supports scales {list(spec.scales)}, "
                           f"not {config['scale']}")
     for key, allowed in (("precision", PRECISIONS), ("strategy", STRATEGIES),
-                         ("loss", LOSSES), ("optimizer", OPTIMIZERS)):
-        if config[key] not in allowed:
+                         ("loss", LOSSES), ("optimizer", OPTIMIZERS), ("init", INITS)):
+        if not isinstance(config[key], str) or config[key] not in allowed:
             raise ConfigError(f"`{key}` must be one of {', '.join(allowed)}, got {config[key]!r}")
+    if config["init"] != "default" and config["pretrained_model"]:
+        raise ConfigError(f"`init` {config['init']} would overwrite the weights of the "
+                          f"pretrained model {config['pretrained_model']}; use one or the other")
     for key in ("learning_rate", "lr_decay_factor"):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
@@ -170,6 +261,8 @@ def resolve(profile=None, overrides=None, base=None):
                                           or s < 1 for s in steps) or steps != sorted(steps):
         raise ConfigError(f"`lr_decay_steps` must be an increasing list of positive ints, "
                           f"got {steps!r}")
+    if gan:
+        _check_gan(config, spec)
     return config
 
 
@@ -197,6 +290,17 @@ def read_run_config(run_dir):
         raise ConfigError(f"--resume {run_dir}: cannot read {path}: {err}") from None
     if not isinstance(saved, dict):
         raise ConfigError(f"--resume {run_dir}: {path} does not hold a JSON object")
+    return flatten_gan_section(saved)
+
+
+def flatten_gan_section(saved):
+    """Converts the nested `"gan": {...}` section of runs saved by older versions of sisr
+    into the flat `gan_*` keys (in place; returns `saved`)."""
+    section = saved.get("gan")
+    if isinstance(section, dict):
+        del saved["gan"]
+        for key, value in section.items():
+            saved.setdefault(f"gan_{key}", value)
     return saved
 
 
@@ -223,8 +327,5 @@ def resume_config(run_dir, changes=None, also_allowed=()):
         raise ConfigError(f"--precision {precision}: the run was saved with "
                           f"{saved.get('precision')}; mixed_float16 cannot be switched on "
                           "or off when resuming (its loss scale is optimizer state)")
-    sections = {k: saved.pop(k) for k in SECTIONS if k in saved}
-    config = resolve(None, changes, base=saved)
-    config.update(sections)
-    return config
+    return resolve(None, changes, base=saved)
 

@@ -6,10 +6,18 @@ content loss on VGG54 features. The run directory is laid out as for pixel train
 except that the generator of every epoch is kept (`models/epoch-EEE-psnr-PP.PP.keras`) and
 `last.keras` is the newest: GAN training trades PSNR for texture, so the highest-PSNR epoch
 is not the best one.
+
+The generator is any profile whose model's registry entry is a GAN generator
+(`ModelSpec.gan_generator`); the GAN settings are the configuration's flat `gan_*` keys
+(`sisr.training.config.GAN_DEFAULTS`). Another GAN (ESRGAN's relativistic one, say) is a
+subclass of `SRGAN` overriding its loss hooks, trained by a `GANTrainer` subclass that
+sets `model_class` (and overrides `build_discriminator` if needed).
 """
 
 import logging
 import os
+
+from keras import ops
 
 from sisr import losses
 from sisr.fileio import atomic_copy
@@ -17,32 +25,28 @@ from sisr.model import discriminator
 from sisr.model.srmodel import model_info
 from sisr.saving import load_model, save_model
 from sisr.training.callbacks import RunDirectory, Validation
-from sisr.training.config import ConfigError
+from sisr.training.config import ConfigError, gan_generator_model
 from sisr.training.srgan import SRGAN, load_backup, save_backup
 from sisr.training.trainer import Trainer, build_model, make_optimizer
 
 log = logging.getLogger(__name__)
 
-# --generator choice (a profile) -> the model that profile builds.
-GENERATORS = {"sr-resnet": "srresnet", "edsr-gen": "edsr"}
 SCALE = 4
 # The SRGAN schedule; the generator's profile supplies everything else. Validation uses LR
 # centre crops of 48 (HR 192): enough to follow PSNR.
 SCHEDULE = {"scale": SCALE, "epochs": 200, "steps_per_epoch": 1000, "batch_size": 16,
             "learning_rate": 1e-4, "lr_decay_steps": [100000], "lr_decay_factor": 0.1,
             "lr_patch": 24, "valid_crop": 48}
-GAN_DEFAULTS = {"generator": None, "content_loss": "VGG54", "vgg_weights": None,
-                "adversarial_weight": 1e-3, "label_noise": 0.0, "label_smoothing": 0.0,
-                "discriminator_filters": 64}
 LAST_MODEL = "last.keras"
 
 
 def inspect_generator(path, generator):
     """The builder arguments of the generator in `path` (sisr's record of them).
 
-    Raises ConfigError unless it is a sisr x4 model of the kind `generator` names.
+    Raises ConfigError unless it is a sisr x4 model of the kind the profile `generator`
+    builds, and that kind is a GAN generator.
     """
-    expected = GENERATORS[generator]
+    expected = gan_generator_model(generator)
     try:
         model = load_model(path)
     except (OSError, ValueError) as err:
@@ -57,20 +61,6 @@ def inspect_generator(path, generator):
         raise ConfigError(f"--pretrained-model {path}: an x{info['scale']} {expected} model; "
                           f"SRGAN fine-tuning needs an x{SCALE} generator")
     return {k: v for k, v in info["arguments"].items() if k != "scale"}
-
-
-def check_gan(gan):
-    """Raises ConfigError for GAN settings out of range."""
-    if gan["content_loss"] not in ("VGG22", "VGG54"):
-        raise ConfigError(f"--content-loss must be VGG22 or VGG54, got {gan['content_loss']!r}")
-    for key in ("label_noise", "label_smoothing"):
-        if not 0 <= gan[key] < 0.5:
-            raise ConfigError(f"--{key.replace('_', '-')} must be in [0, 0.5), got {gan[key]}")
-    if not gan["adversarial_weight"] >= 0:
-        raise ConfigError(f"--adversarial-weight must be >= 0, got {gan['adversarial_weight']}")
-    if gan["discriminator_filters"] < 1:
-        raise ConfigError(f"--discriminator-filters must be >= 1, got "
-                          f"{gan['discriminator_filters']}")
 
 
 class GeneratorValidation(Validation):
@@ -107,10 +97,14 @@ class GANRunDirectory(RunDirectory):
 
 class GANTrainer(Trainer):
     """SRGAN fine-tuning: the pixel `Trainer`'s skeleton with a generator, a discriminator
-    and a frozen VGG19 feature extractor (`config["gan"]`).
+    and a frozen VGG19 feature extractor (the `gan_*` keys of the configuration).
+
+    Hooks for other GANs: `model_class` (an `SRGAN` subclass with other losses),
+    `build_discriminator`, `build_feature_extractor` and `compile_arguments`.
 
     Args:
-        config: a resolved configuration with a `gan` section (see `GAN_DEFAULTS`).
+        config: a resolved configuration with a `gan_generator` (see
+            `sisr.training.config.GAN_DEFAULTS`).
         vgg_weights: the VGG19 weights file; by default found (or downloaded) and checked
             by `prepare`, before any run directory exists.
     """
@@ -119,40 +113,56 @@ class GANTrainer(Trainer):
     trained = "generator"
     run_directory = GANRunDirectory
     validation = GeneratorValidation
+    #: The Keras model that trains generator and discriminator together.
+    model_class = SRGAN
 
     def __init__(self, config, vgg_weights=None):
         super().__init__(config)
         self.vgg_weights = vgg_weights
 
     def run_name(self):
-        return f"srgan-{self.config['gan']['generator']}"
+        return f"srgan-{self.config['gan_generator']}"
 
     def prepare(self, resume=False):
         self.start()  # a multi-worker strategy must precede any TF op
         if self.vgg_weights is None:
-            self.vgg_weights = losses.vgg19_weights_path(self.config["gan"]["vgg_weights"])
+            self.vgg_weights = losses.vgg19_weights_path(self.config["gan_vgg_weights"])
             losses.check_vgg19_weights(self.vgg_weights)
         return super().prepare(resume)
 
+    # -- hooks ---------------------------------------------------------------------------
+    def build_discriminator(self):
+        """The discriminator of HR patches (`lr_patch` x 4)."""
+        return discriminator(hr_size=self.config["lr_patch"] * SCALE,
+                             num_filters=self.config["gan_discriminator_filters"])
+
+    def build_feature_extractor(self):
+        """The frozen network of the content loss (VGG19 features)."""
+        return losses.vgg_feature_extractor(self.config["gan_content_loss"],
+                                            weights=self.vgg_weights)
+
+    def compile_arguments(self):
+        """The keyword arguments of `model_class.compile` besides the optimizers."""
+        config = self.config
+        return {"adversarial_weight": config["gan_adversarial_weight"],
+                "label_noise": config["gan_label_noise"],
+                "label_smoothing": config["gan_label_smoothing"],
+                "psnr_shave": self.shave, "noise_seed": config["seed"] or 0}
+
     def build(self, resume):
-        config, gan = self.config, self.config["gan"]
+        config = self.config
         generator = build_model(config)
         if not resume:
             self.seed_from_pretrained(generator)
-        critic = discriminator(hr_size=config["lr_patch"] * SCALE,
-                               num_filters=gan["discriminator_filters"])
-        features = losses.vgg_feature_extractor(gan["content_loss"], weights=self.vgg_weights)
-        model = SRGAN(generator, critic, features)
+        model = self.model_class(generator, self.build_discriminator(),
+                                 self.build_feature_extractor())
         model.compile(g_optimizer=make_optimizer(config), d_optimizer=make_optimizer(config),
-                      adversarial_weight=gan["adversarial_weight"],
-                      label_noise=gan["label_noise"], label_smoothing=gan["label_smoothing"],
-                      psnr_shave=self.shave, noise_seed=config["seed"] or 0)
+                      **self.compile_arguments())
         return model
 
     def restore(self, model, backup_path):
         load_backup(model, backup_path)
 
     def validation_loss(self, model):
-        return model.content.mean
-
-
+        """The generator's content loss (`model.content_loss`), a batch mean."""
+        return lambda hr, sr: ops.mean(model.content_loss(hr, sr))

@@ -10,6 +10,10 @@ under tf.distribute each replica's loss is its share of the global batch mean
 (`tf.nn.compute_average_loss`), so that the optimizers' all-reduced (summed) gradients
 are those of the global batch.
 
+Another GAN is a subclass overriding the loss hooks (`content_loss`, `adversarial_loss`,
+`discriminator_loss`, `discriminator_accuracy`), e.g. ESRGAN's relativistic average GAN with
+a discriminator that outputs logits.
+
 Back up a run with `save_backup` (generator, discriminator and both optimizers' state, in
 one `.weights.h5`, written atomically) and restore it with `load_backup`; save the
 generator alone with `sisr.save_model` for inference.
@@ -118,6 +122,26 @@ class SRGAN(keras.Model):
         self.optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
 
+    # -- losses: the hooks a subclass overrides for another GAN ---------------------------
+    # Each takes and returns float32 tensors; `real` and `fake` are the discriminator's
+    # outputs on the HR and SR batches, and each loss is per image (shape [batch]).
+    def content_loss(self, hr, sr):
+        """The generator's content loss (VGG features, `sisr.losses.ContentLoss`)."""
+        return self.content(hr, sr)
+
+    def adversarial_loss(self, real, fake):
+        """The generator's adversarial loss: BCE(1, D(SR)) (`real` is unused here)."""
+        return losses.generator_adversarial_loss(fake)
+
+    def discriminator_loss(self, real, fake, real_target, fake_target):
+        """BCE(real_target, D(HR)) + BCE(fake_target, D(SR)); the targets are scalars or
+        per-image [batch, 1] tensors (label smoothing and noise)."""
+        return losses.discriminator_loss(real, fake, real_target, fake_target)
+
+    def discriminator_accuracy(self, real, fake):
+        """Share of HR images scored > 0.5 and SR images scored < 0.5."""
+        return losses.discriminator_accuracy(real, fake)
+
     # -- training ----------------------------------------------------------------------
     def _targets(self, batch):
         real = 1.0 - self.label_smoothing
@@ -142,10 +166,10 @@ class SRGAN(keras.Model):
             sr = tf.cast(self.generator(lr, training=True), tf.float32)
             real = self.discriminator(hr, training=True)
             fake = self.discriminator(sr, training=True)
-            content = self.content(hr, sr)
-            adversarial = losses.generator_adversarial_loss(fake)
+            content = self.content_loss(hr, sr)
+            adversarial = self.adversarial_loss(real, fake)
             perceptual = self.content_weight * content + self.adversarial_weight * adversarial
-            d_loss = losses.discriminator_loss(real, fake, real_target, fake_target)
+            d_loss = self.discriminator_loss(real, fake, real_target, fake_target)
             # Each replica's share of the global batch mean; scaled for float16 if needed.
             g_scaled = self.optimizer.scale_loss(tf.nn.compute_average_loss(perceptual))
             d_scaled = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(d_loss))
@@ -158,7 +182,7 @@ class SRGAN(keras.Model):
 
         values = {"loss": perceptual, "content_loss": content, "adversarial_loss": adversarial,
                   "discriminator_loss": d_loss,
-                  "discriminator_accuracy": losses.discriminator_accuracy(real, fake)}
+                  "discriminator_accuracy": self.discriminator_accuracy(real, fake)}
         for tracker in self._trackers:
             tracker.update_state(values[tracker.name])
         return {t.name: t.result() for t in self._trackers}

@@ -14,7 +14,7 @@ from sisr.fileio import atomic_write_json
 from sisr.inference import resolve
 from sisr.model.registry import get_spec
 from sisr.saving import load_model
-from sisr.training import distributed
+from sisr.training import distributed, recipe
 from sisr.training.callbacks import (
     BACKUP_DIR, NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation, read_state,
 )
@@ -39,50 +39,37 @@ def precision(policy):
 
 
 def make_strategy(name):
-    """`default`: one device; `mirrored`: all local GPUs, else all logical CPU devices;
-    `multi-worker`: MultiWorkerMirroredStrategy over the cluster of TF_CONFIG (or Slurm),
-    created once per process and before TensorFlow runs any op (see
-    `sisr.training.distributed`)."""
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        if gpus:
-            return tf.distribute.MirroredStrategy([d.name for d in gpus])
-        # CPU replicas: reduce on one device; collective all-reduce on CPUs gains nothing
-        # and its instance keys can clash with another strategy in the same process.
-        cpus = tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy(
-            [d.name for d in cpus], cross_device_ops=tf.distribute.ReductionToOneDevice())
-    if name == "multi-worker":
-        return distributed.multi_worker_strategy()
-    raise ValueError(f"unknown strategy {name!r}")
+    """The tf.distribute strategy called `name` in `sisr.training.recipe.STRATEGIES`
+    (`default`: one device; `mirrored`: all local GPUs, else all logical CPU devices;
+    `multi-worker`: the cluster of TF_CONFIG or Slurm)."""
+    try:
+        entry = recipe.STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}") from None
+    return entry.make()
 
 
 def build_model(config):
     return get_spec(config["model"]).builder(**builder_kwargs(config))
 
 
-# Adam as the official EDSR and WDSR code trains: PyTorch's betas and epsilon (1e-8; Keras'
-# default is 1e-7, and Keras adds it to sqrt(v) where PyTorch adds it to sqrt(v_hat)).
-ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8}
+ADAM = recipe.ADAM  # kept for callers of sisr.training.trainer.ADAM
 
 
 def make_optimizer(config):
+    """The optimizer `config["optimizer"]` names (`recipe.OPTIMIZERS`), with the
+    piecewise-constant learning rate of `learning_rate`, `lr_decay_steps` and
+    `lr_decay_factor`."""
     boundaries = list(config["lr_decay_steps"])
     values = learning_rate_values(config)
     lr = (keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
           if boundaries else values[0])
-    if config["optimizer"] == "weight_norm_adam":
-        from sisr.optimizers import WeightNormAdam
-
-        return WeightNormAdam(learning_rate=lr, **ADAM)
-    return keras.optimizers.Adam(learning_rate=lr, **ADAM)
+    return recipe.OPTIMIZERS[config["optimizer"]](config, lr)
 
 
 def make_loss(config):
-    return {"l1": keras.losses.MeanAbsoluteError, "mse": keras.losses.MeanSquaredError}[
-        config["loss"]]()
+    """The pixel loss `config["loss"]` names (`recipe.LOSSES`)."""
+    return recipe.LOSSES[config["loss"]](config)
 
 
 def copy_pretrained(model, pretrained, scale):
@@ -194,9 +181,9 @@ class Trainer:
     `run` is the skeleton that every training shares: seeding, the float32 export model,
     the strategy and precision scopes, resuming from the backup, the callbacks, `fit`, the
     non-finite-loss report and the final comparison with bicubic. Subclasses change its
-    hooks (`prepare`, `build`, `restore`, `validation_loss`, the `run_directory` and
-    `validation` callback classes), as `sisr.training.gan.GANTrainer` does for SRGAN
-    fine-tuning.
+    hooks (`prepare`, `build`, `initialize`, `restore`, `validation_loss`, the
+    `run_directory` and `validation` callback classes), as `sisr.training.gan.GANTrainer`
+    does for SRGAN fine-tuning.
     """
 
     #: The key of the result naming the model file in `models/` that was kept last.
@@ -224,15 +211,7 @@ class Trainer:
         TensorFlow runs any op) and checks that the global batch splits evenly over its
         replicas; returns it."""
         if self.strategy is None:
-            if self.config["strategy"] == "multi-worker" and \
-                    self.config["precision"] == "mixed_float16":
-                # Measured: two local workers never finish their first epoch (TF 2.21,
-                # Keras 3.15); mixed_bfloat16 needs no loss scaling and works.
-                raise ConfigError("--precision mixed_float16 with --strategy multi-worker is "
-                                  "refused: its dynamic loss scaling hangs the workers; use "
-                                  "mixed_bfloat16 or float32")
-            if self.config["strategy"] != "multi-worker":
-                distributed.check_single_process(self.config["strategy"])
+            recipe.STRATEGIES[self.config["strategy"]].check(self.config)
             self.strategy = make_strategy(self.config["strategy"])
             replicas = self.strategy.num_replicas_in_sync
             if self.config["batch_size"] % replicas:
@@ -246,7 +225,12 @@ class Trainer:
         """Checks the inputs so that bad ones fail before a run directory exists: opens the
         datasets, checks that patches and crops fit their images and, for a new run, that
         the pretrained model fits the model."""
-        self.start()
+        strategy = self.start()
+        if not resume and self.config["init"] != "default" and self.config["seed"] is None \
+                and distributed.is_multi_worker(strategy):
+            # Every worker initialises on its own first batch: the same one only when seeded.
+            raise ConfigError(f"`init` {self.config['init']} with --strategy multi-worker "
+                              "needs a --seed (every worker initialises on its own batch)")
         if self.datasets is None:
             self.datasets = open_datasets(self.config)
             make_pipelines(self.config, self.datasets)
@@ -277,6 +261,17 @@ class Trainer:
         model.compile(optimizer=make_optimizer(config), loss=self.loss,
                       metrics=[metrics.PSNR(shave=self.shave)])
         return model
+
+    def initialize(self, model, train_ds):
+        """Applies `config["init"]` (`recipe.INITS`) to a new run's model on the first
+        training batch (the batch `fit` starts with when the run has a seed)."""
+        name = self.config["init"]
+        if name == "default":
+            return
+        lr, _ = next(iter(train_ds))
+        recipe.INITS[name](model, lr)
+        log.info("initialised %s with `init` %s on a batch of %d", self.trained, name,
+                 int(lr.shape[0]))
 
     def restore(self, model, backup_path):
         """Loads the backup of the last completed epoch (weights and optimizer state)."""
@@ -325,6 +320,7 @@ class Trainer:
             export_model = build_model(config)
         with precision(config["precision"]), strategy.scope(), \
                 distributed.output_dir(run_dir, strategy) as out_dir:
+            train_ds, valid_ds = make_pipelines(config, datasets, initial_epoch)
             model = self.build(resume)
             if strategy.num_replicas_in_sync > 1:
                 distributed.synchronize_batch_norm(model)
@@ -333,7 +329,8 @@ class Trainer:
                 check_restored(model, state, run_dir)
                 log.info("resuming %s after epoch %d (step %d)", run_dir, initial_epoch,
                          state["iterations"])
-            train_ds, valid_ds = make_pipelines(config, datasets, initial_epoch)
+            else:
+                self.initialize(model, train_ds)
             # Other workers repeat the chief's saves into their own temporary directory,
             # starting afresh (no resumed state to restore there).
             guard, run_cb, callbacks = self.callbacks(model, export_model, valid_ds, out_dir,
