@@ -37,6 +37,9 @@ def add_run_arguments(parser):
     parser.add_argument("--seed", type=int)
     parser.add_argument("--precision", choices=cfg.PRECISIONS)
     parser.add_argument("--strategy", choices=cfg.STRATEGIES)
+    parser.add_argument("--cluster-timeout", type=float, metavar="SECONDS",
+                        help="multi-worker: how long a worker waits for the others to start "
+                             "before giving up, naming them (default 600)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                         help="Keras fit verbosity (1: progress bar)")
 
@@ -115,9 +118,22 @@ def new_config(args):
     return config
 
 
+def start_cluster(args, strategy, config=None):
+    """Joins the multi-worker cluster first, if `strategy` is multi-worker (the strategy
+    must exist before TensorFlow runs any op), after the strategy's checks of `config`."""
+    if strategy == "multi-worker":
+        from sisr.training import distributed, recipe
+
+        if config is not None:
+            with cli.checking():
+                recipe.STRATEGIES[strategy].check(config)
+        distributed.multi_worker_strategy(args.cluster_timeout or distributed.CLUSTER_TIMEOUT)
+
+
 def _main(args):
     with cli.checking():
         config = new_config(args)
+    start_cluster(args, config["strategy"], config)  # usage errors, or exit 1 on a timeout
 
     from sisr.training.trainer import Trainer
 

@@ -15,7 +15,7 @@ import sys
 from sisr import cli
 from sisr.losses import VGG_LAYERS
 from sisr.pretrained import resolve_model
-from sisr.train import add_run_arguments, resume_changes, train_run
+from sisr.train import add_run_arguments, resume_changes, start_cluster, train_run
 from sisr.training import config as cfg
 from sisr.training.gan import SCALE, SCHEDULE
 
@@ -103,12 +103,10 @@ def make_parser():
 
 def _main(args):
     with cli.checking():
-        if args.strategy == "multi-worker":
-            # Before the generator is inspected: the strategy must precede any TF op.
-            from sisr.training.distributed import multi_worker_strategy
-
-            multi_worker_strategy()
+        # Before the generator is inspected: the strategy must precede any TF op.
+        start_cluster(args, args.strategy)
         config = resume_config(args) if args.resume else new_config(args)
+    start_cluster(args, config["strategy"], config)  # a resumed run's (created once)
 
     from sisr.training.gan import GANTrainer
 

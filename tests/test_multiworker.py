@@ -336,7 +336,7 @@ def test_sigint_ends_a_worker_waiting_for_a_peer(tmp_path):
     # A worker waiting for a peer that never starts ignored SIGINT and SIGTERM.
     workers = Cluster(tmp_path, "alone", ["--profile", write_profile(tmp_path), "--dataset",
                                           "demo", "--strategy", "multi-worker", "--outdir",
-                                          str(tmp_path / "runs")])
+                                          str(tmp_path / "runs"), "--cluster-timeout", "900"])
     lonely, missing = workers.procs
     missing.kill()
     missing.wait()
@@ -344,6 +344,7 @@ def test_sigint_ends_a_worker_waiting_for_a_peer(tmp_path):
     while "waiting for worker 1" not in workers.output(0) and time.time() < deadline:
         time.sleep(0.5)
     assert "waiting for worker 1" in workers.output(0), workers.output(0)
+    assert "(5 s of 900)" in workers.output(0)  # --cluster-timeout
     lonely.send_signal(signal.SIGINT)
     code = lonely.wait(timeout=20)
     assert code != 0
