@@ -102,11 +102,10 @@ def _copy_source(destination):
     import shutil
 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
-    for name in ("setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in"):
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), destination)
-    for name in ("sisr", "profiles"):
-        shutil.copytree(os.path.join(ROOT, name), os.path.join(destination, name),
-                        symlinks=True, ignore=ignore)
+    shutil.copytree(os.path.join(ROOT, "sisr"), os.path.join(destination, "sisr"),
+                    symlinks=True, ignore=ignore)
 
 
 def test_the_wheel_ships_profiles_and_data_and_runs_outside_the_checkout(tmp_path):
@@ -120,7 +119,8 @@ def test_the_wheel_ships_profiles_and_data_and_runs_outside_the_checkout(tmp_pat
                           str(source), "-w", str(wheels)], check=True, capture_output=True)
     [wheel] = list(wheels.iterdir())
     names = set(zipfile.ZipFile(wheel).namelist())
-    profiles = sorted(n for n in os.listdir(os.path.join(ROOT, "profiles")) if n.endswith(".json"))
+    profiles = sorted(n for n in os.listdir(os.path.join(ROOT, "sisr", "profiles"))
+                      if n.endswith(".json"))
     assert profiles and {f"sisr/profiles/{n}" for n in profiles} <= names
     demo = os.listdir(os.path.join(ROOT, "sisr", "data", "demo"))
     assert {f"sisr/data/demo/{n}" for n in demo} <= names
