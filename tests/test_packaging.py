@@ -152,3 +152,17 @@ def test_import_is_light_and_clis_run_without_runpy_warnings():
                               "--help"], capture_output=True, text=True, cwd=ROOT)
         assert run.returncode == 0, run.stderr
         assert "found in sys.modules" not in run.stderr
+
+
+def test_readme_layout_lists_every_module_and_package():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    table = readme[readme.index("## Layout"):]
+    table = table[:table.index("\n## ")]
+    listed = set(re.findall(r"`(sisr/[\w/.]+)`", table))
+    package = os.path.join(ROOT, "sisr")
+    entries = {f"sisr/{name}/" if os.path.isdir(os.path.join(package, name)) else f"sisr/{name}"
+               for name in os.listdir(package)
+               if not name.startswith(".") and name != "__pycache__"}
+    assert entries - listed == set(), "README's layout table misses these"
+    assert listed - entries == set(), "README's layout table lists what does not exist"
