@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,6 +96,11 @@ def test_ci_runs_the_readme_test_command():
     assert match, "README.md must mark its test command with <!-- test-command -->"
     command = match.group(1).strip()
     assert command in ci
+    # Then the slow tier, which the default run leaves out, and the linter.
+    assert "python -m pytest -q -m slow" in ci and "ruff check ." in ci
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        pytest_options = tomllib.load(f)["tool"]["pytest"]["ini_options"]
+    assert pytest_options["addopts"] == "-m 'not slow'"
 
 
 def _copy_source(destination):
