@@ -84,7 +84,7 @@ def run_case(args, workers, outdir):
         procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     outputs = [proc.communicate() for proc in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs):
         if proc.returncode != 0:
             raise SystemExit(f"a worker failed ({proc.returncode}):\n{err[-3000:]}")
     line = next(line for line in outputs[0][0].splitlines() if line.startswith(RESULT))

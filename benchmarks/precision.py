@@ -110,7 +110,7 @@ def run_speed(args):
         naive = mixed_copy(shuffle_last(model)[0], ())
         batch = tf.constant(lr, tf.float32)
         variants = {
-            "float32 as built": lambda m=model: to_uint8(compiled_forward(m)(batch)).numpy(),
+            "float32 as built": lambda m=model, b=batch: to_uint8(compiled_forward(m)(b)).numpy(),
             "float32": lambda m=model: sisr.resolve(m, lr).numpy(),
             "bf16 naive": lambda m=naive: sisr.resolve(m, lr).numpy(),
             "bf16 guarded": lambda m=model: sisr.resolve(m, lr, precision="bfloat16").numpy(),

@@ -220,8 +220,8 @@ def main(argv=None):
         paired = [t / s for t, s in zip(times[(case, "pytorch")], times[(case, "sisr")])]
         target = TARGETS.get(case)
         rows.append([case, f"{1e3 * per['pytorch']:.1f}", f"{1e3 * per['sisr']:.1f}",
-                     f"{100 * spread(times[(case, 'pytorch')]):.0f}%/"
-                     f"{100 * spread(times[(case, 'sisr')]):.0f}%",
+                     (f"{100 * spread(times[(case, 'pytorch')]):.0f}%/"
+                      f"{100 * spread(times[(case, 'sisr')]):.0f}%"),
                      f"{ratio:.2f}", f"{min(paired):.2f}-{max(paired):.2f}",
                      "-" if target is None else f">= {target}: "
                      + ("met" if ratio >= target else "NOT met")])

@@ -1,6 +1,5 @@
 """Checks that the TensorFlow backend and a safe Keras version are installed."""
 
-import importlib.metadata
 import os
 
 MIN_KERAS = (3, 13, 2)
@@ -40,15 +39,3 @@ def require_tensorflow():
             f"advisories), found {keras.__version__}: pip install -U 'keras>=3.13.2'"
         )
 
-
-def installed_tensorflow_distributions():
-    """Names of the installed TensorFlow distributions (there should be exactly one)."""
-    names = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-macos")
-    found = []
-    for name in names:
-        try:
-            importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        found.append(name)
-    return found

@@ -415,7 +415,7 @@ def _main(args):
     print(f"{args.kind}: {result.converted} converted, {result.up_to_date} up to date, "
           f"{len(result.failed)} failed, {len(result.ignored)} non-image files skipped "
           f"-> {os.path.abspath(args.output)}")
-    for path, error in result.failed:
+    for _, error in result.failed:
         print(f"failed: {error}", file=sys.stderr)
     return 0 if result.ok else 1
 

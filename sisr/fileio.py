@@ -46,12 +46,6 @@ def is_temp_name(path):
     return os.path.basename(os.fspath(path)).startswith(TEMP_PREFIX)
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def new_temp_path(directory, suffix="", create=True):
     """A fresh hidden temporary path in `directory`; with `create`, an empty file there.
 

@@ -100,12 +100,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     inputs of any float dtype are normalised by `FusedBatchNormV3` with the float32 moving
     statistics, gamma and beta: one pass over the activations, the shift applied at float32
     precision, the result rounded once to the input's dtype. Under `mixed_bfloat16` Keras'
-    layer instead casts to float32 and back around five elementwise ops (8-20% of SRResNet's
-    bfloat16 inference time in interleaved measurements), while folding the statistics
-    into the conv before it would round each channel's shift to bfloat16 (a systematic
-    error that moved single SRResNet pixels by 3 levels). Training and other backends run
-    Keras' layer unchanged. `sisr.precision.mixed_copy` uses it in place of
-    `BatchNormalization`.
+    layer instead casts to float32 and back around five unfused elementwise ops, while
+    folding the statistics into the conv before it would round each channel's shift to
+    bfloat16, a systematic error (benchmarks/README.md has the measurements). Training and
+    other backends run Keras' layer unchanged. `sisr.precision.mixed_copy` uses it in place
+    of `BatchNormalization`.
 
     Args:
         **kwargs: as for `keras.layers.BatchNormalization`.

@@ -312,7 +312,7 @@ INIT_BANDS = {  # profile: (L1, output std, head conv std)
     "wdsr-b-32": ((63, 94), (43, 68), (0.27, 0.44)),
 }
 PROFILES = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "profiles", "*.json")))
+    os.path.abspath(__file__))), "sisr", "profiles", "*.json")))
 
 
 def demo_patches(scale, count=4, size=12):

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,6 +96,11 @@ def test_ci_runs_the_readme_test_command():
     assert match, "README.md must mark its test command with <!-- test-command -->"
     command = match.group(1).strip()
     assert command in ci
+    # Then the slow tier, which the default run leaves out, and the linter.
+    assert "python -m pytest -q -m slow" in ci and "ruff check ." in ci
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        pytest_options = tomllib.load(f)["tool"]["pytest"]["ini_options"]
+    assert pytest_options["addopts"] == "-m 'not slow'"
 
 
 def _copy_source(destination):
@@ -102,11 +108,10 @@ def _copy_source(destination):
     import shutil
 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
-    for name in ("setup.cfg", "pyproject.toml", "README.md", "MANIFEST.in"):
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), destination)
-    for name in ("sisr", "profiles"):
-        shutil.copytree(os.path.join(ROOT, name), os.path.join(destination, name),
-                        symlinks=True, ignore=ignore)
+    shutil.copytree(os.path.join(ROOT, "sisr"), os.path.join(destination, "sisr"),
+                    symlinks=True, ignore=ignore)
 
 
 def test_the_wheel_ships_profiles_and_data_and_runs_outside_the_checkout(tmp_path):
@@ -120,7 +125,8 @@ def test_the_wheel_ships_profiles_and_data_and_runs_outside_the_checkout(tmp_pat
                           str(source), "-w", str(wheels)], check=True, capture_output=True)
     [wheel] = list(wheels.iterdir())
     names = set(zipfile.ZipFile(wheel).namelist())
-    profiles = sorted(n for n in os.listdir(os.path.join(ROOT, "profiles")) if n.endswith(".json"))
+    profiles = sorted(n for n in os.listdir(os.path.join(ROOT, "sisr", "profiles"))
+                      if n.endswith(".json"))
     assert profiles and {f"sisr/profiles/{n}" for n in profiles} <= names
     demo = os.listdir(os.path.join(ROOT, "sisr", "data", "demo"))
     assert {f"sisr/data/demo/{n}" for n in demo} <= names
@@ -152,3 +158,17 @@ def test_import_is_light_and_clis_run_without_runpy_warnings():
                               "--help"], capture_output=True, text=True, cwd=ROOT)
         assert run.returncode == 0, run.stderr
         assert "found in sys.modules" not in run.stderr
+
+
+def test_readme_layout_lists_every_module_and_package():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    table = readme[readme.index("## Layout"):]
+    table = table[:table.index("\n## ")]
+    listed = set(re.findall(r"`(sisr/[\w/.]+)`", table))
+    package = os.path.join(ROOT, "sisr")
+    entries = {f"sisr/{name}/" if os.path.isdir(os.path.join(package, name)) else f"sisr/{name}"
+               for name in os.listdir(package)
+               if not name.startswith(".") and name != "__pycache__"}
+    assert entries - listed == set(), "README's layout table misses these"
+    assert listed - entries == set(), "README's layout table lists what does not exist"

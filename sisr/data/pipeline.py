@@ -10,7 +10,8 @@ sliced from one uint8 tensor.
 Training: image indices are shuffled every epoch and repeated; each image visit gives
 `patches_per_image` random aligned crops (LR offset * scale = HR offset) with the same
 random flip and 90-degree rotation for LR and HR (one per image visit), drawn with
-stateless RNG from a per-visit seed stream, so a `seed` makes runs reproducible under the parallel map.
+stateless RNG from a per-visit seed stream, so a `seed` makes runs reproducible under the
+parallel map.
 Patches of several images are shuffled together, batched and prefetched.
 """
 

@@ -4,7 +4,7 @@ import keras
 
 from sisr.initializers import FanInUniform, torch_kernel
 from sisr.layers import PixelShuffle
-from sisr.model.registry import SCALES
+from sisr.model.registry import SCALES  # noqa: F401  (re-exported)
 from sisr.model.srmodel import SRModel
 
 # Batch-norm momentum of SRResNet and the SRGAN discriminator, as in the original Keras

@@ -13,7 +13,7 @@ contract tests all read `MODELS`; nothing else lists architectures
 import dataclasses
 import inspect
 import types
-from typing import Callable
+from collections.abc import Callable
 
 SCALES = (2, 3, 4, 8)  # the scales of every generator builder unless a spec says otherwise
 

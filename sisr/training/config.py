@@ -1,7 +1,7 @@
 """Training profiles: flat JSON files whose keys are builder and trainer arguments.
 
-A profile is looked up by name among the profiles that ship with sisr (the repository's
-`profiles/` folder, installed as `sisr/profiles/`) or in `$SISR_PROFILES`, or given as a
+A profile is looked up by name among the profiles that ship with sisr (package data in
+`sisr/profiles/`) or in `$SISR_PROFILES`, or given as a
 path to a `.json` file. Command-line values override profile values; the result is
 validated and written into the run directory as `config.json`.
 
@@ -19,8 +19,7 @@ from sisr.model.common import SCALES
 from sisr.model.registry import get_spec
 from sisr.training.recipe import INITS, LOSSES, OPTIMIZERS, STRATEGIES
 
-# The repository's top-level profiles/, reached through the sisr/profiles link in a
-# checkout and installed as package data in a wheel.
+# Package data: sisr/profiles/ in a checkout and in an installed wheel alike.
 PROFILE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "profiles")
 
