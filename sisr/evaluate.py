@@ -228,8 +228,9 @@ def evaluate(args):
     from sisr.pretrained import resolve_model
 
     with cli.checking():  # no usable model or no dataset: nothing to do
-        rows, scale = _load_models(model_files(resolve_model(args.model)), args.scale, args.tile or None,
-                                   args.self_ensemble, errors, args.precision)
+        rows, scale = _load_models(model_files(resolve_model(args.model)), args.scale,
+                                   args.tile or None, args.self_ensemble, errors,
+                                   args.precision)
         if not rows:
             raise ModelError("no usable model: " + "; ".join(e["error"] for e in errors))
         dataset = open_dataset(args.dataset, args.subset, scale, downgrade=args.downgrade)

@@ -182,7 +182,8 @@ def _check_outputs_are_not_inputs(sources, targets, args):
     outputs = list(targets)
     if args.compare:
         outputs += [f"{os.path.splitext(target)[0]}_compare.png" for target in targets]
-    clashes = sorted({inputs[os.path.realpath(t)] for t in outputs if os.path.realpath(t) in inputs})
+    clashes = sorted({inputs[os.path.realpath(t)] for t in outputs
+                      if os.path.realpath(t) in inputs})
     if clashes:
         raise UsageError(f"output {args.output} would overwrite input(s) of this run: "
                          f"{', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}; "

@@ -70,8 +70,8 @@ def test_user_profile_from_path(tmp_path):
         ("edsr-8", {"epochs": 0}, r"`epochs` must be at least 1"),
         ("edsr-8", {"precision": "fp8"}, r"`precision` must be one of"),
         ("edsr-8", {"learning_rate": -1.0}, r"`learning_rate` must be a positive finite"),
-        ("edsr-8", {"learning_rate": float("inf")}, r"`learning_rate` must be a positive "
-                                                    r"finite number, got inf"),
+        ("edsr-8", {"learning_rate": float("inf")}, (r"`learning_rate` must be a positive "
+                                                     r"finite number, got inf")),
         ("edsr-8", {"lr_decay_factor": "x"}, r"`lr_decay_factor` must be a positive"),
         ("edsr-8", {"lr_decay_factor": -0.5}, r"`lr_decay_factor` must be a positive"),
         ("edsr-8", {"valid_crop": 0}, r"`valid_crop` must be at least 1"),

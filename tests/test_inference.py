@@ -93,7 +93,8 @@ def test_one_traced_forward_pass_per_model_and_no_retracing_warning():
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda m: sisr.resolve(m, np.zeros((1, 4, 4, 4))), r"lr_batch must be RGB.*\(1, 4, 4, 4\)"),
+        (lambda m: sisr.resolve(m, np.zeros((1, 4, 4, 4))),
+         r"lr_batch must be RGB.*\(1, 4, 4, 4\)"),
         (lambda m: sisr.resolve(m, np.zeros((4, 4, 3))), r"lr_batch must be RGB"),
         (lambda m: sisr.resolve_single(m, np.zeros((4, 4))), r"lr must be an RGB image"),
         (lambda m: sisr.resolve(m, np.zeros((1, 0, 4, 3))), r"lr_batch is empty"),

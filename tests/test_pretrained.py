@@ -61,7 +61,7 @@ def write_state(path, seed=0):
     return str(path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_params():
     return build("edsr", **TINY_ARGS).count_params()
 

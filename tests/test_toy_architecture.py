@@ -14,7 +14,6 @@ from PIL import Image
 import sisr
 from sisr import upscale
 from sisr.model import MODELS, model_info, register, unregister
-from sisr.port import port
 from sisr.port.cli import main as port_main
 from sisr.port.rules import shuffle_permutation
 from sisr.precision import keep_float32, mixed_copy

@@ -94,7 +94,7 @@ def load_profile(name_or_path):
     else:
         path, name = os.path.join(profile_dir(), f"{name_or_path}.json"), name_or_path
     if not os.path.isfile(path):
-        known = ", ".join(list_profiles()) or "(none found in %s)" % profile_dir()
+        known = ", ".join(list_profiles()) or f"(none found in {profile_dir()})"
         raise ConfigError(f"unknown profile {name_or_path!r}; known profiles: {known}")
     try:
         with open(path) as f:
