@@ -79,7 +79,13 @@ def list_images(folder, numpy=False):
     return [os.path.join(folder, name) for name in names
             if not name.startswith(".") and not is_temp_name(name)
             and (is_image_file(name) or (numpy and is_numpy_file(name)))
-            and os.path.isfile(os.path.join(folder, name))]
+            and _file_or_dangling(os.path.join(folder, name))]
+
+
+def _file_or_dangling(path):
+    """A file, or a symbolic link to nothing: listed, so that reading it fails by name
+    rather than the image going missing without a word."""
+    return os.path.isfile(path) or (os.path.islink(path) and not os.path.exists(path))
 
 
 # ---------------------------------------------------------------------------- reading
@@ -153,6 +159,9 @@ def _read(path, handle, failure="cannot decode image, corrupt or truncated?"):
         raise ImageError(message if message.startswith(path) else f"{path}: {message}") \
             from None
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageError(f"{path}: a symbolic link to {os.readlink(path)}, which does "
+                             "not exist") from None
         raise ImageError(f"{path}: no such file") from None
     except Image.DecompressionBombError as err:
         raise ImageError(f"{path}: refused, too many pixels for Pillow's decompression-bomb "
@@ -161,12 +170,21 @@ def _read(path, handle, failure="cannot decode image, corrupt or truncated?"):
         raise ImageError(f"{path}: {failure} ({err})") from None
 
 
-def read_image(path):
-    """Reads an image file as a `LoadedImage` (upright, 8-bit, channel layout kept)."""
+def read_image(path, first_frame=False):
+    """Reads an image file as a `LoadedImage` (upright, 8-bit, channel layout kept).
+
+    An animated image (several frames) is refused, unless `first_frame`: then its first
+    frame is read, and the note says so."""
     path = os.fspath(path)
 
     def handle(image):
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1 and not first_frame:
+            raise ImageError(f"{path}: an animated image of {frames} frames; sisr upscales "
+                             "still images (--first-frame: its first frame alone)")
         array, note = _decode(image)
+        if frames > 1:
+            note = "; ".join(filter(None, [f"first of {frames} frames", note]))
         return LoadedImage(array, _PIL_TO_FORMAT.get(image.format),
                            image.info.get("icc_profile"), note)
 
@@ -266,6 +284,9 @@ def read_npy_header(path):
             offset = f.tell()
         size = os.path.getsize(path)
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageError(f"{path}: a symbolic link to {os.readlink(path)}, which does "
+                             "not exist") from None
         raise ImageError(f"{path}: no such file") from None
     except (OSError, ValueError) as err:
         raise ImageError(f"{path}: not a valid .npy file ({err})") from None

@@ -7,6 +7,8 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from sisr.errors import UsageError
+
 # The compiled forward pass of each model; weak keys, and the function holds only a weak
 # reference to its model, so that the cache keeps no model alive.
 _FORWARD = weakref.WeakKeyDictionary()
@@ -49,12 +51,12 @@ def _as_batch(lr_batch, argument):
         lr_batch = lr_batch.numpy()
     array = np.asarray(lr_batch)
     if array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(
+        raise UsageError(
             f"{argument} must be RGB images of shape (batch, height, width, 3), "
             f"got shape {array.shape}"
         )
     if min(array.shape[:3]) < 1:
-        raise ValueError(f"{argument} is empty: shape {array.shape}")
+        raise UsageError(f"{argument} is empty: shape {array.shape}")
     return tf.convert_to_tensor(array, tf.float32)
 
 
@@ -82,5 +84,5 @@ def resolve_single(model, lr, precision="float32"):
     """Super-resolves one LR image of shape (height, width, 3); returns a uint8 tensor."""
     array = lr.numpy() if isinstance(lr, tf.Tensor) else np.asarray(lr)
     if array.ndim != 3 or array.shape[-1] != 3:
-        raise ValueError(f"lr must be an RGB image of shape (height, width, 3), got {array.shape}")
+        raise UsageError(f"lr must be an RGB image of shape (height, width, 3), got {array.shape}")
     return resolve(model, array[None], precision)[0]

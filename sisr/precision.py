@@ -17,6 +17,8 @@ registered layers: it saves to `.keras` and loads in safe mode.
 import fnmatch
 import weakref
 
+from sisr.errors import UsageError
+
 PRECISIONS = ("float32", "bfloat16")
 # inference_copy results per model and precision, reused by repeated `resolve` calls.
 _COPIES = weakref.WeakKeyDictionary()
@@ -25,7 +27,7 @@ _COPIES = weakref.WeakKeyDictionary()
 def check_precision(precision):
     """Returns `precision` if it is one of PRECISIONS, else raises ValueError."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, "
                          f"got {precision!r}")
     return precision
 
@@ -73,11 +75,11 @@ def mixed_copy(model, float32_layers=None, policy="mixed_bfloat16"):
         config = model.get_config()
         layers = config["layers"]
     except (NotImplementedError, KeyError, TypeError) as err:
-        raise ValueError(f"model {model.name!r} is not a functional model; "
+        raise UsageError(f"model {model.name!r} is not a functional model; "
                          "bfloat16 copies need one") from err
     unknown = sorted(set(names) - {layer["config"].get("name") for layer in layers})
     if unknown:
-        raise ValueError(f"model {model.name!r} has no layer(s) {', '.join(unknown)}")
+        raise UsageError(f"model {model.name!r} has no layer(s) {', '.join(unknown)}")
     for layer in layers:
         if layer["class_name"] == "InputLayer":
             continue  # inputs stay float32: callers feed float32 pixels

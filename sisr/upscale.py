@@ -87,6 +87,8 @@ def expand_inputs(inputs):
             paths.extend(found)
         elif os.path.isfile(item):
             paths.append(item)
+        elif os.path.exists(item):
+            raise imageio.ImageError(f"{item}: not a regular file or a folder")
         else:
             raise imageio.ImageError(f"{item}: no such file or folder")
     return paths
@@ -137,6 +139,8 @@ def make_parser():
     p.add_argument("--hr", metavar="PATH",
                    help="HR image (one input) or folder of same-stem HR images for --compare")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--first-frame", action="store_true",
+                   help="upscale the first frame of animated images (refused otherwise)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -157,7 +161,7 @@ def _check_args(p, args):
 def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
     if not args.force and os.path.exists(target):  # fail before the expensive part
         raise FileExistsError(f"{target} exists; not overwriting it (use --force)")
-    loaded = imageio.read_image(source)
+    loaded = imageio.read_image(source, first_frame=args.first_frame)
     if loaded.note:
         log.warning("%s: %s", source, loaded.note)
     progress.reset(total=len(upscaler.tiles(*loaded.array.shape[:2])))
@@ -251,7 +255,9 @@ def _main(args):
                               _find_hr(args.hr, source, many), progress)
                 written.append(target)
             except (imageio.ImageError, OSError, ValueError) as err:
-                log.error("%s: %s", source, err)
+                # Messages that name the file already are not prefixed again.
+                message = str(err)
+                log.error("%s", message if source in message else f"{source}: {message}")
                 failures.append(source)
     print(f"upscaled {len(written)} of {len(sources)} image(s) x{scale} into {args.output}"
           + (f"; {len(failures)} failed: " + ", ".join(failures) if failures else ""))

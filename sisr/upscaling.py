@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from sisr.errors import UsageError
 from sisr.receptive_field import locality, receptive_radius
 from sisr.saving import ModelError
 
@@ -133,10 +134,10 @@ class Upscaler:
 
         if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int)
                                  or tile < 0):
-            raise ValueError(f"tile must be None or an int >= 0, got {tile!r}")
+            raise UsageError(f"tile must be None or an int >= 0, got {tile!r}")
         if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, int)
                                     or overlap < 0):
-            raise ValueError(f"overlap must be None or an int >= 0, got {overlap!r}")
+            raise UsageError(f"overlap must be None or an int >= 0, got {overlap!r}")
         self.model = model
         self.scale = scale if scale is not None else model_scale(model)
         self.tile = tile or None
@@ -175,7 +176,7 @@ class Upscaler:
         """
         rgb = np.asarray(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.size == 0:
-            raise ValueError(f"expected a non-empty HxWx3 uint8 image, got "
+            raise UsageError(f"expected a non-empty HxWx3 uint8 image, got "
                              f"{rgb.dtype} {rgb.shape}")
         h, w = rgb.shape[:2]
         s, m = self.scale, self.overlap or 0
@@ -223,13 +224,13 @@ def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on
         model, tile=tile, overlap=overlap, self_ensemble=self_ensemble, precision=precision)
     array = np.asarray(image)
     if array.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got {array.dtype}")
+        raise UsageError(f"image must be uint8, got {array.dtype}")
     if array.ndim == 2:
         array, squeeze = array[..., None], True
     else:
         squeeze = False
     if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4) or array.size == 0:
-        raise ValueError(f"image must be HxW, HxWx1, HxWx2, HxWx3 or HxWx4, got {array.shape}")
+        raise UsageError(f"image must be HxW, HxWx1, HxWx2, HxWx3 or HxWx4, got {array.shape}")
     channels = array.shape[-1]
     if channels <= 2:  # grayscale (+ alpha)
         sr = upscaler(np.repeat(array[..., :1], 3, axis=-1), gray=True, on_tile=on_tile)

@@ -404,3 +404,19 @@ def test_bfloat16_copy_follows_later_weight_changes():
     layer.bias.assign(layer.bias + 0.2)  # +0.2 * 127.5 = 25.5 grey levels
     after = sisr.resolve(model, lr, precision="bfloat16").numpy()
     assert np.abs(after.astype(int) - before.astype(int) - 25).max() <= 2
+
+
+def test_bad_arguments_are_sisr_errors():
+    # They were plain ValueErrors, although library errors derive from SisrError.
+    from sisr.errors import SisrError
+    from sisr.upscaling import Upscaler
+
+    model = edsr(2, num_filters=4, num_res_blocks=1)
+    lr = np.zeros((1, 4, 4, 3), np.float32)
+    for call, match in ((lambda: sisr.resolve(model, lr, precision="float16"), "precision"),
+                        (lambda: Upscaler(model, precision=7), "precision"),
+                        (lambda: Upscaler(model, tile="x"), "tile"),
+                        (lambda: sisr.resolve(model, lr[..., :2]), "lr_batch")):
+        with pytest.raises(SisrError, match=match) as info:
+            call()
+        assert isinstance(info.value, ValueError)  # and still what callers caught before

@@ -365,6 +365,37 @@ def test_cli_upscales_a_folder_and_reports_a_corrupt_file(inputs, model_file, tm
     np.testing.assert_array_equal(np.asarray(Image.open(out / "rgb_x2.png")), expected)
 
 
+def test_cli_names_what_it_cannot_upscale(model_file, tmp_path, capsys, caplog):
+    # An animated GIF became its first frame and a dangling x.png link was not counted
+    # ("1 of 1", exit 0); a FIFO was "no such file or folder"; errors named the path twice.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _save(folder / "still.png", random_image((9, 14, 3), seed=4))
+    frames = [Image.fromarray(random_image((8, 10, 3), seed=s)) for s in range(3)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    os.symlink(tmp_path / "gone.png", folder / "x.png")
+    out = tmp_path / "out"
+    assert up.main(["-i", str(folder), "-o", str(out), "--model", model_file, "-q"]) == 1
+    printed = capsys.readouterr().out
+    assert "upscaled 1 of 3" in printed and "anim.gif" in printed and "x.png" in printed
+    assert f"{folder / 'anim.gif'}: an animated image of 3 frames; sisr upscales still " \
+        "images (--first-frame: its first frame alone)" in caplog.text
+    assert f"{folder / 'x.png'}: a symbolic link to {tmp_path / 'gone.png'}, which does " \
+        "not exist" in caplog.text
+    assert f"{folder / 'x.png'}: {folder / 'x.png'}" not in caplog.text
+    assert sorted(os.listdir(out)) == ["still_x2.png"]
+    caplog.clear()
+    assert up.main(["-i", str(folder / "anim.gif"), "-o", str(out), "--model", model_file,
+                    "--first-frame", "-q"]) == 0
+    assert "first of 3 frames" in caplog.text
+    with Image.open(out / "anim_x2.png") as im:
+        assert im.size == (20, 16)
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    assert up.main(["-i", str(fifo), "-o", str(out), "--model", model_file, "-q"]) == 2
+    assert f"{fifo}: not a regular file or a folder" in capsys.readouterr().err
+
+
 @pytest.fixture
 def umask_022():
     old = os.umask(0o022)
