@@ -522,6 +522,7 @@ def test_srgan_x4_from_the_installed_package(installed_srgan):
     assert pretrained.is_cached(installed_srgan["srgan-x4"])
 
 
+@pytest.mark.slow
 def test_real_srresnet_beats_bicubic_and_srgan_scores_lower(installed_srgan, tmp_path):
     """Y channel, border 4, the demo validation photographs; the right file per name."""
     from sisr import evaluate
