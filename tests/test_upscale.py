@@ -378,10 +378,10 @@ def test_cli_names_what_it_cannot_upscale(model_file, tmp_path, capsys, caplog):
     assert up.main(["-i", str(folder), "-o", str(out), "--model", model_file, "-q"]) == 1
     printed = capsys.readouterr().out
     assert "upscaled 1 of 3" in printed and "anim.gif" in printed and "x.png" in printed
-    assert f"{folder / 'anim.gif'}: an animated image of 3 frames; sisr upscales still " \
-        "images (--first-frame: its first frame alone)" in caplog.text
-    assert f"{folder / 'x.png'}: a symbolic link to {tmp_path / 'gone.png'}, which does " \
-        "not exist" in caplog.text
+    assert (f"{folder / 'anim.gif'}: an animated image of 3 frames; sisr upscales still "
+            "images (--first-frame: its first frame alone)") in caplog.text
+    assert (f"{folder / 'x.png'}: a symbolic link to {tmp_path / 'gone.png'}, which does "
+            "not exist") in caplog.text
     assert f"{folder / 'x.png'}: {folder / 'x.png'}" not in caplog.text
     assert sorted(os.listdir(out)) == ["still_x2.png"]
     caplog.clear()

@@ -25,8 +25,9 @@ def make_parser():
     p.add_argument("--from", dest="source", default=formats.AUTO,
                    choices=formats.choices(),
                    help="the checkpoint's format (default: detected from its keys)")
-    p.add_argument("--profile", help="training profile (name in profiles/ or JSON path) "
-                                     "to check the architecture against")
+    p.add_argument("--profile", help="training profile to check the architecture against "
+                                     "(a name python -m sisr.train --help lists, or a JSON "
+                                     "path)")
     p.add_argument("--model", help="expected model (a registered name, e.g. edsr)")
     p.add_argument("--scale", type=int, help="expected scale")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
