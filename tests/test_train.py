@@ -329,3 +329,70 @@ def test_data_dependent_init_applies_to_a_new_run_only(tmp_path, monkeypatch):
     # Resuming continues from the backup: not initialised again.
     assert train.main(["--resume", run_dir, "--epochs", "2", "--verbose", "0"]) == 0
     assert len(batches) == 1 and read_state(run_dir)["iterations"] == 2
+
+
+# Builder values the builder refuses or cannot use: (where given, key, value, message part).
+BAD_BUILDER_VALUES = [
+    ("set", "num_res_blocks", "abc", "must be a positive integer"),
+    ("set", "num_res_blocks", "1e9", "must be a positive integer"),
+    ("set", "num_res_blocks", "[1]", "must be a positive integer"),
+    ("set", "res_block_scaling", "oops", "must be None or a positive number"),
+    ("set", "num_blocks", "3", "unknown key(s)"),
+    ("set", "num_res_blocks", "1000000000", "for its weights and optimiser state"),
+    ("profile", "num_res_blocks", 1e308, "must be a positive integer"),
+    ("profile", "num_res_blocks", float("nan"), "must be a positive integer"),
+    ("profile", "num_res_blocks", -3, "must be a positive integer"),
+    ("profile", "num_filters", 99999999, "for its weights and optimiser state"),
+    ("profile", "res_block_scaling", "oops", "must be None or a positive number"),
+    ("profile", "num_blocks", 3, "unknown key(s)"),
+]
+
+
+@pytest.mark.parametrize("where, key, value, message", BAD_BUILDER_VALUES,
+                         ids=[f"{w}-{k}={v}" for w, k, v, _ in BAD_BUILDER_VALUES])
+def test_builder_values_are_refused_before_any_work(tmp_path, capsys, monkeypatch, where, key,
+                                                    value, message):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    # Nothing is built, nor any data opened: the refusal comes from the configuration.
+    monkeypatch.setattr(trainer, "build_model", refuse)
+    monkeypatch.setattr(trainer, "open_datasets", refuse)
+    outdir = tmp_path / "runs"
+    args = ["--dataset", "demo", "--outdir", str(outdir), "--verbose", "0"]
+    if where == "set":
+        profile = write_profile(tmp_path)
+        args += ["--profile", profile, "--set", f"{key}={value}"]
+        source = f"--set {key}={value}"
+    else:
+        profile = write_profile(tmp_path, **{key: value})
+        args += ["--profile", profile]
+        source = f"profile {profile}"
+    assert train.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert key in err[0] and source in err[0] and message in err[0], err[0]
+    if "optimiser state" in message:  # the estimate and this machine's memory
+        assert "GiB" in err[0] or "TiB" in err[0] or "EiB" in err[0], err[0]
+        assert "this machine has" in err[0]
+    assert not outdir.exists()
+
+
+def test_a_model_too_large_for_memory_is_refused_without_allocating_it(tmp_path):
+    # In a fresh process, whose peak memory shows that no weight was allocated: with
+    # 99999999 filters the head convolution's kernel alone would take 10.8 GB.
+    profile = write_profile(tmp_path, num_filters=99999999)
+    script = ("import resource, sys\nfrom sisr import train\n"
+              "code = train.main(sys.argv[1:])\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)\n")
+    outdir = tmp_path / "runs"
+    result = subprocess.run(
+        [sys.executable, "-c", script, "--profile", profile, "--dataset", "demo", "--outdir",
+         str(outdir)], capture_output=True, text=True, cwd=str(tmp_path),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "num_filters" in errors[0] and "would need" in errors[0]
+    peak_kib = int(result.stdout.split()[-1])
+    assert peak_kib < 2 * 2**20, f"peak RSS {peak_kib} KiB"
+    assert not outdir.exists()
