@@ -396,3 +396,89 @@ def test_a_model_too_large_for_memory_is_refused_without_allocating_it(tmp_path)
     peak_kib = int(result.stdout.split()[-1])
     assert peak_kib < 2 * 2**20, f"peak RSS {peak_kib} KiB"
     assert not outdir.exists()
+
+
+# -- --resume with a damaged backup ----------------------------------------------------
+def snapshot(run_dir):
+    """Every file of a run directory and its contents."""
+    files = {}
+    for folder, _, names in os.walk(run_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, run_dir)] = f.read()
+    return files
+
+
+def truncate(path, size=2000):
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+def two_epoch_run(tmp_path, steps):
+    """A run of two epochs that also kept the backup of its first epoch (as a kill between
+    the second backup's state and the removal of the first leaves it)."""
+    profile = write_profile(tmp_path, epochs=1, steps_per_epoch=steps)
+    assert train.main(["--profile", profile, "--dataset", "demo", "--seed", "6",
+                       "--outdir", str(tmp_path / "runs"), "--verbose", "0"]) == 0
+    [run_dir] = run_dirs(tmp_path / "runs")
+    first = os.path.join(run_dir, "backup", "epoch-001.keras")
+    with open(first, "rb") as f:
+        kept = f.read()
+    assert train.main(["--resume", run_dir, "--epochs", "2", "--verbose", "0"]) == 0
+    with open(first, "wb") as f:
+        f.write(kept)
+    return run_dir
+
+
+def test_resume_falls_back_to_the_previous_intact_backup(tmp_path, capsys, caplog):
+    steps = 2
+    run_dir = two_epoch_run(tmp_path, steps)
+    damaged = os.path.join(run_dir, "backup", "epoch-002.keras")
+    truncate(damaged)
+    models = set(os.listdir(os.path.join(run_dir, "models")))
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="sisr"):
+        assert train.main(["--resume", run_dir, "--epochs", "3", "--verbose", "0"]) == 0
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert damaged in warning and "resuming from epoch 1 (epoch-001.keras)" in warning
+    state = read_state(run_dir)
+    # Epochs 2 and 3 trained from the first epoch's backup: the step count continued.
+    assert state["epoch"] == 3 and state["iterations"] == 3 * steps
+    assert sorted(os.listdir(os.path.join(run_dir, "backup"))) == ["epoch-003.keras",
+                                                                   "state.json"]
+    # The models of completed epochs are the user's: none was removed.
+    assert models <= set(os.listdir(os.path.join(run_dir, "models")))
+    with open(os.path.join(run_dir, "training.csv")) as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    sisr.load_model(os.path.join(run_dir, "best.keras"))
+
+
+@pytest.mark.parametrize("damage", ["state_truncated", "state_invalid", "state_not_a_state",
+                                    "every_backup"])
+def test_resume_refuses_a_damaged_run_and_changes_nothing(tmp_path, capsys, damage):
+    run_dir = two_epoch_run(tmp_path, steps=1)
+    backup = os.path.join(run_dir, "backup")
+    state_path = os.path.join(backup, "state.json")
+    if damage == "state_truncated":
+        truncate(state_path, 20)
+        damaged = state_path
+    elif damage == "state_invalid":
+        with open(state_path, "wb") as f:
+            f.write(b"\xff\xfe not json")
+        damaged = state_path
+    elif damage == "state_not_a_state":
+        with open(state_path, "w") as f:
+            json.dump({"epoch": "2", "backup": "../../elsewhere.keras"}, f)
+        damaged = state_path
+    else:
+        for name in ("epoch-001.keras", "epoch-002.keras"):
+            truncate(os.path.join(backup, name))
+        damaged = os.path.join(backup, "epoch-002.keras")
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert train.main(["--resume", run_dir, "--epochs", "3", "--verbose", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert f"{damaged} is damaged" in err[0] and "--pretrained-model" in err[0], err[0]
+    assert snapshot(run_dir) == before
