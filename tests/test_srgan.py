@@ -432,8 +432,7 @@ def write_bad_vgg(path):
     ("wrong_vgg", "does not hold VGG19 weights: expected the 16 conv layers"),
     ("no_vgg_offline", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     ("label_noise", "--label-noise must be in [0, 0.5)"),
-    ("huge_discriminator", "--discriminator-filters 99999999: the discriminator model would "
-                           "need"),
+    ("huge_discriminator", "--discriminator-filters 99999999: the discriminator model"),
     ("tampered_record", "`num_res_blocks` recorded in --pretrained-model"),
 ])
 def test_cli_rejects_bad_input_before_training(case, message, pretrained, vgg_weights,

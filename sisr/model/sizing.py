@@ -62,11 +62,12 @@ def _stateless(limit=None):
         global_state.set_global_attribute(_DEFERRED, previous)
 
 
-def builder_error(spec, kwargs):
-    """The exception that `spec`'s builder raises for `kwargs` before it creates its first
-    weight (its argument checks), or None; nothing is built."""
+def builder_error(spec, kwargs, limit=-1):
+    """The exception that `spec`'s builder raises for `kwargs` before its stateless build
+    passes `limit` parameters, or None; nothing is allocated. The default stops at the
+    first weight: the builder's own argument checks."""
     try:
-        with _stateless(limit=-1):
+        with _stateless(limit):
             spec.builder(**kwargs)
     except LimitExceeded:
         return None
@@ -86,23 +87,24 @@ def reference_arguments(spec, kwargs):
     return reference
 
 
-def refused_argument(spec, kwargs):
-    """`(argument, error)` for builder arguments that `spec`'s builder refuses, else None.
+def refused_argument(spec, kwargs, limit=-1):
+    """`(argument, error)` for builder arguments that `spec`'s builder refuses (before its
+    stateless build passes `limit` parameters: see `builder_error`), else None.
 
     `argument` is the one that the builder refuses on its own (with the other arguments at
     their reference values), or None if it refuses only their combination. None is also
     returned when the builder cannot be checked this way (it refuses its reference
     arguments when run statelessly)."""
-    error = builder_error(spec, kwargs)
+    error = builder_error(spec, kwargs, limit)
     if error is None:
         return None
     reference = reference_arguments(spec, kwargs)
-    if builder_error(spec, reference) is not None:
+    if builder_error(spec, reference, limit) is not None:
         return None
     for key, value in kwargs.items():
         if key in reference and reference[key] == value and type(reference[key]) is type(value):
             continue
-        alone = builder_error(spec, {**reference, key: value})
+        alone = builder_error(spec, {**reference, key: value}, limit)
         if alone is not None:
             return key, alone
     return None, error

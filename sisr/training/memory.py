@@ -62,14 +62,17 @@ def check_fits(networks, origins=None, memory=None):
             f"{' ' if more else ''}{need} for its weights and optimiser state; this machine "
             f"has {_size(memory)}")
 
-    estimates = []
-    for spec, kwargs, keys in networks:
-        refused = sizing.refused_argument(spec, kwargs)
-        if refused is not None:  # the builder's own checks, as `config.resolve` runs them
+    def check(spec, kwargs, keys, limit=-1):
+        refused = sizing.refused_argument(spec, kwargs, limit)
+        if refused is not None:
             argument, error = refused
             key = keys.get(argument, argument)
             where = origins.get(key, f"`{key}`") if argument else f"model {spec.name}"
             raise ConfigError(f"{where}: {error}")
+
+    estimates = []
+    for spec, kwargs, keys in networks:
+        check(spec, kwargs, keys)  # the builder's own checks, as `config.resolve` runs them
         estimate = sizing.estimate_parameters(spec, kwargs)
         estimates.append(estimate)
         if estimate is not None and estimate.parameters > budget:
@@ -81,3 +84,6 @@ def check_fits(networks, origins=None, memory=None):
             budget -= sizing.count_parameters(spec, kwargs, limit=budget)
         except sizing.LimitExceeded as err:
             refuse(spec, kwargs, keys, err.count, driver, more=True)
+        except Exception as err:  # refused by the builder after its first weight
+            check(spec, kwargs, keys, limit=budget)
+            raise ConfigError(f"model {spec.name}: {err}") from None
