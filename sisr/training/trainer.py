@@ -253,9 +253,10 @@ class Trainer:
         return self.strategy
 
     def prepare(self, resume=False):
-        """Checks the inputs so that bad ones fail before a run directory exists: opens the
-        datasets, checks that patches and crops fit their images and, for a new run, that
-        the pretrained model fits the model."""
+        """Checks the inputs so that bad ones fail before a run directory exists: checks
+        that the networks fit in memory (`check_memory`), opens the datasets, checks that
+        patches and crops fit their images and, for a new run, that the pretrained model
+        fits the model."""
         self.check_memory()
         strategy = self.start()
         if not resume and self.config["init"] != "default" and self.config["seed"] is None \
