@@ -78,7 +78,9 @@ def train_run(trainer, args):
     from sisr.training.trainer import new_run_dir
 
     with cli.checking():  # bad input fails before any run directory exists
-        if not args.resume:
+        if args.resume:
+            trainer.resume_state(args.resume)  # a damaged backup: an earlier one, or refused
+        else:
             check_creatable_dir(args.outdir)
         trainer.prepare(resume=bool(args.resume))
     run_dir = args.resume or new_run_dir(args.outdir, trainer.run_name(), trainer.strategy)
@@ -93,6 +95,14 @@ def train_run(trainer, args):
           f"bicubic {result['bicubic_psnr']:.2f} dB ({gain:+.2f} dB)")
     print(f"{trainer.trained}: {os.path.join(run_dir, trainer.final_model)}")
     return 0
+
+
+def origins(args, flags=FLAG_KEYS):
+    """Where each configuration key given on the command line came from, for messages."""
+    found = {key: f"--{key.replace('_', '-')} {getattr(args, key)}" for key in flags}
+    for item in getattr(args, "set", None) or []:
+        found[item.partition("=")[0].replace("-", "_")] = f"--set {item}"
+    return found
 
 
 def new_config(args):
@@ -111,7 +121,7 @@ def new_config(args):
         overrides["pretrained_model"] = resolve_model(args.pretrained_model)
         overrides["benchmark"] = args.benchmark
         overrides.update(parse_set(args.set))
-        config = cfg.resolve(args.profile, overrides)
+        config = cfg.resolve(args.profile, overrides, origins=origins(args))
         if config["pretrained_model"] and not os.path.isfile(config["pretrained_model"]):
             raise cfg.ConfigError(
                 f"--pretrained-model {config['pretrained_model']}: no such file")
@@ -131,13 +141,14 @@ def start_cluster(args, strategy, config=None):
 
 
 def _main(args):
-    with cli.checking():
-        config = new_config(args)
-    start_cluster(args, config["strategy"], config)  # usage errors, or exit 1 on a timeout
-
     from sisr.training.trainer import Trainer
 
-    return train_run(Trainer(config), args)
+    with cli.checking():
+        trainer = Trainer(new_config(args))
+        trainer.check_memory()  # before any work: no TensorFlow op runs
+    # Usage errors, or exit 1 on a timeout.
+    start_cluster(args, trainer.config["strategy"], trainer.config)
+    return train_run(trainer, args)
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ import sys
 from sisr import cli
 from sisr.losses import VGG_LAYERS
 from sisr.pretrained import resolve_model
-from sisr.train import add_run_arguments, resume_changes, start_cluster, train_run
+from sisr.train import add_run_arguments, origins, resume_changes, start_cluster, train_run
 from sisr.training import config as cfg
 from sisr.training.gan import SCALE, SCHEDULE
 
@@ -43,7 +43,11 @@ def new_config(args):
     overrides.update({k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k) is not None})
     overrides.update({f"gan_{k}": getattr(args, k) for k in GAN_FLAGS})
     overrides["gan_generator"] = cfg.load_profile(args.generator)[0]
-    return cfg.resolve(args.generator, {**overrides, **kwargs})
+    where = origins(args, FLAG_KEYS)
+    where.update((f"gan_{k}", f"--{k.replace('_', '-')} {getattr(args, k)}") for k in GAN_FLAGS)
+    where.update((k, f"`{k}` recorded in --pretrained-model {args.pretrained_model}")
+                 for k in kwargs)
+    return cfg.resolve(args.generator, {**overrides, **kwargs}, origins=where)
 
 
 def resume_config(args):
@@ -102,15 +106,16 @@ def make_parser():
 
 
 def _main(args):
+    from sisr.training.gan import GANTrainer
+
     with cli.checking():
         # Before the generator is inspected: the strategy must precede any TF op.
         start_cluster(args, args.strategy)
         config = resume_config(args) if args.resume else new_config(args)
+        trainer = GANTrainer(config)
+        trainer.check_memory()  # before any work: no TensorFlow op runs
     start_cluster(args, config["strategy"], config)  # a resumed run's (created once)
-
-    from sisr.training.gan import GANTrainer
-
-    return train_run(GANTrainer(config), args)
+    return train_run(trainer, args)
 
 
 def main(argv=None):

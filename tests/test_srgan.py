@@ -355,6 +355,11 @@ def pretrained(tmp_path_factory):
     x = keras.layers.Conv2D(48, 3, padding="same", name="upsample_x4_conv1")(x)
     paths["impostor"] = str(folder / "impostor.keras")
     sisr.save_model(keras.Model(x_in, x, name="srresnet"), paths["impostor"])
+    # An SRResNet whose record of its builder arguments has been tampered with.
+    tampered = srresnet(4, num_filters=8, num_res_blocks=1)
+    tampered.arguments["num_res_blocks"] = 1e308
+    paths["tampered"] = str(folder / "tampered.keras")
+    sisr.save_model(tampered, paths["tampered"])
     return paths
 
 
@@ -427,6 +432,8 @@ def write_bad_vgg(path):
     ("wrong_vgg", "does not hold VGG19 weights: expected the 16 conv layers"),
     ("no_vgg_offline", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     ("label_noise", "--label-noise must be in [0, 0.5)"),
+    ("huge_discriminator", "--discriminator-filters 99999999: the discriminator model"),
+    ("tampered_record", "`num_res_blocks` recorded in --pretrained-model"),
 ])
 def test_cli_rejects_bad_input_before_training(case, message, pretrained, vgg_weights,
                                                tmp_path, monkeypatch, capsys):
@@ -440,12 +447,14 @@ def test_cli_rejects_bad_input_before_training(case, message, pretrained, vgg_we
         "wrong_vgg": {"--vgg-weights": write_bad_vgg(tmp_path / "bad.h5")},
         "no_vgg_offline": {"--vgg-weights": None},
         "label_noise": {"--label-noise": "0.6"},
+        "huge_discriminator": {"--discriminator-filters": "99999999"},
+        "tampered_record": {"--pretrained-model": pretrained["tampered"]},
     }[case]
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv(losses.OFFLINE_ENV, "1")
     assert train_gan.main(tiny_args(pretrained, vgg_weights, outdir, **changes)) == 2
     err = capsys.readouterr().err
-    assert message in err
+    assert message in err and len(err.strip().splitlines()) == 1, err
     if case == "no_vgg_offline":
         assert str(tmp_path / "keras" / "models") in err and "--vgg-weights" in err
     assert not outdir.exists()

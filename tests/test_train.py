@@ -329,3 +329,156 @@ def test_data_dependent_init_applies_to_a_new_run_only(tmp_path, monkeypatch):
     # Resuming continues from the backup: not initialised again.
     assert train.main(["--resume", run_dir, "--epochs", "2", "--verbose", "0"]) == 0
     assert len(batches) == 1 and read_state(run_dir)["iterations"] == 2
+
+
+# Builder values the builder refuses or cannot use: (where given, key, value, message part).
+BAD_BUILDER_VALUES = [
+    ("set", "num_res_blocks", "abc", "must be a positive integer"),
+    ("set", "num_res_blocks", "1e9", "must be a positive integer"),
+    ("set", "num_res_blocks", "[1]", "must be a positive integer"),
+    ("set", "res_block_scaling", "oops", "must be None or a positive number"),
+    ("set", "num_blocks", "3", "unknown key(s)"),
+    ("set", "num_res_blocks", "1000000000", "for its weights and optimiser state"),
+    ("profile", "num_res_blocks", 1e308, "must be a positive integer"),
+    ("profile", "num_res_blocks", float("nan"), "must be a positive integer"),
+    ("profile", "num_res_blocks", -3, "must be a positive integer"),
+    ("profile", "num_filters", 99999999, "for its weights and optimiser state"),
+    ("profile", "res_block_scaling", "oops", "must be None or a positive number"),
+    ("profile", "num_blocks", 3, "unknown key(s)"),
+]
+
+
+@pytest.mark.parametrize("where, key, value, message", BAD_BUILDER_VALUES,
+                         ids=[f"{w}-{k}={v}" for w, k, v, _ in BAD_BUILDER_VALUES])
+def test_builder_values_are_refused_before_any_work(tmp_path, capsys, monkeypatch, where, key,
+                                                    value, message):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    # Nothing is built, nor any data opened: the refusal comes from the configuration.
+    monkeypatch.setattr(trainer, "build_model", refuse)
+    monkeypatch.setattr(trainer, "open_datasets", refuse)
+    outdir = tmp_path / "runs"
+    args = ["--dataset", "demo", "--outdir", str(outdir), "--verbose", "0"]
+    if where == "set":
+        profile = write_profile(tmp_path)
+        args += ["--profile", profile, "--set", f"{key}={value}"]
+        source = f"--set {key}={value}"
+    else:
+        profile = write_profile(tmp_path, **{key: value})
+        args += ["--profile", profile]
+        source = f"profile {profile}"
+    assert train.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert key in err[0] and source in err[0] and message in err[0], err[0]
+    if "optimiser state" in message:  # the estimate and this machine's memory
+        assert "GiB" in err[0] or "TiB" in err[0] or "EiB" in err[0], err[0]
+        assert "this machine has" in err[0]
+    assert not outdir.exists()
+
+
+def test_a_model_too_large_for_memory_is_refused_without_allocating_it(tmp_path):
+    # In a fresh process, whose peak memory shows that no weight was allocated: with
+    # 99999999 filters the head convolution's kernel alone would take 10.8 GB.
+    profile = write_profile(tmp_path, num_filters=99999999)
+    script = ("import resource, sys\nfrom sisr import train\n"
+              "code = train.main(sys.argv[1:])\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)\n")
+    outdir = tmp_path / "runs"
+    result = subprocess.run(
+        [sys.executable, "-c", script, "--profile", profile, "--dataset", "demo", "--outdir",
+         str(outdir)], capture_output=True, text=True, cwd=str(tmp_path),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "num_filters" in errors[0] and "would need" in errors[0]
+    peak_kib = int(result.stdout.split()[-1])
+    assert peak_kib < 2 * 2**20, f"peak RSS {peak_kib} KiB"
+    assert not outdir.exists()
+
+
+# -- --resume with a damaged backup ----------------------------------------------------
+def snapshot(run_dir):
+    """Every file of a run directory and its contents."""
+    files = {}
+    for folder, _, names in os.walk(run_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, run_dir)] = f.read()
+    return files
+
+
+def truncate(path, size=2000):
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+def two_epoch_run(tmp_path, steps):
+    """A run of two epochs that also kept the backup of its first epoch (as a kill between
+    the second backup's state and the removal of the first leaves it)."""
+    profile = write_profile(tmp_path, epochs=1, steps_per_epoch=steps)
+    assert train.main(["--profile", profile, "--dataset", "demo", "--seed", "6",
+                       "--outdir", str(tmp_path / "runs"), "--verbose", "0"]) == 0
+    [run_dir] = run_dirs(tmp_path / "runs")
+    first = os.path.join(run_dir, "backup", "epoch-001.keras")
+    with open(first, "rb") as f:
+        kept = f.read()
+    assert train.main(["--resume", run_dir, "--epochs", "2", "--verbose", "0"]) == 0
+    with open(first, "wb") as f:
+        f.write(kept)
+    return run_dir
+
+
+def test_resume_falls_back_to_the_previous_intact_backup(tmp_path, capsys, caplog):
+    steps = 2
+    run_dir = two_epoch_run(tmp_path, steps)
+    damaged = os.path.join(run_dir, "backup", "epoch-002.keras")
+    truncate(damaged)
+    models = set(os.listdir(os.path.join(run_dir, "models")))
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="sisr"):
+        assert train.main(["--resume", run_dir, "--epochs", "3", "--verbose", "0"]) == 0
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert damaged in warning and "resuming from epoch 1 (epoch-001.keras)" in warning
+    state = read_state(run_dir)
+    # Epochs 2 and 3 trained from the first epoch's backup: the step count continued.
+    assert state["epoch"] == 3 and state["iterations"] == 3 * steps
+    assert sorted(os.listdir(os.path.join(run_dir, "backup"))) == ["epoch-003.keras",
+                                                                   "state.json"]
+    # The models of completed epochs are the user's: none was removed.
+    assert models <= set(os.listdir(os.path.join(run_dir, "models")))
+    with open(os.path.join(run_dir, "training.csv")) as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    sisr.load_model(os.path.join(run_dir, "best.keras"))
+
+
+@pytest.mark.parametrize("damage", ["state_truncated", "state_invalid", "state_not_a_state",
+                                    "every_backup"])
+def test_resume_refuses_a_damaged_run_and_changes_nothing(tmp_path, capsys, damage):
+    run_dir = two_epoch_run(tmp_path, steps=1)
+    backup = os.path.join(run_dir, "backup")
+    state_path = os.path.join(backup, "state.json")
+    if damage == "state_truncated":
+        truncate(state_path, 20)
+        damaged = state_path
+    elif damage == "state_invalid":
+        with open(state_path, "wb") as f:
+            f.write(b"\xff\xfe not json")
+        damaged = state_path
+    elif damage == "state_not_a_state":
+        with open(state_path, "w") as f:
+            json.dump({"epoch": "2", "backup": "../../elsewhere.keras"}, f)
+        damaged = state_path
+    else:
+        for name in ("epoch-001.keras", "epoch-002.keras"):
+            truncate(os.path.join(backup, name))
+        damaged = os.path.join(backup, "epoch-002.keras")
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert train.main(["--resume", run_dir, "--epochs", "3", "--verbose", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert f"{damaged} is damaged" in err[0] and "--pretrained-model" in err[0], err[0]
+    assert snapshot(run_dir) == before

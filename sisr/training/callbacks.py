@@ -7,12 +7,14 @@ import logging
 import math
 import os
 import re
+import zipfile
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
 
-from sisr.errors import SisrError
+from sisr.errors import SisrError, UsageError
 from sisr.fileio import atomic_copy, atomic_write_json, atomic_write_text, is_temp_name
 from sisr.saving import save_model
 
@@ -24,6 +26,10 @@ STATE_FILE = "state.json"
 
 class NonFiniteLoss(SisrError, RuntimeError):
     """Training produced a NaN or infinite loss."""
+
+
+class DamagedRun(UsageError):
+    """A run directory whose backup cannot be resumed from."""
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -119,19 +125,110 @@ def read_state(run_dir):
 _EPOCH_FILE = re.compile(r"epoch-(\d+)[.-]")
 
 
-def remove_leftovers(run_dir, epoch):
+def remove_leftovers(run_dir, epoch, models_through=None):
     """Removes what a killed run left behind: temporary files of interrupted writes, and
-    the models and backups of epochs after `epoch` (the last completed one), which a
-    resumed run trains again."""
-    for folder in (run_dir, os.path.join(run_dir, "models"), os.path.join(run_dir, BACKUP_DIR)):
+    the backups of epochs after `epoch` (the last completed one, which a resumed run trains
+    again after) and the models of epochs after `models_through` (default `epoch`; later
+    when an earlier backup is resumed from: the models of completed epochs are kept)."""
+    models_through = epoch if models_through is None else models_through
+    for folder, last in ((run_dir, None), (os.path.join(run_dir, "models"), models_through),
+                         (os.path.join(run_dir, BACKUP_DIR), epoch)):
         for name in os.listdir(folder):
             match = _EPOCH_FILE.match(name)
-            later = folder != run_dir and match and int(match.group(1)) > epoch
+            later = last is not None and match and int(match.group(1)) > last
             if is_temp_name(name) or later:
                 path = os.path.join(folder, name)
                 if os.path.isfile(path):
                     log.info("removing %s, left by an interrupted run", path)
                     os.remove(path)
+
+
+def backup_problem(path):
+    """Why the backup `path` cannot be read back, or None: a `.keras` archive's members
+    are checked against their checksums, every dataset of an HDF5 file is read."""
+    if not os.path.isfile(path):
+        return "missing"
+    try:
+        if path.endswith(".keras"):
+            if not zipfile.is_zipfile(path):
+                return "not a complete .keras archive (truncated?)"
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+                if bad is not None:
+                    return f"its member {bad} is corrupt"
+                if "model.weights.h5" not in archive.namelist():
+                    return "no model.weights.h5 in the archive"
+            return None
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset)
+                         else None)
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        return f"unreadable: {err}"
+    return None
+
+
+def _state_problem(state):
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    for key in ("epoch", "iterations"):
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"`{key}` is {value!r}, not a count"
+    backup = state.get("backup")
+    if not isinstance(backup, str) or os.path.basename(backup) != backup \
+            or not _EPOCH_FILE.match(backup):
+        return f"`backup` is {backup!r}, not a backup file name"
+    return None
+
+
+def resume_point(run_dir, backup_suffix=".keras"):
+    """`(state, warning)`: the backup state to resume `run_dir` from, or `(None, None)` if
+    no epoch has completed.
+
+    When the backup that `backup/state.json` names is damaged, the latest intact earlier
+    backup is resumed from instead, with a `warning` saying so: its state keeps the best
+    model and `models_through` (the last completed epoch, whose models are kept). Raises
+    DamagedRun, naming the file, if `state.json` is damaged or no backup is intact.
+    Reads only: the damaged backup is removed by `RunDirectory` with the other backups of
+    epochs that are trained again.
+    """
+    backup_dir = os.path.join(run_dir, BACKUP_DIR)
+    path = os.path.join(backup_dir, STATE_FILE)
+    if not os.path.isfile(path):
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+        problem = _state_problem(state)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = str(err)
+    if problem:
+        raise DamagedRun(
+            f"--resume {run_dir}: {path} is damaged ({problem}); it records the last "
+            "completed epoch and cannot be rebuilt: restore it from a copy, or start a new "
+            f"run with --pretrained-model set to a model in {os.path.join(run_dir, 'models')}")
+    damaged = os.path.join(backup_dir, state["backup"])
+    problem = backup_problem(damaged)
+    if problem is None:
+        return state, None
+    last = state["epoch"]
+    per_epoch, uneven = divmod(state["iterations"], last) if last else (0, 1)
+    earlier = sorted(((int(m.group(1)), name) for name in os.listdir(backup_dir)
+                      if name.endswith(backup_suffix) and (m := _EPOCH_FILE.match(name))
+                      and 0 < int(m.group(1)) < last), reverse=True)
+    for epoch, name in earlier if not uneven else ():
+        if backup_problem(os.path.join(backup_dir, name)) is None:
+            again = f"epoch {last} is" if epoch + 1 == last else \
+                f"epochs {epoch + 1}-{last} are"
+            warning = (f"{damaged} is damaged ({problem}); resuming from epoch {epoch} "
+                       f"({name}) instead: {again} trained again, "
+                       "the damaged backup is removed and the models saved so far are kept")
+            return {**state, "epoch": epoch, "iterations": epoch * per_epoch,
+                    "backup": name, "models_through": last}, warning
+    raise DamagedRun(
+        f"--resume {run_dir}: {damaged} is damaged ({problem}) and no earlier backup is "
+        "intact, so the run cannot be resumed; start a new run with --pretrained-model set "
+        f"to a model in {os.path.join(run_dir, 'models')}")
 
 
 class RunDirectory(keras.callbacks.Callback):
@@ -162,7 +259,7 @@ class RunDirectory(keras.callbacks.Callback):
         self.skipped = []
         os.makedirs(os.path.join(run_dir, "models"), exist_ok=True)
         os.makedirs(os.path.join(run_dir, BACKUP_DIR), exist_ok=True)
-        remove_leftovers(run_dir, state.get("epoch", 0))
+        remove_leftovers(run_dir, state.get("epoch", 0), state.get("models_through"))
         if self.best_model:  # the final model may be of an epoch that was rolled back
             atomic_copy(os.path.join(run_dir, self.best_model),
                         os.path.join(run_dir, self.final_model))

@@ -75,6 +75,16 @@ class ConfigError(UsageError):
     """A profile or command-line value that cannot be used."""
 
 
+class Configuration(dict):
+    """A resolved configuration (a plain JSON dict) that also knows where each value came
+    from: `origins` maps keys to phrases naming them and their source, such as
+    "--set num_filters=64" or "`num_filters` in profile edsr.json", for error messages."""
+
+    def __init__(self, *args, origins=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.origins = dict(origins or {})
+
+
 def profile_dir():
     return os.environ.get("SISR_PROFILES", PROFILE_DIR)
 
@@ -87,12 +97,16 @@ def list_profiles():
     return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
 
 
+def profile_path(name_or_path):
+    """(path, name) of a profile given by name or path."""
+    if name_or_path.endswith(".json") or os.sep in name_or_path:
+        return name_or_path, os.path.splitext(os.path.basename(name_or_path))[0]
+    return os.path.join(profile_dir(), f"{name_or_path}.json"), name_or_path
+
+
 def load_profile(name_or_path):
     """Reads a profile by name or path; returns (name, dict)."""
-    if name_or_path.endswith(".json") or os.sep in name_or_path:
-        path, name = name_or_path, os.path.splitext(os.path.basename(name_or_path))[0]
-    else:
-        path, name = os.path.join(profile_dir(), f"{name_or_path}.json"), name_or_path
+    path, name = profile_path(name_or_path)
     if not os.path.isfile(path):
         known = ", ".join(list_profiles()) or f"(none found in {profile_dir()})"
         raise ConfigError(f"unknown profile {name_or_path!r}; known profiles: {known}")
@@ -180,21 +194,43 @@ def _check_gan(config, spec):
                           "(config key `gan_discriminator_filters`)")
 
 
-def resolve(profile=None, overrides=None, base=None):
+def _check_builder(config, spec):
+    """Raises ConfigError, naming the argument and where it came from, for builder
+    arguments that the model's builder refuses (its own checks, run without building)."""
+    from sisr.model.sizing import refused_argument
+
+    refused = refused_argument(spec, builder_kwargs(config))
+    if refused is None:
+        return
+    key, error = refused
+    where = config.origins.get(key, f"`{key}`") if key else f"model {spec.name}"
+    raise ConfigError(f"{where}: {error}")
+
+
+def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=None):
     """Merges defaults, `base` (a saved configuration), a profile and overrides (None
-    values are ignored) and validates.
+    values are ignored) and validates, builder arguments included (by the builder's own
+    checks, without building the model).
 
     A configuration with a `gan_generator` also takes the `gan_*` keys (`GAN_DEFAULTS`).
-    Returns the resolved configuration as a plain dict (JSON-serialisable).
+    `origins` names where override keys came from ("--set num_filters=64"), `base_origin`
+    where `base` came from (a file), for error messages. Returns the resolved
+    `Configuration` (a plain JSON-serialisable dict with `origins`).
     """
-    config = {**TRAINER_DEFAULTS, **(base or {})}
+    config = Configuration({**TRAINER_DEFAULTS, **(base or {})})
+    if base_origin:
+        config.origins.update((k, f"`{k}` in {base_origin}") for k in base or {})
     if profile is not None:
         name, values = load_profile(profile)
         config.update(values)
         config["profile"] = name
+        path = profile_path(profile)[0]
+        config.origins.update((k, f"`{k}` in profile {path}") for k in values)
     for key, value in (overrides or {}).items():
         if value is not None:
             config[key] = value
+            if key in (origins or {}):
+                config.origins[key] = origins[key]
     if not config["model"]:
         raise ConfigError("no model given: use --profile (or a profile with a `model` key)")
 
@@ -217,8 +253,10 @@ def resolve(profile=None, overrides=None, base=None):
     unknown = sorted(set(config) - set(known))
     if unknown:
         raise ConfigError(
-            f"unknown key(s) for model {spec.name}: {', '.join(unknown)}; allowed: "
-            f"{', '.join(sorted(known))}"
+            f"unknown key(s) for model {spec.name}: "
+            + ", ".join(f"{k} ({config.origins[k]})" if k in config.origins else k
+                        for k in unknown)
+            + f"; allowed: {', '.join(sorted(known))}"
             + ("" if gan else " (gan_* keys: python -m sisr.train_gan)")
         )
 
@@ -262,6 +300,7 @@ def resolve(profile=None, overrides=None, base=None):
                           f"got {steps!r}")
     if gan:
         _check_gan(config, spec)
+    _check_builder(config, spec)
     return config
 
 
@@ -326,5 +365,6 @@ def resume_config(run_dir, changes=None, also_allowed=()):
         raise ConfigError(f"--precision {precision}: the run was saved with "
                           f"{saved.get('precision')}; mixed_float16 cannot be switched on "
                           "or off when resuming (its loss scale is optimizer state)")
-    return resolve(None, changes, base=saved)
+    return resolve(None, changes, base=saved,
+                   base_origin=os.path.join(run_dir, "config.json"))
 

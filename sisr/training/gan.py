@@ -22,6 +22,7 @@ from keras import ops
 from sisr import losses
 from sisr.fileio import atomic_copy
 from sisr.model import discriminator
+from sisr.model.registry import get_spec
 from sisr.model.srmodel import model_info
 from sisr.saving import load_model, save_model
 from sisr.training.callbacks import RunDirectory, Validation
@@ -129,6 +130,14 @@ class GANTrainer(Trainer):
             self.vgg_weights = losses.vgg19_weights_path(self.config["gan_vgg_weights"])
             losses.check_vgg19_weights(self.vgg_weights)
         return super().prepare(resume)
+
+    def networks(self):
+        """The generator's and the discriminator's."""
+        config = self.config
+        kwargs = {"hr_size": config["lr_patch"] * SCALE,
+                  "num_filters": config["gan_discriminator_filters"]}
+        keys = {"hr_size": "lr_patch", "num_filters": "gan_discriminator_filters"}
+        return super().networks() + [(get_spec("discriminator"), kwargs, keys)]
 
     # -- hooks ---------------------------------------------------------------------------
     def build_discriminator(self):

@@ -16,9 +16,10 @@ from sisr.model.registry import get_spec
 from sisr.saving import load_model
 from sisr.training import distributed, recipe
 from sisr.training.callbacks import (
-    BACKUP_DIR, NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation, read_state,
+    BACKUP_DIR, NonFiniteLoss, RunDirectory, StopOnNonFiniteLoss, Validation, resume_point,
 )
 from sisr.training.config import ConfigError, builder_kwargs, learning_rate_values
+from sisr.training.memory import check_fits
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,36 @@ class Trainer:
         self.datasets = None
         self.pretrained = None  # the loaded --pretrained-model, once checked
         self.strategy = None
+        self._memory_checked = False
+        self._resume = {}  # run directory -> its resume state
+
+    def networks(self):
+        """`(spec, builder kwargs, config key of each argument)` of every network trained."""
+        spec = get_spec(self.config["model"])
+        kwargs = builder_kwargs(self.config)
+        return [(spec, kwargs, {k: k for k in kwargs})]
+
+    def check_memory(self):
+        """Raises ConfigError, with an estimate, if the networks' weights and optimiser
+        state cannot fit in this machine's memory; builds nothing (see
+        `sisr.training.memory`)."""
+        if not self._memory_checked:
+            check_fits(self.networks(), getattr(self.config, "origins", {}))
+            self._memory_checked = True
+
+    def resume_state(self, run_dir):
+        """The backup state that resuming `run_dir` starts from (`callbacks.resume_point`:
+        an earlier intact backup if the last one is damaged, with a warning); raises
+        ConfigError if no epoch has completed and DamagedRun if nothing can be resumed.
+        Reads only."""
+        if run_dir not in self._resume:
+            state, warning = resume_point(run_dir, self.run_directory.backup_suffix)
+            if state is None:
+                raise ConfigError(f"{run_dir} has no completed epoch to resume from")
+            if warning:
+                log.warning("%s", warning)
+            self._resume[run_dir] = state
+        return self._resume[run_dir]
 
     def run_name(self):
         """The run directory's name after its time stamp."""
@@ -222,9 +253,11 @@ class Trainer:
         return self.strategy
 
     def prepare(self, resume=False):
-        """Checks the inputs so that bad ones fail before a run directory exists: opens the
-        datasets, checks that patches and crops fit their images and, for a new run, that
-        the pretrained model fits the model."""
+        """Checks the inputs so that bad ones fail before a run directory exists: checks
+        that the networks fit in memory (`check_memory`), opens the datasets, checks that
+        patches and crops fit their images and, for a new run, that the pretrained model
+        fits the model."""
+        self.check_memory()
         strategy = self.start()
         if not resume and self.config["init"] != "default" and self.config["seed"] is None \
                 and distributed.is_multi_worker(strategy):
@@ -304,9 +337,7 @@ class Trainer:
         config = self.config
         strategy = self.start()
         chief = distributed.is_chief(strategy)
-        state = read_state(run_dir) if resume else None
-        if resume and state is None:
-            raise ConfigError(f"{run_dir} has no completed epoch to resume from")
+        state = self.resume_state(run_dir) if resume else None
         initial_epoch = state["epoch"] if state else 0
         if chief:
             atomic_write_json(os.path.join(run_dir, "config.json"), config)
