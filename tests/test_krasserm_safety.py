@@ -124,18 +124,24 @@ def test_bomb_refused_by_the_port_cli_unread(tmp_path):
     assert not out.exists()
 
 
-def test_bomb_refused_by_pretrained_fetch_file(tmp_path):
-    path, weight = make_bomb(tmp_path)
-    args = {"scale": 3, "num_filters": 6, "num_res_blocks": 2}
+def pretrained_env(tmp_path, name, file):
+    """The environment of a test registry with one krasserm entry without a known hash
+    (as `tests/test_pretrained.py` writes them), offline, with an empty SISR_HOME."""
     registry = tmp_path / "registry.json"
-    registry.write_text(json.dumps({"format": 1, "models": {"tiny-bomb": {
-        "description": "test model", "builder": "edsr", "args": args, "scale": 3,
-        "parameters": 1234, "url": (tmp_path / "pub" / "bomb.h5").as_uri(), "file": "bomb.h5",
+    registry.write_text(json.dumps({"format": 1, "models": {name: {
+        "description": "test model", "builder": "edsr",
+        "args": {"scale": 3, "num_filters": 6, "num_res_blocks": 2}, "scale": 3,
+        "parameters": 1234, "url": (tmp_path / "pub" / file).as_uri(), "file": file,
         "source": "tests", "homepage": "https://example.org", "licence": "MIT",
         "converter": "krasserm", "archive": False, "sha256": None, "installed": [],
         "score": None}}}))
-    env = {"SISR_PRETRAINED_REGISTRY": str(registry), "SISR_HOME": str(tmp_path / "home"),
-           "SISR_OFFLINE": "1"}
+    return {"SISR_PRETRAINED_REGISTRY": str(registry), "SISR_HOME": str(tmp_path / "home"),
+            "SISR_OFFLINE": "1"}
+
+
+def test_bomb_refused_by_pretrained_fetch_file(tmp_path):
+    path, weight = make_bomb(tmp_path)
+    env = pretrained_env(tmp_path, "tiny-bomb", "bomb.h5")
     status, lines, rss = run_child("sisr.pretrained", ["fetch", "tiny-bomb", "--file", path],
                                    env)
     assert status == 1, lines
@@ -475,3 +481,26 @@ def test_fuzz_model_config_exhaustive(tmp_path, name):
 @pytest.mark.parametrize("name", WEIGHTS_FILES + FULL_FILES)
 def test_fuzz_hdf5_exhaustive(tmp_path, name):
     fuzz_hdf5(tmp_path, name, exhaustive=True)
+
+
+# ----------------------------------------------------------------------------- CLIs
+
+
+def test_clis_print_one_line_for_a_malformed_file(tmp_path, monkeypatch, capsys):
+    from sisr.port.cli import main as port_main
+    from sisr.pretrained.cli import main as pretrained_main
+
+    path = copy_of("edsr_x3_scaled_tf2.h5", tmp_path)
+    replace(path, weights(path)[0][2], "compound")
+    out = tmp_path / "out.keras"
+    assert port_main([path, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and path in err and "compound dataset" in err, err
+    assert not out.exists()
+
+    for key, value in pretrained_env(tmp_path, "tiny-bad", "model.h5").items():
+        monkeypatch.setenv(key, value)
+    assert pretrained_main(["fetch", "tiny-bad", "--file", path]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("error:")]
+    assert len(errors) == 1 and path in errors[0] and "compound dataset" in errors[0], errors

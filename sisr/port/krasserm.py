@@ -17,6 +17,12 @@ Two generations of files are read, both HDF5:
   The JSON is parsed as data: its `Lambda` layers (normalisation, pixel shuffle, padding)
   are recognised by their position and never deserialised or run.
 
+Hostile files are refused before anything is read (`krasserm_h5`, `krasserm_schema`):
+objects are reached through hard links only, weights must be float arrays stored in the
+file whose declared shapes fit the layout and the sisr layers (checked by the pipeline
+before `KrassermFile.values` reads them), the declared total is bounded, and the JSON is
+checked against a schema of what the reader uses, with a depth bound.
+
 The format module `sisr.port.formats.krasserm` walks the layers (`krasserm_layouts`)
 and checks a full model's JSON (`krasserm_config`); `sisr.port.pipeline` builds and fills
 the sisr model, as for every checkpoint.

@@ -120,8 +120,9 @@ def array_at(group, name, path, what, flag=False):
         or (flag and dtype.kind in "biu" and dtype.itemsize <= 8))
     if not ok:
         want = "a float16/32/64" if not flag else "a float, integer or boolean"
-        raise CheckpointError(f"{path}: {what} is a {_dtype_name(dtype)} dataset, not {want} "
-                              "array")
+        kind = _dtype_name(dtype)
+        raise CheckpointError(f"{path}: {what} is {'an' if kind[0] in 'aeiou' else 'a'} "
+                              f"{kind} dataset, not {want} array")
     if shape is None:
         raise CheckpointError(f"{path}: {what} is an empty (null) dataset")
     if len(shape) > 4 or (flag and int(np.prod(shape)) != 1):

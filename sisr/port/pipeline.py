@@ -163,10 +163,11 @@ def fill(model, plan):
     Every fill whose shapes are known unread is checked against its sisr layer before any
     fill's arrays are read: a file that declares other weights is refused unread.
     """
-    targets = []
+    targets, named = [], set()
     for item in plan.fills:
-        if item.layer in {layer.name for _, layer in targets}:
+        if item.layer in named:
             raise _fail(plan, f"{item.what}: sisr's {item.layer} is filled twice")
+        named.add(item.layer)
         try:
             layer = model.get_layer(item.layer)
         except ValueError:
