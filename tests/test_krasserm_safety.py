@@ -216,6 +216,12 @@ def test_json_nesting_is_bounded(tmp_path, monkeypatch):
     assert_refused(path, "model_config nests too deeply", error=CheckpointError)
 
 
+def test_model_config_size_is_bounded(tmp_path, monkeypatch):
+    path = copy_of("edsr_x2_keras2.h5", tmp_path)
+    monkeypatch.setattr(h5, "MAX_CONFIG_BYTES", 2 ** 10)
+    assert_refused(path, "'model_config' is larger than", error=CheckpointError)
+
+
 @pytest.mark.parametrize("change, parts", [
     (lambda c: c["config"]["layers"].__setitem__(2, "conv2d_1"), ["layers[2]", "not an object"]),
     (lambda c: c["config"]["layers"][2].pop("class_name"), ["'conv2d_1'", "'class_name'"]),

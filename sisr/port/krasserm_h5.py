@@ -19,8 +19,9 @@ from sisr.port.io import CheckpointError
 MAX_PARAMETERS = 2 ** 28
 # a chunk is decompressed whole: one may exceed its dataset by this much at most
 CHUNK_SLACK = 2 ** 20
-# the JSON model_config and each list of names (their bytes are stored, not compressed)
-MAX_ATTRIBUTE_BYTES = 64 * 2 ** 20
+# the JSON model_config (~100 KB for the largest EDSR) and each list of names
+MAX_CONFIG_BYTES = 8 * 2 ** 20
+MAX_ATTRIBUTE_BYTES = 16 * 2 ** 20
 MAX_NAMES = 100_000
 FLOAT_SIZES = (2, 4, 8)
 
@@ -213,16 +214,16 @@ def string_attribute(attrs, key, path):
     attr = attrs.get_id(key)
     if h5py.check_string_dtype(attr.dtype) is None or attr.shape not in ((), (1,)):
         raise CheckpointError(f"{path}: attribute {key!r} is not a string")
-    if attr.get_storage_size() > MAX_ATTRIBUTE_BYTES:
-        raise CheckpointError(f"{path}: attribute {key!r} is larger than "
-                              f"{MAX_ATTRIBUTE_BYTES // 2 ** 20} MiB")
+    too_large = CheckpointError(f"{path}: attribute {key!r} is larger than "
+                                f"{MAX_CONFIG_BYTES // 2 ** 20} MiB")
+    if attr.get_storage_size() > MAX_CONFIG_BYTES:
+        raise too_large
     value = attrs[key]
     if np.ndim(value):
         value = value[0]
     text = decode(value, path, f"attribute {key!r}")
-    if len(text) > MAX_ATTRIBUTE_BYTES:
-        raise CheckpointError(f"{path}: attribute {key!r} is larger than "
-                              f"{MAX_ATTRIBUTE_BYTES // 2 ** 20} MiB")
+    if len(text) > MAX_CONFIG_BYTES:
+        raise too_large
     return text
 
 

@@ -24,10 +24,10 @@ _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 def _depth(text):
     """The deepest nesting of [ and { in a JSON text, strings left out."""
     bare = np.frombuffer(_STRINGS.sub("", text).encode("utf8", "replace"), dtype=np.uint8)
-    steps = np.zeros(bare.shape, dtype=np.int64)
+    steps = np.zeros(bare.shape, dtype=np.int8)
     steps[(bare == ord("[")) | (bare == ord("{"))] = 1
     steps[(bare == ord("]")) | (bare == ord("}"))] = -1
-    return int(np.cumsum(steps).max()) if steps.size else 0
+    return int(np.cumsum(steps, dtype=np.int32).max()) if steps.size else 0
 
 
 def parse_model_config(text, path):
