@@ -66,13 +66,13 @@ def _link_kind(link_type):
 def child(group, name, path, what):
     """`group[name]`, reached through hard links only (one component at a time); None if
     there is no such link. `what` names the object in errors."""
+    import h5py
+
     parts = name.split("/")
     if not name or any(p in ("", ".") for p in parts):
         raise CheckpointError(f"{path}: {what}: {name!r} is not a relative HDF5 path")
     obj = group
     for part in parts:
-        import h5py
-
         if not isinstance(obj, h5py.Group):
             return None
         key = part.encode("utf8")
