@@ -7,6 +7,7 @@ it is decoded or run; a residual scaling factor is read from the closure values 
 stores next to the bytecode.
 """
 
+import math
 import re
 
 from sisr.port.io import CheckpointError
@@ -29,6 +30,7 @@ RESIDUAL_OUT = r"block\d+_conv[23]"
 def _config_layers(config, path):
     """name -> {class_name, config, inbound names} of a Keras-2 `model_config`, and the
     name of the output layer. Read as data: nothing is deserialised."""
+    # the structure was checked by sisr.port.krasserm_schema when the file was read
     body = config.get("config") if isinstance(config, dict) else None
     layers = body.get("layers") if isinstance(body, dict) else None
     if not isinstance(layers, list) or not body.get("output_layers"):
@@ -51,6 +53,17 @@ def _config_layers(config, path):
     return table, outputs[0][0]
 
 
+def _ints(value):
+    """An int or a list of ints (as the schema allows) as a list."""
+    return [value] if isinstance(value, int) else list(value)
+
+
+def _pair(value):
+    """Keras' (h, w) of an int or a list of ints."""
+    values = _ints(value)
+    return tuple(values * 2 if len(values) == 1 else values)
+
+
 def _check_classes(layers, table, path):
     for layer in layers:
         entry = table.get(layer.name)
@@ -62,7 +75,7 @@ def _check_classes(layers, table, path):
                                 "the model_config")
         layer.class_name, layer.config = entry["class_name"], entry["config"]
         if layer.class_name in WEIGHT_NORM_CLASSES:
-            layer.config = (layer.config.get("layer") or {}).get("config", {})
+            layer.config = (layer.config.get("layer") or {}).get("config") or {}
 
 
 def _activation(layer, table):
@@ -98,15 +111,15 @@ def check_full_model(walk, layers, config, path):
                 raise KrassermError(f"{path}: BatchNormalization {layer.name!r} has epsilon "
                                     f"{cfg.get('epsilon')} / axis {cfg.get('axis')}; sisr's "
                                     f"{target} has {BN_EPSILON} over the channels")
-        if layer.kind == "prelu" and list(cfg.get("shared_axes") or []) != [1, 2]:
+        if layer.kind == "prelu" and _ints(cfg.get("shared_axes") or []) != [1, 2]:
             raise KrassermError(f"{path}: PReLU {layer.name!r} shares its slopes over axes "
                                 f"{cfg.get('shared_axes')}; sisr's {target} over [1, 2]")
         if layer.kind != "conv":
             continue
-        if tuple(cfg.get("dilation_rate", (1, 1))) != (1, 1) or \
+        if _pair(cfg.get("dilation_rate", 1)) != (1, 1) or \
                 cfg.get("data_format", "channels_last") != "channels_last":
             raise KrassermError(f"{path}: conv {layer.name!r} is dilated or channels-first")
-        strides = tuple(cfg.get("strides", (1, 1)))
+        strides = _pair(cfg.get("strides", 1))
         want_strides = (2, 2) if walk.model == "discriminator" and target[5:6].isdigit() \
             and int(target[5:].split("_")[0]) % 2 == 0 else (1, 1)
         if strides != want_strides:
@@ -200,7 +213,8 @@ def _closure_number(name, entry, path):
     function = entry["config"].get("function")
     closure = function[2] if isinstance(function, list) and len(function) == 3 else None
     if not (isinstance(closure, list) and len(closure) == 1
-            and isinstance(closure[0], (int, float)) and not isinstance(closure[0], bool)):
+            and isinstance(closure[0], (int, float)) and not isinstance(closure[0], bool)
+            and math.isfinite(closure[0])):
         raise KrassermError(f"{path}: Lambda layer {name!r} scales a residual branch, but its "
                             "factor is not stored as a single closure value; pass "
                             "res_block_scaling")

@@ -158,27 +158,42 @@ def _layout_names(spec):
 
 
 def fill(model, plan):
-    """Sets every weighted layer of `model` from the plan's fills."""
-    filled = set()
+    """Sets every weighted layer of `model` from the plan's fills.
+
+    Every fill whose shapes are known unread is checked against its sisr layer before any
+    fill's arrays are read: a file that declares other weights is refused unread.
+    """
+    targets, named = [], set()
     for item in plan.fills:
-        if item.layer in filled:
+        if item.layer in named:
             raise _fail(plan, f"{item.what}: sisr's {item.layer} is filled twice")
+        named.add(item.layer)
         try:
             layer = model.get_layer(item.layer)
         except ValueError:
             raise _fail(plan, f"{item.what}: the sisr {plan.model} model has no layer "
                               f"{item.layer!r}") from None
+        shapes = item.shapes()
+        if shapes is not None:
+            _check_shapes(plan, item, layer, shapes)
+        targets.append((item, layer))
+    filled = set()
+    for item, layer in targets:
         values = item.arrays()
-        expected = [tuple(w.shape) for w in layer.weights]
-        if expected != [tuple(v.shape) for v in values]:
-            raise _fail(plan, f"{item.what} does not fit sisr's {item.layer} (weights "
-                              f"{expected}) of {plan.model} {plan.args}")
+        _check_shapes(plan, item, layer, [tuple(v.shape) for v in values])
         layer.set_weights(values)
         filled.add(item.layer)
     unfilled = [layer.name for layer in model.layers if layer.weights and layer.name not in filled]
     if unfilled:
         raise _fail(plan, f"no weights in the {plan.holder} for sisr layer(s) "
                           f"{', '.join(unfilled)}")
+
+
+def _check_shapes(plan, item, layer, shapes):
+    expected = [tuple(w.shape) for w in layer.weights]
+    if expected != [tuple(s) for s in shapes]:
+        raise _fail(plan, f"{item.what} does not fit sisr's {item.layer} (weights "
+                          f"{expected}) of {plan.model} {plan.args}")
 
 
 def run(plan, requested=None, model=None, profile=None):

@@ -19,12 +19,17 @@ class Fill:
     """The weights of one sisr layer, from the checkpoint entries `keys`.
 
     `what` names the stored weights in error messages; `arrays()` returns them converted,
-    in the order of the sisr layer's `get_weights()`.
+    in the order of the sisr layer's `get_weights()`; `shapes()` their shapes, if known
+    before they are read (the pipeline checks them against the sisr model first).
     """
 
     layer: str
     keys: tuple
     what: str
+
+    def shapes(self):
+        """The shapes `arrays()` will have, known without reading them; None if unknown."""
+        return None
 
     def arrays(self):
         raise NotImplementedError
@@ -35,6 +40,9 @@ class ArrayFill(Fill):
     """A `Fill` whose arrays are converted already."""
 
     values: list = dataclasses.field(default_factory=list)
+
+    def shapes(self):
+        return [tuple(v.shape) for v in self.values]
 
     def arrays(self):
         return list(self.values)

@@ -23,6 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from sisr.errors import SisrError
 from sisr.fileio import atomic_output, atomic_write_json, is_temp_name, path_inside
 from sisr.pretrained import files
 from sisr.pretrained.registry import PretrainedError, get_entry, load_registry
@@ -285,8 +286,9 @@ def _convert(entry, path):
     scale = args.pop("scale")
     try:
         return port(path, source=entry.converter, scale=scale, model=entry.builder, **args)
-    except (ValueError, OSError, KeyError) as err:  # PortError and CheckpointError too
-        raise PretrainedError(f"{entry.name}: cannot convert {path}: {err}") from None
+    except (SisrError, ValueError, OSError, KeyError) as err:  # the port raises SisrErrors
+        message = " ".join(str(err).split())
+        raise PretrainedError(f"{entry.name}: cannot convert {path}: {message}") from None
 
 
 def convert(entry, path, digest):

@@ -6,9 +6,11 @@ its JSON config, never deserialised. `detect` and `describe` walk that layer lis
 (`sisr.port.krasserm_layouts`) and check the JSON (`sisr.port.krasserm_config`).
 """
 
+import dataclasses
+
 from sisr.port.krasserm_layouts import LAYOUTS, KrassermError
 from sisr.port.krasserm_layouts import detect as _layout
-from sisr.port.plan import ArrayFill, Plan
+from sisr.port.plan import Fill, Plan
 
 NAME = "krasserm"
 ALIASES = {}
@@ -44,12 +46,25 @@ def detect(file):
     return True
 
 
-def _weights_of(layer):
-    if layer.kind in ("conv", "dense"):
-        return [layer.kernel, layer.arrays["bias"]]
-    if layer.kind == "bn":
-        return [layer.arrays[k] for k in ("gamma", "beta", "moving_mean", "moving_variance")]
-    return [layer.arrays["alpha"]]
+WEIGHTS = {"conv": ("kernel", "bias"), "dense": ("kernel", "bias"), "prelu": ("alpha",),
+           "bn": ("gamma", "beta", "moving_mean", "moving_variance")}
+
+
+@dataclasses.dataclass
+class LayerFill(Fill):
+    """The weights of one stored layer: their declared shapes are known before the file's
+    weights are read (on the first `arrays()` call)."""
+
+    file: object = None
+    source: object = None
+
+    def shapes(self):
+        # a weight-normalised kernel folds to the shape of its stored v
+        return [tuple(self.source.arrays[k].shape) for k in WEIGHTS[self.source.kind]]
+
+    def arrays(self):
+        values = self.file.values(self.source)
+        return [values[k] for k in WEIGHTS[self.source.kind]]
 
 
 def describe(file, **options):
@@ -70,7 +85,7 @@ def describe(file, **options):
     if walk.tanh_output:  # the 2018 EDSR generator (edsr-16-x4-gen)
         args["output_activation"] = "tanh"
         evidence["output_activation"] = "the file's output conv is followed by tanh"
-    fills = [ArrayFill(target, (layer.name,), layer.describe(), values=_weights_of(layer))
+    fills = [LayerFill(target, (layer.name,), layer.describe(), file=file, source=layer)
              for target, layer in walk.assign]
     return Plan(NAME, walk.model, args, fills, keys=tuple(file.keys()), evidence=evidence,
                 notes=list(walk.notes), kind=walk.kind, holder="file", origin=file.path,
