@@ -288,7 +288,9 @@ def _convert(entry, path):
         return port(path, source=entry.converter, scale=scale, model=entry.builder, **args)
     except (SisrError, ValueError, OSError, KeyError) as err:  # the port raises SisrErrors
         message = " ".join(str(err).split())
-        raise PretrainedError(f"{entry.name}: cannot convert {path}: {message}") from None
+        if not message.startswith(str(path)):  # the port's errors name the file already
+            message = f"{path}: {message}"
+        raise PretrainedError(f"{entry.name}: cannot convert {message}") from None
 
 
 def convert(entry, path, digest):
