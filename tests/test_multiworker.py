@@ -332,7 +332,8 @@ def test_a_waiting_worker_is_seen_by_the_others():
     assert lines[-1] == "all up\n", "".join(lines)
 
 
-def test_sigint_ends_a_worker_waiting_for_a_peer(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_a_worker_waiting_for_a_peer(tmp_path, signum):
     # A worker waiting for a peer that never starts ignored SIGINT and SIGTERM.
     workers = Cluster(tmp_path, "alone", ["--profile", write_profile(tmp_path), "--dataset",
                                           "demo", "--strategy", "multi-worker", "--outdir",
@@ -345,11 +346,12 @@ def test_sigint_ends_a_worker_waiting_for_a_peer(tmp_path):
         time.sleep(0.5)
     assert "waiting for worker 1" in workers.output(0), workers.output(0)
     assert "(5 s of 900)" in workers.output(0)  # --cluster-timeout
-    lonely.send_signal(signal.SIGINT)
+    lonely.send_signal(signum)
     code = lonely.wait(timeout=20)
     assert code != 0
     out = workers.output(0)
-    assert "error: multi-worker: stopped by SIGINT while waiting for worker 1" in out, out
+    name = signal.Signals(signum).name
+    assert f"error: multi-worker: stopped by {name} while waiting for worker 1" in out, out
     assert "Traceback" not in out
     assert not (tmp_path / "runs").exists()
 
