@@ -8,7 +8,7 @@ import keras
 import pytest
 from toy_port import attention
 
-from sisr.model import MODELS, register, unregister
+from sisr.model import MODELS
 from sisr.model import sizing
 from sisr.training import config as cfg
 from sisr.training import memory
@@ -19,11 +19,8 @@ GiB = 2**30
 
 @pytest.fixture
 def toy():
-    spec = register(attention.SPEC)
-    try:
+    with attention.registered() as spec:
         yield spec
-    finally:
-        unregister(spec.name)
 
 
 def arguments(spec, **changes):

@@ -25,11 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.fixture
 def toy():
-    spec = register(attention.SPEC)
-    try:
+    with attention.registered() as spec:
         yield spec
-    finally:
-        unregister(spec.name)
 
 
 def state_dict_of(model, scale):

@@ -7,10 +7,12 @@ ReLU, 1x1 up, sigmoid, multiply) with a skip, a conv to 3 * scale^2 channels and
 shuffle. Its PyTorch-style state_dict: `head`, `du`, `up` and `tail` convs.
 """
 
+import contextlib
+
 import keras
 
 from sisr.layers import PixelShuffle
-from sisr.model import ModelSpec
+from sisr.model import ModelSpec, register, unregister
 from sisr.model.common import conv, lr_input, sr_model
 from sisr.port.plan import Plan
 from sisr.port.rules import ConvFill, conv_key_set, conv_shape
@@ -63,3 +65,13 @@ def describe(state_dict, **options):
                 {"scale": scale, "num_filters": num_filters, "reduction": reduction}, fills,
                 keys=tuple(state_dict),
                 evidence={"scale": f"tail.weight {conv_shape(state_dict, 'tail')}"})
+
+
+@contextlib.contextmanager
+def registered():
+    """`SPEC`, registered for the duration of the block."""
+    spec = register(SPEC)
+    try:
+        yield spec
+    finally:
+        unregister(spec.name)
