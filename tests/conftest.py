@@ -24,7 +24,9 @@ def _seed_and_policy():
     keras.utils.set_random_seed(0)
     yield
     keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
+    # Without a gc.collect() after every test: it cost as much as the tests themselves
+    # (Python's own collection still runs).
+    keras.backend.clear_session(free_memory=False)
 
 
 @pytest.fixture(scope="session")

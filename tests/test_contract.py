@@ -38,17 +38,6 @@ def each(cases):
         f"{name}-{_id(scale)}" for name, scale in cases])
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_policy():
-    """conftest's per-test reset without its garbage collection: with the cached models
-    alive, a `gc.collect()` per test took longer than the checks themselves. The module's
-    models are freed, and the full reset done, when `built` is torn down."""
-    keras.utils.set_random_seed(0)
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session(free_memory=False)
-
-
 @pytest.fixture(scope="module")
 def built():
     """`built(name, scale)`: the tiny model, built once per module (seed 0). Tests must
