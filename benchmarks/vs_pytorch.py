@@ -37,7 +37,8 @@ if __package__:
     from .common import MODELS, format_table, interleave, median, spread  # noqa: E402
 else:  # run as a script: python benchmarks/vs_pytorch.py
     from common import MODELS, format_table, interleave, median, spread  # noqa: E402
-# The official EDSR and WDSR modules in PyTorch, as the tests build them.
+# EDSR and WDSR in PyTorch: tests/torch_reference.py, a rebuild of the official modules
+# (checked against the official code's fixtures by tests/test_torch_reference.py).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import torch_reference  # noqa: E402
 

@@ -8,7 +8,11 @@ import pytest
 
 from reference_data import DATA, compact_manifest, load_compact, read_json
 
-DOCUMENTATION = {"README.md", "metrics_reference.json", os.path.join("compact", "manifest.json")}
+# Fixtures made by tests/data/make_training_fixtures.py, each folder with its manifest.json
+GENERATED = ("training", "basicsr")
+DOCUMENTATION = {"README.md", "metrics_reference.json", "make_training_fixtures.py",
+                 os.path.join("compact", "manifest.json")} | {
+                     os.path.join(folder, "manifest.json") for folder in GENERATED}
 
 
 def sha256(path):
@@ -22,12 +26,16 @@ def listed():
              for name, entry in compact_manifest()["files"].items()}
     ref = read_json(os.path.join(DATA, "metrics_reference.json"))["metrics_reference"]
     files[ref["file"]] = ref["sha256"]
+    for folder in GENERATED:
+        entries = read_json(os.path.join(DATA, folder, "manifest.json"))["files"]
+        files.update({os.path.join(folder, name): entry["sha256"]
+                      for name, entry in entries.items()})
     return files
 
 
 def test_checksums_match_the_manifests():
     files = listed()
-    assert len(files) == 13
+    assert len(files) == 13 + 4 + 1
     for name, expected in files.items():
         assert sha256(os.path.join(DATA, name)) == expected, name
 

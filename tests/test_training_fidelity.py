@@ -1,5 +1,10 @@
-"""Training steps equal to the official code's: the official EDSR and WDSR modules, rebuilt in
-PyTorch (tests/torch_reference.py), and sisr's models with the same initial weights (through
+"""Optional torch extra (marker `torch`): sisr's training steps against live PyTorch runs of
+tests/torch_reference.py, a rebuild of the official EDSR and WDSR modules (itself checked
+against the official code's fixtures by tests/test_torch_reference.py), in a configuration
+made to be the same computation. The comparison at the official settings, against
+fixtures made by the official code, always runs: tests/test_official_fixtures.py.
+
+The rebuilt modules and sisr's models with the same initial weights (through
 `sisr.port.port`) take K steps on the same demo batches; losses and weights must agree.
 
 sisr side: the trainer's own loss and optimiser (`make_loss`, `make_optimizer`), compiled and
@@ -25,6 +30,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 import torch_reference  # noqa: E402  (tests/torch_reference.py)
 from sisr.data import demo  # noqa: E402

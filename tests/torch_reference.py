@@ -1,14 +1,20 @@
-"""The official EDSR and WDSR modules rebuilt in PyTorch, for tests that have torch.
+"""A rebuild (not the official code) of the official EDSR and WDSR modules in PyTorch, for
+tests and benchmarks that have torch.
 
 Same module structure, parameter names (state_dict keys) and default initialisation as
 EDSR-PyTorch (src/model/edsr.py, common.py) and the official WDSR (JiahuiYu/wdsr_ntire2018
-wdsr_a.py, wdsr_b.py, legacy `torch.nn.utils.weight_norm`). torch is imported when a
-module is built, so importing this file never needs it.
+wdsr_a.py, wdsr_b.py, legacy `torch.nn.utils.weight_norm`). It imports nothing from sisr.
+`tests/test_training_fidelity.py` (optional torch extra) checks it against the fixtures
+that the official code made (tests/data/compact/, tests/data/training/): same outputs,
+same training steps. torch is imported when a module is built, so importing this file
+never needs it.
 """
 
 import warnings
 
-from sisr.layers import DIV2K_RGB_MEAN
+# EDSR-PyTorch's MeanShift default / the official WDSR's r_mean, g_mean, b_mean (DIV2K),
+# on the 0..255 scale
+DIV2K_RGB_MEAN = (0.4488 * 255.0, 0.4371 * 255.0, 0.4040 * 255.0)
 
 
 def stages(scale):
