@@ -514,6 +514,7 @@ def test_truncated_safetensors_is_refused(tmp_path):
         load_state_dict(tmp_path / "cut.safetensors")
 
 
+@pytest.mark.optional_extra("torch")
 def test_torch_checkpoints_with_wrappers(tmp_path):
     torch = pytest.importorskip("torch")
     sd = edsr_pytorch_state(2, feats=4, blocks=1)
@@ -532,6 +533,7 @@ def test_torch_checkpoints_with_wrappers(tmp_path):
     assert not load_state_dict(tmp_path / "basicsr.pth")["head.0.bias"].any()  # as BasicSR
 
 
+@pytest.mark.optional_extra("torch")
 def test_torch_pixel_shuffle_agrees_with_the_reference():
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(0).normal(size=(2, 27, 3, 4))
@@ -580,6 +582,7 @@ def test_cli_ports_and_refuses_to_overwrite(tmp_path, capsys):
 
 # ---------------------------------------------------------------- torch modules (optional)
 
+@pytest.mark.optional_extra("torch")
 @pytest.mark.parametrize("scale", [3, 4])
 def test_torch_built_official_modules(scale):
     torch = pytest.importorskip("torch")
