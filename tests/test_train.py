@@ -562,3 +562,16 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatc
     assert int(expected["optimizer/vars/0"]) == epochs * steps  # Keras: iterations first
     assert_same_variables(saved_variables(final_backup(parts)), expected)
     assert train_losses(parts) == train_losses(whole)
+    # The optimiser the runs trained with, as saved: PyTorch's Adam settings (README).
+    for run_dir in (whole, parts):
+        saved = saved_optimizer(final_backup(run_dir))
+        assert (saved["beta_1"], saved["beta_2"], saved["epsilon"]) == (0.9, 0.999, 1e-8)
+
+
+def saved_optimizer(keras_path):
+    """The configuration of the optimizer a `.keras` backup was compiled with."""
+    import zipfile
+
+    with zipfile.ZipFile(keras_path) as archive:
+        config = json.loads(archive.read("config.json"))
+    return config["compile_config"]["optimizer"]["config"]
