@@ -1,4 +1,5 @@
-"""Test-wide setup: quiet TensorFlow, two logical CPU devices, deterministic seeds."""
+"""Test-wide setup: quiet TensorFlow, two logical CPU devices, deterministic seeds, no
+silent skips."""
 
 import os
 
@@ -8,6 +9,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+# No silent skips (tests/skips.py): its hooks, run as this conftest's.
+from skips import (  # noqa: E402, F401
+    pytest_collectreport, pytest_configure, pytest_runtest_makereport, pytest_sessionfinish,
+    pytest_terminal_summary,
+)
 
 # Two logical CPU devices so that MirroredStrategy gets two replicas on a CPU-only machine.
 # This must happen before TensorFlow initialises its devices.

@@ -280,6 +280,7 @@ def test_export_force_replaces_only_a_previous_export(tmp_path, model_file, caps
     assert (out / "saved_model.pb").is_file()
 
 
+@pytest.mark.optional_extra("torch")
 def test_a_pickled_checkpoint_with_code_is_refused_in_one_line(tmp_path):
     torch = pytest.importorskip("torch")
 

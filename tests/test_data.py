@@ -308,10 +308,31 @@ def test_train_seed_reproducible_and_epochs_reshuffled(div2k):
 def test_train_cache_in_memory_gives_the_same_batches(div2k):
     dataset = DIV2K(div2k[0], "train", 2)
     options = {"batch_size": 4, "lr_patch": 16, "seed": 2, "patches_per_image": 2}
-    lr_a, hr_a = next(iter(dataset.train(**options)))
-    lr_b, hr_b = next(iter(dataset.train(cache=True, **options)))
-    np.testing.assert_array_equal(lr_a.numpy(), lr_b.numpy())
-    np.testing.assert_array_equal(hr_a.numpy(), hr_b.numpy())
+    # 12 batches: 48 patches, 24 image reads, 8 passes over the 3 images (the cache is
+    # full after the first).
+    files = list(dataset.train(**options).take(12))
+    cached = list(dataset.train(cache=True, **options).take(12))
+    assert len(files) == len(cached) == 12
+    for (lr_a, hr_a), (lr_b, hr_b) in zip(files, cached):
+        np.testing.assert_array_equal(lr_a.numpy(), lr_b.numpy())
+        np.testing.assert_array_equal(hr_a.numpy(), hr_b.numpy())
+
+
+@pytest.mark.parametrize("patches_per_image", [1, 3])
+def test_train_stream_starts_at_any_batch(div2k, patches_per_image):
+    # What a resumed run relies on: skipping batches gives the rest of the same stream.
+    dataset = DIV2K(div2k[0], "train", 2)
+    options = {"batch_size": 4, "lr_patch": 16, "seed": 6,
+               "patches_per_image": patches_per_image}
+    whole = [b for pair in dataset.train(**options).take(9) for b in pair]
+    for skip in (1, 4, 7):
+        rest = [b for pair in dataset.train(skip_batches=skip, **options).take(9 - skip)
+                for b in pair]
+        assert len(rest) == len(whole[2 * skip:])
+        for got, expected in zip(rest, whole[2 * skip:]):
+            np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    with pytest.raises(ValueError, match="skip_batches"):
+        dataset.train(skip_batches=-1, **options)
 
 
 def test_images_smaller_than_the_patch_are_named(div2k):

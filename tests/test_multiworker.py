@@ -20,6 +20,7 @@ import sisr
 from sisr import train
 from sisr.training import distributed
 from sisr.training.callbacks import read_state
+from test_train import assert_same_variables, final_backup, saved_variables
 
 TINY = {
     "model": "wdsr_b", "num_filters": 4, "num_res_blocks": 1, "res_block_expansion": 2,
@@ -142,12 +143,14 @@ def test_two_workers_train_exactly_like_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_killed_worker_then_resume_keeps_every_epoch_once(tmp_path):
+    """...and ends with the weights and every optimizer variable of an uninterrupted run
+    with the same seed."""
     epochs, steps = 3, 20
     profile = write_profile(tmp_path, epochs=epochs, steps_per_epoch=steps)
     outdir = tmp_path / "runs"
-    cluster = Cluster(tmp_path, "first", [
-        "--profile", profile, "--dataset", "demo", "--seed", "2", "--verbose", "0",
-        "--strategy", "multi-worker", "--outdir", str(outdir)])
+    common = ["--profile", profile, "--dataset", "demo", "--seed", "2", "--verbose", "0",
+              "--strategy", "multi-worker"]
+    cluster = Cluster(tmp_path, "first", [*common, "--outdir", str(outdir)])
     deadline = time.time() + TIMEOUT
     state = None
     while time.time() < deadline and all(p.poll() is None for p in cluster.procs):
@@ -177,6 +180,12 @@ def test_killed_worker_then_resume_keeps_every_epoch_once(tmp_path):
     assert [int(r["epoch"]) for r in read_csv(run_dir)] == list(range(epochs))
     assert only_run_dir(outdir) == run_dir
     assert os.listdir(resumed.tmpdir) == []
+
+    whole = Cluster(tmp_path, "whole", [*common, "--outdir", str(tmp_path / "whole")])
+    assert whole.wait() == [0, 0], whole.output(0)[-3000:] + whole.output(1)[-3000:]
+    expected = saved_variables(final_backup(only_run_dir(tmp_path / "whole")))
+    assert int(expected["optimizer/vars/0"]) == epochs * steps  # Keras: iterations first
+    assert_same_variables(saved_variables(final_backup(run_dir)), expected)
 
 
 @pytest.mark.slow

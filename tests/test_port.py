@@ -28,7 +28,7 @@ import torch_reference  # tests/torch_reference.py
 
 MEAN = np.asarray(DIV2K_RGB_MEAN).reshape(1, 3, 1, 1)  # on [0, 255]
 COMPACT_NAMES = compact_names()
-TOL = 1e-3  # on the 0..255 scale
+TOL = 2e-4  # on the 0..255 scale
 
 
 # ---------------------------------------------------------------- NumPy reference
@@ -514,6 +514,7 @@ def test_truncated_safetensors_is_refused(tmp_path):
         load_state_dict(tmp_path / "cut.safetensors")
 
 
+@pytest.mark.optional_extra("torch")
 def test_torch_checkpoints_with_wrappers(tmp_path):
     torch = pytest.importorskip("torch")
     sd = edsr_pytorch_state(2, feats=4, blocks=1)
@@ -532,6 +533,7 @@ def test_torch_checkpoints_with_wrappers(tmp_path):
     assert not load_state_dict(tmp_path / "basicsr.pth")["head.0.bias"].any()  # as BasicSR
 
 
+@pytest.mark.optional_extra("torch")
 def test_torch_pixel_shuffle_agrees_with_the_reference():
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(0).normal(size=(2, 27, 3, 4))
@@ -580,6 +582,7 @@ def test_cli_ports_and_refuses_to_overwrite(tmp_path, capsys):
 
 # ---------------------------------------------------------------- torch modules (optional)
 
+@pytest.mark.optional_extra("torch")
 @pytest.mark.parametrize("scale", [3, 4])
 def test_torch_built_official_modules(scale):
     torch = pytest.importorskip("torch")

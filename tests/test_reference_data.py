@@ -8,10 +8,13 @@ import pytest
 
 from reference_data import DATA, compact_manifest, load_compact, read_json
 
+KRASSERM = os.path.join(DATA, "krasserm")
 # Fixtures made by tests/data/make_training_fixtures.py, each folder with its manifest.json
 GENERATED = ("training", "basicsr")
 DOCUMENTATION = {"README.md", "metrics_reference.json", "make_training_fixtures.py",
-                 os.path.join("compact", "manifest.json")} | {
+                 os.path.join("compact", "manifest.json"),
+                 os.path.join("krasserm", "README.md"), os.path.join("krasserm", "manifest.json"),
+                 os.path.join("krasserm", "make_files.py")} | {
                      os.path.join(folder, "manifest.json") for folder in GENERATED}
 
 
@@ -20,8 +23,15 @@ def sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def krasserm_listed():
+    """{path relative to tests/data: sha256} of tests/data/krasserm (its own manifest)."""
+    return {os.path.join("krasserm", name): entry["sha256"]
+            for name, entry in read_json(os.path.join(KRASSERM, "manifest.json"))["files"]
+            .items()}
+
+
 def listed():
-    """{path relative to tests/data: sha256} from both manifests."""
+    """{path relative to tests/data: sha256} from the manifests."""
     files = {os.path.join("compact", name): entry["sha256"]
              for name, entry in compact_manifest()["files"].items()}
     ref = read_json(os.path.join(DATA, "metrics_reference.json"))["metrics_reference"]
@@ -30,33 +40,41 @@ def listed():
         entries = read_json(os.path.join(DATA, folder, "manifest.json"))["files"]
         files.update({os.path.join(folder, name): entry["sha256"]
                       for name, entry in entries.items()})
-    return files
+    return {**files, **krasserm_listed()}
 
 
 def test_checksums_match_the_manifests():
     files = listed()
-    assert len(files) == 13 + 4 + 1
+    assert len(files) == 13 + 4 + 1 + 14
     for name, expected in files.items():
         assert sha256(os.path.join(DATA, name)) == expected, name
-
-
-# tests/data/krasserm/ holds files made by the original Keras project's code, with their
-# own README (provenance) and maker script; tests/test_krasserm.py checks them.
-OWN_PROVENANCE = ("krasserm",)
 
 
 def test_every_data_file_is_listed():
     present = {os.path.relpath(os.path.join(root, name), DATA)
                for root, _, names in os.walk(DATA) for name in names
-               if os.path.relpath(root, DATA).split(os.sep)[0] not in OWN_PROVENANCE}
+               if "__pycache__" not in root}
     assert present == set(listed()) | DOCUMENTATION
 
 
 def test_readme_states_every_checksum():
+    # Each folder's README: tests/data/README.md, and tests/data/krasserm/README.md for its
+    # files (with what made each: the original code, or a re-creation of it).
     with open(os.path.join(DATA, "README.md")) as f:
         readme = f.read()
+    with open(os.path.join(KRASSERM, "README.md")) as f:
+        krasserm_readme = f.read()
+    krasserm = krasserm_listed()
     for name, digest in listed().items():
-        assert digest in readme, name
+        assert digest in (krasserm_readme if name in krasserm else readme), name
+
+
+def test_krasserm_files_say_what_made_them():
+    entries = read_json(os.path.join(KRASSERM, "manifest.json"))["files"]
+    for name, entry in entries.items():
+        assert entry["era"] in name and entry["era"] in ("tf2", "keras2"), name
+        recreated = "re-creat" in entry["made"]
+        assert recreated == (entry["era"] == "keras2"), name
 
 
 @pytest.mark.parametrize("name", sorted(compact_manifest()["files"]))

@@ -76,12 +76,24 @@ def test_only_large_output_convs_after_a_shuffle_are_rewritten():
         assert shuffle_last(model) == (model, None)
 
 
-def test_resolve_uses_the_rewrite_and_follows_training():
+def test_resolve_uses_the_rewrite_and_follows_training(monkeypatch):
+    import sisr.inference
+    from sisr.precision import inference_copy
+
     model = srresnet(2, num_filters=8, num_res_blocks=1)
     _randomise(model, seed=3)
     lr = np.random.default_rng(4).integers(0, 256, (1, 8, 6, 3)).astype(np.uint8)
     expected = np.clip(np.round(model(lr.astype(np.float32)).numpy()), 0, 255)
+    compiled, ran = sisr.inference.compiled_forward, []
+    monkeypatch.setattr(sisr.inference, "compiled_forward",
+                        lambda runner: ran.append(runner) or compiled(runner))
     assert np.abs(sisr.resolve(model, lr).numpy() - expected).max() <= 1
+    # What ran is the rewritten copy: its output conv makes the 3 * 2 * 2 channels that
+    # the last pixel shuffle, now after it, arranges (the model's makes 3, at HR size).
+    [runner] = ran
+    assert runner is not model and runner is inference_copy(model, "float32")
+    assert model.get_layer("output_conv").kernel.shape[-1] == 3
+    assert runner.get_layer("output_conv").kernel.shape[-1] == 12
     model.get_layer("output_conv").bias.assign([0.2, 0.2, 0.2])  # tanh shifts the output
     moved = np.clip(np.round(model(lr.astype(np.float32)).numpy()), 0, 255)
     assert np.abs(moved - expected).max() > 5

@@ -482,3 +482,96 @@ def test_resume_refuses_a_damaged_run_and_changes_nothing(tmp_path, capsys, dama
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert f"{damaged} is damaged" in err[0] and "--pretrained-model" in err[0], err[0]
     assert snapshot(run_dir) == before
+
+
+# -- resume equals an uninterrupted run ------------------------------------------------
+class Killed(Exception):
+    """What a crash in the middle of an epoch leaves: the backup of the last epoch."""
+
+
+def saved_variables(keras_path):
+    """{path: array} of every variable a `.keras` backup holds: the model's weights and
+    the optimizer's (iterations, Adam moments, ...)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(keras_path) as archive:
+        data = archive.read("model.weights.h5")
+    found = {}
+    with h5py.File(io.BytesIO(data), "r") as f:
+        f.visititems(lambda name, item: found.__setitem__(name, item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+def final_backup(run_dir):
+    return os.path.join(run_dir, "backup", read_state(run_dir)["backup"])
+
+
+def assert_same_variables(got, expected):
+    assert sorted(got) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def train_losses(run_dir):
+    with open(os.path.join(run_dir, "training.csv")) as f:
+        return [(int(r["epoch"]), r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "weight_norm_adam"])
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, optimizer):
+    """Same seed: after a crash in epoch 2 and --resume, the weights and every optimizer
+    variable at the end are those of a run that was never interrupted."""
+    epochs, steps = 3, 3
+    profile = write_profile(tmp_path, epochs=epochs, steps_per_epoch=steps,
+                            optimizer=optimizer, lr_decay_steps=[4], lr_decay_factor=0.5)
+    common = ["--dataset", "demo", "--seed", "7", "--verbose", "0"]
+    assert train.main(["--profile", profile, "--outdir", str(tmp_path / "whole"),
+                       *common]) == 0
+    [whole] = run_dirs(tmp_path / "whole")
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 1:  # two steps into the second epoch
+                raise Killed
+
+    callbacks = trainer.Trainer.callbacks
+
+    def with_kill(self, *args, **kwargs):
+        guard, run_cb, found = callbacks(self, *args, **kwargs)
+        return guard, run_cb, [*found, Kill()]
+
+    monkeypatch.setattr(trainer.Trainer, "callbacks", with_kill)
+    with pytest.raises(Killed):
+        train.main(["--profile", profile, "--outdir", str(tmp_path / "parts"), *common])
+    monkeypatch.setattr(trainer.Trainer, "callbacks", callbacks)
+    [parts] = run_dirs(tmp_path / "parts")
+    assert read_state(parts)["epoch"] == 1
+    assert train.main(["--resume", parts, "--verbose", "0"]) == 0
+
+    expected = saved_variables(final_backup(whole))
+    optimizer_variables = [n for n in expected if n.startswith("optimizer/")]
+    # iterations and the moments of every trained variable (and of g, for weight norm)
+    assert len(optimizer_variables) > 2 * sum(1 for n in expected if n.startswith("layers/"))
+    assert int(expected["optimizer/vars/0"]) == epochs * steps  # Keras: iterations first
+    assert_same_variables(saved_variables(final_backup(parts)), expected)
+    assert train_losses(parts) == train_losses(whole)
+    # The optimiser the runs trained with, as saved: PyTorch's Adam settings (README).
+    for run_dir in (whole, parts):
+        saved = saved_optimizer(final_backup(run_dir))
+        assert (saved["beta_1"], saved["beta_2"], saved["epsilon"]) == (0.9, 0.999, 1e-8)
+
+
+def saved_optimizer(keras_path):
+    """The configuration of the optimizer a `.keras` backup was compiled with."""
+    import zipfile
+
+    with zipfile.ZipFile(keras_path) as archive:
+        config = json.loads(archive.read("config.json"))
+    return config["compile_config"]["optimizer"]["config"]

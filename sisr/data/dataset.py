@@ -99,7 +99,7 @@ class PairedDataset:
                 f"{listed}{more}")
 
     def train(self, batch_size=16, lr_patch=48, seed=None, repeat=True, augment=True,
-              cache=False, patches_per_image=None):
+              cache=False, patches_per_image=None, skip_batches=0):
         """Random aligned training patches as a `tf.data.Dataset` of uint8 `(lr, hr)`.
 
         Args:
@@ -115,6 +115,9 @@ class PairedDataset:
             patches_per_image: random patches cut from each image read (they are shuffled
                 with other images' patches before batching); default 1 for images in
                 memory, 16 for files (reading a 2K image costs far more than a crop).
+            skip_batches: start the stream at this batch (with a seed, the batches of the
+                whole stream from there on; the images of the batches left out are not
+                read), e.g. where a resumed training run continues.
 
         Images smaller than the patch are left out with a warning naming them (an error
         if no image is large enough).
@@ -139,8 +142,11 @@ class PairedDataset:
             patches_per_image = 1 if in_memory else 16
         if int(patches_per_image) < 1:
             raise DatasetError(f"patches_per_image must be >= 1, got {patches_per_image}")
+        if int(skip_batches) < 0:
+            raise DatasetError(f"skip_batches must be >= 0, got {skip_batches}")
         return train_dataset(pairs, self.scale, int(batch_size), int(lr_patch), seed,
-                             bool(repeat), bool(augment), int(patches_per_image))
+                             bool(repeat), bool(augment), int(patches_per_image),
+                             int(skip_batches))
 
     def valid(self, crop=None):
         """Validation pairs, batch 1, in order: full images, or LR centre crops of `crop`.

@@ -12,7 +12,9 @@ Training: image indices are shuffled every epoch and repeated; each image visit 
 random flip and 90-degree rotation for LR and HR (one per image visit), drawn with
 stateless RNG from a per-visit seed stream, so a `seed` makes runs reproducible under the
 parallel map.
-Patches of several images are shuffled together, batched and prefetched.
+The patches of a window of `batch_size` reads are shuffled together (stateless too), then
+batched and prefetched; so batch b depends only on the seed and b, and the stream can start
+at any batch without reading the images of the batches before it (a resumed training run).
 """
 
 import logging
@@ -143,8 +145,10 @@ def _flip_rotate(patches, flip, turns):
 
 
 def train_dataset(pairs, scale, batch_size, lr_patch, seed, repeat, augment,
-                  patches_per_image):
-    """Random aligned patch batches `(lr, hr)`, uint8 (B, p, p, 3) and (B, p*s, p*s, 3)."""
+                  patches_per_image, skip_batches=0):
+    """Random aligned patch batches `(lr, hr)`, uint8 (B, p, p, 3) and (B, p*s, p*s, 3),
+    from batch number `skip_batches` of the stream on (without reading the images of the
+    batches left out)."""
     count = len(pairs)
     read_lr, read_hr = _Reader([p.lr for p in pairs]), _Reader([p.hr for p in pairs])
     k_patches, hr_patch = patches_per_image, lr_patch * scale
@@ -169,22 +173,40 @@ def train_dataset(pairs, scale, batch_size, lr_patch, seed, repeat, augment,
             hr_patches = _flip_rotate(hr_patches, flip, turns)
         lr_patches.set_shape([k_patches, lr_patch, lr_patch, 3])
         hr_patches.set_shape([k_patches, hr_patch, hr_patch, 3])
-        return lr_patches, hr_patches
+        return lr_patches, hr_patches, random
+
+    def mix(lr_patches, hr_patches, randoms):
+        """The patches of a window of reads in a random order (seeded by its first read)."""
+        n = tf.shape(lr_patches)[0] * k_patches
+        keys = tf.random.stateless_uniform([n], seed=tf.stack([randoms[0],
+                                                               tf.constant(3, tf.int64)]))
+        order = tf.argsort(keys)
+        lr_patches = tf.reshape(lr_patches, [n, lr_patch, lr_patch, 3])
+        hr_patches = tf.reshape(hr_patches, [n, hr_patch, hr_patch, 3])
+        return tf.gather(lr_patches, order), tf.gather(hr_patches, order)
 
     indices = tf.data.Dataset.range(count).shuffle(count, seed=seed,
                                                    reshuffle_each_iteration=True)
     if repeat:
         indices = indices.repeat()
     # One int64 per image read: the stateless seed of its crops and augmentation.
-    dataset = tf.data.Dataset.zip((indices, tf.data.Dataset.random(seed=seed)))
-    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=seed is not None)
-    dataset = dataset.unbatch()
+    reads = tf.data.Dataset.zip((indices, tf.data.Dataset.random(seed=seed)))
+    # Batches come from windows of `batch_size` reads (`k_patches` batches each), so batch
+    # b needs the reads from window b // k_patches on: skipping batches skips (index,
+    # seed) pairs, not image reads, and gives the very batches of the whole stream.
+    windows, within = divmod(int(skip_batches), k_patches)
+    dataset = reads.skip(windows * batch_size).map(
+        load, num_parallel_calls=AUTOTUNE, deterministic=seed is not None)
     if k_patches > 1:
-        # Mix the patches of several images so that a batch is not one image's patches.
-        dataset = dataset.shuffle(batch_size * k_patches, seed=seed)
+        # Mix the patches of a window's images so that a batch is not one image's patches.
+        dataset = dataset.batch(batch_size).map(mix, num_parallel_calls=AUTOTUNE,
+                                                deterministic=seed is not None)
+    else:
+        dataset = dataset.map(lambda lr, hr, random: (lr, hr))
+    dataset = dataset.unbatch()
     # Static batch shapes when repeating; a single epoch keeps its last, smaller batch.
     dataset = dataset.batch(batch_size, drop_remainder=repeat)
-    return dataset.prefetch(AUTOTUNE)
+    return dataset.skip(within).prefetch(AUTOTUNE)
 
 
 def valid_dataset(pairs, scale, crop, fixed_shape=True):

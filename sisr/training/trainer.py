@@ -135,12 +135,14 @@ def make_pipelines(config, datasets, initial_epoch=0):
     """
     train_data, valid_data = datasets
     seed = config["seed"]
-    # A resumed run offsets the data seed so that it does not replay the same batches.
-    data_seed = None if seed is None else seed + initial_epoch
+
+    # A seeded run resumed after epoch k continues the stream of batches where the
+    # uninterrupted run would be: the same batches from epoch k on.
+    skip = 0 if seed is None else initial_epoch * config["steps_per_epoch"]
 
     def build():
         return train_data.train(batch_size=config["batch_size"], lr_patch=config["lr_patch"],
-                                seed=data_seed).map(_as_float)
+                                seed=seed, skip_batches=skip).map(_as_float)
 
     if seed is None:
         train_ds = build()

@@ -1,5 +1,9 @@
 """Makes the small krasserm/super-resolution model files and their reference outputs.
 
+TF2 era: the original project's code writes the files. Keras-2 era: this script re-creates
+the 2018 architectures (after commit 2bc149f) and Keras 2.2.4 writes them in the 2018
+format; they are re-creations, not files of the 2018 code.
+
 Not part of the test run: it needs the original project's code and the libraries it was
 written for, in side environments outside the repository (see README.md here):
 
