@@ -7,6 +7,7 @@ import numpy as np
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 COMPACT = os.path.join(DATA, "compact")
+TRAINING = os.path.join(DATA, "training")
 # The official code base each manifest "arch" comes from, as `sisr.port` names it.
 PORT_SOURCES = {"EDSR": "edsr-pytorch", "WDSR-A": "wdsr", "WDSR-B": "wdsr"}
 
@@ -45,3 +46,14 @@ def metrics_reference():
     manifest = read_json(os.path.join(DATA, "metrics_reference.json"))["metrics_reference"]
     with np.load(os.path.join(DATA, manifest["file"])) as z:
         return dict(z), manifest["values"]
+
+
+def load_training(name):
+    """One training fixture: ({"init" or "stepK": state_dict}, official losses per step)."""
+    with np.load(os.path.join(TRAINING, name)) as z:
+        states = {}
+        for key in z.files:
+            if "/" in key:
+                prefix, param = key.split("/", 1)
+                states.setdefault(prefix, {})[param] = z[key]
+        return states, z["losses"]

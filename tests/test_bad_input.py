@@ -18,6 +18,7 @@ from sisr import upscale as up
 from sisr.imageio import ImageError, inspect_image, read_image, read_rgb
 from sisr.model import edsr
 from sisr.port import CheckpointError, load_state_dict
+from peak_memory import PRINT_PEAK, peak_kib
 from sisr.saving import MAX_CONFIG_BYTES, ModelError
 
 
@@ -83,15 +84,14 @@ def test_keras_weights_larger_than_the_config_implies_are_refused_unread(
 
 
 HDF5_BOMB = """
-import resource, sys
+import sys
 import sisr
 from sisr.saving import ModelError
 try:
     sisr.load_model(sys.argv[1])
 except ModelError as err:
     print("refused:", err)
-print("maxrss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
+""" + PRINT_PEAK
 
 
 def test_keras_weights_declaring_huge_datasets_are_refused_unread(model_file, tmp_path):
@@ -110,8 +110,8 @@ def test_keras_weights_declaring_huge_datasets_are_refused_unread(model_file, tm
     assert result.returncode == 0, result.stderr[-2000:]
     expected = "datasets of its model.weights.h5 hold 4,294,967,296 bytes"
     assert "refused: " in result.stdout and expected in result.stdout, result.stdout
-    maxrss = int(result.stdout.split("maxrss_kb")[1])
-    assert maxrss < 2**20 * 2, f"peak RSS {maxrss} KB: the dataset was read"  # < 2 GiB
+    peak = peak_kib(result.stdout)
+    assert peak < 2**20 * 2, f"peak RSS {peak} KiB: the dataset was read"  # < 2 GiB
 
 
 def test_keras_weights_with_external_links_are_refused(model_file, tmp_path):

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import pytest
 
+from peak_memory import PRINT_PEAK, peak_kib
 from sisr.errors import SisrError
 from sisr.port import CheckpointError, port
 from sisr.port import krasserm_h5 as h5
@@ -85,16 +86,14 @@ def make_bomb(tmp_path, name="edsr_x3_scaled_tf2.h5"):
 # ----------------------------------------------------------------------------- bombs
 
 CHILD = """
-import resource, runpy, sys
+import runpy, sys
 sys.argv = [sys.argv[1]] + sys.argv[2:]
 try:
     runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
     code = 0
 except SystemExit as stop:
     code = stop.code
-print("maxrss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-sys.exit(code)
-"""
+""" + PRINT_PEAK + "sys.exit(code)\n"
 
 
 def run_child(module, args, env=None):
@@ -104,11 +103,9 @@ def run_child(module, args, env=None):
                **(env or {})}
     done = subprocess.run([sys.executable, "-c", CHILD, module, *args], env=environ,
                           capture_output=True, text=True, timeout=600)
-    rss = [int(line.split()[1]) for line in done.stdout.splitlines()
-           if line.startswith("maxrss ")]
-    assert rss, done.stdout + done.stderr
+    assert "peak_kib" in done.stdout, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    return done.returncode, lines, rss[0]
+    return done.returncode, lines, peak_kib(done.stdout)
 
 
 def test_bomb_refused_by_the_port_cli_unread(tmp_path):

@@ -34,11 +34,10 @@ import os
 import numpy as np
 import pytest
 
-from reference_data import DATA
+from reference_data import DATA, TRAINING, load_training
 from sisr.port import port
 from sisr.training.trainer import make_loss, make_optimizer
 
-TRAINING = os.path.join(DATA, "training")
 BASICSR = os.path.join(DATA, "basicsr")
 
 
@@ -49,13 +48,7 @@ def manifest(folder):
 
 def fixture(name):
     """(initial state_dict, [state_dict after step k], official losses)."""
-    with np.load(os.path.join(TRAINING, name)) as z:
-        states = {}
-        for key in z.files:
-            if "/" in key:
-                prefix, param = key.split("/", 1)
-                states.setdefault(prefix, {})[param] = z[key]
-        losses = z["losses"]
+    states, losses = load_training(name)
     steps = [states[f"step{k}"] for k in range(1, len(losses) + 1)]
     return states["init"], steps, losses
 

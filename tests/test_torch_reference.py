@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from reference_data import DATA, compact_names, load_compact, read_json
+from reference_data import TRAINING, compact_names, load_compact, load_training, read_json
 
 torch = pytest.importorskip("torch")
 
@@ -22,7 +22,6 @@ import torch_reference  # noqa: E402  (tests/torch_reference.py)
 
 pytestmark = pytest.mark.torch
 
-TRAINING = os.path.join(DATA, "training")
 
 
 def build(entry):
@@ -59,21 +58,11 @@ def test_rebuild_outputs_equal_official(name):
     assert np.abs(y - expected).max() < 1e-3
 
 
-def training_fixture(name):
-    with np.load(os.path.join(TRAINING, name)) as z:
-        states = {}
-        for key in z.files:
-            if "/" in key:
-                prefix, param = key.split("/", 1)
-                states.setdefault(prefix, {})[param] = z[key]
-        return states, z["losses"]
-
-
 @pytest.mark.parametrize("name", ["edsr_f16_b2_x2.npz", "wdsr_a_f8_b2_x2.npz",
                                   "wdsr_b_f16_b2_x2.npz"])
 def test_rebuild_trains_as_official(name):
     entry = read_json(os.path.join(TRAINING, "manifest.json"))["files"][name]
-    states, expected_losses = training_fixture(name)
+    states, expected_losses = load_training(name)
     module = load(build(entry), states["init"])
     with np.load(os.path.join(TRAINING, "batches_x2.npz")) as z:
         lrs, hrs = z["lr"].astype(np.float32), z["hr"].astype(np.float32)

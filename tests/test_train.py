@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import sisr
+from peak_memory import PRINT_PEAK, peak_kib
 from sisr import train
 from sisr.training import trainer
 from sisr.training.callbacks import read_state
@@ -382,9 +383,8 @@ def test_a_model_too_large_for_memory_is_refused_without_allocating_it(tmp_path)
     # In a fresh process, whose peak memory shows that no weight was allocated: with
     # 99999999 filters the head convolution's kernel alone would take 10.8 GB.
     profile = write_profile(tmp_path, num_filters=99999999)
-    script = ("import resource, sys\nfrom sisr import train\n"
-              "code = train.main(sys.argv[1:])\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)\n")
+    script = ("import sys\nfrom sisr import train\ncode = train.main(sys.argv[1:])\n"
+              + PRINT_PEAK + "sys.exit(code)\n")
     outdir = tmp_path / "runs"
     result = subprocess.run(
         [sys.executable, "-c", script, "--profile", profile, "--dataset", "demo", "--outdir",
@@ -393,8 +393,8 @@ def test_a_model_too_large_for_memory_is_refused_without_allocating_it(tmp_path)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "num_filters" in errors[0] and "would need" in errors[0]
-    peak_kib = int(result.stdout.split()[-1])
-    assert peak_kib < 2 * 2**20, f"peak RSS {peak_kib} KiB"
+    peak = peak_kib(result.stdout)
+    assert peak < 2 * 2**20, f"peak RSS {peak} KiB"
     assert not outdir.exists()
 
 
