@@ -72,7 +72,9 @@ def main(argv=None):
     parser = file_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache-batches", type=int, default=300)
-    parser.add_argument("--png-batches", type=int, default=8)
+    # At least a few windows of reads: a file dataset's batches come 16 at a time from a
+    # window of 16 image reads, so fewer batches would time one window's decoded patches.
+    parser.add_argument("--png-batches", type=int, default=48)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from sisr.convert import convert
