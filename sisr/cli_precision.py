@@ -51,6 +51,7 @@ def choose_precision(requested, model, registry=None, gpu=None):
         return "float32", ("auto: the bfloat16 guard was measured on CPUs" if gpu
                            else "auto: this CPU has no native bfloat16")
     info = entry.bfloat16
-    return "bfloat16", (f"auto: the bfloat16 copy of {model} keeps the fidelity guard "
-                        f"(at most {info['max_db']} dB and {info['max_levels']} levels from "
-                        "float32); --precision float32 for the exact model")
+    return "bfloat16", (f"auto: the bfloat16 copy of {model} kept the fidelity guard where "
+                        f"it was measured ({info['measured']}: at most {info['max_db']} dB "
+                        f"and {info['max_levels']} levels from float32; other images may "
+                        "differ more); --precision float32 for the exact model")

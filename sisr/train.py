@@ -4,6 +4,7 @@
     python -m sisr.train --resume runs/20261121-120000-wdsr-b-8
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -41,7 +42,8 @@ def add_run_arguments(parser):
                         help="multi-worker: how long a worker waits for the others to start "
                              "before giving up, naming them (default 600)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                        help="Keras fit verbosity (1: progress bar)")
+                        help="Keras fit verbosity on stderr (1: a progress bar on a terminal, "
+                             "else one line per epoch; 2: one line per epoch)")
 
 
 def make_parser():
@@ -85,7 +87,11 @@ def train_run(trainer, args):
         trainer.prepare(resume=bool(args.resume))
     run_dir = args.resume or new_run_dir(args.outdir, trainer.run_name(), trainer.strategy)
     log.info("run directory: %s", run_dir)
-    result = trainer.run(run_dir, resume=bool(args.resume), verbose=args.verbose)
+    # Progress is not a result: Keras writes it to stdout, so it goes to stderr, as one
+    # line per epoch where no terminal shows the bar (a bar in a file is escape codes).
+    verbose = args.verbose if sys.stderr.isatty() else min(args.verbose * 2, 2)
+    with contextlib.redirect_stdout(sys.stderr):
+        result = trainer.run(run_dir, resume=bool(args.resume), verbose=verbose)
     if result is None:  # a multi-worker run's other workers: the chief reports
         print(f"worker done; the chief writes the results to {run_dir}")
         return 0

@@ -145,6 +145,19 @@ def test_the_wheel_ships_profiles_and_data_and_runs_outside_the_checkout(tmp_pat
     where, model, count = run.stdout.split()
     assert where.startswith(str(site)) and model == "wdsr_a" and int(count) == len(profiles)
 
+    # Console scripts beside `python -m`: each names a module's `main`, which exists.
+    [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    scripts = dict(line.split(" = ") for line in zipfile.ZipFile(wheel).read(
+        entry_points).decode().splitlines() if " = " in line)
+    assert {"sisr-train", "sisr-upscale", "sisr-evaluate", "sisr-pretrained", "sisr-port",
+            "sisr-convert", "sisr-export", "sisr-train-gan"} == set(scripts)
+    for script in ("sisr-convert", "sisr-upscale"):
+        module, function = scripts[script].split(":")
+        run = subprocess.run([sys.executable, "-c", (
+            f"import sys; from {module} import {function}; sys.exit({function}(['--help']))")],
+            capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert run.returncode == 0 and "usage:" in run.stdout, run.stderr
+
 
 def test_import_is_light_and_clis_run_without_runpy_warnings():
     # `import sisr` must not import its CLI modules: `python -m sisr.upscale` would warn

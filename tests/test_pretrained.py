@@ -678,6 +678,10 @@ def test_auto_precision_is_bfloat16_only_where_the_guard_was_measured_to_hold(
         return precision.choose_precision(requested, model, registry=registry, gpu=gpu)[0]
 
     assert choose("auto", "held") == "bfloat16"
+    # It says what was measured, where, and does not generalise.
+    reason = precision.choose_precision("auto", "held", registry=registry, gpu=False)[1]
+    assert ("kept the fidelity guard where it was measured (test: at most 0.01 dB and 2 "
+            "levels from float32; other images may differ more)") in reason, reason
     assert choose("auto", "held", gpu=True) == "float32"
     assert choose("auto", "broken") == choose("auto", "unmeasured") == "float32"
     assert choose("float32", "held") == "float32" and choose("bfloat16", "broken") == "bfloat16"

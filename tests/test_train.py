@@ -575,3 +575,20 @@ def saved_optimizer(keras_path):
     with zipfile.ZipFile(keras_path) as archive:
         config = json.loads(archive.read("config.json"))
     return config["compile_config"]["optimizer"]["config"]
+
+
+@pytest.mark.parametrize("verbose", ["1", "2"])
+def test_standard_output_holds_only_the_results(tmp_path, capsys, verbose):
+    # Keras' progress bars went to stdout, with escape codes and backspaces when redirected.
+    outdir = tmp_path / "runs"
+    assert train.main(["--profile", write_profile(tmp_path), "--dataset", "demo",
+                       "--outdir", str(outdir), "--seed", "1", "--verbose", verbose]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    assert lines[0].startswith("validation PSNR (") and lines[1].startswith("model: ")
+    for text in (out, err):
+        assert "\x1b" not in text and "\b" not in text and "\r" not in text
+    # stderr is no terminal here: one line per epoch, not a bar.
+    epochs = [line for line in err.splitlines() if " - loss: " in line]
+    assert len(epochs) == 2, err
