@@ -1,4 +1,5 @@
-"""Checks that the TensorFlow backend and a safe Keras version are installed."""
+"""Checks that the TensorFlow backend and a safe Keras version are installed, and what
+memory this machine has."""
 
 import os
 
@@ -39,3 +40,19 @@ def require_tensorflow():
             f"advisories), found {keras.__version__}: pip install -U 'keras>=3.13.2'"
         )
 
+
+def machine_memory():
+    """This machine's physical memory in bytes, or the cgroup's limit if lower; None if
+    unknown."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                limit = int(f.read().strip())
+        except (OSError, ValueError):  # absent, or "max"
+            continue
+        total = limit if total is None else min(total, limit)
+    return total

@@ -7,6 +7,7 @@ import zipfile
 
 import keras
 
+from sisr._backend import machine_memory
 from sisr.errors import SisrError
 from sisr.fileio import atomic_output
 
@@ -48,13 +49,6 @@ MAX_BYTES_PER_WEIGHT = 32
 # HDF5's own structure: a fixed part, and groups and attributes per layer (~3 KB measured).
 HDF5_BYTES = 2**20
 HDF5_BYTES_PER_LAYER = 2**15
-
-
-def _memory_bytes():
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2**34
 
 
 def _dim(value, what):
@@ -123,7 +117,7 @@ def _check_weights(path, archive, config):
     import h5py
 
     weights, layers = declared_weights(config)
-    memory = _memory_bytes()
+    memory = machine_memory() or 2**34  # unknown: assume 16 GiB
     if weights * 4 > memory // 2:
         raise ModelError(f"{path}: refused, its config declares {weights:,} weights "
                          f"({weights * 4 / 2**30:.1f} GiB in float32), more than half of "

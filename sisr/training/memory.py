@@ -1,31 +1,14 @@
 """Whether the networks of a training fit in this machine's memory, judged before any is
 built (`sisr.model.sizing` counts their parameters without allocating them)."""
 
-import os
 
+from sisr._backend import machine_memory
 from sisr.model import sizing
 from sisr.training.config import ConfigError
 
 # Bytes per parameter while training: float32 weights, their gradients, Adam's two moments
 # and the float32 copy that is validated and saved. Activations come on top.
 BYTES_PER_PARAMETER = 20
-
-
-def machine_memory():
-    """This machine's physical memory in bytes, or the cgroup's limit if lower; None if
-    unknown."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        total = None
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(path) as f:
-                limit = int(f.read().strip())
-        except (OSError, ValueError):  # absent, or "max"
-            continue
-        total = limit if total is None else min(total, limit)
-    return total
 
 
 def _size(nbytes):
