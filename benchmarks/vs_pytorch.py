@@ -21,11 +21,13 @@ mixed_bfloat16; PyTorch fp32 weights under autocast bf16, as the official code w
     python benchmarks/vs_pytorch.py --cases large --rounds 5
     python benchmarks/vs_pytorch.py --cases edsr-x2-fp32 --env OMP_WAIT_POLICY=PASSIVE
 
-The output is a markdown table and the environment record (versions, threads, load average,
-CPU flags, command line), ready to paste into benchmarks/README.md; `--json` keeps every
-timing. `--same-process` runs both frameworks in this one process instead: a diagnostic
-only (one framework's idle OpenMP threads then spin or sleep beside the other's work, and
-torch with TensorFlow in one process can crash), never for published figures.
+`--cases all --rounds 5` takes about 20 minutes on 2 idle cores (the default group about
+5, the LR 512 and batch 4 cases the rest). The output is a markdown table and the
+environment record (versions, threads, load average, CPU flags, command line), ready to
+paste into benchmarks/README.md; `--json` keeps every timing. `--same-process` runs both
+frameworks in this one process instead: a diagnostic only (one framework's idle OpenMP
+threads then spin or sleep beside the other's work, and torch with TensorFlow in one process
+can crash), never for published figures.
 
 A new network adds one entry to CASES (sisr builder and arguments, PyTorch factory in
 tests/torch_reference.py and its arguments, mode and precision, input size).
@@ -327,8 +329,10 @@ class Worker:
             self.process.wait()
             with open(self.log) as f:
                 tail = "".join(f.readlines()[-15:])
+            hint = (f" (a module is missing: give an interpreter that has it with "
+                    f"--{self.side}-python)" if "No module named" in tail else "")
             raise RuntimeError(f"the {NAMES[self.side]} worker exited with status "
-                               f"{self.process.returncode}; its last lines:\n{tail}")
+                               f"{self.process.returncode}{hint}; its last lines:\n{tail}")
         return json.loads(line)
 
     def run(self):
