@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -572,6 +573,8 @@ def main(argv=None):
         return worker(args)
     args.command = shlex.join(["python", "benchmarks/vs_pytorch.py",
                                *(sys.argv[1:] if argv is None else argv)])
+    # stopped with SIGTERM: unwind, so that the workers are told to quit
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     started, load_start = datetime.datetime.now(datetime.UTC), load()
     records = []
     with tempfile.TemporaryDirectory(prefix="sisr-vs-pytorch-") as directory:
@@ -581,6 +584,8 @@ def main(argv=None):
             except RuntimeError as error:
                 print(f"error: {name}: {error}", file=sys.stderr)
                 return 1
+            # each case's figures as it ends, should a long run be stopped
+            print(plain_table(records[-1:]), file=sys.stderr, flush=True)
     print(plain_table(records), file=sys.stderr)
     print(report(records, args, started, load_start))
     if args.json:
