@@ -96,41 +96,44 @@ class Case:
         return self.sisr[1]["scale"]
 
 
-def _edsr(scale):
-    return (("edsr", dict(scale=scale, num_filters=64, num_res_blocks=16)),
-            ("edsr", dict(scale=scale, feats=64, blocks=16)))
-
-
-def _wdsr_b(scale):
-    return (("wdsr_b", dict(scale=scale, num_filters=32, num_res_blocks=16,
-                            res_block_expansion=6)),
-            ("wdsr", dict(variant="b", scale=scale, feats=32, blocks=16, expansion=6)))
+# The networks compared: name -> (sisr builder and arguments, PyTorch factory in
+# tests/torch_reference.py and arguments, both as functions of the scale; sisr's training
+# profile). A network added here gets every case of `_cases`; a case of its own is one
+# `Case(...)` entry added to CASES.
+NETWORKS = {
+    "edsr": (lambda scale: ("edsr", dict(scale=scale, num_filters=64, num_res_blocks=16)),
+             lambda scale: ("edsr", dict(scale=scale, feats=64, blocks=16)),
+             "edsr-16"),
+    "wdsr-b": (lambda scale: ("wdsr_b", dict(scale=scale, num_filters=32, num_res_blocks=16,
+                                             res_block_expansion=6)),
+               lambda scale: ("wdsr", dict(variant="b", scale=scale, feats=32, blocks=16,
+                                           expansion=6)),
+               "wdsr-b-16"),
+}
+# The targets of issue 26 (PyTorch time / sisr time).
+TARGETS = {"edsr-x2-fp32": 1.3, "wdsr-b-x2-fp32": 2.0, "edsr-x2-bf16": 2.5,
+           "edsr-train-bf16": 2.5, "wdsr-b-train-bf16": 2.5}
 
 
 def _cases():
     cases = {}
-    for net, make in (("edsr", _edsr), ("wdsr-b", _wdsr_b)):
-        targets = {"float32": 1.3 if net == "edsr" else 2.0,
-                   "bfloat16": 2.5 if net == "edsr" else None}
+    for net, (sisr, torch, profile) in NETWORKS.items():
         for precision, short in (("float32", "fp32"), ("bfloat16", "bf16")):
-            sisr, torch = make(2)
-            cases[f"{net}-x2-{short}"] = Case(sisr, torch, precision=precision,
-                                              target=targets[precision])
-            if net == "wdsr-b":  # the official module as shipped: weight norm every pass
-                cases[f"{net}-x2-{short}-wn"] = Case(sisr, torch, precision=precision,
+            cases[f"{net}-x2-{short}"] = Case(sisr(2), torch(2), precision=precision)
+            if torch(2)[0] == "wdsr":  # the official module as shipped: weight norm every pass
+                cases[f"{net}-x2-{short}-wn"] = Case(sisr(2), torch(2), precision=precision,
                                                      weight_norm="shipped")
             for scale in (2, 4):
-                sisr, torch = make(scale)
                 cases[f"{net}-x{scale}-512-{short}"] = Case(
-                    sisr, torch, precision=precision, size=512, calls=1, group="large")
-            sisr, torch = make(2)
-            cases[f"{net}-x2-b4-{short}"] = Case(sisr, torch, precision=precision, batch=4,
-                                                 calls=1, group="large")
-        sisr, torch = make(2)
+                    sisr(scale), torch(scale), precision=precision, size=512, calls=1,
+                    group="large")
+            cases[f"{net}-x2-b4-{short}"] = Case(sisr(2), torch(2), precision=precision,
+                                                 batch=4, calls=1, group="large")
         cases[f"{net}-train-bf16"] = Case(
-            sisr, torch, mode="train", precision="bfloat16", batch=16, size=48,
-            weight_norm="shipped", profile=f"{net}-16", calls=2, target=2.5)
-    return cases
+            sisr(2), torch(2), mode="train", precision="bfloat16", batch=16, size=48,
+            weight_norm="shipped", profile=profile, calls=2)
+    return {name: dataclasses.replace(case, target=TARGETS.get(name))
+            for name, case in cases.items()}
 
 
 CASES = _cases()
