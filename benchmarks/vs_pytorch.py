@@ -409,7 +409,11 @@ def compare(name, case, args, directory):
         for side in SIDES:  # one after the other: neither builds while the other warms up
             started = time.perf_counter()
             if args.same_process:
-                call, info = make_side(side, case, inputs, args)
+                try:
+                    call, info = make_side(side, case, inputs, args)
+                except ImportError as error:
+                    raise RuntimeError(f"--same-process needs torch and sisr in this "
+                                       f"interpreter: {error}") from error
                 for _ in range(args.warmup):
                     call()
                 workers[side] = InProcess(side, call, info, calls)
