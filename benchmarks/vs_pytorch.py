@@ -173,7 +173,7 @@ def thread_env():
 
 
 def torch_side(case, inputs, threads, channels_last):
-    """(run, info) for PyTorch: `run()` does case.calls calls or steps."""
+    """(call, info) for PyTorch: `call()` is one inference call or one training step."""
     import numpy as np
     import torch
 
@@ -233,7 +233,7 @@ def torch_side(case, inputs, threads, channels_last):
 
 
 def sisr_side(case, inputs, threads):
-    """(run, info) for sisr."""
+    """(call, info) for sisr, as `torch_side`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
