@@ -254,7 +254,7 @@ def sisr_side(case, inputs, threads):
         lr = arrays[0]
 
         def call():
-            return sisr.resolve(model, lr, precision=case.precision).numpy()
+            return np.asarray(sisr.resolve(model, lr, precision=case.precision))
     else:
         from sisr.training import config as sisr_config
         from sisr.training import trainer
