@@ -13,6 +13,7 @@ from sisr.model.registry import (
 )
 from sisr.model.srmodel import SRModel, model_info
 from sisr.model.srresnet import srresnet
+from sisr.model.vdsr import vdsr
 from sisr.model.wdsr_a import wdsr_a
 from sisr.model.wdsr_b import wdsr_b
 
@@ -21,3 +22,4 @@ __all__ = [
     "get_spec", "model_info", "register", "spec_of", "srresnet", "unregister", "wdsr_a",
     "wdsr_b",
 ]
+__all__ += ["vdsr"]
