@@ -29,7 +29,7 @@ def one_channel(model, first, last, count=kernel_count):
 
 
 def test_srcnn_955_has_the_papers_57184_weights():
-    # Dong et al. (TPAMI 2016), section 4.3: 9-5-5, n1 = 64, n2 = 32, 57,184 parameters
+    # Dong et al. (TPAMI 2016): 9-5-5, n1 = 64, n2 = 32, 57,184 parameters
     # (weights; the paper's count leaves the biases out)
     for scale in (2, 3, 4):
         model = srcnn(scale)
@@ -41,7 +41,7 @@ def test_srcnn_955_has_the_papers_57184_weights():
 
 
 def test_fsrcnn_has_the_papers_12464_weights():
-    # Dong, Loy and Tang (ECCV 2016), table 1 / section 3.3: FSRCNN (56, 12, 4), 12,464
+    # Dong, Loy and Tang (ECCV 2016): FSRCNN (56, 12, 4), 12,464
     # weights (biases left out); the deconvolution's weights do not depend on the scale
     for scale in (2, 3, 4):
         model = fsrcnn(scale)
