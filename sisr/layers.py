@@ -178,17 +178,20 @@ class BicubicUpsample(keras.layers.Layer):
         if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
             raise ValueError(f"BicubicUpsample: `scale` must be a positive int, got {scale!r}")
         self.scale = scale
-        self._weights = bicubic_phase_weights(scale).tolist()
+        self._phase_weights = tuple(map(tuple, bicubic_phase_weights(scale).tolist()))
 
     def _upsample_axis(self, x, axis):
         shape = ops.shape(x)
         n = shape[axis]
-        # MATLAB's mirror of indices -2 .. n + 1 into 0 .. n - 1 (any n >= 1).
-        index = ops.mod(ops.arange(-2, n + 2), 2 * n)
-        index = ops.where(index >= n, 2 * n - 1 - index, index)
+        # MATLAB's mirror of indices -2 .. n + 1 into 0 .. n - 1; twice for n = 1. (No
+        # modulo of negative numbers, which ONNX converters get wrong.)
+        index = ops.arange(-2, n + 2)
+        for _ in range(2):
+            index = ops.where(index < 0, -1 - index, index)
+            index = ops.where(index >= n, 2 * n - 1 - index, index)
         padded = ops.take(x, index, axis=axis)
         taps = [_take_range(padded, axis, k, n) for k in range(5)]
-        weights = ops.cast(ops.convert_to_tensor(self._weights), x.dtype)
+        weights = ops.cast(ops.convert_to_tensor(self._phase_weights), x.dtype)
         phases = [sum(weights[k, p] * taps[k] for k in range(5)) for p in range(self.scale)]
         y = ops.stack(phases, axis=axis + 1)
         new_shape = [shape[i] for i in range(len(shape))]

@@ -157,3 +157,23 @@ def test_training_steps_equal_official():
     difference = np.concatenate([np.abs(a - b).ravel() for a, b in
                                  zip(model.get_weights(), wrong.get_weights())]) / 1e-4
     assert np.percentile(difference, 99) > 0.6
+
+
+@pytest.mark.parametrize("fmt", ["litert", "onnx"])
+def test_bicubic_models_export(tmp_path, fmt):
+    # The bicubic layer's mirrored borders survive conversion (a modulo of negative
+    # indices did not, in ONNX), at any size including one pixel
+    import importlib.util
+
+    from sisr.export import export, run_exported
+
+    if fmt == "onnx" and not all(importlib.util.find_spec(m)
+                                 for m in ("tf2onnx", "onnx", "onnxruntime")):
+        pytest.skip("ONNX export needs tf2onnx, onnx and onnxruntime")
+    model = vdsr(3, num_filters=4, num_layers=3)
+    out = str(tmp_path / f"m.{'tflite' if fmt == 'litert' else 'onnx'}")
+    export(model, out, format=fmt)
+    for shape in ((1, 7, 5, 3), (2, 1, 4, 3)):
+        x = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+        got = run_exported(out, fmt, x)
+        assert np.abs(got - np.asarray(model(x))).max() < 1e-3
