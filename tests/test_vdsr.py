@@ -88,7 +88,7 @@ def test_port_reproduces_official_vdsr(scale):
 
 def test_port_needs_the_scale_and_refuses_a_wrong_depth():
     sd = state_dict(load("vdsr_f16_d6_x2.npz"))
-    with pytest.raises(ValueError, match="scale"):
+    with pytest.raises(ValueError, match="does not show the scale: give it"):
         port(sd)
     with pytest.raises(ValueError, match="num_layers"):
         port(sd, scale=2, num_layers=20)
