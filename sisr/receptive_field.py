@@ -3,7 +3,8 @@
 `locality(model)` reads the functional graph of `model.get_config()` and allows only
 layers known to be local, i.e. whose output pixel reads a bounded neighbourhood of its
 input and nothing that depends on the image size: stride-1 convolutions ("same" padding),
-transposed convolutions and upsamplers (which raise the resolution), pixel shuffles, and
+transposed convolutions and upsamplers (which raise the resolution; also sisr's MATLAB
+`BicubicUpsample`), pixel shuffles, and
 per-pixel layers (activations, per-channel normalisation and rescaling, merges along the
 channels). Any other layer (global pooling, attention, Dense, Flatten, Reshape, a nested
 model, an unknown custom layer) makes the model not tileable, and so does a registered
@@ -80,6 +81,8 @@ def _layer_reach(layer, cls, name, cfg):
         return 0, cfg["scale"]
     if registered == "sisr>ResidualScaling":
         return 0, 1
+    if registered == "sisr>BicubicUpsample":
+        return 2, cfg["scale"]  # the cubic kernel reads 2 input pixels on each side
     if registered == "sisr>FusedBatchNormalization" or (
             module == "keras.layers" and cls in ("BatchNormalization", "LayerNormalization")):
         # Inference normalises with per-channel statistics; over other axes it would

@@ -310,7 +310,15 @@ INIT_BANDS = {  # profile: (L1, output std, head conv std)
     "wdsr-b-8": ((55.7, 99), (41.4, 62), (0.27, 0.44)),
     "wdsr-b-16": ((59, 81.5), (43.8, 63), (0.27, 0.44)),
     "wdsr-b-32": ((63, 94), (43, 68), (0.27, 0.44)),
+    # VDSR: 20 bias-free layers at PyTorch's init shrink to ~0; the output is the bicubic
+    "vdsr": ((6.5, 8), (74, 78), (0.15, 0.25)),
+    "srcnn": ((100, 120), (12, 35), (0.10, 0.18)),
+    "fsrcnn": ((105, 115), (1.5, 5), (0.55, 0.72)),
+    "espcn": ((95, 105), (25, 45), (0.25, 0.32)),
 }
+# The layer whose output std is the "head std" where a network has no `head_conv`.
+HEAD_LAYERS = {"vdsr": "body_conv1", "srcnn": "conv1", "fsrcnn": "feature_conv",
+               "espcn": "conv1"}
 PROFILES = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "sisr", "profiles", "*.json")))
 
@@ -334,7 +342,8 @@ def untrained_statistics(config, seeds=(0, 1)):
     for seed in seeds:
         keras.utils.set_random_seed(seed)
         model = spec.builder(**kwargs)
-        probe = keras.Model(model.input, [model.output, model.get_layer("head_conv").output])
+        head = model.get_layer(HEAD_LAYERS.get(config["model"], "head_conv"))
+        probe = keras.Model(model.input, [model.output, head.output])
         sr, head = (np.asarray(t) for t in probe(lr))
         stats.append((np.abs(sr - hr).mean(), sr.std(), head.std()))
         keras.backend.clear_session()

@@ -8,11 +8,15 @@ Importing this package imports every builder module, which registers its `ModelS
 
 from sisr.model.discriminator import discriminator
 from sisr.model.edsr import edsr
+from sisr.model.espcn import espcn
+from sisr.model.fsrcnn import fsrcnn
 from sisr.model.registry import (
     MODELS, ModelSpec, build, generators, get_spec, register, spec_of, unregister,
 )
 from sisr.model.srmodel import SRModel, model_info
+from sisr.model.srcnn import srcnn
 from sisr.model.srresnet import srresnet
+from sisr.model.vdsr import vdsr
 from sisr.model.wdsr_a import wdsr_a
 from sisr.model.wdsr_b import wdsr_b
 
@@ -21,3 +25,4 @@ __all__ = [
     "get_spec", "model_info", "register", "spec_of", "srresnet", "unregister", "wdsr_a",
     "wdsr_b",
 ]
+__all__ += ["espcn", "fsrcnn", "srcnn", "vdsr"]
