@@ -14,7 +14,6 @@ import logging
 import os
 import sys
 
-
 from sisr import cli, compare, imageio
 from sisr.cli_precision import CLI_PRECISIONS, choose_precision
 from sisr.errors import UsageError
@@ -36,8 +35,6 @@ def save_comparison(path, lr, sr, scale, hr=None, crop=None, name=None, overwrit
     """Writes a PNG of full-resolution crops, input | LR | bicubic | SR [| HR] (alpha
     dropped), atomically; `crop` (a `sisr.compare.Crop`) or the one `choose_crop` picks.
     Returns the crop."""
-    from sisr import compare
-
     if crop is None:
         crop = compare.choose_crop(lr, sr, scale, hr=hr)
     image, _ = compare.comparison_image(lr, sr, scale, crop, hr=hr,

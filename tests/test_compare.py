@@ -141,7 +141,8 @@ def photo(tmp_path):
     return folder / "photo.png"
 
 
-def test_cli_compare_writes_the_chosen_crop_at_full_resolution(photo, model_file, tmp_path):
+def test_cli_compare_writes_the_chosen_crop_at_full_resolution(photo, model_file, tmp_path,
+                                                               caplog):
     out = tmp_path / "out"
     crops = tmp_path / "crops.png"
     assert up.main(["-i", str(photo), "-o", str(out), "--model", model_file, "-q",
@@ -154,6 +155,14 @@ def test_cli_compare_writes_the_chosen_crop_at_full_resolution(photo, model_file
                                         name="SR x2: tiny-x2")
     np.testing.assert_array_equal(panel(written, boxes["sr"]), sr[40:72, 20:80])
     assert_labelled(written, boxes)
+    # An existing comparison is not overwritten without --force, and nothing is redone.
+    (out / "photo_x2.png").unlink()
+    assert up.main(["-i", str(photo), "-o", str(out), "--model", model_file, "-q",
+                    "--compare", str(crops)]) == 1  # that input failed
+    assert f"{crops} exists; not overwriting it" in caplog.text
+    assert not (out / "photo_x2.png").exists()
+    np.testing.assert_array_equal(np.asarray(Image.open(crops)), np.asarray(written))
+    assert up.main(["-i", str(photo), "-o", str(out), "--model", model_file, "-q"]) == 0
     # Auto: the default file name, and the crop recorded is the one choose_crop picks.
     hr = smooth_image(140, 180, seed=9)
     Image.fromarray(hr).save(tmp_path / "hr.png")
