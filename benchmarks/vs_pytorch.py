@@ -98,7 +98,7 @@ def infer_cases(torch, family, lr, channels_last):
             return net(x).clamp_(0, 255).round_()
 
     def run_sisr():
-        return sisr.resolve(model, lr).numpy()
+        return sisr.resolve(model, lr)
 
     return run_torch, run_sisr
 

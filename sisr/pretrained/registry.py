@@ -19,6 +19,17 @@ FORMAT = 1
 # torch.hub convention: NAME-<first 8+ hex digits of the sha256>.EXT
 _HASH_PREFIX = re.compile(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$")
 _SHA256 = re.compile(r"[0-9a-f]{64}$")
+SMALL_PARAMETERS = 2_000_000
+# What a model is for (the registry's optional `use` list; `python -m sisr.pretrained list`
+# shows it and explains the words present).
+USES = {
+    "fidelity": "closest to the original (trained for PSNR); invents no texture",
+    "perceptual": "sharper, invented texture (adversarial training); lower PSNR",
+    "speed": "a small network (under 2M parameters)",
+    "real-photographs": "trained on realistic degradations (JPEG, noise, blur)",
+}
+# Weights files that only PyTorch reads (`sisr.port.io`).
+_TORCH_SUFFIXES = (".pt", ".pth")
 _REQUIRED = {
     "description": str, "builder": str, "args": dict, "scale": int, "parameters": int,
     "url": str, "file": str, "source": str, "homepage": str, "licence": str,
@@ -62,6 +73,12 @@ class Entry:
     installed: tuple = ()
     score: dict = None
     bfloat16: dict = None
+    use: tuple = ()
+
+    @property
+    def needs_torch(self):
+        """True if the weights file is a PyTorch checkpoint (converting it needs torch)."""
+        return os.path.splitext(self.file)[1].lower() in _TORCH_SUFFIXES
 
     @property
     def bfloat16_guard_holds(self):
@@ -107,7 +124,7 @@ def _check(name, raw, path):
     for key, kind in _REQUIRED.items():
         if not isinstance(raw.get(key), kind) or (kind is int and isinstance(raw[key], bool)):
             fail(f"{key!r} must be of type {kind.__name__}, got {raw.get(key)!r}")
-    unknown = sorted(set(raw) - set(_REQUIRED) - {"sha256", "score", "bfloat16"})
+    unknown = sorted(set(raw) - set(_REQUIRED) - {"sha256", "score", "bfloat16", "use"})
     if unknown:
         fail(f"unknown field(s) {', '.join(unknown)}")
     converters = converter_names()
@@ -146,6 +163,11 @@ def _check(name, raw, path):
             "holds", "broken") and {"max_db", "max_levels", "measured"} <= set(bf16)):
         fail(f"bfloat16 needs guard (holds or broken), max_db, max_levels and measured, "
              f"got {bf16!r}")
+    use = raw.get("use", [])
+    if not (isinstance(use, list) and all(u in USES for u in use) and len(set(use)) == len(use)):
+        fail(f"use must be a list of distinct words from {', '.join(USES)}, got {use!r}")
+    if "speed" in use and raw["parameters"] >= SMALL_PARAMETERS:
+        fail(f"use 'speed' is for networks under {SMALL_PARAMETERS:,} parameters")
     score = raw.get("score")
     if score is not None and not (isinstance(score, dict) and isinstance(
             score.get("psnr"), (int, float)) and {"dataset", "channel", "border"} <= set(score)):
@@ -184,7 +206,8 @@ def load_registry(registry=None):
         if not isinstance(raw, dict):
             raise PretrainedError(f"{path}: model {name!r} is not a JSON object")
         _check(name, raw, path)
-        entries[name] = Entry(name=name, **{**raw, "installed": tuple(raw["installed"])})
+        entries[name] = Entry(name=name, **{**raw, "installed": tuple(raw["installed"]),
+                                            "use": tuple(raw.get("use", ()))})
     return entries
 
 
