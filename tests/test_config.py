@@ -60,6 +60,20 @@ def test_profile_builder_keys_build_the_model():
     assert model.count_params() == 299_564  # WDSR-B baseline x2, docs/reference.md §3
 
 
+def test_upsample_init_is_a_builder_key_off_by_default():
+    from sisr.initializers import ICNR
+
+    assert cfg.resolve("wdsr-b-8")["upsample_init"] == "default"  # the official init
+    config = cfg.resolve("edsr-8", {"upsample_init": "icnr"},
+                         origins={"upsample_init": "--set upsample_init=icnr"})
+    model = build(config["model"], **dict(cfg.builder_kwargs(config), num_res_blocks=1))
+    assert isinstance(model.get_layer("upsample_x2_conv1").kernel_initializer, ICNR)
+    with pytest.raises(cfg.ConfigError, match=r"--set upsample_init=checker: .*`upsample_init` "
+                                              r"must be one of \('default', 'icnr'\)"):
+        cfg.resolve("wdsr-a-8", {"upsample_init": "checker"},
+                    origins={"upsample_init": "--set upsample_init=checker"})
+
+
 def test_flags_override_profile():
     config = cfg.resolve("wdsr-a-8", {"scale": 4, "epochs": 3, "learning_rate": 5e-4,
                                       "seed": None})

@@ -281,6 +281,78 @@ def test_conv_rejects_an_unknown_init():
         conv(8, 3, "c", init="he")
 
 
+def test_icnr_kernel_shuffles_to_nearest_neighbour_upsampling():
+    from sisr.initializers import ICNR, torch_kernel
+    from sisr.layers import PixelShuffle
+
+    r, channels = 3, 2
+    init = ICNR(r, torch_kernel(seed=1))
+    kernel = init((3, 3, 4, channels * r * r)).numpy()
+    bias = ICNR(r, FanInUniform(36, seed=2))((channels * r * r,)).numpy()
+    # The r*r channels that the shuffle puts in one block are copies of channel k % C ...
+    for k in range(channels * r * r):
+        np.testing.assert_array_equal(kernel[..., k], kernel[..., k % channels])
+        assert bias[k] == bias[k % channels]
+    assert not np.array_equal(kernel[..., 0], kernel[..., 1])  # ... and the C are distinct
+    # ... so the conv, shuffled, is the nearest-neighbour upsampling of the conv to C
+    # channels with the base weights.
+    x = np.random.default_rng(0).normal(size=(2, 5, 6, 4)).astype("float32")
+    conv = keras.layers.Conv2D(channels * r * r, 3, padding="same", kernel_initializer=init)
+    conv.build(x.shape)
+    conv.set_weights([kernel, bias])
+    features = conv(x).numpy()
+    shuffled = PixelShuffle(r)(features).numpy()
+    base = features[..., :channels]
+    np.testing.assert_array_equal(shuffled, base.repeat(r, axis=1).repeat(r, axis=2))
+    with pytest.raises(ValueError, match=r"multiple of scale\*\*2 = 9"):
+        init((3, 3, 4, 10))
+    with pytest.raises(ValueError, match="`scale` must be a positive int"):
+        ICNR(0)
+
+
+@pytest.mark.parametrize("name", ["edsr", "wdsr_a", "wdsr_b"])
+def test_icnr_upsample_init_starts_without_a_checkerboard(name, tmp_path):
+    from sisr.initializers import ICNR
+
+    model = build(name, scale=4, **TINY[name], upsample_init="icnr")
+    assert model.arguments["upsample_init"] == "icnr"
+    shuffles = [layer for layer in model.layers if type(layer).__name__ == "PixelShuffle"]
+    assert shuffles
+    outputs = keras.Model(model.input, [layer.output for layer in shuffles])(lr_batch())
+    for shuffle, out in zip(shuffles, outputs):
+        conv = model.get_layer(shuffle.name.replace("shuffle", "conv"))
+        assert isinstance(conv.kernel_initializer, ICNR)
+        assert isinstance(conv.bias_initializer, ICNR)  # the official init's bias is random
+        # Every r x r block of the shuffled output starts flat: a nearest-neighbour
+        # upsampling, no sub-pixel checkerboard.
+        r, out = shuffle.scale, out.numpy()
+        n, h, w, c = out.shape
+        blocks = out.reshape(n, h // r, r, w // r, r, c)
+        np.testing.assert_array_equal(blocks, np.broadcast_to(blocks[:, :, :1, :, :1],
+                                                              blocks.shape))
+    path = str(tmp_path / f"{name}.keras")
+    sisr.save_model(model, path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(loaded(lr_batch()).numpy(), model(lr_batch()).numpy())
+    assert loaded.arguments["upsample_init"] == "icnr"
+    clone = keras.Model.from_config(loaded.get_config())  # rebuilt with the same initializers
+    conv = clone.get_layer(shuffles[0].name.replace("shuffle", "conv"))
+    assert isinstance(conv.kernel_initializer, ICNR)
+    assert conv.kernel_initializer.scale == shuffles[0].scale
+    assert isinstance(conv.bias_initializer.base, FanInUniform)
+
+
+@pytest.mark.parametrize("name", ["edsr", "wdsr_a", "wdsr_b"])
+def test_upsample_init_defaults_to_the_official_init(name):
+    from sisr.initializers import ICNR
+
+    model = tiny(name)
+    assert model.arguments["upsample_init"] == "default"
+    assert not any(isinstance(layer.kernel_initializer, ICNR) for layer in _conv_layers(model))
+    with pytest.raises(ValueError, match="`upsample_init` must be one of"):
+        build(name, scale=2, **TINY[name], upsample_init="nearest")
+
+
 def test_data_dependent_init_still_applies():
     model = tiny("wdsr_b")
     x = lr_batch(4, 9, 9)
