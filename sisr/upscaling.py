@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from sisr.errors import UsageError
-from sisr.receptive_field import locality, receptive_radius
+from sisr.receptive_field import alignment, locality, receptive_radius
 from sisr.saving import ModelError
 
 __all__ = ["LUMA", "ModelError", "NotTileableError", "Upscaler", "bicubic_upscale",
@@ -146,6 +146,9 @@ class Upscaler:
             raise NotTileableError(model.name, reason)
         # None for a model that is not tileable: whole images need no margin.
         self.overlap = radius if overlap is None else overlap
+        # Windows start on (and, inside the image, end on) this grid: a pixel unshuffle
+        # groups pixels in blocks counted from the image's corner.
+        self.alignment = alignment(model)
         self.self_ensemble = bool(self_ensemble)
         self.precision = precision
         self._forward = compiled_forward(inference_copy(model, precision))
@@ -179,11 +182,11 @@ class Upscaler:
             raise UsageError(f"expected a non-empty HxWx3 uint8 image, got "
                              f"{rgb.dtype} {rgb.shape}")
         h, w = rgb.shape[:2]
-        s, m = self.scale, self.overlap or 0
+        s, m, a = self.scale, self.overlap or 0, self.alignment
         out = np.empty((h * s, w * s) if gray else (h * s, w * s, 3), np.uint8)
         for y0, y1, x0, x1 in self.tiles(h, w):
-            wy0, wx0 = max(0, y0 - m), max(0, x0 - m)
-            window = rgb[wy0:min(h, y1 + m), wx0:min(w, x1 + m)]
+            wy0, wx0 = max(0, y0 - m) // a * a, max(0, x0 - m) // a * a
+            window = rgb[wy0:min(h, -(-(y1 + m) // a) * a), wx0:min(w, -(-(x1 + m) // a) * a)]
             sr = self._sr_float(window)
             core = sr[(y0 - wy0) * s:(y1 - wy0) * s, (x0 - wx0) * s:(x1 - wx0) * s]
             # Same quantisation as sisr.resolve: clip, round half to even, uint8; gray

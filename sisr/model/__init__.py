@@ -11,13 +11,15 @@ from sisr.model.edsr import edsr
 from sisr.model.registry import (
     MODELS, ModelSpec, build, generators, get_spec, register, spec_of, unregister,
 )
+from sisr.model.rrdbnet import rrdbnet
 from sisr.model.srmodel import SRModel, model_info
 from sisr.model.srresnet import srresnet
+from sisr.model.srvgg import srvgg_compact
 from sisr.model.wdsr_a import wdsr_a
 from sisr.model.wdsr_b import wdsr_b
 
 __all__ = [
     "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "generators",
-    "get_spec", "model_info", "register", "spec_of", "srresnet", "unregister", "wdsr_a",
-    "wdsr_b",
+    "get_spec", "model_info", "register", "rrdbnet", "spec_of", "srresnet", "srvgg_compact",
+    "unregister", "wdsr_a", "wdsr_b",
 ]

@@ -113,6 +113,7 @@ def _describe(checkpoint, source, options, param_key=None):
     try:
         if len(candidates) > 1 or source in (None, formats.AUTO):
             module = formats.detect(state, candidates, options)
+            state = _preferred_entry(module, state, path, param_key)
         else:
             module = candidates[0]
         try:
@@ -132,6 +133,18 @@ def _describe(checkpoint, source, options, param_key=None):
     if path is not None and plan.origin is None:
         plan.origin = path
     return plan, model
+
+
+def _preferred_entry(module, state, path, param_key):
+    """The state_dict of the entry the detected format prefers (`PARAM_KEYS`, e.g.
+    Real-ESRGAN's "params_ema"), where the file has it and was read from another."""
+    from sisr.port import formats
+
+    entries = getattr(state, "entries", ())
+    prefer = [k for k in getattr(module, "PARAM_KEYS", ()) if k in entries]
+    if path is None or param_key is not None or not prefer or state.entry == prefer[0]:
+        return state
+    return formats.reader(module)(path)
 
 
 def _same_reader(a, b):
