@@ -23,6 +23,7 @@ from sisr.upscaling import (
     Upscaler,
     bicubic_upscale,
     load_sr_model,
+    model_scale,
     locality,
     upscale_image,
 )
@@ -117,6 +118,10 @@ def make_parser():
                    help="output folder (created if needed); files are named STEM_xS.EXT")
     p.add_argument("--model", required=True, help=".keras model file")
     p.add_argument("--scale", type=int, help="expected scale; an error if the model's differs")
+    p.add_argument("--denoise", type=float, metavar="STRENGTH",
+                   help="denoise strength 0..1 of a pretrained model with a weak-denoising "
+                        "partner (realesr-general-x4v3): its weights blended with the "
+                        "partner's, 1 = the model, 0 = the partner (Real-ESRGAN's -dn)")
     p.add_argument("--tile", type=int,
                    help=f"tile size in LR pixels, 0 = whole images (default {DEFAULT_TILE} "
                         "if the model is tileable, else whole images); a model with a "
@@ -154,6 +159,8 @@ def _check_args(p, args):
         p.error(f"--quality must be in 1..100, got {args.quality}")
     if args.scale is not None and args.scale < 1:
         p.error(f"--scale must be a positive integer, got {args.scale}")
+    if args.denoise is not None and not 0.0 <= args.denoise <= 1.0:
+        p.error(f"--denoise must be in 0..1, got {args.denoise}")
     if args.hr is not None and not os.path.exists(args.hr):
         p.error(f"--hr {args.hr}: no such file or folder")
 
@@ -223,6 +230,22 @@ def _upscaler(model, scale, precision, args):
         raise UsageError(f"--tile {tile}: {err}; use --tile 0 (whole images)") from err
 
 
+def _denoise_model(args):
+    """(model, scale) of --model blended at --denoise with its weak-denoising partner."""
+    from sisr.pretrained import denoise_model, load_registry
+
+    if args.model not in load_registry():
+        raise UsageError(f"--denoise needs a pretrained model name as --model (e.g. "
+                         f"realesr-general-x4v3), got {args.model!r}")
+    model = denoise_model(args.model, args.denoise)
+    scale = model_scale(model)
+    if args.scale is not None and scale != args.scale:
+        raise UsageError(f"--model {args.model} is a x{scale} model, but --scale "
+                         f"{args.scale} was asked")
+    log.info("%s at denoise strength %g", args.model, args.denoise)
+    return model, scale
+
+
 def main(argv=None):
     """Upscales the inputs; returns 0, 1 if some images failed, 2 on a usage error."""
     return cli.main(make_parser(), _main, argv, check=_check_args)
@@ -236,7 +259,10 @@ def _main(args):
     with cli.checking():
         sources = expand_inputs(args.input)
         check_writable_dir(args.output)
-        model, scale = load_sr_model(resolve_model(args.model), args.scale)
+        if args.denoise is not None:
+            model, scale = _denoise_model(args)
+        else:
+            model, scale = load_sr_model(resolve_model(args.model), args.scale)
         precision, reason = choose_precision(args.precision, args.model)
         log.info("precision %s (%s)", precision, reason)
         upscaler = _upscaler(model, scale, precision, args)

@@ -1,4 +1,5 @@
-"""Reading PyTorch state_dicts from .npz, .safetensors and (with torch) .pt/.pth files.
+"""Reading PyTorch state_dicts from .npz, .safetensors and .pt/.pth files (with torch's
+`torch.load(weights_only=True)` if it is installed, else as data by `sisr.port.torchfile`).
 
 Every reader returns a flat `dict[str, np.ndarray]` with the original key names. The
 common wrappers of training checkpoints (`{"state_dict": ...}`, BasicSR's
@@ -196,11 +197,14 @@ def _safetensors_entry(path, key, entry, size):
 def _read_torch(path):
     try:
         import torch
-    except ImportError as err:
-        raise CheckpointError(
-            f"{path} is a PyTorch checkpoint; reading it needs torch (pip install torch), "
-            "or convert it to .npz or .safetensors where torch is installed"
-        ) from err
+    except ImportError:
+        # Without torch, its files are read as data (sisr.port.torchfile).
+        from sisr.port.torchfile import TorchFileError, read
+
+        try:
+            return read(path)
+        except TorchFileError as err:
+            raise CheckpointError(str(err)) from None
     try:
         # weights_only: never run code from the file (pickles can execute anything).
         return torch.load(path, map_location="cpu", weights_only=True)

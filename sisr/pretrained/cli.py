@@ -8,7 +8,8 @@ from sisr.pretrained import cache, files
 from sisr.pretrained.registry import load_registry
 
 _SHORT_ARGS = {"num_res_blocks": "{}b", "num_filters": "{}f", "res_block_expansion": "x{}",
-               "res_block_scaling": "rs {}"}
+               "res_block_scaling": "rs {}", "num_block": "{}b", "num_conv": "{}c",
+               "num_feat": "{}f", "num_grow_ch": "g{}"}
 
 
 def architecture(entry):

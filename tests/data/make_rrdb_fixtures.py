@@ -18,10 +18,12 @@ Every network gets seeded non-default weights: the official initialisation, then
 parameter plus N(0, 0.02^2) noise (PReLU slopes N(0.25, 0.1^2)), so that biases and slopes
 are not their defaults. Inputs are integers 0..255 fed as x / 255 (the official networks
 work on [0, 1]); outputs are stored multiplied by 255, on sisr's scale. x2 RRDBNet inputs
-have even sizes (the official pixel_unshuffle asserts it).
+have even sizes (the official pixel_unshuffle asserts it). `.pth` files of some of these
+state_dicts, in the layouts published files have, test reading them (`torch_files`).
 """
 
 import argparse
+import collections
 import hashlib
 import importlib.util
 import json
@@ -103,6 +105,9 @@ def cases(rrdb, srvgg, esrgan):
         ("basicsr_rrdb_f12_b2_g6_x2.npz", "BasicSR RRDBNet",
          {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 12, "num_block": 2,
           "num_grow_ch": 6}, rrdb.RRDBNet),
+        ("basicsr_rrdb_f8_b1_g4_x2.npz", "BasicSR RRDBNet",
+         {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 8, "num_block": 1,
+          "num_grow_ch": 4}, rrdb.RRDBNet),
         ("esrgan_rrdb_f8_b1_g4_x4.npz", "ESRGAN RRDBNet",
          {"in_nc": 3, "out_nc": 3, "nf": 8, "nb": 1, "gc": 4}, esrgan.RRDBNet),
         ("srvgg_f8_c3_prelu_x4.npz", "SRVGGNetCompact",
@@ -140,6 +145,42 @@ def make(out, upstream, seed, size):
     return files
 
 
+def torch_files(out, seed):
+    """PyTorch checkpoint files of the .npz fixtures' state_dicts, as published files are
+    laid out: BasicSR's legacy (non-zip) format with `params` and `params_ema`, zip files
+    with a bare state_dict, and a generator saved beside a discriminator."""
+    def state(name):
+        with np.load(os.path.join(out, name)) as z:
+            return {k[3:]: torch.from_numpy(z[k]) for k in z.files if k.startswith("sd/")}
+
+    generator = torch.Generator().manual_seed(seed)
+    rrdb = state("basicsr_rrdb_f8_b1_g4_x2.npz")
+    srvgg = state("srvgg_f8_c3_prelu_x4.npz")
+    made = {
+        "basicsr_rrdb_f8_b1_g4_x2_legacy.pth": (
+            {"params": {k: v * 0.5 for k, v in rrdb.items()}, "params_ema": rrdb},
+            "BasicSR legacy format (as scripts/publish_models.py saves): params = 0.5 x "
+            "params_ema, params_ema = the state_dict of basicsr_rrdb_f8_b1_g4_x2.npz", False),
+        "srvgg_f8_c3_prelu_x4.pth": (
+            collections.OrderedDict(srvgg), "zip format, the bare state_dict of "
+            "srvgg_f8_c3_prelu_x4.npz", True),
+        "esrgan_rrdb_f8_b1_g4_x4.pth": (
+            collections.OrderedDict(state("esrgan_rrdb_f8_b1_g4_x4.npz")),
+            "zip format, the bare state_dict of esrgan_rrdb_f8_b1_g4_x4.npz", True),
+        "generator_and_discriminator.pth": (
+            {"params": srvgg, "params_d": {
+                "conv0.weight": torch.randn((4, 3, 3, 3), generator=generator),
+                "conv0.bias": torch.zeros(4)}},
+            "zip format: params = the state_dict of srvgg_f8_c3_prelu_x4.npz beside a "
+            "discriminator's params_d", True),
+    }
+    files = {}
+    for name, (obj, what, zipped) in made.items():
+        torch.save(obj, os.path.join(out, name), _use_new_zipfile_serialization=zipped)
+        files[name] = {"holds": what, "sha256": sha256(os.path.join(out, name))}
+    return files
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--basicsr", required=True, help="BasicSR's basicsr/archs folder")
@@ -157,6 +198,7 @@ def main(argv=None):
                "ESRGAN/RRDBNet_arch.py": (args.esrgan, "RRDBNet_arch.py")}
     upstream = load_upstream(args.basicsr, args.realesrgan, args.esrgan)
     files = make(args.out, upstream, args.seed, tuple(args.size))
+    files.update(torch_files(args.out, args.seed))
     manifest = {
         "generator": "tests/data/make_rrdb_fixtures.py", "seed": args.seed,
         "torch": torch.__version__, "numpy": np.__version__,
