@@ -301,3 +301,53 @@ def test_fetch_a_pth_file_and_upscale_with_denoise(pair, tmp_path, capsys):
     assert upscale.main(["-i", str(image), "-o", str(out), "--model", "general-wdn", "-q",
                          "--denoise", "0.5", "--force"]) == 2
     assert "no denoise strength" in capsys.readouterr().err
+
+
+def _full_size_state(seed=0):
+    """A BasicSR RRDBNet x4 state_dict of RealESRGAN_x4plus's shapes, small random weights."""
+    rng = np.random.default_rng(seed)
+
+    def conv(out, inp):
+        return {"weight": rng.normal(0, 0.01, (out, inp, 3, 3)).astype(np.float32),
+                "bias": np.zeros(out, np.float32)}
+
+    convs = {"conv_first": conv(64, 3), "conv_body": conv(64, 64), "conv_up1": conv(64, 64),
+             "conv_up2": conv(64, 64), "conv_hr": conv(64, 64), "conv_last": conv(3, 64)}
+    for i in range(23):
+        for j in (1, 2, 3):
+            for k in range(1, 6):
+                convs[f"body.{i}.rdb{j}.conv{k}"] = conv(32 if k < 5 else 64, 64 + 32 * (k - 1))
+    return {f"{prefix}.{name}": value for prefix, parts in convs.items()
+            for name, value in parts.items()}
+
+
+@pytest.mark.slow
+def test_a_full_size_realesrgan_x4plus_file_is_fetched_and_upscales(tmp_path, monkeypatch):
+    """The mechanism at full size: a 67 MB state_dict of RealESRGAN_x4plus's layout and
+    shapes, fetched with --file under a registry entry like the shipped one, then used by
+    `python -m sisr.upscale --model NAME`."""
+    from sisr import pretrained, upscale
+    from sisr.pretrained.cli import main as cli_main
+
+    weights = tmp_path / "RealESRGAN_x4plus.npz"
+    np.savez(weights, **_full_size_state())
+    shipped = pretrained.get_entry("realesrgan-x4plus",
+                                   pretrained.registry.DEFAULT_REGISTRY)
+    raw = {key: getattr(shipped, key) for key in (
+        "description", "builder", "args", "scale", "parameters", "source", "homepage",
+        "licence", "converter", "archive")}
+    raw.update(url=weights.as_uri(), file=weights.name, installed=[],
+               sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"format": 1, "models": {"realesrgan-x4plus": raw}}))
+    monkeypatch.setenv("SISR_PRETRAINED_REGISTRY", str(registry))
+    monkeypatch.setenv("SISR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SISR_OFFLINE", "1")
+    assert cli_main(["fetch", "realesrgan-x4plus", "--file", str(weights)]) == 0
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (12, 10, 3), np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert upscale.main(["-i", str(image), "-o", str(out), "--model", "realesrgan-x4plus",
+                         "-q"]) == 0
+    with Image.open(out / "photo_x4.png") as result:
+        assert result.size == (40, 48)
