@@ -19,12 +19,15 @@ from sisr.cli_precision import CLI_PRECISIONS, choose_precision
 from sisr.errors import UsageError
 from sisr.fileio import atomic_output, check_writable_dir
 from sisr.upscaling import (
+    ALPHA_MODES,
     NotTileableError,
     Upscaler,
     bicubic_upscale,
     load_sr_model,
-    model_scale,
     locality,
+    model_scale,
+    outscale_size,
+    resize_output,
     upscale_image,
 )
 
@@ -118,6 +121,13 @@ def make_parser():
                    help="output folder (created if needed); files are named STEM_xS.EXT")
     p.add_argument("--model", required=True, help=".keras model file")
     p.add_argument("--scale", type=int, help="expected scale; an error if the model's differs")
+    p.add_argument("--outscale", type=float, metavar="S",
+                   help="scale of the output files, any number (default: the model's): "
+                        "the model's output resized with Lanczos, as Real-ESRGAN's "
+                        "--outscale; files are named STEM_xS")
+    p.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
+                   help="how an alpha channel is upscaled: bicubic (default), or with the "
+                        "model (the alpha as a grey image; as Real-ESRGAN)")
     p.add_argument("--denoise", type=float, metavar="STRENGTH",
                    help="denoise strength 0..1 of a pretrained model with a weak-denoising "
                         "partner (realesr-general-x4v3): its weights blended with the "
@@ -159,6 +169,8 @@ def _check_args(p, args):
         p.error(f"--quality must be in 1..100, got {args.quality}")
     if args.scale is not None and args.scale < 1:
         p.error(f"--scale must be a positive integer, got {args.scale}")
+    if args.outscale is not None and not args.outscale > 0:
+        p.error(f"--outscale must be a positive number, got {args.outscale}")
     if args.denoise is not None and not 0.0 <= args.denoise <= 1.0:
         p.error(f"--denoise must be in 0..1, got {args.denoise}")
     if args.hr is not None and not os.path.exists(args.hr):
@@ -171,10 +183,16 @@ def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
     loaded = imageio.read_image(source, first_frame=args.first_frame)
     if loaded.note:
         log.warning("%s: %s", source, loaded.note)
-    progress.reset(total=len(upscaler.tiles(*loaded.array.shape[:2])))
+    tiles = len(upscaler.tiles(*loaded.array.shape[:2]))
+    alpha = loaded.array.ndim == 3 and loaded.array.shape[-1] in (2, 4)
+    progress.reset(total=tiles * (2 if alpha and args.alpha == "model" else 1))
     progress.set_description(os.path.basename(source))
-    sr = upscale_image(upscaler, loaded.array, on_tile=lambda: progress.update(1))
-    imageio.write_image(target, sr, fmt, quality=args.quality,
+    sr = upscale_image(upscaler, loaded.array, on_tile=lambda: progress.update(1),
+                       alpha=args.alpha)
+    out = sr
+    if args.outscale is not None:
+        out = resize_output(sr, *outscale_size(*loaded.array.shape[:2], args.outscale))
+    imageio.write_image(target, out, fmt, quality=args.quality,
                         icc_profile=loaded.icc_profile, overwrite=args.force)
     if args.compare:
         hr = imageio.read_image(hr_path).array if hr_path else None
@@ -266,7 +284,8 @@ def _main(args):
         precision, reason = choose_precision(args.precision, args.model)
         log.info("precision %s (%s)", precision, reason)
         upscaler = _upscaler(model, scale, precision, args)
-        targets = [_target(source, args.output, args.format, scale) for source in sources]
+        label = scale if args.outscale is None else f"{args.outscale:g}"
+        targets = [_target(source, args.output, args.format, label) for source in sources]
         _check_outputs_are_not_inputs(sources, [target for target, _ in targets], args)
 
     failures, written, planned = [], [], set()
@@ -285,7 +304,7 @@ def _main(args):
                 message = str(err)
                 log.error("%s", message if source in message else f"{source}: {message}")
                 failures.append(source)
-    print(f"upscaled {len(written)} of {len(sources)} image(s) x{scale} into {args.output}"
+    print(f"upscaled {len(written)} of {len(sources)} image(s) x{label} into {args.output}"
           + (f"; {len(failures)} failed: " + ", ".join(failures) if failures else ""))
     return 1 if failures else 0
 

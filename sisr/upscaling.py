@@ -13,7 +13,9 @@ registered architecture is declared `local=False` is never tiled: asking for til
     sr = upscale_image(model, image, tile=256)   # uint8 in any channel layout, uint8 out
 
 Grayscale images go through the model as RGB and come back grayscale (ITU-R 601 luma);
-an alpha channel is upscaled with MATLAB-style bicubic. Fully convolutional models accept
+an alpha channel is upscaled with MATLAB-style bicubic, or with the model (`alpha="model"`).
+`resize_output` brings an SR image to any other scale (Lanczos, as Real-ESRGAN's
+`--outscale`). Fully convolutional models accept
 any image size down to 1x1, so no image is too small.
 """
 
@@ -26,8 +28,9 @@ from sisr.errors import UsageError
 from sisr.receptive_field import alignment, locality, receptive_radius
 from sisr.saving import ModelError
 
-__all__ = ["LUMA", "ModelError", "NotTileableError", "Upscaler", "bicubic_upscale",
-           "load_sr_model", "locality", "model_scale", "receptive_radius", "upscale_image"]
+__all__ = ["ALPHA_MODES", "LUMA", "ModelError", "NotTileableError", "Upscaler",
+           "bicubic_upscale", "load_sr_model", "locality", "model_scale", "outscale_size",
+           "receptive_radius", "resize_output", "upscale_image"]
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's "L" mode
 
@@ -207,8 +210,37 @@ def bicubic_upscale(image, scale):
     return imresize(np.asarray(image), scale=scale)
 
 
+# How `upscale_image` upscales an alpha channel: MATLAB-style bicubic, or with the model
+# (the alpha as a grey image, its output's luma; Real-ESRGAN's --alpha_upsampler realesrgan).
+ALPHA_MODES = ("bicubic", "model")
+
+
+def outscale_size(height, width, outscale):
+    """(height, width) of an image `outscale` times larger, truncated as Real-ESRGAN's
+    --outscale does."""
+    if isinstance(outscale, bool) or not isinstance(outscale, (int, float)) \
+            or not outscale > 0:
+        raise UsageError(f"outscale must be a positive number, got {outscale!r}")
+    return max(1, int(height * outscale)), max(1, int(width * outscale))
+
+
+def resize_output(sr, height, width):
+    """A uint8 SR image (HxW or HxWxC, C 1-4) resized to `height` x `width` with Lanczos
+    (Pillow), as Real-ESRGAN resizes its output to any --outscale."""
+    from PIL import Image
+
+    array = np.asarray(sr)
+    if array.shape[:2] == (height, width):
+        return array
+    squeeze = array.ndim == 3 and array.shape[-1] == 1
+    planes = array[..., 0] if squeeze else array
+    resized = np.asarray(Image.fromarray(planes).resize(  # L, LA, RGB or RGBA
+        (width, height), Image.Resampling.LANCZOS))
+    return resized[..., None] if squeeze else resized
+
+
 def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on_tile=None,
-                  precision="float32"):
+                  precision="float32", alpha="bicubic"):
     """Super-resolves a uint8 image of any size and channel layout (NumPy in, NumPy out).
 
     Args:
@@ -218,11 +250,15 @@ def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on
             alpha is upscaled with bicubic.
         tile, overlap, self_ensemble, precision: see `Upscaler` (ignored if `model` is an
             Upscaler).
-        on_tile: optional callable, called after each tile (progress bars).
+        on_tile: optional callable, called after each tile (progress bars); with
+            `alpha="model"`, the alpha channel's tiles are counted too.
+        alpha: how an alpha channel is upscaled, "bicubic" or "model" (`ALPHA_MODES`).
 
     Returns:
         uint8 array of the same layout, `scale` times larger.
     """
+    if alpha not in ALPHA_MODES:
+        raise UsageError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
     upscaler = model if isinstance(model, Upscaler) else Upscaler(
         model, tile=tile, overlap=overlap, self_ensemble=self_ensemble, precision=precision)
     array = np.asarray(image)
@@ -241,8 +277,12 @@ def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on
     else:
         sr = upscaler(np.ascontiguousarray(array[..., :3]), on_tile=on_tile)
     if channels in (2, 4):
-        alpha = bicubic_upscale(array[..., -1], upscaler.scale)[..., None]
-        sr = np.concatenate([sr, alpha], axis=-1)
+        if alpha == "model":
+            grey = np.repeat(array[..., -1:], 3, axis=-1)
+            upscaled = upscaler(grey, gray=True, on_tile=on_tile)[..., None]
+        else:
+            upscaled = bicubic_upscale(array[..., -1], upscaler.scale)[..., None]
+        sr = np.concatenate([sr, upscaled], axis=-1)
     return sr[..., 0] if squeeze else sr
 
 

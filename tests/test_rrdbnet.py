@@ -351,3 +351,55 @@ def test_a_full_size_realesrgan_x4plus_file_is_fetched_and_upscales(tmp_path, mo
                          "-q"]) == 0
     with Image.open(out / "photo_x4.png") as result:
         assert result.size == (40, 48)
+
+
+# ------------------------------------------------ upscaling real photographs (CLI)
+
+@pytest.fixture
+def compact_file(tmp_path):
+    from sisr.saving import save_model
+
+    model = port(fixture("srvgg_f8_c3_prelu_x4.npz")[0])
+    path = tmp_path / "compact.keras"
+    save_model(model, str(path))
+    return model, str(path)
+
+
+def test_outscale_resizes_the_output_with_lanczos(compact_file, tmp_path):
+    from sisr import upscale
+    from sisr.upscaling import resize_output
+
+    model, path = compact_file
+    rgb = np.random.default_rng(4).integers(0, 256, (9, 7, 3), np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    out = tmp_path / "out"
+    assert upscale.main(["-i", str(tmp_path / "in.png"), "-o", str(out), "--model", path,
+                         "--outscale", "3.5", "-q"]) == 0
+    with Image.open(out / "in_x3.5.png") as result:
+        got = np.asarray(result)
+    assert got.shape == (31, 24, 3)  # int(9 * 3.5) x int(7 * 3.5), as Real-ESRGAN
+    np.testing.assert_array_equal(got, resize_output(upscale_image(model, rgb), 31, 24))
+    with pytest.raises(SystemExit) as exit_info:
+        upscale.main(["-i", str(tmp_path / "in.png"), "-o", str(out), "--model", path,
+                      "--outscale", "0", "-q"])
+    assert exit_info.value.code == 2
+
+
+def test_alpha_is_upscaled_with_the_model_when_asked(compact_file, tmp_path):
+    from sisr import upscale
+    from sisr.upscaling import Upscaler, bicubic_upscale
+
+    model, path = compact_file
+    rgba = np.random.default_rng(5).integers(0, 256, (6, 8, 4), np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "in.png")
+    upscaler = Upscaler(model)
+    by_model = upscaler(np.repeat(rgba[..., 3:], 3, axis=-1), gray=True)
+    for mode, expected in (("model", by_model), ("bicubic", bicubic_upscale(rgba[..., 3], 4))):
+        out = tmp_path / mode
+        assert upscale.main(["-i", str(tmp_path / "in.png"), "-o", str(out), "--model",
+                             path, "--alpha", mode, "-q"]) == 0
+        with Image.open(out / "in_x4.png") as result:
+            got = np.asarray(result)
+        np.testing.assert_array_equal(got[..., 3], expected)
+        np.testing.assert_array_equal(got[..., :3], upscaler(rgba[..., :3]))
+    assert not np.array_equal(by_model, bicubic_upscale(rgba[..., 3], 4))
