@@ -159,11 +159,11 @@ def torch_files(out, seed):
     made = {
         "basicsr_rrdb_f8_b1_g4_x2_legacy.pth": (
             {"params": {k: v * 0.5 for k, v in rrdb.items()}, "params_ema": rrdb},
-            "BasicSR legacy format (as scripts/publish_models.py saves): params = 0.5 x "
-            "params_ema, params_ema = the state_dict of basicsr_rrdb_f8_b1_g4_x2.npz", False),
+            ("BasicSR legacy format (as scripts/publish_models.py saves): params = 0.5 x "
+            "params_ema, params_ema = the state_dict of basicsr_rrdb_f8_b1_g4_x2.npz"), False),
         "srvgg_f8_c3_prelu_x4.pth": (
-            collections.OrderedDict(srvgg), "zip format, the bare state_dict of "
-            "srvgg_f8_c3_prelu_x4.npz", True),
+            collections.OrderedDict(srvgg), ("zip format, the bare state_dict of "
+            "srvgg_f8_c3_prelu_x4.npz"), True),
         "esrgan_rrdb_f8_b1_g4_x4.pth": (
             collections.OrderedDict(state("esrgan_rrdb_f8_b1_g4_x4.npz")),
             "zip format, the bare state_dict of esrgan_rrdb_f8_b1_g4_x4.npz", True),
@@ -171,8 +171,8 @@ def torch_files(out, seed):
             {"params": srvgg, "params_d": {
                 "conv0.weight": torch.randn((4, 3, 3, 3), generator=generator),
                 "conv0.bias": torch.zeros(4)}},
-            "zip format: params = the state_dict of srvgg_f8_c3_prelu_x4.npz beside a "
-            "discriminator's params_d", True),
+            ("zip format: params = the state_dict of srvgg_f8_c3_prelu_x4.npz beside a "
+            "discriminator's params_d"), True),
     }
     files = {}
     for name, (obj, what, zipped) in made.items():
