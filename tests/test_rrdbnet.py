@@ -174,12 +174,14 @@ def test_published_file_layouts_are_read_without_torch():
     assert all(np.array_equal(bare[k], expected[k]) for k in expected)
 
 
-def test_params_ema_is_preferred_for_real_esrgan_files():
+def test_params_ema_is_preferred_for_real_esrgan_files(caplog):
     state, x, expected = fixture("basicsr_rrdb_f8_b1_g4_x2.npz")
     legacy = os.path.join(RRDB, "basicsr_rrdb_f8_b1_g4_x2_legacy.pth")
     for source in ("auto", "basicsr-rrdb", "realesrgan"):
-        model = port(legacy, source=source)
+        with caplog.at_level("INFO", logger="sisr"):
+            model = port(legacy, source=source)
         np.testing.assert_allclose(np.asarray(model(x)), expected, rtol=0, atol=TOLERANCE)
+        assert "using 'params'" not in caplog.text, source  # no log of a choice not made
     other = port_checkpoint(legacy, param_key="params").model  # params = 0.5 x params_ema
     np.testing.assert_allclose(other.get_layer("output_conv").get_weights()[0],
                                0.5 * model.get_layer("output_conv").get_weights()[0],

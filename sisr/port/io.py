@@ -36,7 +36,7 @@ class CheckpointError(SisrError, ValueError):
     """A file that cannot be read as a state_dict."""
 
 
-def load_state_dict(path, param_key=None, prefer=()):
+def load_state_dict(path, param_key=None, prefer=(), quiet=False):
     """Reads a PyTorch state_dict from `.npz`, `.safetensors` or `.pt`/`.pth`.
 
     The format is recognised by the file's content, not its extension. Floating-point
@@ -48,6 +48,7 @@ def load_state_dict(path, param_key=None, prefer=()):
             file that also holds "params_ema"); by default the first of `prefer`, then
             of `WRAPPER_KEYS`, that the file has.
         prefer: entries to try first (Real-ESRGAN's formats prefer "params_ema").
+        quiet: do not log that the EMA weights were left aside (the caller says it).
 
     Raises:
         FileNotFoundError: if `path` does not exist.
@@ -69,7 +70,7 @@ def load_state_dict(path, param_key=None, prefer=()):
             f"{path} is not a checkpoint: expected a .npz archive of arrays, a "
             ".safetensors file or a PyTorch .pt/.pth file"
         )
-    return _as_state_dict(raw, path, param_key, prefer)
+    return _as_state_dict(raw, path, param_key, prefer, quiet)
 
 
 def _sniff(path):
@@ -268,7 +269,7 @@ def _refuse_discriminator(obj, path):
                     f"({d_prefix}*) in one state_dict: save the generator's weights alone")
 
 
-def _unwrap(obj, path, param_key, prefer=()):
+def _unwrap(obj, path, param_key, prefer=(), quiet=False):
     """(the mapping that holds the tensors of a (possibly wrapped) checkpoint, the entry it
     came from or None)."""
     if not isinstance(obj, dict):
@@ -283,7 +284,7 @@ def _unwrap(obj, path, param_key, prefer=()):
         return obj, None
     for key in (*prefer, *WRAPPER_KEYS):
         if isinstance(obj.get(key), dict):
-            if key == "params" and isinstance(obj.get("params_ema"), dict):
+            if key == "params" and isinstance(obj.get("params_ema"), dict) and not quiet:
                 log.info("%s: using 'params' (pass param_key='params_ema' for the EMA weights)",
                          path)
             return _unwrap(obj[key], path, None)[0], key
@@ -294,8 +295,8 @@ def _unwrap(obj, path, param_key, prefer=()):
     )
 
 
-def _as_state_dict(raw, path, param_key, prefer=()):
-    mapping, entry = _unwrap(raw, path, param_key, prefer)
+def _as_state_dict(raw, path, param_key, prefer=(), quiet=False):
+    mapping, entry = _unwrap(raw, path, param_key, prefer, quiet)
     state = StateDict(as_numpy(mapping, path))
     if not state:
         raise CheckpointError(f"{path} holds no tensors")

@@ -104,7 +104,7 @@ def reader(module):
 
     prefer = tuple(getattr(module, "PARAM_KEYS", ()))
     return lambda path, param_key=None, **options: load_state_dict(
-        path, param_key=param_key, prefer=prefer)
+        path, param_key=param_key, prefer=prefer, quiet=options.get("quiet", False))
 
 
 def owner(path):
