@@ -156,8 +156,14 @@ class Upscaler:
         self.precision = precision
         self._forward = compiled_forward(inference_copy(model, precision))
 
+    def _padded(self, height, width):
+        a = self.alignment
+        return -(-height // a) * a, -(-width // a) * a
+
     def tiles(self, height, width):
-        """The (y0, y1, x0, x1) LR areas that the tiles own."""
+        """The (y0, y1, x0, x1) LR areas that the tiles own (of the image padded to the
+        pixel-unshuffle grid, see `__call__`)."""
+        height, width = self._padded(height, width)
         return [(y0, y1, x0, x1) for y0, y1 in _splits(height, self.tile)
                 for x0, x1 in _splits(width, self.tile)]
 
@@ -184,7 +190,12 @@ class Upscaler:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.size == 0:
             raise UsageError(f"expected a non-empty HxWx3 uint8 image, got "
                              f"{rgb.dtype} {rgb.shape}")
-        h, w = rgb.shape[:2]
+        height, width = rgb.shape[:2]
+        h, w = self._padded(height, width)
+        if (h, w) != (height, width):
+            # As a pixel-unshuffling model pads itself (sisr.layers.PixelUnshuffle): the
+            # same pixels, but every window, flipped ones too, then groups on one grid.
+            rgb = rgb[_reflected(height, h)][:, _reflected(width, w)]
         s, m, a = self.scale, self.overlap or 0, self.alignment
         out = np.empty((h * s, w * s) if gray else (h * s, w * s, 3), np.uint8)
         for y0, y1, x0, x1 in self.tiles(h, w):
@@ -200,7 +211,14 @@ class Upscaler:
             out[y0 * s:y1 * s, x0 * s:x1 * s] = np.round(core)
             if on_tile is not None:
                 on_tile()
+        if (h, w) != (height, width):
+            out = np.ascontiguousarray(out[:height * s, :width * s])
         return out
+
+
+def _reflected(n, total):
+    """Indices of `n` pixels padded to `total` by reflection (edge repeat for n = 1)."""
+    return np.concatenate([np.arange(n), np.clip(n - 2 - np.arange(total - n), 0, n - 1)])
 
 
 def bicubic_upscale(image, scale):

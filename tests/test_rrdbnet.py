@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import sisr
 from reference_data import DATA
 from sisr import blend, upscale_image
 from sisr.model import get_spec, rrdbnet, srvgg_compact
@@ -155,6 +156,13 @@ def test_x2_tiles_are_cut_on_the_unshuffle_grid():
     whole = upscale_image(model, image)
     np.testing.assert_array_equal(upscale_image(model, image, tile=30), whole)
     assert alignment(srvgg_compact(4, 8, 2)) == 1
+    # Odd sizes, flips and rotations (self-ensemble) included: every window on one grid.
+    odd = image[:57, :43]
+    whole = upscale_image(model, odd, self_ensemble=True)
+    np.testing.assert_array_equal(upscale_image(model, odd, tile=14, self_ensemble=True),
+                                  whole)
+    np.testing.assert_array_equal(upscale_image(model, odd),
+                                  np.asarray(sisr.resolve(model, odd[None]))[0])
 
 
 # ------------------------------------------------------- PyTorch files, without torch
