@@ -62,6 +62,86 @@ class PixelShuffle(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="sisr")
+class PixelUnshuffle(keras.layers.Layer):
+    """The inverse of `PixelShuffle`: rearranges `r x r` blocks of pixels into channels.
+
+    Channels-last `space_to_depth`: output channel `(i*r + j)*C + c` at `(h, w)` holds
+    input pixel `(h*r + i, w*r + j, c)` (PyTorch's `pixel_unshuffle` puts it at channel
+    `c*r*r + i*r + j`; `sisr.port` permutes the next conv's inputs). An input whose height
+    or width is not a multiple of `r` is first padded at the bottom and right by reflection
+    (edge repetition for a 1-pixel side), as Real-ESRGAN's inference pads it; `CropToScale`
+    removes what the padding adds to the output.
+
+    Args:
+        scale: int, the block size `r`.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise ValueError(f"PixelUnshuffle: `scale` must be a positive int, got {scale!r}")
+        self.scale = scale
+
+    def _pad(self, x, axis):
+        # Rows n-2, n-3, ... after the last one (reflection), clipped to the image.
+        n = ops.shape(x)[axis]
+        extra = (self.scale - n % self.scale) % self.scale
+        index = ops.concatenate([ops.arange(n), n - 2 - ops.arange(extra)])
+        return ops.take(x, ops.clip(index, 0, n - 1), axis=axis)
+
+    def call(self, inputs):
+        x = self._pad(self._pad(inputs, 1), 2)
+        return ops.space_to_depth(x, self.scale, data_format="channels_last")
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        r = self.scale
+        return (n, None if h is None else -(-h // r), None if w is None else -(-w // r),
+                None if c is None else c * r * r)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="sisr")
+class CropToScale(keras.layers.Layer):
+    """Crops an image to `scale` times the height and width of a reference image.
+
+    Called on `[image, reference]`; takes the top-left part, removing what a
+    `PixelUnshuffle`'s padding added to the output.
+
+    Args:
+        scale: int, the output size over the reference's size.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise ValueError(f"CropToScale: `scale` must be a positive int, got {scale!r}")
+        self.scale = scale
+
+    def call(self, inputs):
+        image, reference = inputs
+        shape = ops.shape(reference)
+        return image[:, :shape[1] * self.scale, :shape[2] * self.scale, :]
+
+    def compute_output_shape(self, input_shape):
+        image, reference = input_shape
+        s = self.scale
+        return (image[0], None if reference[1] is None else reference[1] * s,
+                None if reference[2] is None else reference[2] * s, image[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="sisr")
 class ResidualScaling(keras.layers.Layer):
     """Multiplies a residual branch by a constant before it is added to the skip path.
 

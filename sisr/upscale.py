@@ -19,10 +19,14 @@ from sisr.cli_precision import CLI_PRECISIONS, choose_precision
 from sisr.errors import UsageError
 from sisr.fileio import atomic_output, check_writable_dir
 from sisr.upscaling import (
+    ALPHA_MODES,
     NotTileableError,
     Upscaler,
     load_sr_model,
     locality,
+    model_scale,
+    outscale_size,
+    resize_output,
     upscale_image,
 )
 
@@ -89,6 +93,17 @@ def make_parser():
                    help="output folder (created if needed); files are named STEM_xS.EXT")
     p.add_argument("--model", required=True, help=".keras model file")
     p.add_argument("--scale", type=int, help="expected scale; an error if the model's differs")
+    p.add_argument("--outscale", type=float, metavar="S",
+                   help="scale of the output files, any number (default: the model's): "
+                        "the model's output resized with Lanczos, as Real-ESRGAN's "
+                        "--outscale; files are named STEM_xS")
+    p.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
+                   help="how an alpha channel is upscaled: bicubic (default), or with the "
+                        "model (the alpha as a grey image; as Real-ESRGAN)")
+    p.add_argument("--denoise", type=float, metavar="STRENGTH",
+                   help="denoise strength 0..1 of a pretrained model with a weak-denoising "
+                        "partner (realesr-general-x4v3): its weights blended with the "
+                        "partner's, 1 = the model, 0 = the partner (Real-ESRGAN's -dn)")
     p.add_argument("--tile", type=int,
                    help=f"tile size in LR pixels, 0 = whole images (default {DEFAULT_TILE} "
                         "if the model is tileable, else whole images); a model with a "
@@ -133,6 +148,10 @@ def _check_args(p, args):
         p.error(f"--quality must be in 1..100, got {args.quality}")
     if args.scale is not None and args.scale < 1:
         p.error(f"--scale must be a positive integer, got {args.scale}")
+    if args.outscale is not None and not args.outscale > 0:
+        p.error(f"--outscale must be a positive number, got {args.outscale}")
+    if args.denoise is not None and not 0.0 <= args.denoise <= 1.0:
+        p.error(f"--denoise must be in 0..1, got {args.denoise}")
     if args.hr is not None and not os.path.exists(args.hr):
         p.error(f"--hr {args.hr}: no such file or folder")
     if isinstance(args.compare, str) and len(args.input) > 1:
@@ -155,10 +174,16 @@ def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
     crop = None if not args.compare or args.compare_crop == "auto" else args.compare_crop
     if crop is not None:
         crop.check(*loaded.array.shape[:2], what=source)
-    progress.reset(total=len(upscaler.tiles(*loaded.array.shape[:2])))
+    tiles = len(upscaler.tiles(*loaded.array.shape[:2]))
+    alpha = loaded.array.ndim == 3 and loaded.array.shape[-1] in (2, 4)
+    progress.reset(total=tiles * (2 if alpha and args.alpha == "model" else 1))
     progress.set_description(os.path.basename(source))
-    sr = upscale_image(upscaler, loaded.array, on_tile=lambda: progress.update(1))
-    imageio.write_image(target, sr, fmt, quality=args.quality,
+    sr = upscale_image(upscaler, loaded.array, on_tile=lambda: progress.update(1),
+                       alpha=args.alpha)
+    out = sr
+    if args.outscale is not None:
+        out = resize_output(sr, *outscale_size(*loaded.array.shape[:2], args.outscale))
+    imageio.write_image(target, out, fmt, quality=args.quality,
                         icc_profile=loaded.icc_profile, overwrite=args.force)
     if args.compare:
         hr = imageio.read_image(hr_path).array if hr_path else None
@@ -228,6 +253,22 @@ def _upscaler(model, scale, precision, args):
         raise UsageError(f"--tile {tile}: {err}; use --tile 0 (whole images)") from err
 
 
+def _denoise_model(args):
+    """(model, scale) of --model blended at --denoise with its weak-denoising partner."""
+    from sisr.pretrained import denoise_model, load_registry
+
+    if args.model not in load_registry():
+        raise UsageError(f"--denoise needs a pretrained model name as --model (e.g. "
+                         f"realesr-general-x4v3), got {args.model!r}")
+    model = denoise_model(args.model, args.denoise)
+    scale = model_scale(model)
+    if args.scale is not None and scale != args.scale:
+        raise UsageError(f"--model {args.model} is a x{scale} model, but --scale "
+                         f"{args.scale} was asked")
+    log.info("%s at denoise strength %g", args.model, args.denoise)
+    return model, scale
+
+
 def main(argv=None):
     """Upscales the inputs; returns 0, 1 if some images failed, 2 on a usage error."""
     return cli.main(make_parser(), _main, argv, check=_check_args)
@@ -241,11 +282,15 @@ def _main(args):
     with cli.checking():
         sources = expand_inputs(args.input)
         check_writable_dir(args.output)
-        model, scale = load_sr_model(resolve_model(args.model), args.scale)
+        if args.denoise is not None:
+            model, scale = _denoise_model(args)
+        else:
+            model, scale = load_sr_model(resolve_model(args.model), args.scale)
         precision, reason = choose_precision(args.precision, args.model)
         log.info("precision %s (%s)", precision, reason)
         upscaler = _upscaler(model, scale, precision, args)
-        targets = [_target(source, args.output, args.format, scale) for source in sources]
+        label = scale if args.outscale is None else f"{args.outscale:g}"
+        targets = [_target(source, args.output, args.format, label) for source in sources]
         _check_outputs_are_not_inputs(sources, [target for target, _ in targets], args)
 
     failures, written, planned = [], [], set()
@@ -264,7 +309,7 @@ def _main(args):
                 message = str(err)
                 log.error("%s", message if source in message else f"{source}: {message}")
                 failures.append(source)
-    print(f"upscaled {len(written)} of {len(sources)} image(s) x{scale} into {args.output}"
+    print(f"upscaled {len(written)} of {len(sources)} image(s) x{label} into {args.output}"
           + (f"; {len(failures)} failed: " + ", ".join(failures) if failures else ""))
     return 1 if failures else 0
 

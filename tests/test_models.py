@@ -2,6 +2,7 @@
 input. The checks every registered architecture passes (shapes, round trips, gradients,
 tiling, bf16 copies) are in test_contract.py."""
 
+import fnmatch
 import glob
 import itertools
 import json
@@ -38,7 +39,8 @@ def lr_batch(n=2, h=7, w=11, seed=0):
 
 
 def test_registry_lists_every_builder():
-    assert set(MODELS) == {"edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator"}
+    assert set(MODELS) == {"edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator",
+                           "rrdbnet", "srvgg_compact"}
     assert get_spec("wdsr-b").builder is wdsr_b
     with pytest.raises(ValueError, match="unknown model 'rcan'.*edsr"):
         get_spec("rcan")
@@ -179,7 +181,9 @@ def test_mixed_precision_outputs_float32():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     for name in GENERATORS:
         model = tiny(name)
-        assert model.get_layer("head_conv").compute_dtype == "bfloat16"
+        # The head conv (RRDBNet x2's reads the unshuffled input: head_x2_conv).
+        head = next(layer for layer in model.layers if fnmatch.fnmatch(layer.name, "head*conv"))
+        assert head.compute_dtype == "bfloat16"
         assert model(lr_batch()).dtype == "float32"
 
 

@@ -8,7 +8,8 @@ from sisr.pretrained import cache, files
 from sisr.pretrained.registry import USES, load_registry
 
 _SHORT_ARGS = {"num_res_blocks": "{}b", "num_filters": "{}f", "res_block_expansion": "x{}",
-               "res_block_scaling": "rs {}"}
+               "res_block_scaling": "rs {}", "num_block": "{}b", "num_conv": "{}c",
+               "num_feat": "{}f", "num_grow_ch": "g{}"}
 
 
 def architecture(entry):
@@ -32,9 +33,8 @@ def availability(entry):
 
 def needs(entry):
     """The `needs` column: what fetching the model takes beyond sisr itself."""
-    parts = (["PyTorch"] if entry.needs_torch else []) + \
-        ([] if entry.verifiable else ["--file"])
-    return ", ".join(parts) or "-"
+    # PyTorch files are read as data (sisr.port.torchfile): torch is never needed.
+    return "-" if entry.verifiable else "--file"
 
 
 def _uses(entry):
@@ -63,8 +63,6 @@ def _list(entries):
     if "real-photographs" not in used:
         print("no model here is trained for real photographs (JPEG, noise, camera blur): "
               "each expects clean, bicubic-downscaled input")
-    if any(e.needs_torch for e in entries.values()):
-        print("needs PyTorch: the weights are a .pt file (pip install -e \".[torch]\")")
     print(f"cache: {cache.sisr_home()}")
     borders = sorted({(e.score["reference"], e.score["border"]) for e in entries.values()
                       if e.score and "reference" in e.score})
