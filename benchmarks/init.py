@@ -60,7 +60,7 @@ def centre_crop(lr, hr, scale, crop):
 
 def validation_psnr(model, images, shave):
     """Mean RGB PSNR of `model` over `(lr, hr)` full images."""
-    return float(np.mean([metrics.psnr(hr, resolve(model, lr[None])[0].numpy(), shave=shave)
+    return float(np.mean([metrics.psnr(hr, resolve(model, lr[None])[0], shave=shave)
                           for lr, hr in images]))
 
 

@@ -125,7 +125,7 @@ def model_case(model, size):
     batch = rng.integers(0, 256, size=(1, size, size, 3), dtype=np.uint8)
 
     def run():
-        return sisr.resolve(model, batch).numpy()
+        return sisr.resolve(model, batch)
 
     return run
 

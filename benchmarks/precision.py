@@ -47,8 +47,8 @@ def fidelity(model, copy, pairs, shave=4):
 
     losses, moved = [], 0
     for _, lr, hr in pairs:
-        ref = sisr.resolve(model, lr[None])[0].numpy()
-        out = sisr.resolve(copy, lr[None])[0].numpy()
+        ref = sisr.resolve(model, lr[None])[0]
+        out = sisr.resolve(copy, lr[None])[0]
         losses.append(metrics.psnr(ref, hr, shave=shave, y_only=True)
                       - metrics.psnr(out, hr, shave=shave, y_only=True))
         moved = max(moved, int(np.abs(out.astype(np.int16) - ref.astype(np.int16)).max()))
@@ -111,9 +111,9 @@ def run_speed(args):
         batch = tf.constant(lr, tf.float32)
         variants = {
             "float32 as built": lambda m=model, b=batch: to_uint8(compiled_forward(m)(b)).numpy(),
-            "float32": lambda m=model: sisr.resolve(m, lr).numpy(),
-            "bf16 naive": lambda m=naive: sisr.resolve(m, lr).numpy(),
-            "bf16 guarded": lambda m=model: sisr.resolve(m, lr, precision="bfloat16").numpy(),
+            "float32": lambda m=model: sisr.resolve(m, lr),
+            "bf16 naive": lambda m=naive: sisr.resolve(m, lr),
+            "bf16 guarded": lambda m=model: sisr.resolve(m, lr, precision="bfloat16"),
         }
         for label, run in variants.items():
             cases[(name, label)] = (lambda run=run: [run() for _ in range(args.calls)])

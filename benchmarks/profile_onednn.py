@@ -70,7 +70,7 @@ def run_worker(model_name, mode, precision, runs):
             arguments.update(num_filters=32, num_res_blocks=16)
         model = build(model_name, scale=2, **arguments)
         lr = rng.integers(0, 256, (1, 128, 128, 3)).astype(np.uint8)
-        run = lambda: sisr.resolve(model, lr, precision=precision).numpy()  # noqa: E731
+        run = lambda: sisr.resolve(model, lr, precision=precision)  # noqa: E731
     else:
         policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
         model, _ = build_training(model_name, policy)

@@ -3,7 +3,7 @@
     import sisr
     from sisr.model import wdsr_b
     model = wdsr_b(scale=2)
-    sr = sisr.resolve_single(model, lr)   # uint8 HxWx3 in, uint8 (sH)x(sW)x3 out
+    sr = sisr.resolve_single(model, lr)   # uint8 HxWx3 in, NumPy uint8 (sH)x(sW)x3 out
 
 `import sisr` checks the backend and registers sisr's layers and model class (so that
 `keras.saving.load_model` reads sisr's `.keras` files); everything else is imported on

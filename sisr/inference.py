@@ -1,5 +1,8 @@
 """Inference: one compiled forward pass per model, shared by `resolve`, `sisr.upscaling`
-and `sisr.evaluate`; float32 in, clip + round, uint8 out."""
+and `sisr.evaluate`; float32 in, clip + round, uint8 out.
+
+`resolve`, `resolve_single` and `sisr.upscale_image` all return NumPy uint8 arrays (ready
+for `PIL.Image.fromarray`); `compiled_forward` is the tensor-level building block."""
 
 import functools
 import weakref
@@ -72,16 +75,18 @@ def resolve(model, lr_batch, precision="float32"):
             bfloat16 instructions, see benchmarks/README.md for the fidelity measured).
 
     Returns:
-        A uint8 `tf.Tensor` of shape (batch, scale*height, scale*width, 3).
+        A NumPy uint8 array of shape (batch, scale*height, scale*width, 3).
     """
     from sisr.precision import inference_copy
 
     runner = inference_copy(model, precision)
-    return to_uint8(compiled_forward(runner)(_as_batch(lr_batch, "lr_batch")))
+    return to_uint8(compiled_forward(runner)(_as_batch(lr_batch, "lr_batch"))).numpy()
 
 
 def resolve_single(model, lr, precision="float32"):
-    """Super-resolves one LR image of shape (height, width, 3); returns a uint8 tensor."""
+    """Super-resolves one LR image of shape (height, width, 3), uint8 or float; returns a
+    NumPy uint8 array of shape (scale*height, scale*width, 3), as `resolve` does for a
+    batch and `sisr.upscale_image` for an image of any size and channel layout."""
     array = lr.numpy() if isinstance(lr, tf.Tensor) else np.asarray(lr)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise UsageError(f"lr must be an RGB image of shape (height, width, 3), got {array.shape}")

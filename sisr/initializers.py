@@ -9,6 +9,9 @@ WDSR code keeps (it never re-initialises a layer):
   initializer cannot tell from the bias shape; `FanInUniform` is given it.
 
 `fan_in` = input channels x kernel height x kernel width.
+
+`ICNR` wraps either for the conv before a pixel shuffle (the builders' `upsample_init="icnr"`,
+off by default): the sub-pixel convolution then starts as nearest-neighbour upsampling.
 """
 
 import math
@@ -52,3 +55,49 @@ class FanInUniform(keras.initializers.RandomUniform):
     def get_config(self):
         # minval/maxval follow from fan_in and gain; only the seed comes from the base.
         return {"fan_in": self.fan_in, "gain": self.gain, "seed": super().get_config()["seed"]}
+
+
+@keras.saving.register_keras_serializable(package="sisr")
+class ICNR(keras.initializers.Initializer):
+    """ICNR: a sub-pixel convolution's weights that start as nearest-neighbour upsampling.
+
+    `base` initialises a tensor with `scale**2` times fewer output channels (last axis);
+    each of its channels is then copied to the `scale**2` channels that `PixelShuffle(scale)`
+    (channels-last `depth_to_space`: output channel `c` of sub-pixel `(i, j)` reads input
+    channel `(i*scale + j)*C + c`) places in one `scale x scale` block. The shuffled output
+    of the conv therefore starts as the nearest-neighbour upsampling of a conv with `base`'s
+    weights: no sub-pixel starts different from its neighbours, so there is no checkerboard
+    at initialisation. Use it for the kernel and for the bias of the conv before the shuffle.
+
+    Reference: Aitken et al., "Checkerboard artifact free sub-pixel convolution: A note on
+    sub-pixel convolution, resize convolution and convolution resize", 2017.
+
+    Args:
+        scale: int >= 1, the factor of the `PixelShuffle` that follows the conv.
+        base: a Keras initializer (an instance, a name or a serialised dict) for the
+            `C` distinct channels; default Glorot uniform.
+    """
+
+    def __init__(self, scale, base="glorot_uniform"):
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"ICNR: `scale` must be a positive int, got {scale!r}")
+        self.scale = scale
+        self.base = keras.initializers.get(base)
+
+    def __call__(self, shape, dtype=None):
+        copies = self.scale * self.scale
+        if not shape or shape[-1] % copies:
+            raise ValueError(f"ICNR(scale={self.scale}): the last dimension of {tuple(shape)} "
+                             f"must be a multiple of scale**2 = {copies}")
+        distinct = self.base((*shape[:-1], shape[-1] // copies), dtype=dtype)
+        # Channel k copies channel k % C: the same C channels for every sub-pixel (i, j).
+        return keras.ops.tile(distinct, [1] * (len(shape) - 1) + [copies])
+
+    def get_config(self):
+        return {"scale": self.scale, "base": keras.initializers.serialize(self.base)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["base"] = keras.initializers.deserialize(config["base"])
+        return cls(**config)

@@ -62,6 +62,86 @@ class PixelShuffle(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="sisr")
+class PixelUnshuffle(keras.layers.Layer):
+    """The inverse of `PixelShuffle`: rearranges `r x r` blocks of pixels into channels.
+
+    Channels-last `space_to_depth`: output channel `(i*r + j)*C + c` at `(h, w)` holds
+    input pixel `(h*r + i, w*r + j, c)` (PyTorch's `pixel_unshuffle` puts it at channel
+    `c*r*r + i*r + j`; `sisr.port` permutes the next conv's inputs). An input whose height
+    or width is not a multiple of `r` is first padded at the bottom and right by reflection
+    (edge repetition for a 1-pixel side), as Real-ESRGAN's inference pads it; `CropToScale`
+    removes what the padding adds to the output.
+
+    Args:
+        scale: int, the block size `r`.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise ValueError(f"PixelUnshuffle: `scale` must be a positive int, got {scale!r}")
+        self.scale = scale
+
+    def _pad(self, x, axis):
+        # Rows n-2, n-3, ... after the last one (reflection), clipped to the image.
+        n = ops.shape(x)[axis]
+        extra = (self.scale - n % self.scale) % self.scale
+        index = ops.concatenate([ops.arange(n), n - 2 - ops.arange(extra)])
+        return ops.take(x, ops.clip(index, 0, n - 1), axis=axis)
+
+    def call(self, inputs):
+        x = self._pad(self._pad(inputs, 1), 2)
+        return ops.space_to_depth(x, self.scale, data_format="channels_last")
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        r = self.scale
+        return (n, None if h is None else -(-h // r), None if w is None else -(-w // r),
+                None if c is None else c * r * r)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="sisr")
+class CropToScale(keras.layers.Layer):
+    """Crops an image to `scale` times the height and width of a reference image.
+
+    Called on `[image, reference]`; takes the top-left part, removing what a
+    `PixelUnshuffle`'s padding added to the output.
+
+    Args:
+        scale: int, the output size over the reference's size.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise ValueError(f"CropToScale: `scale` must be a positive int, got {scale!r}")
+        self.scale = scale
+
+    def call(self, inputs):
+        image, reference = inputs
+        shape = ops.shape(reference)
+        return image[:, :shape[1] * self.scale, :shape[2] * self.scale, :]
+
+    def compute_output_shape(self, input_shape):
+        image, reference = input_shape
+        s = self.scale
+        return (image[0], None if reference[1] is None else reference[1] * s,
+                None if reference[2] is None else reference[2] * s, image[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="sisr")
 class ResidualScaling(keras.layers.Layer):
     """Multiplies a residual branch by a constant before it is added to the skip path.
 
@@ -139,3 +219,81 @@ def denormalize(mean=DIV2K_RGB_MEAN, name="denormalize"):
     return keras.layers.Rescaling(
         scale=127.5, offset=list(mean), name=name, dtype="float32"
     )
+
+
+def bicubic_phase_weights(scale):
+    """(5, scale) weights of MATLAB's bicubic `imresize` upscaling by an integer `scale`.
+
+    Output pixel `scale * i + p` (0-based) of one axis is `sum_k w[k, p] * x[i - 2 + k]`,
+    with `x` mirrored at the borders as MATLAB does (`... x1 x0 | x0 x1 ...`). MATLAB samples
+    the input at `u = (scale * i + p + 0.5) / scale - 0.5`, within half a pixel of `i`, so
+    the Keys cubic kernel (a = -0.5, support 2) reads inputs `i - 2 .. i + 2` at most.
+    """
+    import numpy as np
+
+    from sisr.imresize import _cubic
+
+    phases = (np.arange(scale) + 0.5) / scale - 0.5           # u - i for each phase p
+    weights = _cubic(phases[None, :] - np.arange(-2, 3)[:, None])
+    return weights / weights.sum(axis=0, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="sisr")
+class BicubicUpsample(keras.layers.Layer):
+    """Upscales by an integer factor exactly as MATLAB's `imresize(x, scale, 'bicubic')`.
+
+    The same computation as `sisr.imresize.imresize` (Keys cubic kernel a = -0.5, symmetric
+    mirroring at the borders, rows then columns), without rounding or clipping, as a
+    layer: VDSR and SRCNN, whose papers feed the network a bicubic-upscaled image, take the
+    LR image and upscale inside. Each output pixel reads the input pixels at most 2 away
+    (in input pixels), so the layer is local (`sisr.receptive_field`). No weights.
+
+    Args:
+        scale: int, the upscaling factor.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise ValueError(f"BicubicUpsample: `scale` must be a positive int, got {scale!r}")
+        self.scale = scale
+        self._phase_weights = tuple(map(tuple, bicubic_phase_weights(scale).tolist()))
+
+    def _upsample_axis(self, x, axis):
+        shape = ops.shape(x)
+        n = shape[axis]
+        # MATLAB's mirror of indices -2 .. n + 1 into 0 .. n - 1; twice for n = 1. (No
+        # modulo of negative numbers, which ONNX converters get wrong.)
+        index = ops.arange(-2, n + 2)
+        for _ in range(2):
+            index = ops.where(index < 0, -1 - index, index)
+            index = ops.where(index >= n, 2 * n - 1 - index, index)
+        padded = ops.take(x, index, axis=axis)
+        taps = [_take_range(padded, axis, k, n) for k in range(5)]
+        weights = ops.cast(ops.convert_to_tensor(self._phase_weights), x.dtype)
+        phases = [sum(weights[k, p] * taps[k] for k in range(5)) for p in range(self.scale)]
+        y = ops.stack(phases, axis=axis + 1)
+        new_shape = [shape[i] for i in range(len(shape))]
+        new_shape[axis] = n * self.scale
+        return ops.reshape(y, new_shape)
+
+    def call(self, inputs):
+        if self.scale == 1:
+            return inputs
+        return self._upsample_axis(self._upsample_axis(inputs, 1), 2)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        r = self.scale
+        return (n, None if h is None else h * r, None if w is None else w * r, c)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale})
+        return config
+
+
+def _take_range(x, axis, start, length):
+    """`x[..., start:start + length, ...]` along `axis` (dynamic length)."""
+    return ops.take(x, ops.arange(start, start + length), axis=axis)

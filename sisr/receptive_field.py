@@ -3,7 +3,9 @@
 `locality(model)` reads the functional graph of `model.get_config()` and allows only
 layers known to be local, i.e. whose output pixel reads a bounded neighbourhood of its
 input and nothing that depends on the image size: stride-1 convolutions ("same" padding),
-transposed convolutions and upsamplers (which raise the resolution), pixel shuffles, and
+transposed convolutions and upsamplers (which raise the resolution; also sisr's MATLAB
+`BicubicUpsample`), pixel shuffles and unshuffles (tiles then cut on the unshuffle's grid,
+`alignment`), and
 per-pixel layers (activations, per-channel normalisation and rescaling, merges along the
 channels). Any other layer (global pooling, attention, Dense, Flatten, Reshape, a nested
 model, an unknown custom layer) makes the model not tileable, and so does a registered
@@ -14,6 +16,7 @@ The radius is an upper bound in LR pixels: each convolution adds `dilation * (ke
 """
 
 import math
+from fractions import Fraction
 from typing import NamedTuple
 
 from sisr.graph import keras_histories
@@ -78,8 +81,13 @@ def _layer_reach(layer, cls, name, cfg):
     module, registered = layer.get("module"), layer.get("registered_name")
     if registered in ("sisr>PixelShuffle",):
         return 0, cfg["scale"]
-    if registered == "sisr>ResidualScaling":
+    if registered in ("sisr>ResidualScaling", "sisr>CropToScale"):
         return 0, 1
+    if registered == "sisr>BicubicUpsample":
+        return 2, cfg["scale"]  # the cubic kernel reads 2 input pixels on each side
+    if registered == "sisr>PixelUnshuffle":
+        # A block of r pixels, and its padding by reflection within the last r - 1.
+        return cfg["scale"] - 1, Fraction(1, cfg["scale"])
     if registered == "sisr>FusedBatchNormalization" or (
             module == "keras.layers" and cls in ("BatchNormalization", "LayerNormalization")):
         # Inference normalises with per-channel statistics; over other axes it would
@@ -167,6 +175,21 @@ def locality(model):
         return Locality(None, str(err))
     except (KeyError, TypeError, ValueError) as err:  # a config this reader does not know
         return Locality(None, f"its config cannot be read ({type(err).__name__}: {err})")
+
+
+def alignment(model):
+    """The LR pixel grid that tiles must be cut on for a tiled result to equal the whole
+    image's: the product of the model's `PixelUnshuffle` block sizes (1 if none), as
+    pixels are grouped in blocks counted from the image's top-left corner."""
+    try:
+        layers = model.get_config()["layers"]
+    except (NotImplementedError, KeyError, TypeError, AttributeError):
+        return 1
+    factor = 1
+    for layer in layers:
+        if layer.get("registered_name") == "sisr>PixelUnshuffle":
+            factor *= int((layer.get("config") or {})["scale"])
+    return factor
 
 
 def receptive_radius(model):

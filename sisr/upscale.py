@@ -1,6 +1,8 @@
 """Super-resolve image files and folders in tiles: `python -m sisr.upscale`.
 
     python -m sisr.upscale -i photos/ -o out/ --model wdsr-b-x4.keras --tile 256 --compare
+    python -m sisr.upscale -i photo.png -o out/ --model srresnet-x4 --compare crops.png \\
+        --compare-crop 120,80,64,64
 
 The work is `sisr.upscaling` (seamless tiles, channel layouts, self-ensemble); this module
 reads and writes the files. EXIF orientation is applied. By default a model is run in
@@ -12,18 +14,19 @@ import logging
 import os
 import sys
 
-import numpy as np
-
-from sisr import cli, imageio
+from sisr import cli, compare, imageio
 from sisr.cli_precision import CLI_PRECISIONS, choose_precision
 from sisr.errors import UsageError
 from sisr.fileio import atomic_output, check_writable_dir
 from sisr.upscaling import (
+    ALPHA_MODES,
     NotTileableError,
     Upscaler,
-    bicubic_upscale,
     load_sr_model,
     locality,
+    model_scale,
+    outscale_size,
+    resize_output,
     upscale_image,
 )
 
@@ -32,44 +35,17 @@ log = logging.getLogger(__name__)
 DEFAULT_TILE = 256  # LR pixels; bounds the peak memory (benchmarks/README.md)
 
 
-def save_comparison(path, lr, sr, scale, hr=None, overwrite=False):
-    """Writes a PNG figure LR | bicubic | SR [| HR] (alpha dropped), atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from sisr import metrics
-
-    def visible(a):
-        a = np.asarray(a)
-        if a.ndim == 3 and a.shape[-1] in (2, 4):
-            a = a[..., :-1]
-        return a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a
-
-    lr, sr = visible(lr), visible(sr)
-    panels = [("LR", lr), (f"bicubic x{scale}", bicubic_upscale(lr, scale)),
-              (f"SR x{scale}", sr)]
-    if hr is not None:
-        hr = visible(hr)
-        if hr.shape == sr.shape and min(hr.shape[:2]) > 2 * scale:
-            y_only = hr.ndim == 3
-            for i in (1, 2):
-                title, image = panels[i]
-                value = metrics.psnr(image, hr, shave=scale, y_only=y_only)
-                panels[i] = (f"{title}  {value:.2f} dB" + (" (Y)" if y_only else ""), image)
-        panels.append(("HR", hr))
-    height, width = sr.shape[:2]
-    panel_w = 5.0
-    fig = Figure(figsize=(panel_w * len(panels), panel_w * height / width + 0.6))
-    FigureCanvasAgg(fig)
-    for i, (title, image) in enumerate(panels, start=1):
-        ax = fig.add_subplot(1, len(panels), i)
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255,
-                  interpolation="nearest")
-        ax.set_title(title)
-        ax.axis("off")
-    fig.tight_layout()
+def save_comparison(path, lr, sr, scale, hr=None, crop=None, name=None, overwrite=False):
+    """Writes a PNG of full-resolution crops, input | LR | bicubic | SR [| HR] (alpha
+    dropped), atomically; `crop` (a `sisr.compare.Crop`) or the one `choose_crop` picks.
+    Returns the crop."""
+    if crop is None:
+        crop = compare.choose_crop(lr, sr, scale, hr=hr)
+    image, _ = compare.comparison_image(lr, sr, scale, crop, hr=hr,
+                                        name=name or f"SR x{scale}")
     with atomic_output(path, overwrite) as tmp:
-        fig.savefig(tmp, format="png", dpi=max(100, min(200, width / panel_w)))
+        image.save(tmp, format="PNG")
+    return crop
 
 
 def expand_inputs(inputs):
@@ -117,6 +93,17 @@ def make_parser():
                    help="output folder (created if needed); files are named STEM_xS.EXT")
     p.add_argument("--model", required=True, help=".keras model file")
     p.add_argument("--scale", type=int, help="expected scale; an error if the model's differs")
+    p.add_argument("--outscale", type=float, metavar="S",
+                   help="scale of the output files, any number (default: the model's): "
+                        "the model's output resized with Lanczos, as Real-ESRGAN's "
+                        "--outscale; files are named STEM_xS")
+    p.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
+                   help="how an alpha channel is upscaled: bicubic (default), or with the "
+                        "model (the alpha as a grey image; as Real-ESRGAN)")
+    p.add_argument("--denoise", type=float, metavar="STRENGTH",
+                   help="denoise strength 0..1 of a pretrained model with a weak-denoising "
+                        "partner (realesr-general-x4v3): its weights blended with the "
+                        "partner's, 1 = the model, 0 = the partner (Real-ESRGAN's -dn)")
     p.add_argument("--tile", type=int,
                    help=f"tile size in LR pixels, 0 = whole images (default {DEFAULT_TILE} "
                         "if the model is tileable, else whole images); a model with a "
@@ -134,8 +121,15 @@ def make_parser():
     p.add_argument("--format", choices=["keep", *imageio.FORMATS], default="keep",
                    help="output format (default: that of the input; PNG for other formats)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
-    p.add_argument("--compare", action="store_true",
-                   help="also write STEM_xS_compare.png: LR | bicubic | SR [| HR]")
+    p.add_argument("--compare", nargs="?", const=True, metavar="FILE",
+                   help="also write full-resolution crops side by side, input | LR | "
+                        "bicubic | SR [| HR], labelled, to FILE (one input) or "
+                        "STEM_xS_compare.png")
+    p.add_argument("--compare-crop", default="auto", metavar="X,Y,W,H",
+                   help="the --compare crop in input pixels; auto (default): the "
+                        f"{compare.DEFAULT_CROP}x{compare.DEFAULT_CROP} window where the "
+                        "model gains most over bicubic against --hr, or without --hr "
+                        "differs most from bicubic")
     p.add_argument("--hr", metavar="PATH",
                    help="HR image (one input) or folder of same-stem HR images for --compare")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -154,26 +148,62 @@ def _check_args(p, args):
         p.error(f"--quality must be in 1..100, got {args.quality}")
     if args.scale is not None and args.scale < 1:
         p.error(f"--scale must be a positive integer, got {args.scale}")
+    if args.outscale is not None and not args.outscale > 0:
+        p.error(f"--outscale must be a positive number, got {args.outscale}")
+    if args.denoise is not None and not 0.0 <= args.denoise <= 1.0:
+        p.error(f"--denoise must be in 0..1, got {args.denoise}")
     if args.hr is not None and not os.path.exists(args.hr):
         p.error(f"--hr {args.hr}: no such file or folder")
+    if isinstance(args.compare, str) and len(args.input) > 1:
+        p.error("--compare FILE takes one input; with several, leave out FILE "
+                "(each comparison goes to STEM_xS_compare.png)")
+    if args.compare_crop != "auto":
+        try:
+            args.compare_crop = compare.parse_crop(args.compare_crop)
+        except UsageError as err:
+            p.error(f"--compare-crop: {err}")
 
 
 def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
-    if not args.force and os.path.exists(target):  # fail before the expensive part
-        raise FileExistsError(f"{target} exists; not overwriting it (use --force)")
+    for path in [target] + ([_compare_path(args, target)] if args.compare else []):
+        if not args.force and os.path.exists(path):  # fail before the expensive part
+            raise FileExistsError(f"{path} exists; not overwriting it (use --force)")
     loaded = imageio.read_image(source, first_frame=args.first_frame)
     if loaded.note:
         log.warning("%s: %s", source, loaded.note)
-    progress.reset(total=len(upscaler.tiles(*loaded.array.shape[:2])))
+    crop = None if not args.compare or args.compare_crop == "auto" else args.compare_crop
+    if crop is not None:
+        crop.check(*loaded.array.shape[:2], what=source)
+    tiles = len(upscaler.tiles(*loaded.array.shape[:2]))
+    alpha = loaded.array.ndim == 3 and loaded.array.shape[-1] in (2, 4)
+    progress.reset(total=tiles * (2 if alpha and args.alpha == "model" else 1))
     progress.set_description(os.path.basename(source))
-    sr = upscale_image(upscaler, loaded.array, on_tile=lambda: progress.update(1))
-    imageio.write_image(target, sr, fmt, quality=args.quality,
+    sr = upscale_image(upscaler, loaded.array, on_tile=lambda: progress.update(1),
+                       alpha=args.alpha)
+    out = sr
+    if args.outscale is not None:
+        out = resize_output(sr, *outscale_size(*loaded.array.shape[:2], args.outscale))
+    imageio.write_image(target, out, fmt, quality=args.quality,
                         icc_profile=loaded.icc_profile, overwrite=args.force)
     if args.compare:
         hr = imageio.read_image(hr_path).array if hr_path else None
-        stem = os.path.splitext(target)[0]
-        save_comparison(f"{stem}_compare.png", loaded.array, sr, upscaler.scale, hr=hr,
-                        overwrite=args.force)
+        if hr is not None and hr.shape[:2] != sr.shape[:2]:
+            log.warning("%s: HR image %dx%d is not the size of the output %dx%d; compared "
+                        "without it", hr_path, hr.shape[1], hr.shape[0], sr.shape[1],
+                        sr.shape[0])
+            hr = None
+        model = os.path.splitext(os.path.basename(args.model))[0]
+        crop = save_comparison(_compare_path(args, target), loaded.array, sr, upscaler.scale,
+                               hr=hr, crop=crop, name=f"SR x{upscaler.scale}: {model}",
+                               overwrite=args.force)
+        log.info("%s: compared crop %d,%d,%d,%d", source, crop.x, crop.y, crop.width,
+                 crop.height)
+
+
+def _compare_path(args, target):
+    if isinstance(args.compare, str):
+        return args.compare
+    return f"{os.path.splitext(target)[0]}_compare.png"
 
 
 def _check_outputs_are_not_inputs(sources, targets, args):
@@ -185,7 +215,7 @@ def _check_outputs_are_not_inputs(sources, targets, args):
         inputs.update((os.path.realpath(path), path) for path in hr)
     outputs = list(targets)
     if args.compare:
-        outputs += [f"{os.path.splitext(target)[0]}_compare.png" for target in targets]
+        outputs += [_compare_path(args, target) for target in targets]
     clashes = sorted({inputs[os.path.realpath(t)] for t in outputs
                       if os.path.realpath(t) in inputs})
     if clashes:
@@ -223,6 +253,22 @@ def _upscaler(model, scale, precision, args):
         raise UsageError(f"--tile {tile}: {err}; use --tile 0 (whole images)") from err
 
 
+def _denoise_model(args):
+    """(model, scale) of --model blended at --denoise with its weak-denoising partner."""
+    from sisr.pretrained import denoise_model, load_registry
+
+    if args.model not in load_registry():
+        raise UsageError(f"--denoise needs a pretrained model name as --model (e.g. "
+                         f"realesr-general-x4v3), got {args.model!r}")
+    model = denoise_model(args.model, args.denoise)
+    scale = model_scale(model)
+    if args.scale is not None and scale != args.scale:
+        raise UsageError(f"--model {args.model} is a x{scale} model, but --scale "
+                         f"{args.scale} was asked")
+    log.info("%s at denoise strength %g", args.model, args.denoise)
+    return model, scale
+
+
 def main(argv=None):
     """Upscales the inputs; returns 0, 1 if some images failed, 2 on a usage error."""
     return cli.main(make_parser(), _main, argv, check=_check_args)
@@ -236,11 +282,15 @@ def _main(args):
     with cli.checking():
         sources = expand_inputs(args.input)
         check_writable_dir(args.output)
-        model, scale = load_sr_model(resolve_model(args.model), args.scale)
+        if args.denoise is not None:
+            model, scale = _denoise_model(args)
+        else:
+            model, scale = load_sr_model(resolve_model(args.model), args.scale)
         precision, reason = choose_precision(args.precision, args.model)
         log.info("precision %s (%s)", precision, reason)
         upscaler = _upscaler(model, scale, precision, args)
-        targets = [_target(source, args.output, args.format, scale) for source in sources]
+        label = scale if args.outscale is None else f"{args.outscale:g}"
+        targets = [_target(source, args.output, args.format, label) for source in sources]
         _check_outputs_are_not_inputs(sources, [target for target, _ in targets], args)
 
     failures, written, planned = [], [], set()
@@ -259,7 +309,7 @@ def _main(args):
                 message = str(err)
                 log.error("%s", message if source in message else f"{source}: {message}")
                 failures.append(source)
-    print(f"upscaled {len(written)} of {len(sources)} image(s) x{scale} into {args.output}"
+    print(f"upscaled {len(written)} of {len(sources)} image(s) x{label} into {args.output}"
           + (f"; {len(failures)} failed: " + ", ".join(failures) if failures else ""))
     return 1 if failures else 0
 

@@ -13,7 +13,9 @@ registered architecture is declared `local=False` is never tiled: asking for til
     sr = upscale_image(model, image, tile=256)   # uint8 in any channel layout, uint8 out
 
 Grayscale images go through the model as RGB and come back grayscale (ITU-R 601 luma);
-an alpha channel is upscaled with MATLAB-style bicubic. Fully convolutional models accept
+an alpha channel is upscaled with MATLAB-style bicubic, or with the model (`alpha="model"`).
+`resize_output` brings an SR image to any other scale (Lanczos, as Real-ESRGAN's
+`--outscale`). Fully convolutional models accept
 any image size down to 1x1, so no image is too small.
 """
 
@@ -23,11 +25,12 @@ import os
 import numpy as np
 
 from sisr.errors import UsageError
-from sisr.receptive_field import locality, receptive_radius
+from sisr.receptive_field import alignment, locality, receptive_radius
 from sisr.saving import ModelError
 
-__all__ = ["LUMA", "ModelError", "NotTileableError", "Upscaler", "bicubic_upscale",
-           "load_sr_model", "locality", "model_scale", "receptive_radius", "upscale_image"]
+__all__ = ["ALPHA_MODES", "LUMA", "ModelError", "NotTileableError", "Upscaler",
+           "bicubic_upscale", "load_sr_model", "locality", "model_scale", "outscale_size",
+           "receptive_radius", "resize_output", "upscale_image"]
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's "L" mode
 
@@ -146,12 +149,21 @@ class Upscaler:
             raise NotTileableError(model.name, reason)
         # None for a model that is not tileable: whole images need no margin.
         self.overlap = radius if overlap is None else overlap
+        # Windows start on (and, inside the image, end on) this grid: a pixel unshuffle
+        # groups pixels in blocks counted from the image's corner.
+        self.alignment = alignment(model)
         self.self_ensemble = bool(self_ensemble)
         self.precision = precision
         self._forward = compiled_forward(inference_copy(model, precision))
 
+    def _padded(self, height, width):
+        a = self.alignment
+        return -(-height // a) * a, -(-width // a) * a
+
     def tiles(self, height, width):
-        """The (y0, y1, x0, x1) LR areas that the tiles own."""
+        """The (y0, y1, x0, x1) LR areas that the tiles own (of the image padded to the
+        pixel-unshuffle grid, see `__call__`)."""
+        height, width = self._padded(height, width)
         return [(y0, y1, x0, x1) for y0, y1 in _splits(height, self.tile)
                 for x0, x1 in _splits(width, self.tile)]
 
@@ -178,12 +190,17 @@ class Upscaler:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.size == 0:
             raise UsageError(f"expected a non-empty HxWx3 uint8 image, got "
                              f"{rgb.dtype} {rgb.shape}")
-        h, w = rgb.shape[:2]
-        s, m = self.scale, self.overlap or 0
+        height, width = rgb.shape[:2]
+        h, w = self._padded(height, width)
+        if (h, w) != (height, width):
+            # As a pixel-unshuffling model pads itself (sisr.layers.PixelUnshuffle): the
+            # same pixels, but every window, flipped ones too, then groups on one grid.
+            rgb = rgb[_reflected(height, h)][:, _reflected(width, w)]
+        s, m, a = self.scale, self.overlap or 0, self.alignment
         out = np.empty((h * s, w * s) if gray else (h * s, w * s, 3), np.uint8)
         for y0, y1, x0, x1 in self.tiles(h, w):
-            wy0, wx0 = max(0, y0 - m), max(0, x0 - m)
-            window = rgb[wy0:min(h, y1 + m), wx0:min(w, x1 + m)]
+            wy0, wx0 = max(0, y0 - m) // a * a, max(0, x0 - m) // a * a
+            window = rgb[wy0:min(h, -(-(y1 + m) // a) * a), wx0:min(w, -(-(x1 + m) // a) * a)]
             sr = self._sr_float(window)
             core = sr[(y0 - wy0) * s:(y1 - wy0) * s, (x0 - wx0) * s:(x1 - wx0) * s]
             # Same quantisation as sisr.resolve: clip, round half to even, uint8; gray
@@ -194,7 +211,14 @@ class Upscaler:
             out[y0 * s:y1 * s, x0 * s:x1 * s] = np.round(core)
             if on_tile is not None:
                 on_tile()
+        if (h, w) != (height, width):
+            out = np.ascontiguousarray(out[:height * s, :width * s])
         return out
+
+
+def _reflected(n, total):
+    """Indices of `n` pixels padded to `total` by reflection (edge repeat for n = 1)."""
+    return np.concatenate([np.arange(n), np.clip(n - 2 - np.arange(total - n), 0, n - 1)])
 
 
 def bicubic_upscale(image, scale):
@@ -204,8 +228,37 @@ def bicubic_upscale(image, scale):
     return imresize(np.asarray(image), scale=scale)
 
 
+# How `upscale_image` upscales an alpha channel: MATLAB-style bicubic, or with the model
+# (the alpha as a grey image, its output's luma; Real-ESRGAN's --alpha_upsampler realesrgan).
+ALPHA_MODES = ("bicubic", "model")
+
+
+def outscale_size(height, width, outscale):
+    """(height, width) of an image `outscale` times larger, truncated as Real-ESRGAN's
+    --outscale does."""
+    if isinstance(outscale, bool) or not isinstance(outscale, (int, float)) \
+            or not outscale > 0:
+        raise UsageError(f"outscale must be a positive number, got {outscale!r}")
+    return max(1, int(height * outscale)), max(1, int(width * outscale))
+
+
+def resize_output(sr, height, width):
+    """A uint8 SR image (HxW or HxWxC, C 1-4) resized to `height` x `width` with Lanczos
+    (Pillow), as Real-ESRGAN resizes its output to any --outscale."""
+    from PIL import Image
+
+    array = np.asarray(sr)
+    if array.shape[:2] == (height, width):
+        return array
+    squeeze = array.ndim == 3 and array.shape[-1] == 1
+    planes = array[..., 0] if squeeze else array
+    resized = np.asarray(Image.fromarray(planes).resize(  # L, LA, RGB or RGBA
+        (width, height), Image.Resampling.LANCZOS))
+    return resized[..., None] if squeeze else resized
+
+
 def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on_tile=None,
-                  precision="float32"):
+                  precision="float32", alpha="bicubic"):
     """Super-resolves a uint8 image of any size and channel layout (NumPy in, NumPy out).
 
     Args:
@@ -215,11 +268,15 @@ def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on
             alpha is upscaled with bicubic.
         tile, overlap, self_ensemble, precision: see `Upscaler` (ignored if `model` is an
             Upscaler).
-        on_tile: optional callable, called after each tile (progress bars).
+        on_tile: optional callable, called after each tile (progress bars); with
+            `alpha="model"`, the alpha channel's tiles are counted too.
+        alpha: how an alpha channel is upscaled, "bicubic" or "model" (`ALPHA_MODES`).
 
     Returns:
         uint8 array of the same layout, `scale` times larger.
     """
+    if alpha not in ALPHA_MODES:
+        raise UsageError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
     upscaler = model if isinstance(model, Upscaler) else Upscaler(
         model, tile=tile, overlap=overlap, self_ensemble=self_ensemble, precision=precision)
     array = np.asarray(image)
@@ -238,8 +295,12 @@ def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on
     else:
         sr = upscaler(np.ascontiguousarray(array[..., :3]), on_tile=on_tile)
     if channels in (2, 4):
-        alpha = bicubic_upscale(array[..., -1], upscaler.scale)[..., None]
-        sr = np.concatenate([sr, alpha], axis=-1)
+        if alpha == "model":
+            grey = np.repeat(array[..., -1:], 3, axis=-1)
+            upscaled = upscaler(grey, gray=True, on_tile=on_tile)[..., None]
+        else:
+            upscaled = bicubic_upscale(array[..., -1], upscaler.scale)[..., None]
+        sr = np.concatenate([sr, upscaled], axis=-1)
     return sr[..., 0] if squeeze else sr
 
 

@@ -12,10 +12,24 @@ EXPECTED_PROFILES = {
     "edsr-8", "edsr-16", "edsr", "edsr-gen", "wdsr-a-8", "wdsr-a-16", "wdsr-a-32",
     "wdsr-b-8", "wdsr-b-16", "wdsr-b-32", "sr-resnet",
 }
+# Profiles of the smaller networks, whose recipes are their papers' / keras-io's.
+SMALL_PROFILES = {"vdsr": ("l1", 1e-4), "srcnn": ("mse", 1e-4), "fsrcnn": ("mse", 1e-3),
+                  "espcn": ("mse", 1e-3)}
 
 
 def test_every_published_profile_is_shipped():
-    assert EXPECTED_PROFILES <= set(cfg.list_profiles())
+    assert EXPECTED_PROFILES | set(SMALL_PROFILES) <= set(cfg.list_profiles())
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_PROFILES))
+def test_small_profiles_resolve_to_their_recipes(name):
+    config = cfg.resolve(name)
+    assert config["model"] == name and config["optimizer"] == "adam"
+    assert (config["loss"], config["learning_rate"]) == SMALL_PROFILES[name]
+    assert build(name, **{k: config[k] for k in ("scale",)}).count_params() == \
+        build(name, **{k: v for k, v in config.items()
+                       if k in ("scale", "num_filters", "num_layers", "kernel_sizes", "d",
+                                "s", "m", "activation")}).count_params()
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES))
@@ -44,6 +58,20 @@ def test_profile_builder_keys_build_the_model():
     config = cfg.resolve("wdsr-b-16")
     model = build(config["model"], **cfg.builder_kwargs(config))
     assert model.count_params() == 299_564  # WDSR-B baseline x2, docs/reference.md §3
+
+
+def test_upsample_init_is_a_builder_key_off_by_default():
+    from sisr.initializers import ICNR
+
+    assert cfg.resolve("wdsr-b-8")["upsample_init"] == "default"  # the official init
+    config = cfg.resolve("edsr-8", {"upsample_init": "icnr"},
+                         origins={"upsample_init": "--set upsample_init=icnr"})
+    model = build(config["model"], **dict(cfg.builder_kwargs(config), num_res_blocks=1))
+    assert isinstance(model.get_layer("upsample_x2_conv1").kernel_initializer, ICNR)
+    with pytest.raises(cfg.ConfigError, match=r"--set upsample_init=checker: .*`upsample_init` "
+                                              r"must be one of \('default', 'icnr'\)"):
+        cfg.resolve("wdsr-a-8", {"upsample_init": "checker"},
+                    origins={"upsample_init": "--set upsample_init=checker"})
 
 
 def test_flags_override_profile():
@@ -115,7 +143,7 @@ def test_resume_needs_a_run_directory(tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES))
+@pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES | set(SMALL_PROFILES)))
 def test_every_profile_trains_on_the_demo_set(name):
     # The inputs are checked as `python -m sisr.train --profile NAME --dataset demo` does
     # before its run directory exists, then one batch of each pipeline is read.

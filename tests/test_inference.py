@@ -23,9 +23,11 @@ def test_resolve_clips_rounds_and_casts():
     lr = np.random.default_rng(1).integers(0, 256, (2, 5, 6, 3)).astype(np.uint8)
     expected = np.clip(np.round(lr.astype(np.float32) * 1.7 - 40.0), 0, 255).astype(np.uint8)
     out = sisr.resolve(model, lr)
-    assert out.dtype == tf.uint8
-    np.testing.assert_array_equal(out.numpy(), expected)
-    np.testing.assert_array_equal(sisr.resolve_single(model, lr[0]).numpy(), expected[0])
+    assert isinstance(out, np.ndarray) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+    single = sisr.resolve_single(model, lr[0])
+    assert isinstance(single, np.ndarray) and single.dtype == np.uint8
+    np.testing.assert_array_equal(single, expected[0])
 
 
 def test_resolve_traces_once_for_all_sizes():
@@ -43,7 +45,7 @@ def test_resolve_matches_eager_model():
     model = edsr(3, num_filters=4, num_res_blocks=1)
     lr = np.random.default_rng(2).integers(0, 256, (1, 6, 5, 3)).astype(np.uint8)
     eager = np.clip(np.round(model(lr.astype(np.float32)).numpy()), 0, 255)
-    np.testing.assert_array_equal(sisr.resolve(model, lr).numpy(), eager.astype(np.uint8))
+    np.testing.assert_array_equal(sisr.resolve(model, lr), eager.astype(np.uint8))
 
 
 def _five_tiny_models():
@@ -79,7 +81,7 @@ def test_one_traced_forward_pass_per_model_and_no_retracing_warning():
         for model in models:
             for shape in [(5, 7, 3), (9, 4, 3), (12, 12, 3)]:
                 lr = rng.integers(0, 256, shape, dtype=np.uint8)
-                resolved = sisr.resolve_single(model, lr).numpy()
+                resolved = sisr.resolve_single(model, lr)
                 np.testing.assert_array_equal(sisr.upscale_image(model, lr), resolved)
     finally:
         tf.get_logger().removeHandler(handler)
@@ -132,8 +134,8 @@ def test_mixed_copy_keeps_the_named_layers_float32_and_the_weights(tmp_path):
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert _policies(loaded) == policies
     lr = np.random.default_rng(3).integers(0, 256, (1, 9, 7, 3)).astype(np.uint8)
-    np.testing.assert_array_equal(sisr.resolve(loaded, lr).numpy(),
-                                  sisr.resolve(copy, lr).numpy())
+    np.testing.assert_array_equal(sisr.resolve(loaded, lr),
+                                  sisr.resolve(copy, lr))
 
 
 def test_mixed_copy_runs_batch_norms_fused(tmp_path):
@@ -158,13 +160,13 @@ def test_mixed_copy_runs_batch_norms_fused(tmp_path):
     for a, b in zip(model.get_weights(), copy.get_weights()):
         np.testing.assert_array_equal(a, b)
     lr = np.random.default_rng(3).integers(0, 256, (1, 9, 7, 3)).astype(np.uint8)
-    fp32 = sisr.resolve(model, lr).numpy().astype(int)
-    bf16 = sisr.resolve(copy, lr).numpy().astype(int)
+    fp32 = sisr.resolve(model, lr).astype(int)
+    bf16 = sisr.resolve(copy, lr).astype(int)
     assert 0 < np.abs(bf16 - fp32).max() <= 3
     path = str(tmp_path / "bf16.keras")
     sisr.save_model(copy, path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_array_equal(sisr.resolve(loaded, lr).numpy(), bf16)
+    np.testing.assert_array_equal(sisr.resolve(loaded, lr), bf16)
 
 
 def test_naive_copy_and_unknown_layers():
@@ -182,13 +184,13 @@ def test_resolve_and_upscale_in_bfloat16():
 
     model = edsr(2, num_filters=8, num_res_blocks=2)
     lr = np.random.default_rng(4).integers(0, 256, (1, 12, 10, 3)).astype(np.uint8)
-    fp32 = sisr.resolve(model, lr).numpy().astype(int)
+    fp32 = sisr.resolve(model, lr).astype(int)
     bf16 = sisr.resolve(model, lr, precision="bfloat16")
-    assert bf16.dtype == tf.uint8 and bf16.shape == (1, 24, 20, 3)
-    diff = np.abs(bf16.numpy().astype(int) - fp32)
+    assert bf16.dtype == np.uint8 and bf16.shape == (1, 24, 20, 3)
+    diff = np.abs(bf16.astype(int) - fp32)
     assert 0 < diff.max() <= 3  # bf16 arithmetic did run, and stayed close
-    np.testing.assert_array_equal(sisr.resolve_single(model, lr[0], "bfloat16").numpy(),
-                                  bf16.numpy()[0])
+    np.testing.assert_array_equal(sisr.resolve_single(model, lr[0], "bfloat16"),
+                                  bf16[0])
     tiled = Upscaler(model, tile=5, precision="bfloat16")(lr[0])
     assert np.abs(tiled.astype(int) - fp32[0]).max() <= 3
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
@@ -260,7 +262,7 @@ def _fidelity(model, references, copy, until_broken=False):
 
     worst_db, worst_levels = -np.inf, 0
     for lr, hr, ref, ref_psnr in references:
-        out = sisr.resolve(copy, lr[None])[0].numpy()
+        out = sisr.resolve(copy, lr[None])[0]
         worst_db = max(worst_db, ref_psnr - metrics.psnr(out, hr, shave=4, y_only=True))
         worst_levels = max(worst_levels, int(np.abs(out.astype(int) - ref.astype(int)).max()))
         if until_broken and (worst_db > GUARD_DB or worst_levels > GUARD_LEVELS):
@@ -275,7 +277,7 @@ def _references(model):
 
     references = []
     for _, lr, hr in [p for subset in ("train", "valid") for p in demo(subset, 4).pairs()]:
-        ref = sisr.resolve(model, lr[None])[0].numpy()
+        ref = sisr.resolve(model, lr[None])[0]
         references.append((lr, hr, ref, metrics.psnr(ref, hr, shave=4, y_only=True)))
     return references
 
@@ -399,10 +401,10 @@ def test_the_precision_mechanism_does_not_import_the_pretrained_registry():
 def test_bfloat16_copy_follows_later_weight_changes():
     model = edsr(2, num_filters=4, num_res_blocks=1)
     lr = np.full((1, 6, 6, 3), 100, np.uint8)
-    before = sisr.resolve(model, lr, precision="bfloat16").numpy()
+    before = sisr.resolve(model, lr, precision="bfloat16")
     layer = model.get_layer("output_conv")
     layer.bias.assign(layer.bias + 0.2)  # +0.2 * 127.5 = 25.5 grey levels
-    after = sisr.resolve(model, lr, precision="bfloat16").numpy()
+    after = sisr.resolve(model, lr, precision="bfloat16")
     assert np.abs(after.astype(int) - before.astype(int) - 25).max() <= 2
 
 

@@ -2,6 +2,7 @@
 input. The checks every registered architecture passes (shapes, round trips, gradients,
 tiling, bf16 copies) are in test_contract.py."""
 
+import fnmatch
 import glob
 import itertools
 import json
@@ -38,7 +39,8 @@ def lr_batch(n=2, h=7, w=11, seed=0):
 
 
 def test_registry_lists_every_builder():
-    assert set(MODELS) == {"edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator"}
+    assert set(MODELS) == {"edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator",
+                           "rrdbnet", "srvgg_compact"}
     assert get_spec("wdsr-b").builder is wdsr_b
     with pytest.raises(ValueError, match="unknown model 'rcan'.*edsr"):
         get_spec("rcan")
@@ -179,7 +181,9 @@ def test_mixed_precision_outputs_float32():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     for name in GENERATORS:
         model = tiny(name)
-        assert model.get_layer("head_conv").compute_dtype == "bfloat16"
+        # The head conv (RRDBNet x2's reads the unshuffled input: head_x2_conv).
+        head = next(layer for layer in model.layers if fnmatch.fnmatch(layer.name, "head*conv"))
+        assert head.compute_dtype == "bfloat16"
         assert model(lr_batch()).dtype == "float32"
 
 
@@ -281,6 +285,78 @@ def test_conv_rejects_an_unknown_init():
         conv(8, 3, "c", init="he")
 
 
+def test_icnr_kernel_shuffles_to_nearest_neighbour_upsampling():
+    from sisr.initializers import ICNR, torch_kernel
+    from sisr.layers import PixelShuffle
+
+    r, channels = 3, 2
+    init = ICNR(r, torch_kernel(seed=1))
+    kernel = init((3, 3, 4, channels * r * r)).numpy()
+    bias = ICNR(r, FanInUniform(36, seed=2))((channels * r * r,)).numpy()
+    # The r*r channels that the shuffle puts in one block are copies of channel k % C ...
+    for k in range(channels * r * r):
+        np.testing.assert_array_equal(kernel[..., k], kernel[..., k % channels])
+        assert bias[k] == bias[k % channels]
+    assert not np.array_equal(kernel[..., 0], kernel[..., 1])  # ... and the C are distinct
+    # ... so the conv, shuffled, is the nearest-neighbour upsampling of the conv to C
+    # channels with the base weights.
+    x = np.random.default_rng(0).normal(size=(2, 5, 6, 4)).astype("float32")
+    conv = keras.layers.Conv2D(channels * r * r, 3, padding="same", kernel_initializer=init)
+    conv.build(x.shape)
+    conv.set_weights([kernel, bias])
+    features = conv(x).numpy()
+    shuffled = PixelShuffle(r)(features).numpy()
+    base = features[..., :channels]
+    np.testing.assert_array_equal(shuffled, base.repeat(r, axis=1).repeat(r, axis=2))
+    with pytest.raises(ValueError, match=r"multiple of scale\*\*2 = 9"):
+        init((3, 3, 4, 10))
+    with pytest.raises(ValueError, match="`scale` must be a positive int"):
+        ICNR(0)
+
+
+@pytest.mark.parametrize("name", ["edsr", "wdsr_a", "wdsr_b"])
+def test_icnr_upsample_init_starts_without_a_checkerboard(name, tmp_path):
+    from sisr.initializers import ICNR
+
+    model = build(name, scale=4, **TINY[name], upsample_init="icnr")
+    assert model.arguments["upsample_init"] == "icnr"
+    shuffles = [layer for layer in model.layers if type(layer).__name__ == "PixelShuffle"]
+    assert shuffles
+    outputs = keras.Model(model.input, [layer.output for layer in shuffles])(lr_batch())
+    for shuffle, out in zip(shuffles, outputs):
+        conv = model.get_layer(shuffle.name.replace("shuffle", "conv"))
+        assert isinstance(conv.kernel_initializer, ICNR)
+        assert isinstance(conv.bias_initializer, ICNR)  # the official init's bias is random
+        # Every r x r block of the shuffled output starts flat: a nearest-neighbour
+        # upsampling, no sub-pixel checkerboard.
+        r, out = shuffle.scale, out.numpy()
+        n, h, w, c = out.shape
+        blocks = out.reshape(n, h // r, r, w // r, r, c)
+        np.testing.assert_array_equal(blocks, np.broadcast_to(blocks[:, :, :1, :, :1],
+                                                              blocks.shape))
+    path = str(tmp_path / f"{name}.keras")
+    sisr.save_model(model, path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(loaded(lr_batch()).numpy(), model(lr_batch()).numpy())
+    assert loaded.arguments["upsample_init"] == "icnr"
+    clone = keras.Model.from_config(loaded.get_config())  # rebuilt with the same initializers
+    conv = clone.get_layer(shuffles[0].name.replace("shuffle", "conv"))
+    assert isinstance(conv.kernel_initializer, ICNR)
+    assert conv.kernel_initializer.scale == shuffles[0].scale
+    assert isinstance(conv.bias_initializer.base, FanInUniform)
+
+
+@pytest.mark.parametrize("name", ["edsr", "wdsr_a", "wdsr_b"])
+def test_upsample_init_defaults_to_the_official_init(name):
+    from sisr.initializers import ICNR
+
+    model = tiny(name)
+    assert model.arguments["upsample_init"] == "default"
+    assert not any(isinstance(layer.kernel_initializer, ICNR) for layer in _conv_layers(model))
+    with pytest.raises(ValueError, match="`upsample_init` must be one of"):
+        build(name, scale=2, **TINY[name], upsample_init="nearest")
+
+
 def test_data_dependent_init_still_applies():
     model = tiny("wdsr_b")
     x = lr_batch(4, 9, 9)
@@ -310,7 +386,15 @@ INIT_BANDS = {  # profile: (L1, output std, head conv std)
     "wdsr-b-8": ((55.7, 99), (41.4, 62), (0.27, 0.44)),
     "wdsr-b-16": ((59, 81.5), (43.8, 63), (0.27, 0.44)),
     "wdsr-b-32": ((63, 94), (43, 68), (0.27, 0.44)),
+    # VDSR: 20 bias-free layers at PyTorch's init shrink to ~0; the output is the bicubic
+    "vdsr": ((6.5, 8), (74, 78), (0.15, 0.25)),
+    "srcnn": ((100, 120), (12, 35), (0.10, 0.18)),
+    "fsrcnn": ((105, 115), (1.5, 5), (0.55, 0.72)),
+    "espcn": ((95, 105), (25, 45), (0.25, 0.32)),
 }
+# The layer whose output std is the "head std" where a network has no `head_conv`.
+HEAD_LAYERS = {"vdsr": "body_conv1", "srcnn": "conv1", "fsrcnn": "feature_conv",
+               "espcn": "conv1"}
 PROFILES = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "sisr", "profiles", "*.json")))
 
@@ -334,7 +418,8 @@ def untrained_statistics(config, seeds=(0, 1)):
     for seed in seeds:
         keras.utils.set_random_seed(seed)
         model = spec.builder(**kwargs)
-        probe = keras.Model(model.input, [model.output, model.get_layer("head_conv").output])
+        head = model.get_layer(HEAD_LAYERS.get(config["model"], "head_conv"))
+        probe = keras.Model(model.input, [model.output, head.output])
         sr, head = (np.asarray(t) for t in probe(lr))
         stats.append((np.abs(sr - hr).mean(), sr.std(), head.std()))
         keras.backend.clear_session()

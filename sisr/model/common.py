@@ -2,7 +2,7 @@
 
 import keras
 
-from sisr.initializers import FanInUniform, torch_kernel
+from sisr.initializers import ICNR, FanInUniform, torch_kernel
 from sisr.layers import PixelShuffle
 from sisr.model.registry import SCALES  # noqa: F401  (re-exported)
 from sisr.model.srmodel import SRModel
@@ -15,6 +15,12 @@ BN_MOMENTUM = 0.8
 # official EDSR and WDSR code; "keras" = Keras' defaults (Glorot uniform kernel, zero bias),
 # as in krasserm/super-resolution's SRGAN.
 INITS = ("torch", "keras")
+# Initialisations of the convs before a pixel shuffle (builders' `upsample_init`): "default"
+# = the builder's own (the official code's); "icnr" = the same distribution, with each
+# group of scale**2 channels that the shuffle places in one block starting identical
+# (`sisr.initializers.ICNR`): the upsampler starts as nearest-neighbour upsampling, without
+# the checkerboard of independently initialised sub-pixels.
+UPSAMPLE_INITS = ("default", "icnr")
 # The pixel-shuffle stages of `subpixel_upsample` at each scale.
 UPSAMPLE_STAGES = {2: (2,), 3: (3,), 4: (2, 2), 8: (2, 2, 2)}
 
@@ -54,8 +60,15 @@ def lr_input(name="lr"):
     return keras.Input(shape=(None, None, 3), name=name)
 
 
-def conv(filters, kernel_size, name, activation=None, init="torch"):
-    """A "same"-padded Conv2D named `name`, initialised as `init` says (see `INITS`).
+def check_upsample_init(upsample_init, builder):
+    if upsample_init not in UPSAMPLE_INITS:
+        raise ValueError(f"{builder}: `upsample_init` must be one of {UPSAMPLE_INITS}, "
+                         f"got {upsample_init!r}")
+
+
+def conv(filters, kernel_size, name, activation=None, init="torch", icnr=None):
+    """A "same"-padded Conv2D named `name`, initialised as `init` says (see `INITS`); with
+    `icnr=r`, that initialisation wrapped in `ICNR(r)` (the conv precedes a pixel shuffle r).
 
     Returns a function of the input tensor: PyTorch's bias bound needs the kernel's fan-in,
     hence the input's channels.
@@ -69,14 +82,20 @@ def conv(filters, kernel_size, name, activation=None, init="torch"):
             fan_in = int(x.shape[-1]) * kernel_size * kernel_size
             initializers = {"kernel_initializer": torch_kernel(),
                             "bias_initializer": FanInUniform(fan_in)}
+        if icnr is not None:
+            # Keras' default bias is zeros, identical in every channel already.
+            initializers = {key: ICNR(icnr, base) for key, base in initializers.items()} \
+                or {"kernel_initializer": ICNR(icnr)}
         return keras.layers.Conv2D(filters, kernel_size, padding="same", activation=activation,
                                    name=name, **initializers)(x)
 
     return apply
 
 
-def subpixel_upsample(x, scale, num_filters, name, activation=None, init="torch"):
-    """EDSR/SRResNet upsampler: conv(F*r*r) + pixel shuffle r, twice or thrice for x4/x8.
+def subpixel_upsample(x, scale, num_filters, name, activation=None, init="torch",
+                      upsample_init="default"):
+    """EDSR/SRResNet upsampler: conv(F*r*r) + pixel shuffle r, twice or thrice for x4/x8;
+    `upsample_init="icnr"` initialises the convs with ICNR (see `UPSAMPLE_INITS`).
 
     Layer names carry the scale (`{name}_x{scale}_...`) so that they never collide with
     the weights of a model of another scale when weights are copied by layer name.
@@ -84,7 +103,8 @@ def subpixel_upsample(x, scale, num_filters, name, activation=None, init="torch"
     stages = UPSAMPLE_STAGES[scale]
     prefix = f"{name}_x{scale}"
     for i, r in enumerate(stages, start=1):
-        x = conv(num_filters * r * r, 3, name=f"{prefix}_conv{i}", init=init)(x)
+        x = conv(num_filters * r * r, 3, name=f"{prefix}_conv{i}", init=init,
+                 icnr=r if upsample_init == "icnr" else None)(x)
         x = PixelShuffle(r, name=f"{prefix}_shuffle{i}")(x)
         if activation is not None:
             x = activation(f"{prefix}_act{i}")(x)

@@ -5,8 +5,8 @@ import keras
 
 from sisr.layers import ResidualScaling, denormalize, normalize
 from sisr.model.common import (
-    SCALES, check_positive_int, check_scale, check_scaling, conv, lr_input, sr_model,
-    subpixel_upsample,
+    SCALES, check_positive_int, check_scale, check_scaling, check_upsample_init, conv, lr_input,
+    sr_model, subpixel_upsample,
 )
 from sisr.model.registry import ModelSpec, register
 
@@ -26,7 +26,7 @@ OUTPUT_ACTIVATIONS = (None, "tanh")
 
 
 def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None,
-         output_activation=None):
+         output_activation=None, upsample_init="default"):
     """Builds EDSR: baseline = defaults; full EDSR = (256, 32, 0.1).
 
     Takes RGB of any size on the [0, 255] scale and returns RGB on the same scale,
@@ -39,7 +39,9 @@ def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None,
     inputs to (x - mean) / 127.5 where EDSR-PyTorch (rgb_range 255) uses x - mean, so
     these biases are in units 127.5 times larger: this model initialises and trains as
     EDSR-PyTorch run with `--rgb_range 2`, which is the same network up to the scale of
-    its biases.
+    its biases. `upsample_init="icnr"` (not the official init) draws the upsampler's convs
+    from the same distribution with ICNR (`sisr.initializers.ICNR`): the upsampler starts
+    as nearest-neighbour upsampling, without a sub-pixel checkerboard.
     """
     check_scale(scale, SCALES, "edsr")
     check_positive_int(num_filters, "num_filters", "edsr")
@@ -48,6 +50,7 @@ def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None,
     if output_activation not in OUTPUT_ACTIVATIONS:
         raise ValueError(f"edsr: `output_activation` must be one of {OUTPUT_ACTIVATIONS}, "
                          f"got {output_activation!r}")
+    check_upsample_init(upsample_init, "edsr")
 
     x_in = lr_input()
     x = normalize()(x_in)
@@ -56,7 +59,7 @@ def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None,
         b = res_block(b, num_filters, res_block_scaling, name=f"block{i + 1}")
     b = conv(num_filters, 3, name="body_conv")(b)
     x = keras.layers.Add(name="body_add")([x, b])
-    x = subpixel_upsample(x, scale, num_filters, name="upsample")
+    x = subpixel_upsample(x, scale, num_filters, name="upsample", upsample_init=upsample_init)
     x = conv(3, 3, name="output_conv")(x)
     if output_activation == "tanh":
         x = keras.layers.Activation("tanh", name="output_tanh", dtype="float32")(x)
@@ -65,7 +68,7 @@ def edsr(scale, num_filters=64, num_res_blocks=16, res_block_scaling=None,
         x = denormalize()(x)
     return sr_model(x_in, x, "edsr", scale=scale, num_filters=num_filters,
                     num_res_blocks=num_res_blocks, res_block_scaling=res_block_scaling,
-                    output_activation=output_activation)
+                    output_activation=output_activation, upsample_init=upsample_init)
 
 
 register(ModelSpec(

@@ -5,7 +5,8 @@ import keras
 
 from sisr.layers import PixelShuffle, ResidualScaling, denormalize, normalize
 from sisr.model.common import (
-    SCALES, check_positive_int, check_scale, check_scaling, conv, lr_input, sr_model,
+    SCALES, check_positive_int, check_scale, check_scaling, check_upsample_init, conv, lr_input,
+    sr_model,
 )
 
 # WDSR-B's low-rank 1x1 conv has int(num_filters * LINEAR) channels (25 for 32 filters).
@@ -36,7 +37,7 @@ def res_block_b(x_in, num_filters, expansion, scaling, name):
 
 
 def wdsr(scale, num_filters, num_res_blocks, res_block_expansion, res_block_scaling,
-         res_block, name):
+         res_block, name, upsample_init="default"):
     """Builds WDSR-A or -B (`res_block`).
 
     Initialisation as the official code (JiahuiYu/wdsr_ntire2018): every conv is
@@ -44,12 +45,16 @@ def wdsr(scale, num_filters, num_res_blocks, res_block_expansion, res_block_scal
     re-initialisation, and weight norm starts from g = ||v||, so the effective kernels are
     the default ones: kernels and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     (`sisr.initializers`). The input normalisation is the official one.
+    `upsample_init="icnr"` (not the official init) draws the two convs before the pixel
+    shuffles from the same distribution with ICNR (`sisr.initializers.ICNR`): both branches
+    start as nearest-neighbour upsampling, without a sub-pixel checkerboard.
     """
     check_scale(scale, SCALES, name)
     check_positive_int(num_filters, "num_filters", name)
     check_positive_int(num_res_blocks, "num_res_blocks", name)
     check_positive_int(res_block_expansion, "res_block_expansion", name)
     check_scaling(res_block_scaling, name)
+    check_upsample_init(upsample_init, name)
     if int(num_filters * LINEAR) < 1 and res_block is res_block_b:
         raise ValueError(f"{name}: `num_filters` must be at least 2, got {num_filters!r}")
 
@@ -61,15 +66,16 @@ def wdsr(scale, num_filters, num_res_blocks, res_block_expansion, res_block_scal
     for i in range(num_res_blocks):
         m = res_block(m, num_filters, res_block_expansion, res_block_scaling,
                       name=f"block{i + 1}")
-    m = conv(3 * scale * scale, 3, name=f"main_x{scale}_conv")(m)
+    icnr = scale if upsample_init == "icnr" else None
+    m = conv(3 * scale * scale, 3, name=f"main_x{scale}_conv", icnr=icnr)(m)
     m = PixelShuffle(scale, name=f"main_x{scale}_shuffle")(m)
 
     # skip branch, from the normalised input
-    s = conv(3 * scale * scale, 5, name=f"skip_x{scale}_conv")(x)
+    s = conv(3 * scale * scale, 5, name=f"skip_x{scale}_conv", icnr=icnr)(x)
     s = PixelShuffle(scale, name=f"skip_x{scale}_shuffle")(s)
 
     x = keras.layers.Add(name="output_add")([m, s])
     x = denormalize()(x)
     return sr_model(x_in, x, name, scale=scale, num_filters=num_filters,
                     num_res_blocks=num_res_blocks, res_block_expansion=res_block_expansion,
-                    res_block_scaling=res_block_scaling)
+                    res_block_scaling=res_block_scaling, upsample_init=upsample_init)

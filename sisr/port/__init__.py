@@ -80,7 +80,8 @@ def _state(checkpoint, source, param_key=None):
                 raise FileNotFoundError(f"checkpoint file not found: {path}")
             candidates = formats.owner(path)
             candidates = [m for m in candidates if _same_reader(m, candidates[0])]
-            state = formats.reader(candidates[0])(path, param_key=param_key)
+            # Quiet: which wrapper entry is used is known once the format is (_describe).
+            state = formats.reader(candidates[0])(path, param_key=param_key, quiet=True)
             return state, candidates, None, path
         module, model = formats.get(source)
         return formats.reader(module)(path, param_key=param_key), [module], model, path
@@ -113,6 +114,11 @@ def _describe(checkpoint, source, options, param_key=None):
     try:
         if len(candidates) > 1 or source in (None, formats.AUTO):
             module = formats.detect(state, candidates, options)
+            state = _preferred_entry(module, state, path, param_key)
+            if getattr(state, "entry", None) == "params" and \
+                    "params_ema" in getattr(state, "entries", ()):
+                log.info("%s: using 'params' (pass param_key='params_ema' for the EMA "
+                         "weights)", path)
         else:
             module = candidates[0]
         try:
@@ -132,6 +138,18 @@ def _describe(checkpoint, source, options, param_key=None):
     if path is not None and plan.origin is None:
         plan.origin = path
     return plan, model
+
+
+def _preferred_entry(module, state, path, param_key):
+    """The state_dict of the entry the detected format prefers (`PARAM_KEYS`, e.g.
+    Real-ESRGAN's "params_ema"), where the file has it and was read from another."""
+    from sisr.port import formats
+
+    entries = getattr(state, "entries", ())
+    prefer = [k for k in getattr(module, "PARAM_KEYS", ()) if k in entries]
+    if path is None or param_key is not None or not prefer or state.entry == prefer[0]:
+        return state
+    return formats.reader(module)(path)
 
 
 def _same_reader(a, b):

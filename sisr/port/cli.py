@@ -16,11 +16,12 @@ def make_parser():
     p = cli.parser(
         "sisr.port",
         description="Convert a trained checkpoint (official PyTorch EDSR-PyTorch, WDSR, "
-                    "BasicSR EDSR, or a model file of the original Keras project) into a "
+                    "BasicSR EDSR, BasicSR / Real-ESRGAN RRDBNet, original ESRGAN, "
+                    "Real-ESRGAN compact, or a model file of the original Keras project) into a "
                     "sisr .keras model with the same outputs. The format, model and "
                     "builder arguments are read from the checkpoint.")
     p.add_argument("weights", help="the checkpoint: a state_dict file (.npz, .safetensors, "
-                                   "or .pt/.pth with torch) or a krasserm .h5 file")
+                                   ".pt/.pth) or a krasserm .h5 file")
     p.add_argument("-o", "--output", required=True, help="the .keras file to write")
     p.add_argument("--from", dest="source", default=formats.AUTO,
                    choices=formats.choices(),
@@ -37,8 +38,9 @@ def make_parser():
                         "nor in --profile, assumed: 0.1 for full EDSR, else none)")
     p.add_argument("--img-range", type=float, default=255.0,
                    help="BasicSR img_range (default 255)")
-    p.add_argument("--param-key", help="entry of a wrapped checkpoint to read "
-                                       "(e.g. params or params_ema)")
+    p.add_argument("--param-key", help="entry of a wrapped checkpoint to read (e.g. params "
+                                       "or params_ema; Real-ESRGAN's formats prefer "
+                                       "params_ema)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     return p
 

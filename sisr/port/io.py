@@ -1,4 +1,5 @@
-"""Reading PyTorch state_dicts from .npz, .safetensors and (with torch) .pt/.pth files.
+"""Reading PyTorch state_dicts from .npz, .safetensors and .pt/.pth files (with torch's
+`torch.load(weights_only=True)` if it is installed, else as data by `sisr.port.torchfile`).
 
 Every reader returns a flat `dict[str, np.ndarray]` with the original key names. The
 common wrappers of training checkpoints (`{"state_dict": ...}`, BasicSR's
@@ -35,7 +36,7 @@ class CheckpointError(SisrError, ValueError):
     """A file that cannot be read as a state_dict."""
 
 
-def load_state_dict(path, param_key=None):
+def load_state_dict(path, param_key=None, prefer=(), quiet=False):
     """Reads a PyTorch state_dict from `.npz`, `.safetensors` or `.pt`/`.pth`.
 
     The format is recognised by the file's content, not its extension. Floating-point
@@ -44,11 +45,15 @@ def load_state_dict(path, param_key=None):
     Args:
         path: the checkpoint file.
         param_key: the entry of a wrapped checkpoint to use (e.g. "params" of a BasicSR
-            file that also holds "params_ema"); by default the first of `WRAPPER_KEYS`.
+            file that also holds "params_ema"); by default the first of `prefer`, then
+            of `WRAPPER_KEYS`, that the file has.
+        prefer: entries to try first (Real-ESRGAN's formats prefer "params_ema").
+        quiet: do not log that the EMA weights were left aside (the caller says it).
 
     Raises:
         FileNotFoundError: if `path` does not exist.
-        CheckpointError: if the file is not a checkpoint, or holds no tensors.
+        CheckpointError: if the file is not a checkpoint, holds no tensors, or holds
+            both a generator and a discriminator (unless `param_key` picks one).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -65,7 +70,7 @@ def load_state_dict(path, param_key=None):
             f"{path} is not a checkpoint: expected a .npz archive of arrays, a "
             ".safetensors file or a PyTorch .pt/.pth file"
         )
-    return _as_state_dict(raw, path, param_key)
+    return _as_state_dict(raw, path, param_key, prefer, quiet)
 
 
 def _sniff(path):
@@ -193,11 +198,14 @@ def _safetensors_entry(path, key, entry, size):
 def _read_torch(path):
     try:
         import torch
-    except ImportError as err:
-        raise CheckpointError(
-            f"{path} is a PyTorch checkpoint; reading it needs torch (pip install torch), "
-            "or convert it to .npz or .safetensors where torch is installed"
-        ) from err
+    except ImportError:
+        # Without torch, its files are read as data (sisr.port.torchfile).
+        from sisr.port.torchfile import TorchFileError, read
+
+        try:
+            return read(path)
+        except TorchFileError as err:
+            raise CheckpointError(str(err)) from None
     try:
         # weights_only: never run code from the file (pickles can execute anything).
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -225,23 +233,61 @@ def _to_numpy(value):
     return None
 
 
-def _unwrap(obj, path, param_key):
-    """Returns the mapping that holds the tensors of a (possibly wrapped) checkpoint."""
+# Entries and key prefixes under which training checkpoints keep a discriminator.
+DISCRIMINATOR_KEYS = ("params_d", "net_d", "netD", "discriminator", "model_d", "D")
+GENERATOR_PREFIXES = ("net_g.", "netG.", "generator.")
+DISCRIMINATOR_PREFIXES = ("net_d.", "netD.", "discriminator.")
+
+
+class StateDict(dict):
+    """A state_dict read from a file, remembering the wrapper entry it came from.
+
+    `entry`: the top-level entry used (e.g. "params"), None for a bare state_dict;
+    `entries`: every top-level entry that holds a mapping (the alternatives).
+    """
+
+    entry = None
+    entries = ()
+
+
+def _refuse_discriminator(obj, path):
+    """Refuses a checkpoint holding both a generator and a discriminator, unless told which."""
+    inner = [k for k in DISCRIMINATOR_KEYS if isinstance(obj.get(k), dict)]
+    outer = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)]
+    if inner and outer:
+        raise CheckpointError(
+            f"{path} holds both a generator ({', '.join(outer)}) and a discriminator "
+            f"({', '.join(inner)}): pass the generator's entry as param_key (--param-key "
+            f"{outer[0]}) to use it")
+    keys = [str(k) for k in obj]
+    for g_prefix in GENERATOR_PREFIXES:
+        for d_prefix in DISCRIMINATOR_PREFIXES:
+            if any(k.startswith(g_prefix) for k in keys) and \
+                    any(k.startswith(d_prefix) for k in keys):
+                raise CheckpointError(
+                    f"{path} holds both a generator ({g_prefix}*) and a discriminator "
+                    f"({d_prefix}*) in one state_dict: save the generator's weights alone")
+
+
+def _unwrap(obj, path, param_key, prefer=(), quiet=False):
+    """(the mapping that holds the tensors of a (possibly wrapped) checkpoint, the entry it
+    came from or None)."""
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict")
     if param_key is not None:
         if param_key not in obj:
             raise CheckpointError(f"{path} has no entry {param_key!r}; its top-level keys: "
                                   f"{', '.join(map(str, list(obj)[:10]))}")
-        return _unwrap(obj[param_key], path, None)
+        return _unwrap(obj[param_key], path, None)[0], param_key
+    _refuse_discriminator(obj, path)
     if all(_to_numpy(v) is not None for v in obj.values()):
-        return obj
-    for key in WRAPPER_KEYS:
+        return obj, None
+    for key in (*prefer, *WRAPPER_KEYS):
         if isinstance(obj.get(key), dict):
-            if key == "params" and isinstance(obj.get("params_ema"), dict):
+            if key == "params" and isinstance(obj.get("params_ema"), dict) and not quiet:
                 log.info("%s: using 'params' (pass param_key='params_ema' for the EMA weights)",
                          path)
-            return _unwrap(obj[key], path, None)
+            return _unwrap(obj[key], path, None)[0], key
     raise CheckpointError(
         f"{path} is not a state_dict: no tensors at the top level and none of the usual "
         f"entries ({', '.join(WRAPPER_KEYS)}); top-level keys: "
@@ -249,10 +295,14 @@ def _unwrap(obj, path, param_key):
     )
 
 
-def _as_state_dict(raw, path, param_key):
-    state = as_numpy(_unwrap(raw, path, param_key), path)
+def _as_state_dict(raw, path, param_key, prefer=(), quiet=False):
+    mapping, entry = _unwrap(raw, path, param_key, prefer, quiet)
+    state = StateDict(as_numpy(mapping, path))
     if not state:
         raise CheckpointError(f"{path} holds no tensors")
+    state.entry = entry
+    state.entries = tuple(k for k, v in raw.items() if isinstance(v, dict)) \
+        if isinstance(raw, dict) else ()
     return state
 
 

@@ -142,9 +142,13 @@ def build(plan, args):
     from sisr.model import build as build_model
     from sisr.model import get_spec
 
-    if plan.source not in _layout_names(get_spec(plan.model)):
+    spec = get_spec(plan.model)
+    if plan.source not in _layout_names(spec):
         raise _fail(plan, f"the {plan.source} format made a plan for {plan.model}, whose "
                           "registry entry does not list that layout")
+    if spec.scales and "scale" not in args:  # e.g. VDSR's, whose network has no upsampler
+        raise _fail(plan, f"the {plan.source} {plan.holder} does not show the scale: give "
+                          f"it (--scale, one of {', '.join(map(str, spec.scales))})")
     try:
         return build_model(plan.model, **args)
     except (TypeError, ValueError) as err:

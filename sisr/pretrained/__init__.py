@@ -5,6 +5,7 @@
 
     python -m sisr.pretrained list
     python -m sisr.pretrained fetch srresnet-x4 --file ~/Downloads/pre_generator.h5
+    model = sisr.pretrained.denoise_model("realesr-general-x4v3", 0.5)   # Real-ESRGAN's -dn
 
 Every weights file is checked against the sha256 in `registry.json` before use and
 converted once into `$SISR_HOME/models/NAME.keras` (default `~/.keras/sisr`); later loads
@@ -13,7 +14,8 @@ a registry name wherever they take a model path (`resolve_model`; an existing pa
 """
 
 from sisr.pretrained.cache import fetch, is_cached, load, model_path, resolve_model, sisr_home
+from sisr.pretrained.denoise import denoise_model
 from sisr.pretrained.registry import Entry, PretrainedError, get_entry, load_registry
 
-__all__ = ["Entry", "PretrainedError", "fetch", "get_entry", "is_cached", "load",
+__all__ = ["Entry", "PretrainedError", "denoise_model", "fetch", "get_entry", "is_cached", "load",
            "load_registry", "model_path", "resolve_model", "sisr_home"]

@@ -5,10 +5,11 @@ import os
 from sisr import cli
 from sisr.errors import UsageError
 from sisr.pretrained import cache, files
-from sisr.pretrained.registry import load_registry
+from sisr.pretrained.registry import USES, load_registry
 
 _SHORT_ARGS = {"num_res_blocks": "{}b", "num_filters": "{}f", "res_block_expansion": "x{}",
-               "res_block_scaling": "rs {}"}
+               "res_block_scaling": "rs {}", "num_block": "{}b", "num_conv": "{}c",
+               "num_feat": "{}f", "num_grow_ch": "g{}"}
 
 
 def architecture(entry):
@@ -27,9 +28,17 @@ def availability(entry):
     for source in entry.installed:
         if files.installed_copy(source):
             return f"no (installed: {source['pip']})"
-    if not entry.verifiable:
-        return "no (needs --file)"
     return "no"
+
+
+def needs(entry):
+    """The `needs` column: what fetching the model takes beyond sisr itself."""
+    # PyTorch files are read as data (sisr.port.torchfile): torch is never needed.
+    return "-" if entry.verifiable else "--file"
+
+
+def _uses(entry):
+    return ", ".join(entry.use) or "-"
 
 
 def _score(entry):
@@ -39,21 +48,29 @@ def _score(entry):
 
 
 def _list(entries):
-    header = ("name", "architecture", "scale", "parameters", "source", "licence",
-              "published PSNR", "cached")
-    rows = [(e.name, architecture(e), f"x{e.scale}", f"{e.parameters:,}", e.source,
-             e.licence, _score(e), availability(e)) for e in entries.values()]
+    header = ("name", "for", "scale", "parameters", "architecture", "source", "licence",
+              "published PSNR", "needs", "cached")
+    rows = [(e.name, _uses(e), f"x{e.scale}", f"{e.parameters:,}", architecture(e), e.source,
+             e.licence, _score(e), needs(e), availability(e)) for e in entries.values()]
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
-    print(f"\ncache: {cache.sisr_home()}")
+    used = {u for e in entries.values() for u in e.use}
+    print()
+    for word, meaning in USES.items():
+        if word in used:
+            print(f"for {word}: {meaning}")
+    if "real-photographs" not in used:
+        print("no model here is trained for real photographs (JPEG, noise, camera blur): "
+              "each expects clean, bicubic-downscaled input")
+    print(f"cache: {cache.sisr_home()}")
     borders = sorted({(e.score["reference"], e.score["border"]) for e in entries.values()
                       if e.score and "reference" in e.score})
     for reference, border in borders:
         print(f"PSNR from the {reference}: border {border}")
     manual = [e.name for e in entries.values() if not e.verifiable]
     if manual:
-        print(f"no known sha256, never downloaded automatically (fetch with --file): "
+        print(f"needs --file: no known sha256, never downloaded automatically: "
               f"{', '.join(manual)}")
 
 

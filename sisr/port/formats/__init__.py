@@ -11,6 +11,8 @@ module has:
     describe(state, **options) -> sisr.port.plan.Plan
     expected_keys(state)  optional: the keys this layout would have (names the closest
                           layout when nothing matches)
+    PARAM_KEYS            optional: entries of a wrapped state_dict file to prefer
+                          (Real-ESRGAN's "params_ema")
     sniff(path), read(path, **options)
                           optional: a file format of its own (default: a PyTorch
                           state_dict read by `sisr.port.io.load_state_dict`)
@@ -100,7 +102,9 @@ def reader(module):
         return read
     from sisr.port.io import load_state_dict
 
-    return lambda path, param_key=None, **options: load_state_dict(path, param_key=param_key)
+    prefer = tuple(getattr(module, "PARAM_KEYS", ()))
+    return lambda path, param_key=None, **options: load_state_dict(
+        path, param_key=param_key, prefer=prefer, quiet=options.get("quiet", False))
 
 
 def owner(path):

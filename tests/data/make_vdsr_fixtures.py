@@ -1,0 +1,165 @@
+"""Makes tests/data/vdsr/ by running EDSR-PyTorch's VDSR (src/model/vdsr.py + common.py).
+
+Needs torch and numpy, and the upstream files (fetched separately, never copied into this
+project):
+
+    python tests/data/make_vdsr_fixtures.py --edsr EDSR-PyTorch/src/model
+
+The one shim: an empty download URL for this configuration in the module's `url` table
+(it lists only the published r20f64). It imports neither sisr nor TensorFlow: the one sisr
+file it loads, by path, is `sisr/imresize.py` (NumPy only), for MATLAB's bicubic upscaling
+of the LR input, which EDSR-PyTorch's data loader gives VDSR pre-made (`input_large`, the
+`LR_bicubicL` files).
+
+- Port fixtures `vdsr_f16_d6_x{2,3,4}.npz`: the official `VDSR(args)` at rgb_range 255,
+  16 filters, 6 layers, seeded PyTorch init with every kernel's output channels multiplied
+  by gains drawn from U(2, 3) (the network has no biases; its MeanShift is the real
+  DIV2K mean); `input` a (1, 3, 12, 16) LR image of integers 0..255, `input_large` its
+  `imresize(input, scale)` (float64 rounded to float32, unrounded to integers), `output`
+  the official model's output for `input_large`, NCHW on 0..255.
+- Training fixture `vdsr_f16_d6_x2_train.npz`: seeded PyTorch-default init, then per batch
+  of tests/data/training/batches_x2.npz (LR upscaled by `imresize` as above): zero_grad,
+  L1 loss on the 0..255 scale, backward, `torch.optim.Adam(1e-4, betas=(0.9, 0.999),
+  eps=1e-8)` step, as the official training code (loss `1*L1`, Adam).
+"""
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+from argparse import Namespace
+
+import numpy as np
+import torch
+
+SEED = 31
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..", "..")
+CONFIG = {"n_feats": 16, "n_resblocks": 6, "rgb_range": 255, "n_colors": 3}
+LEARNING_RATE = 1e-4
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def load_module(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def state(module):
+    return {k: v.detach().cpu().numpy().astype(np.float32).copy()
+            for k, v in module.state_dict().items()}
+
+
+def upscale(imresize, lr_nchw, scale):
+    """MATLAB bicubic upscaling of NCHW images, float32, unrounded."""
+    out = [imresize(x.transpose(1, 2, 0).astype(np.float64), scale).transpose(2, 0, 1)
+           for x in lr_nchw]
+    return np.stack(out).astype(np.float32)
+
+
+def port_fixtures(vdsr, imresize, out):
+    files = {}
+    for scale in (2, 3, 4):
+        torch.manual_seed(SEED + scale)
+        rng = np.random.default_rng(SEED + scale)
+        module = vdsr.VDSR(Namespace(**CONFIG)).eval()
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if name.startswith("body."):
+                    gains = rng.uniform(2.0, 3.0, size=(p.shape[0], 1, 1, 1))
+                    p.mul_(torch.from_numpy(gains.astype(np.float32)))
+        x = rng.integers(0, 256, size=(1, 3, 12, 16)).astype(np.float32)
+        large = upscale(imresize, x, scale)
+        with torch.no_grad():
+            y = module(torch.from_numpy(large)).numpy().astype(np.float32)
+        name = f"vdsr_f16_d6_x{scale}.npz"
+        arrays = {f"sd/{k}": v for k, v in state(module).items()}
+        np.savez_compressed(os.path.join(out, name), input=x, input_large=large, output=y,
+                            **arrays)
+        files[name] = {"arch": "VDSR", "scale": scale, "config": CONFIG,
+                       "seed": SEED + scale, "weights": "PyTorch init, kernels x U(2, 3) "
+                       "per output channel", "output_shape": list(y.shape)}
+    return files
+
+
+def training_fixture(vdsr, imresize, out):
+    with np.load(os.path.join(HERE, "training", "batches_x2.npz")) as z:
+        lrs, hrs = z["lr"], z["hr"]
+    torch.manual_seed(SEED)
+    module = vdsr.VDSR(Namespace(**CONFIG))
+    initial = state(module)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=LEARNING_RATE, betas=(0.9, 0.999), eps=1e-8)
+    losses, states = [], []
+    for lr_b, hr_b in zip(lrs, hrs):
+        optimizer.zero_grad()
+        sr = module(torch.from_numpy(upscale(imresize, lr_b, 2)))
+        loss = torch.nn.functional.l1_loss(sr, torch.from_numpy(hr_b.astype(np.float32)))
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        states.append(state(module))
+    arrays = {f"init/{k}": v for k, v in initial.items()}
+    for step, sd in enumerate(states, 1):
+        arrays.update({f"step{step}/{k}": v for k, v in sd.items()})
+    arrays["losses"] = np.asarray(losses, np.float32)
+    name = "vdsr_f16_d6_x2_train.npz"
+    np.savez_compressed(os.path.join(out, name), **arrays)
+    return {name: {"arch": "VDSR", "scale": 2, "config": CONFIG, "torch_seed": SEED,
+                   "learning_rate": LEARNING_RATE, "batches": "training/batches_x2.npz",
+                   "losses": [float(v) for v in losses]}}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edsr", required=True, help="EDSR-PyTorch's src/model folder")
+    parser.add_argument("--out", default=os.path.join(HERE, "vdsr"))
+    args = parser.parse_args(argv)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    os.makedirs(args.out, exist_ok=True)
+
+    sys.path.insert(0, os.path.dirname(args.edsr))  # vdsr.py does `from model import common`
+    vdsr = load_module("model.vdsr", os.path.join(args.edsr, "vdsr.py"))
+    # VDSR looks its (empty) download URL up by configuration; it has only r20f64's.
+    vdsr.url.setdefault(f"r{CONFIG['n_resblocks']}f{CONFIG['n_feats']}", "")
+    imresize_path = os.path.join(ROOT, "sisr", "imresize.py")
+    imresize = load_module("matlab_imresize", imresize_path).imresize
+
+    vdsr.url.setdefault("r20f64", "")
+    published = vdsr.VDSR(Namespace(n_feats=64, n_resblocks=20, rgb_range=255, n_colors=3))
+    trainable = sum(p.numel() for p in published.parameters() if p.requires_grad)
+    files = {**port_fixtures(vdsr, imresize, args.out),
+             **training_fixture(vdsr, imresize, args.out)}
+    for name, entry in files.items():
+        entry["sha256"] = sha256(os.path.join(args.out, name))
+    manifest = {
+        "generator": "tests/data/make_vdsr_fixtures.py", "seed": SEED,
+        "torch": torch.__version__, "numpy": np.__version__,
+        "upstream": {"VDSR": "sanghyun-son/EDSR-PyTorch ab6b0ad721f539daaa8658002665872f4b7ce013"
+                             " src/model/vdsr.py; 9d3bb0ec620ea2ac1b5e5e7a32b0133fbba66fd2 "
+                             "src/model/common.py"},
+        "upstream_file_sha256": {
+            f"EDSR-PyTorch/src/model/{n}": sha256(os.path.join(args.edsr, n))
+            for n in ("vdsr.py", "common.py")},
+        "sisr_imresize_sha256": sha256(imresize_path),
+        "official_r20f64_trainable_parameters": int(trainable),
+        "files": files,
+    }
+    with open(os.path.join(args.out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
