@@ -11,6 +11,12 @@ into reorders (layout conversions). `--optimizer` also times the optimiser's
     python benchmarks/profile_onednn.py --model wdsr_b --mode infer
     python benchmarks/profile_onednn.py --model wdsr_b --mode train --precision mixed_bfloat16
     python benchmarks/profile_onednn.py --model wdsr_b --optimizer
+
+`--torch CASE` profiles the PyTorch side of a `vs_pytorch.py` case instead (its own process,
+under `--torch-python`, imports no sisr): the same oneDNN table, and with `--torch-profiler`
+torch.profiler's time per operator (what runs outside the convolutions).
+
+    python benchmarks/profile_onednn.py --torch edsr-x2-fp32 --torch-python VENV/bin/python
 """
 
 import argparse
@@ -123,6 +129,35 @@ def summarise_run(text):
     return dict(groups), wall
 
 
+def run_torch_worker(case_name, runs, profiler):
+    """As `run_worker`, for the PyTorch side of a vs_pytorch.py case."""
+    import tempfile
+
+    if __package__:
+        from .vs_pytorch import CASES, torch_side, write_inputs
+    else:
+        from vs_pytorch import CASES, torch_side, write_inputs
+
+    case = CASES[case_name]
+    with tempfile.TemporaryDirectory() as directory:
+        run, _ = torch_side(case, write_inputs(directory, case_name, case),
+                            len(os.sched_getaffinity(0)), channels_last=False)
+    run(), run()
+    if profiler:
+        import torch
+
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(runs):
+                run()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+        return
+    for _ in range(runs):
+        print(MARK, flush=True)
+        start = time.perf_counter()
+        run()
+        print(f"=== WALL {1e3 * (time.perf_counter() - start):.1f}", flush=True)
+
+
 def apply_function(optimizer, variables, grads):
     """A compiled `apply_gradients` of fixed gradients (closed over, not arguments: a
     tf.function would turn arguments into tensors)."""
@@ -170,23 +205,40 @@ def main(argv=None):
     p.add_argument("--optimizer", action="store_true",
                    help="time the optimiser step alone instead (WeightNormAdam vs Adam)")
     p.add_argument("--repeats", type=int, default=7, help="rounds for --optimizer")
+    p.add_argument("--torch", metavar="CASE", default=None,
+                   help="profile the PyTorch side of this vs_pytorch.py case instead")
+    p.add_argument("--torch-python", default=sys.executable,
+                   help="the interpreter with torch (default: this one)")
+    p.add_argument("--torch-profiler", action="store_true",
+                   help="with --torch: torch.profiler's table per operator instead")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        run_worker(args.model, args.mode, args.precision, args.runs)
+        if args.torch:
+            run_torch_worker(args.torch, args.runs, args.torch_profiler)
+        else:
+            run_worker(args.model, args.mode, args.precision, args.runs)
         return 0
     if args.optimizer:
         optimizer_share(args.model, args.repeats)
         return 0
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model,
                "--mode", args.mode, "--precision", args.precision, "--runs", str(args.runs)]
+    if args.torch:
+        command = [args.torch_python, *command[1:], "--torch", args.torch]
+        if args.torch_profiler:
+            done = subprocess.run(command + ["--torch-profiler"], capture_output=True,
+                                  text=True)
+            print(done.stdout if done.returncode == 0 else done.stderr[-3000:])
+            return done.returncode
     env = dict(os.environ, ONEDNN_VERBOSE="1")
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0 or MARK not in done.stdout:
         print(done.stderr[-3000:], file=sys.stderr)
         return 1
     rows, total, wall = summarise(done.stdout)
-    print(f"{args.model} {args.mode} {args.precision}: fastest wall {wall:.0f} ms of "
+    what = f"PyTorch {args.torch}" if args.torch else f"{args.model} {args.mode} {args.precision}"
+    print(f"{what}: fastest wall {wall:.0f} ms of "
           f"{args.runs} runs (with verbose output); per primitive its fastest run, "
           f"{total:.0f} ms in all")
     print(format_table(
