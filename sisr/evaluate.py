@@ -19,17 +19,18 @@ import time
 
 import numpy as np
 
-from sisr import cli, metrics
+from sisr import cli
 from sisr.errors import UsageError
 from sisr.fileio import atomic_write_json
 from sisr.precision import PRECISIONS
-from sisr.saving import ModelError
 
 log = logging.getLogger(__name__)
 
 
 def default_shave(scale, y_channel):
     """Border shave: scale for Y (benchmarks), scale + 6 for RGB (DIV2K, EDSR code)."""
+    from sisr import metrics
+
     return metrics.benchmark_shave(scale) if y_channel else metrics.div2k_shave(scale)
 
 
@@ -100,6 +101,7 @@ class _Row:
 
 def _score_image(rows, name, lr, hr, scale, shave, y_only):
     """SR + scores of every row for one image; all rows or none (comparable means)."""
+    from sisr import metrics
     from sisr.imresize import imresize
 
     results = []
@@ -189,6 +191,7 @@ def _check_args(p, args):
 
 def _load_models(paths, scale, tile, self_ensemble, errors, precision="float32"):
     """Upscalers of the usable models; failures are appended to `errors`."""
+    from sisr.saving import ModelError
     from sisr.upscaling import NotTileableError, Upscaler, load_sr_model
 
     rows, asked = [], scale is not None
@@ -223,9 +226,10 @@ def evaluate(args):
     from tqdm import tqdm
 
     from sisr.data import open_dataset
+    from sisr.pretrained import resolve_model
+    from sisr.saving import ModelError
 
     errors = []
-    from sisr.pretrained import resolve_model
 
     with cli.checking():  # no usable model or no dataset: nothing to do
         rows, scale = _load_models(model_files(resolve_model(args.model)), args.scale,

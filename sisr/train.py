@@ -41,15 +41,17 @@ def add_run_arguments(parser):
     parser.add_argument("--cluster-timeout", type=float, metavar="SECONDS",
                         help="multi-worker: how long a worker waits for the others to start "
                              "before giving up, naming them (default 600)")
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                        help="Keras fit verbosity on stderr (1: a progress bar on a terminal, "
-                             "else one line per epoch; 2: one line per epoch)")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, nargs="?",
+                        const=2, help="progress on stderr: 0 none; 1 (default) a progress bar "
+                        "on a terminal, else one line per epoch; 2 (or --verbose alone) one "
+                        "line per epoch, and TensorFlow's start-up log lines and whole error "
+                        "messages")
 
 
 def make_parser():
     profiles = ", ".join(cfg.list_profiles()) or "(none found)"
     parser = cli.parser(
-        "sisr.train",
+        "sisr.train", verbose=False,
         description="Train an SR model with a pixel loss from a named profile.",
         epilog=f"profiles: {profiles}. A profile may also be a path to a .json file.",
     )

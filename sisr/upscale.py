@@ -18,14 +18,6 @@ from sisr import cli, imageio
 from sisr.cli_precision import CLI_PRECISIONS, choose_precision
 from sisr.errors import UsageError
 from sisr.fileio import atomic_output, check_writable_dir
-from sisr.upscaling import (
-    NotTileableError,
-    Upscaler,
-    bicubic_upscale,
-    load_sr_model,
-    locality,
-    upscale_image,
-)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +30,7 @@ def save_comparison(path, lr, sr, scale, hr=None, overwrite=False):
     from matplotlib.figure import Figure
 
     from sisr import metrics
+    from sisr.upscaling import bicubic_upscale
 
     def visible(a):
         a = np.asarray(a)
@@ -159,6 +152,8 @@ def _check_args(p, args):
 
 
 def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
+    from sisr.upscaling import upscale_image
+
     if not args.force and os.path.exists(target):  # fail before the expensive part
         raise FileExistsError(f"{target} exists; not overwriting it (use --force)")
     loaded = imageio.read_image(source, first_frame=args.first_frame)
@@ -209,6 +204,8 @@ def _target(source, outdir, fmt, scale):
 
 def _upscaler(model, scale, precision, args):
     """The `Upscaler` of the run: tiles as asked; by default, tiles if the model allows."""
+    from sisr.upscaling import NotTileableError, Upscaler, locality
+
     tile = args.tile
     if tile is None:
         radius, reason = locality(model)
@@ -232,6 +229,7 @@ def _main(args):
     from tqdm import tqdm
 
     from sisr.pretrained import resolve_model
+    from sisr.upscaling import load_sr_model
 
     with cli.checking():
         sources = expand_inputs(args.input)
