@@ -108,7 +108,9 @@ def make_parser():
                    help="image files and/or folders (PNG, JPEG, WebP)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
                    help="output folder (created if needed); files are named STEM_xS.EXT")
-    p.add_argument("--model", required=True, help=".keras model file")
+    p.add_argument("--model", required=True,
+                   help="a .keras model file or a pretrained name (python -m sisr.pretrained "
+                        "list; fetched into the cache on first use)")
     p.add_argument("--scale", type=int, help="expected scale; an error if the model's differs")
     p.add_argument("--tile", type=int,
                    help=f"tile size in LR pixels, 0 = whole images (default {DEFAULT_TILE} "
