@@ -118,6 +118,8 @@ def start(verbose=False):
             _backend.start()
     except ImportError as err:
         raise UsageError(str(err)) from err
+    if not wanted:  # TensorFlow's Python INFO lines ("Assets written to: /tmp/...")
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 
 def main(argument_parser, body, argv=None, check=None, log_level=logging.INFO):
