@@ -203,3 +203,21 @@ def test_a_command_hides_tensorflows_start_up_notices_unless_asked(tmp_path):
     if "oneDNN custom operations" not in shown.stderr:
         pytest.skip("this TensorFlow build prints no oneDNN notice")
     assert "InitializeLog" in shown.stderr
+
+
+def _help_of(parser, flag):
+    action = next(a for a in parser._actions if flag in a.option_strings)
+    return action.help
+
+
+def test_help_names_pretrained_names_and_training_defaults():
+    from sisr import evaluate, train, train_gan, upscale
+
+    for parser, flag in ((upscale.make_parser(), "--model"),
+                         (evaluate.make_parser(), "--model"),
+                         (train.make_parser(), "--pretrained-model"),
+                         (train_gan.make_parser(), "--pretrained-model")):
+        assert "pretrained name" in _help_of(parser, flag), flag
+    parser = train.make_parser()
+    for flag in ("--scale", "--epochs", "--seed", "--precision"):
+        assert "default" in _help_of(parser, flag), flag
