@@ -8,9 +8,9 @@ Exit status:
 - 1: the work started and failed, or failed for some inputs (the others are done, and the
   failed ones are named).
 
-Errors are one line, `error: <what and why>`, on standard error, cut to `ERROR_WIDTH`
-characters unless `--verbose`; progress goes to the log (standard error) and results to
-standard output. `--help` and argument errors do not load TensorFlow: a command loads it
+Errors are one line, `error: <what and why>`, on standard error, cut to about
+`ERROR_WIDTH` characters unless `--verbose`; progress goes to the log (standard error) and
+results to standard output. `--help` and argument errors do not load TensorFlow: a command loads it
 (`sisr._backend.start`) after parsing, with its start-up lines filtered (`sisr.cli_logs`).
 """
 
@@ -26,7 +26,7 @@ from sisr.errors import SisrError, UsageError
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 # The longest error line printed without --verbose (a message may quote a whole file).
-ERROR_WIDTH = 300
+ERROR_WIDTH = 600
 VERBOSE_HELP = ("TensorFlow's start-up log lines and whole error messages (also "
                 f"{cli_logs.SHOW_ENV}=1 for the log lines)")
 
@@ -67,11 +67,14 @@ def checking():
 
 
 def shorten(message, width=ERROR_WIDTH):
-    """`message` with each line cut to `width` characters (and a note of what is left)."""
+    """`message` with each line longer than `width` characters cut in the middle: its start
+    (what failed) and its end (often what to do) are kept, with a note of what is left out."""
     def cut(line):
         if len(line) <= width:
             return line
-        return f"{line[:width]}... ({len(line) - width} more characters; --verbose shows them)"
+        head, tail = width * 2 // 3, width // 3
+        return (f"{line[:head]} ... ({len(line) - head - tail} characters left out; "
+                f"--verbose shows them) ... {line[-tail:]}")
 
     return "\n".join(cut(line) for line in str(message).split("\n"))
 

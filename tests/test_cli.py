@@ -92,15 +92,16 @@ def test_load_model_registers_sisr_classes_when_sisr_init_did_not_run(tmp_path):
 
 
 def test_error_lines_are_cut_unless_verbose(capsys):
-    message = "model config " + "x" * 5000
+    message = "model config " + "x" * 5000 + " use --force"
 
     def body(args):
         raise SisrError(message)
 
     assert cli.run(body, None) == 1
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and len(err) < cli.ERROR_WIDTH + 100
-    assert err.startswith("error: model config xxx") and "--verbose" in err
+    assert len(err.splitlines()) == 1 and len(err) < cli.ERROR_WIDTH + 100, err
+    assert err.startswith("error: model config xxx") and "--verbose shows them" in err
+    assert err.endswith("x use --force\n")  # the end often says what to do
     assert cli.run(body, None, verbose=True) == 1
     assert capsys.readouterr().err == f"error: {message}\n"
 
