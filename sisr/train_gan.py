@@ -31,8 +31,9 @@ def new_config(args):
     from sisr.training.gan import inspect_generator
 
     if not args.generator or not args.pretrained_model:
-        raise cfg.ConfigError("--generator and --pretrained-model are required "
-                              "(or --resume RUN_DIR)")
+        raise cfg.ConfigError("--generator and --pretrained-model are required (or --resume "
+                              "RUN_DIR); profiles of GAN generators: "
+                              f"{', '.join(cfg.gan_generator_profiles()) or '(none)'}")
     if args.scale is not None and args.scale != SCALE:
         raise cfg.ConfigError(f"--scale {args.scale}: SRGAN fine-tuning is x{SCALE} only")
     args.pretrained_model = resolve_model(args.pretrained_model)  # a path or a registry name
