@@ -7,18 +7,16 @@
 
 `import sisr` checks the backend and registers sisr's layers and model class (so that
 `keras.saving.load_model` reads sisr's `.keras` files); everything else is imported on
-first use.
+first use. A command (`python -m sisr.upscale`, `sisr-upscale`) does both itself after
+parsing its arguments: its `--help` does not load TensorFlow.
 """
 
 import importlib
 
-from sisr._backend import require_tensorflow
+from sisr import _backend
 
-require_tensorflow()
-
-# Registers sisr's layers and initializers, which saved models name, for loading.
-from sisr import initializers, layers  # noqa: E402
-from sisr.model import srmodel  # noqa: E402,F401  (registers SRModel for loading)
+if not _backend.starting_command():
+    _backend.start()
 
 __version__ = "0.1.0"
 # Public names -> the module that defines them, imported on first use.
@@ -34,6 +32,8 @@ __all__ = ["initializers", "layers", *_LAZY]
 
 
 def __getattr__(name):
+    if name in ("initializers", "layers"):  # when a command has not `start`ed yet
+        return importlib.import_module(f"sisr.{name}")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -8,8 +8,10 @@ Exit status:
 - 1: the work started and failed, or failed for some inputs (the others are done, and the
   failed ones are named).
 
-Errors are one line, `error: <what and why>`, on standard error; progress goes to the log
-(standard error) and results to standard output.
+Errors are one line, `error: <what and why>`, on standard error, cut to about
+`ERROR_WIDTH` characters unless `--verbose`; progress goes to the log (standard error) and
+results to standard output. `--help` and argument errors do not load TensorFlow: a command loads it
+(`sisr._backend.start`) after parsing, with its start-up lines filtered (`sisr.cli_logs`).
 """
 
 import argparse
@@ -18,27 +20,37 @@ import json
 import logging
 import sys
 
+from sisr import cli_logs
 from sisr.errors import SisrError, UsageError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# The longest error line printed without --verbose (a message may quote a whole file).
+ERROR_WIDTH = 600
+VERBOSE_HELP = ("TensorFlow's start-up log lines and whole error messages (also "
+                f"{cli_logs.SHOW_ENV}=1 for the log lines)")
 
 
 class _Formatter(logging.Formatter):
-    """Progress messages as they are; warnings and errors prefixed with their level."""
+    """Progress messages as they are; warnings and errors prefixed with their level (and
+    `shorten`ed unless verbose)."""
+
+    def __init__(self, fmt=None, verbose=False):
+        super().__init__(fmt)
+        self.verbose = verbose
 
     def format(self, record):
         message = super().format(record)
         if record.levelno >= logging.WARNING:
-            return f"{record.levelname.lower()}: {message}"
+            return f"{record.levelname.lower()}: {message if self.verbose else shorten(message)}"
         return message
 
 
-def setup_logging(level=logging.INFO):
+def setup_logging(level=logging.INFO, verbose=False):
     """Logs to standard error in the common format, unless logging is set up already
     (`logging.basicConfig` semantics: an application's own set-up wins)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(_Formatter("%(message)s"))
+    handler.setFormatter(_Formatter("%(message)s", verbose=verbose))
     logging.basicConfig(level=level, handlers=[handler])
 
 
@@ -54,44 +66,95 @@ def checking():
         raise UsageError(str(err)) from err
 
 
-def error(message):
-    """Prints the one-line error of a command."""
-    print(f"error: {message}", file=sys.stderr)
+def shorten(message, width=ERROR_WIDTH):
+    """`message` with each line longer than `width` characters cut in the middle: its start
+    (what failed) and its end (often what to do) are kept, with a note of what is left out."""
+    def cut(line):
+        if len(line) <= width:
+            return line
+        head, tail = width * 2 // 3, width // 3
+        return (f"{line[:head]} ... ({len(line) - head - tail} characters left out; "
+                f"--verbose shows them) ... {line[-tail:]}")
+
+    return "\n".join(cut(line) for line in str(message).split("\n"))
 
 
-def parser(command, subcommand=None, **kwargs):
-    """The argument parser of `python -m COMMAND` (kwargs as for `argparse`). With
-    `subcommand` (the attribute that names it), returns (parser, its subparsers)."""
+def error(message, verbose=False):
+    """Prints the one-line error of a command (`shorten`ed unless `verbose`)."""
+    print(f"error: {message if verbose else shorten(message)}", file=sys.stderr)
+
+
+def is_verbose(args):
+    """True if the command line asked for `--verbose` (train's `--verbose 2` too)."""
+    value = getattr(args, "verbose", False)
+    return value if isinstance(value, bool) else value >= 2
+
+
+def add_verbose(parser, default=False):
+    """Adds the `--verbose` flag (`VERBOSE_HELP`); `default=argparse.SUPPRESS` on a
+    subcommand's parser keeps the main parser's value."""
+    parser.add_argument("--verbose", action="store_true", default=default, help=VERBOSE_HELP)
+
+
+def parser(command, subcommand=None, verbose=True, **kwargs):
+    """The argument parser of `python -m COMMAND` (kwargs as for `argparse`), with
+    `--verbose` unless `verbose=False` (the command adds its own). With `subcommand` (the
+    attribute that names it), returns (parser, its subparsers)."""
     result = argparse.ArgumentParser(prog=f"python -m {command}", **kwargs)
+    if verbose:
+        add_verbose(result)
     if subcommand is None:
         return result
     return result, result.add_subparsers(dest=subcommand, required=True)
 
 
+def start(verbose=False):
+    """Loads TensorFlow for a command (`sisr._backend.start`): its C++ log level set first,
+    its start-up notices filtered, unless `verbose` or `SISR_TF_LOGS=1`. A missing backend
+    is a usage error."""
+    from sisr import _backend
+
+    wanted = cli_logs.tensorflow_logs_wanted(verbose)
+    cli_logs.quiet_tensorflow(verbose)
+    try:
+        with cli_logs.filtered_stderr(enabled=not wanted and "tensorflow" not in sys.modules):
+            _backend.start()
+    except ImportError as err:
+        raise UsageError(str(err)) from err
+    if not wanted:  # TensorFlow's Python INFO lines ("Assets written to: /tmp/...")
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
+
+
 def main(argument_parser, body, argv=None, check=None, log_level=logging.INFO):
-    """A command's `main(argv)`: parses `argv` (`check(argument_parser, args)` may reject
-    values with `argument_parser.error`, exit 2), sets up logging and `run`s `body(args)`;
-    returns the exit status."""
+    """A command's `main(argv)`: parses `argv`, loads TensorFlow (`start`), then
+    `check(argument_parser, args)` may reject values with `argument_parser.error` (exit 2);
+    sets up logging and `run`s `body(args)`; returns the exit status."""
     args = argument_parser.parse_args(argv)
+    verbose = is_verbose(args)
+    try:
+        start(verbose)
+    except UsageError as err:
+        error(err, verbose)
+        return err.exit_status
     if check is not None:
         check(argument_parser, args)
-    setup_logging(log_level)
-    return run(body, args)
+    setup_logging(log_level, verbose)
+    return run(body, args, verbose)
 
 
-def run(body, args):
+def run(body, args, verbose=False):
     """Runs a command's `body(args)` and turns sisr's and the OS's errors into one line and
     an exit status; returns `body`'s status (None counts as 0)."""
     try:
         status = body(args)
     except SisrError as err:
-        error(err)
+        error(err, verbose)
         return err.exit_status
     except FileExistsError as err:  # a refusal to overwrite: the command must change
-        error(err)
+        error(err, verbose)
         return EXIT_USAGE
     except OSError as err:
-        error(err)
+        error(err, verbose)
         return EXIT_FAILED
     return 0 if status is None else status
 

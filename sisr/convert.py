@@ -15,6 +15,7 @@ record were not written by sisr and are not replaced without `--force`; `verify`
 every output.
 """
 
+import argparse
 import concurrent.futures
 import dataclasses
 import logging
@@ -375,6 +376,7 @@ def make_parser():
     }
     for kind, text in specs.items():
         p = sub.add_parser(kind, help=text, description=text)
+        cli.add_verbose(p, default=argparse.SUPPRESS)
         p.add_argument("-i", "--input", required=True, help="input folder (searched recursively)")
         p.add_argument("-o", "--output", required=True, help="output folder (mirrored tree)")
         p.add_argument("-j", "--jobs", type=int, default=None, help="worker threads")
@@ -393,6 +395,7 @@ def make_parser():
     text = ("re-hash every output recorded in a conversion's manifest; report altered, "
             "missing and unrecorded files (exit 1 if any)")
     p = sub.add_parser("verify", help=text, description=text)
+    cli.add_verbose(p, default=argparse.SUPPRESS)
     p.add_argument("-o", "--output", required=True, help="output folder of a conversion")
     p.add_argument("-j", "--jobs", type=int, default=None, help="worker threads")
     return parser

@@ -19,17 +19,18 @@ import time
 
 import numpy as np
 
-from sisr import cli, metrics
+from sisr import cli
 from sisr.errors import UsageError
 from sisr.fileio import atomic_write_json
 from sisr.precision import PRECISIONS
-from sisr.saving import ModelError
 
 log = logging.getLogger(__name__)
 
 
 def default_shave(scale, y_channel):
     """Border shave: scale for Y (benchmarks), scale + 6 for RGB (DIV2K, EDSR code)."""
+    from sisr import metrics
+
     return metrics.benchmark_shave(scale) if y_channel else metrics.div2k_shave(scale)
 
 
@@ -100,6 +101,7 @@ class _Row:
 
 def _score_image(rows, name, lr, hr, scale, shave, y_only):
     """SR + scores of every row for one image; all rows or none (comparable means)."""
+    from sisr import metrics
     from sisr.imresize import imresize
 
     results = []
@@ -119,6 +121,29 @@ def _score_image(rows, name, lr, hr, scale, shave, y_only):
         row.images.append(item)
 
 
+def format_images(summaries):
+    """A plain-text table of the scores of every image, a column per method."""
+    names = [item["name"] for item in summaries[0]["images"]]
+    header = ("image", *(s["name"] for s in summaries))
+    lines = [header]
+    for i, name in enumerate(names):
+        lines.append((name, *(f"{s['images'][i]['psnr']:.4f} dB / {s['images'][i]['ssim']:.5f}"
+                              for s in summaries)))
+    return _layout(lines)
+
+
+def _layout(lines):
+    """Rows of cells as aligned text: the first column left, the others right."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = []
+    for k, line in enumerate(lines):
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
 def format_table(summaries):
     """A plain-text table of mean scores, one line per method."""
     header = ("model", "PSNR dB", "SSIM", "images", "s/image")
@@ -131,27 +156,22 @@ def format_table(summaries):
             str(len(s["images"])),
             "-" if s["seconds_per_image"] is None else f"{s['seconds_per_image']:.3f}",
         ))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for k, line in enumerate(lines):
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(line, widths))).rstrip())
-        if k == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
-
-
+    return _layout(lines)
 
 
 def make_parser():
     p = cli.parser(
         "sisr.evaluate",
         description="PSNR/SSIM of sisr models and a bicubic baseline on full images.")
-    p.add_argument("--model", required=True, metavar="PATH_OR_DIR",
-                   help="a .keras model, or a folder: every .keras file in it")
+    p.add_argument("--model", required=True, nargs="+", metavar="MODEL",
+                   help="one or more of: a .keras model, a folder (every .keras file in it), "
+                        "a pretrained name (python -m sisr.pretrained list; fetched into the "
+                        "cache on first use); all in one table")
     p.add_argument("--dataset", required=True,
                    help='"demo", a DIV2K root (PNG or numpy cache) or a folder of HR images')
-    p.add_argument("--subset", default="valid", help="train or valid (default valid)")
+    p.add_argument("--subset", default="valid",
+                   help="train or valid (default valid) of a dataset that has both (demo, "
+                        "DIV2K, a folder with train/ and valid/)")
     p.add_argument("--scale", type=int,
                    help="scale to evaluate (default: the models'); other-scale models fail")
     p.add_argument("--downgrade", default="bicubic",
@@ -170,6 +190,8 @@ def make_parser():
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="run the models in float32 or bfloat16 (see sisr.precision)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--per-image", action="store_true",
+                   help="also print the PSNR / SSIM of every image")
     p.add_argument("-o", "--output", metavar="JSON", help="write the results here")
     p.add_argument("--force", action="store_true", help="overwrite an existing --output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -189,6 +211,7 @@ def _check_args(p, args):
 
 def _load_models(paths, scale, tile, self_ensemble, errors, precision="float32"):
     """Upscalers of the usable models; failures are appended to `errors`."""
+    from sisr.saving import ModelError
     from sisr.upscaling import NotTileableError, Upscaler, load_sr_model
 
     rows, asked = [], scale is not None
@@ -215,6 +238,10 @@ def _load_models(paths, scale, tile, self_ensemble, errors, precision="float32")
         upscaler(np.zeros((8, 8, 3), np.uint8))  # trace now: keep it out of the timings
         name = os.path.splitext(os.path.basename(path))[0]
         rows.append(_Row(name, os.path.abspath(path), upscaler))
+    names = [row.name for row in rows]
+    for row in rows:  # models of the same file name (runs/a/best, runs/b/best): their paths
+        if names.count(row.name) > 1:
+            row.name = os.path.splitext(os.path.relpath(row.path))[0]
     return rows, scale
 
 
@@ -223,14 +250,16 @@ def evaluate(args):
     from tqdm import tqdm
 
     from sisr.data import open_dataset
+    from sisr.data.spec import has_subsets
+    from sisr.pretrained import resolve_model
+    from sisr.saving import ModelError
 
     errors = []
-    from sisr.pretrained import resolve_model
 
     with cli.checking():  # no usable model or no dataset: nothing to do
-        rows, scale = _load_models(model_files(resolve_model(args.model)), args.scale,
-                                   args.tile or None, args.self_ensemble, errors,
-                                   args.precision)
+        paths = [path for model in args.model for path in model_files(resolve_model(model))]
+        rows, scale = _load_models(paths, args.scale, args.tile or None, args.self_ensemble,
+                                   errors, args.precision)
         if not rows:
             raise ModelError("no usable model: " + "; ".join(e["error"] for e in errors))
         dataset = open_dataset(args.dataset, args.subset, scale, downgrade=args.downgrade)
@@ -258,7 +287,7 @@ def evaluate(args):
     best = max(scored, key=lambda s: s["psnr"])["name"] if scored else None
     results = {
         "dataset": args.dataset,
-        "subset": args.subset,
+        "subset": args.subset if has_subsets(args.dataset) else None,
         "scale": scale,
         "downgrade": args.downgrade,
         "channel": "y" if args.y_channel else "rgb",
@@ -291,8 +320,13 @@ def _main(args):
     if args.output:
         atomic_write_json(args.output, results, overwrite=args.force)
     channel = "Y" if args.y_channel else "RGB"
-    print(f"{results['dataset']} ({results['subset']}) x{results['scale']}, {channel}, "
+    subset = f" ({results['subset']})" if results["subset"] else ""
+    sys.stderr.flush()  # the log's warnings (e.g. converted images) come before the table
+    print(f"{results['dataset']}{subset} x{results['scale']}, {channel}, "
           f"shave {results['shave']}" + (", self-ensemble" if args.self_ensemble else ""))
+    if args.per_image and results["results"][0]["images"]:
+        print(format_images(results["results"]))
+        print()
     print(format_table(results["results"]))
     if results["best"] is not None:
         best = next(s for s in results["results"] if s["name"] == results["best"])

@@ -20,6 +20,8 @@ from sisr.fileio import atomic_output, is_temp_name
 # Files taken from a folder; a file named explicitly may have any extension.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
 NUMPY_EXTENSION = ".npy"
+# How an alpha channel is upscaled: by bicubic interpolation or by the model (as grey).
+ALPHA_MODES = ("bicubic", "model")
 # Formats that can be written -> (Pillow format, file extension).
 FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp")}
 _EXTENSION_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}

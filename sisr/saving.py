@@ -179,8 +179,13 @@ def load_model(path, compile=False):
     """Loads a `.keras` model in Keras' safe mode.
 
     Files that contain a `Lambda` layer (arbitrary code) are refused before Keras reads
-    them; sisr's own layers are registered, so no `custom_objects` are needed.
+    them; sisr's own layers are registered here (also when `sisr/__init__` has not run: a
+    `sisr` folder in the working directory can shadow the package), so no `custom_objects`
+    are needed.
     """
+    from sisr import _backend
+
+    _backend.start()
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelError(f"{path}: no such model file")

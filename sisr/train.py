@@ -31,36 +31,48 @@ def add_run_arguments(parser):
     parser.add_argument("--dataset", help="'demo', a DIV2K root (numpy cache or PNG tree) "
                         "or an image folder")
     parser.add_argument("--outdir", default="runs", help="parent of the run directory")
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--epochs", type=int, help="epochs to train (default: the "
+                        f"profile's, else {cfg.TRAINER_DEFAULTS['epochs']}); with --resume, "
+                        "the new total")
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--batch-size", type=int, help="global batch size")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--precision", choices=cfg.PRECISIONS)
+    parser.add_argument("--seed", type=int, help="seeds the initial weights and the "
+                        "batches (a seeded run resumes with the batches it would have had); "
+                        "default: unseeded")
+    parser.add_argument("--precision", choices=cfg.PRECISIONS,
+                        help="training precision (default: the profile's, else "
+                        f"{cfg.TRAINER_DEFAULTS['precision']}); mixed_bfloat16 for CPUs with "
+                        "bfloat16 instructions, mixed_float16 for GPUs")
     parser.add_argument("--strategy", choices=cfg.STRATEGIES)
     parser.add_argument("--cluster-timeout", type=float, metavar="SECONDS",
                         help="multi-worker: how long a worker waits for the others to start "
                              "before giving up, naming them (default 600)")
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                        help="Keras fit verbosity on stderr (1: a progress bar on a terminal, "
-                             "else one line per epoch; 2: one line per epoch)")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, nargs="?",
+                        const=2, help="progress on stderr: 0 none; 1 (default) a progress bar "
+                        "on a terminal, else one line per epoch; 2 (or --verbose alone) one "
+                        "line per epoch, and TensorFlow's start-up log lines and whole error "
+                        "messages")
 
 
 def make_parser():
     profiles = ", ".join(cfg.list_profiles()) or "(none found)"
     parser = cli.parser(
-        "sisr.train",
+        "sisr.train", verbose=False,
         description="Train an SR model with a pixel loss from a named profile.",
         epilog=f"profiles: {profiles}. A profile may also be a path to a .json file.",
     )
     parser.add_argument("--profile", help="profile name or .json path")
-    parser.add_argument("--scale", type=int)
+    parser.add_argument("--scale", type=int, help="upscaling factor (default: the "
+                        f"profile's, else {cfg.TRAINER_DEFAULTS['scale']})")
     parser.add_argument("--downgrade", help="bicubic, unknown, mild, difficult, wild, "
                         "bicubic_jpeg_90, ...")
     parser.add_argument("--learning-rate", type=float, help="initial learning rate; the "
                         "profile's decay steps still apply")
-    parser.add_argument("--pretrained-model", help="a .keras model whose same-named layers "
-                        "seed this one (e.g. an x2 model for x4)")
+    parser.add_argument("--pretrained-model", metavar="MODEL",
+                        help="a .keras model or a pretrained name (python -m sisr.pretrained "
+                        "list) whose same-named layers seed this one (e.g. an x2 model for "
+                        "x4)")
     parser.add_argument("--benchmark", action="store_true", default=None,
                         help="validate on full images instead of centre crops")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -77,7 +89,7 @@ def resume_changes(args, flags):
 def train_run(trainer, args):
     """Checks the inputs, then trains into a new (or the resumed) run directory and prints
     the result; the part of the command that pixel and GAN training share."""
-    from sisr.training.trainer import new_run_dir
+    from sisr.training.trainer import new_run_dir, validation_images
 
     with cli.checking():  # bad input fails before any run directory exists
         if args.resume:
@@ -87,6 +99,8 @@ def train_run(trainer, args):
         trainer.prepare(resume=bool(args.resume))
     run_dir = args.resume or new_run_dir(args.outdir, trainer.run_name(), trainer.strategy)
     log.info("run directory: %s", run_dir)
+    log.info("validation after each epoch (val_psnr): %s of the validation images; the "
+             "final validation PSNR is on the full images", validation_images(trainer.config))
     # Progress is not a result: Keras writes it to stdout, so it goes to stderr, as one
     # line per epoch where no terminal shows the bar (a bar in a file is escape codes).
     verbose = args.verbose if sys.stderr.isatty() else min(args.verbose * 2, 2)

@@ -13,11 +13,11 @@ import os
 import sys
 
 from sisr import cli
-from sisr.losses import VGG_LAYERS
 from sisr.pretrained import resolve_model
 from sisr.train import add_run_arguments, origins, resume_changes, start_cluster, train_run
 from sisr.training import config as cfg
-from sisr.training.gan import SCALE, SCHEDULE
+from sisr.training.config import GAN_SCALE as SCALE
+from sisr.training.config import GAN_SCHEDULE as SCHEDULE
 
 FLAG_KEYS = ("dataset", "scale", "epochs", "steps_per_epoch", "batch_size", "learning_rate",
              "pretrained_model", "seed", "precision", "strategy")
@@ -31,8 +31,9 @@ def new_config(args):
     from sisr.training.gan import inspect_generator
 
     if not args.generator or not args.pretrained_model:
-        raise cfg.ConfigError("--generator and --pretrained-model are required "
-                              "(or --resume RUN_DIR)")
+        raise cfg.ConfigError("--generator and --pretrained-model are required (or --resume "
+                              "RUN_DIR); profiles of GAN generators: "
+                              f"{', '.join(cfg.gan_generator_profiles()) or '(none)'}")
     if args.scale is not None and args.scale != SCALE:
         raise cfg.ConfigError(f"--scale {args.scale}: SRGAN fine-tuning is x{SCALE} only")
     args.pretrained_model = resolve_model(args.pretrained_model)  # a path or a registry name
@@ -71,22 +72,24 @@ def _default(flag):
 
 def make_parser():
     parser = cli.parser(
-        "sisr.train_gan",
+        "sisr.train_gan", verbose=False,
         description="Fine-tune a pixel-loss x4 generator with the SRGAN perceptual + "
                     "adversarial losses.",
     )
-    generators = ", ".join(cfg.gan_generator_profiles()) or "(none found)"
+    # The GAN generators are named after parsing (an error lists them): the registry that
+    # knows them loads Keras, which --help does without.
     parser.add_argument("--generator", metavar="PROFILE",
                         help="the generator's profile (name or .json path); its model must "
-                        f"be a GAN generator: {generators}")
-    parser.add_argument("--pretrained-model", help="the pixel-loss x4 generator (.keras) "
-                        "to start from")
+                        "be a GAN generator (python -m sisr.train --help lists the profiles)")
+    parser.add_argument("--pretrained-model", metavar="MODEL",
+                        help=f"the pixel-loss x{SCALE} generator to start from: a .keras "
+                        "file or a pretrained name (python -m sisr.pretrained list)")
     parser.add_argument("--scale", type=int, help=f"must be {SCALE} (the default)")
     parser.add_argument("--learning-rate", type=float, help="initial learning rate of both "
                         "networks (default 1e-4, x0.1 after 100k steps)")
-    parser.add_argument("--content-loss", choices=list(VGG_LAYERS),
-                        help="VGG19 features of the content loss (key gan_content_loss; "
-                        f"default {_default('content_loss')})")
+    parser.add_argument("--content-loss", metavar="LAYERS",
+                        help="VGG19 features of the content loss, VGG22 or VGG54 (key "
+                        f"gan_content_loss; default {_default('content_loss')})")
     parser.add_argument("--vgg-weights", metavar="PATH", help="VGG19 ImageNet weights "
                         "(.h5 / .weights.h5; key gan_vgg_weights); default: the Keras cache, "
                         "downloaded if needed")

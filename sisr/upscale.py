@@ -18,17 +18,6 @@ from sisr import cli, compare, imageio
 from sisr.cli_precision import CLI_PRECISIONS, choose_precision
 from sisr.errors import UsageError
 from sisr.fileio import atomic_output, check_writable_dir
-from sisr.upscaling import (
-    ALPHA_MODES,
-    NotTileableError,
-    Upscaler,
-    load_sr_model,
-    locality,
-    model_scale,
-    outscale_size,
-    resize_output,
-    upscale_image,
-)
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +80,15 @@ def make_parser():
                    help="image files and/or folders (PNG, JPEG, WebP)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
                    help="output folder (created if needed); files are named STEM_xS.EXT")
-    p.add_argument("--model", required=True, help=".keras model file")
+    p.add_argument("--model", required=True,
+                   help="a .keras model file or a pretrained name (python -m sisr.pretrained "
+                        "list; fetched into the cache on first use)")
     p.add_argument("--scale", type=int, help="expected scale; an error if the model's differs")
     p.add_argument("--outscale", type=float, metavar="S",
                    help="scale of the output files, any number (default: the model's): "
                         "the model's output resized with Lanczos, as Real-ESRGAN's "
                         "--outscale; files are named STEM_xS")
-    p.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
+    p.add_argument("--alpha", choices=imageio.ALPHA_MODES, default="bicubic",
                    help="how an alpha channel is upscaled: bicubic (default), or with the "
                         "model (the alpha as a grey image; as Real-ESRGAN)")
     p.add_argument("--denoise", type=float, metavar="STRENGTH",
@@ -116,8 +107,10 @@ def make_parser():
     p.add_argument("--precision", choices=CLI_PRECISIONS, default="auto",
                    help="bfloat16: a mixed copy that keeps the precision-critical layers "
                         "float32, faster on CPUs with bfloat16 instructions; auto "
-                        "(default): bfloat16 for pretrained models whose copy was measured "
-                        "to stay within 2 levels of float32, on such CPUs; else float32")
+                        "(default): bfloat16 for pretrained models whose copy kept the "
+                        "fidelity guard where it was measured (at most 0.02 dB and 2 levels "
+                        "from float32 on those images; other images may differ more), on "
+                        "such CPUs; else float32")
     p.add_argument("--format", choices=["keep", *imageio.FORMATS], default="keep",
                    help="output format (default: that of the input; PNG for other formats)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
@@ -165,6 +158,8 @@ def _check_args(p, args):
 
 
 def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
+    from sisr.upscaling import outscale_size, resize_output, upscale_image
+
     for path in [target] + ([_compare_path(args, target)] if args.compare else []):
         if not args.force and os.path.exists(path):  # fail before the expensive part
             raise FileExistsError(f"{path} exists; not overwriting it (use --force)")
@@ -239,6 +234,8 @@ def _target(source, outdir, fmt, scale):
 
 def _upscaler(model, scale, precision, args):
     """The `Upscaler` of the run: tiles as asked; by default, tiles if the model allows."""
+    from sisr.upscaling import NotTileableError, Upscaler, locality
+
     tile = args.tile
     if tile is None:
         radius, reason = locality(model)
@@ -256,6 +253,7 @@ def _upscaler(model, scale, precision, args):
 def _denoise_model(args):
     """(model, scale) of --model blended at --denoise with its weak-denoising partner."""
     from sisr.pretrained import denoise_model, load_registry
+    from sisr.upscaling import model_scale
 
     if args.model not in load_registry():
         raise UsageError(f"--denoise needs a pretrained model name as --model (e.g. "
@@ -278,6 +276,7 @@ def _main(args):
     from tqdm import tqdm
 
     from sisr.pretrained import resolve_model
+    from sisr.upscaling import load_sr_model
 
     with cli.checking():
         sources = expand_inputs(args.input)

@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from sisr.errors import UsageError
+from sisr.imageio import ALPHA_MODES
 from sisr.receptive_field import alignment, locality, receptive_radius
 from sisr.saving import ModelError
 
@@ -230,7 +231,6 @@ def bicubic_upscale(image, scale):
 
 # How `upscale_image` upscales an alpha channel: MATLAB-style bicubic, or with the model
 # (the alpha as a grey image, its output's luma; Real-ESRGAN's --alpha_upsampler realesrgan).
-ALPHA_MODES = ("bicubic", "model")
 
 
 def outscale_size(height, width, outscale):

@@ -162,3 +162,39 @@ def test_demo_dataset_runs(models, tmp_path):
     assert code == 0
     assert result["dataset"] == "demo" and len(result["results"][0]["images"]) == 1
     assert result["results"][0]["psnr"] > 20  # bicubic on a photograph
+
+
+def test_several_models_in_one_table_per_image_rows_and_only_results_on_stdout(
+        models, hr_folder, tmp_path, capsys, caplog):
+    # A grayscale image: its warning goes to the log (stderr), not among the results.
+    Image.fromarray(random_image((40, 36), 5)[..., 0]).save(hr_folder / "gray.png")
+    edsr_file, wdsr_file = models / "edsr-tiny.keras", models / "wdsr-tiny.keras"
+    code, result = _run(["--model", str(edsr_file), str(wdsr_file), "--dataset",
+                         str(hr_folder), "--per-image"], tmp_path)
+    assert code == 0
+    assert [row["name"] for row in result["results"]] == ["bicubic", "edsr-tiny", "wdsr-tiny"]
+    assert result["subset"] is None  # a plain folder has no subsets
+    out = capsys.readouterr().out
+    assert "gray.png: grayscale converted to RGB" in caplog.text and "warning" not in out
+    lines = out.splitlines()
+    # The header (no "valid" for a plain folder), the per-image table, the means, the best.
+    assert lines[0] == f"{hr_folder} x2, RGB, shave 8"
+    assert lines[1].split() == ["image", "bicubic", "edsr-tiny", "wdsr-tiny"]
+    rows = {line.split()[0]: line for line in lines[3:6]}
+    assert set(rows) == {"gray", "img0", "img1"}
+    for column, row in enumerate(result["results"]):
+        for item in row["images"]:
+            cells = [c.strip() for c in rows[item["name"]].split("  ") if c.strip()]
+            assert cells[1 + column] == f"{item['psnr']:.4f} dB / {item['ssim']:.5f}"
+    assert lines[6] == ""
+    assert lines[7].split()[:3] == ["model", "PSNR", "dB"]
+    assert [line.split()[0] for line in lines[9:12]] == ["bicubic", "edsr-tiny", "wdsr-tiny"]
+    assert lines[12].startswith("best: ") and len(lines) == 13
+    assert "valid" not in out
+
+
+def test_a_dataset_with_subsets_names_the_subset(models, tmp_path, capsys):
+    code, result = _run(["--model", str(models / "edsr-tiny.keras"), "--dataset", "demo",
+                         "--limit", "1"], tmp_path)
+    assert code == 0 and result["subset"] == "valid"
+    assert capsys.readouterr().out.startswith("demo (valid) x2, RGB")

@@ -141,7 +141,11 @@ def _crops(image, tops, lefts, size):
 def _flip_rotate(patches, flip, turns):
     """Horizontal flip (if `flip`) then `turns` counter-clockwise quarter turns."""
     patches = tf.cond(flip, lambda: tf.reverse(patches, axis=[2]), lambda: patches)
-    return tf.image.rot90(patches, turns)
+    # Quarter turns transpose. On uint8, TensorFlow's oneDNN check logs "oneDNN supports
+    # DT_UINT8 only on platforms with AVX-512" as an error on every CPU, AVX-512 ones too;
+    # on float32, exact for uint8 values, it says nothing.
+    dtype = patches.dtype
+    return tf.cast(tf.image.rot90(tf.cast(patches, tf.float32), turns), dtype)
 
 
 def train_dataset(pairs, scale, batch_size, lr_patch, seed, repeat, augment,

@@ -6,6 +6,19 @@ from sisr.data.dataset import DatasetError, DatasetNotFoundError
 from sisr.data.demo import demo
 
 
+def has_subsets(spec):
+    """True if the dataset `spec` names has a train and a valid subset (the demo set, a
+    DIV2K root, an image folder with train/ or valid/); False for a plain image folder,
+    used whole for either."""
+    if spec == "demo":
+        return True
+    path = os.fspath(spec)
+    from sisr.data.div2k import is_div2k_root
+
+    return is_div2k_root(path) or any(os.path.isdir(os.path.join(path, name))
+                                      for name in ("train", "valid"))
+
+
 def open_dataset(spec, subset="train", scale=2, downgrade="bicubic", images=None):
     """Opens the dataset named by `spec` (what `--dataset` accepts in the sisr CLIs).
 
@@ -49,7 +62,7 @@ def open_dataset(spec, subset="train", scale=2, downgrade="bicubic", images=None
     if images is not None:
         raise DatasetError(f"{path}: `images` (DIV2K ids) only applies to DIV2K roots")
     sub = os.path.join(path, subset)
-    if os.path.isdir(os.path.join(path, "train")) or os.path.isdir(os.path.join(path, "valid")):
+    if has_subsets(path):
         if not os.path.isdir(sub):
             raise DatasetNotFoundError(f"{path} has train/ or valid/ subfolders but no {subset}/")
         path = sub

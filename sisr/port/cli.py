@@ -23,9 +23,11 @@ def make_parser():
     p.add_argument("weights", help="the checkpoint: a state_dict file (.npz, .safetensors, "
                                    ".pt/.pth) or a krasserm .h5 file")
     p.add_argument("-o", "--output", required=True, help="the .keras file to write")
-    p.add_argument("--from", dest="source", default=formats.AUTO,
-                   choices=formats.choices(),
-                   help="the checkpoint's format (default: detected from its keys)")
+    # The formats come from the registry, which loads Keras: checked after parsing
+    # (`_check_args`), so that --help does without it.
+    p.add_argument("--from", dest="source", default=formats.AUTO, metavar="FORMAT",
+                   help="the checkpoint's format (default auto: detected from its keys); "
+                        "an unknown name is refused with the list")
     p.add_argument("--profile", help="training profile to check the architecture against "
                                      "(a name python -m sisr.train --help lists, or a JSON "
                                      "path)")
@@ -45,9 +47,15 @@ def make_parser():
     return p
 
 
+def _check_args(p, args):
+    choices = formats.choices()
+    if args.source not in choices:
+        p.error(f"--from {args.source}: unknown format; choose from {', '.join(choices)}")
+
+
 def main(argv=None):
     """CLI entry point; returns the exit status."""
-    return cli.main(make_parser(), _main, argv)
+    return cli.main(make_parser(), _main, argv, check=_check_args)
 
 
 def _main(args):

@@ -9,8 +9,6 @@ stored layer to the sisr layer that takes its weights.
 import dataclasses
 import math
 
-from sisr.model.common import UPSAMPLE_STAGES
-from sisr.model.wdsr import LINEAR
 from sisr.port.plan import PortError
 
 
@@ -114,6 +112,8 @@ class Cursor:
 
 
 def _stages_scale(model, stages, layers):
+    from sisr.model.common import UPSAMPLE_STAGES  # loads Keras: not at import (CLI --help)
+
     scales = {st: scale for scale, st in UPSAMPLE_STAGES.items()}
     key = tuple(stages)
     if key not in scales:
@@ -206,6 +206,8 @@ def _edsr(layers):
 
 
 def _wdsr(layers):
+    from sisr.model.wdsr import LINEAR  # loads Keras: not at import (CLI --help)
+
     b_variant = len(layers) > 1 and layers[1].kind == "conv" and layers[1].ksize == 1
     model = "wdsr_b" if b_variant else "wdsr_a"
     cur, plan, f = _start(layers, model, "head_conv", "the head conv", ksize=3)

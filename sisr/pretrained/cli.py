@@ -1,5 +1,6 @@
 """The command line of `python -m sisr.pretrained` (`list`, `fetch NAME [--file PATH]`)."""
 
+import argparse
 import os
 
 from sisr import cli
@@ -79,10 +80,12 @@ def make_parser():
         "sisr.pretrained", subcommand="command",
         description="Named pretrained models: list them, fetch (download, verify sha256, "
                     "convert once) into the cache ($SISR_HOME, default ~/.keras/sisr).")
-    sub.add_parser("list", help="the named models, their sources and scores, and "
-                                "whether they are cached")
+    listing = sub.add_parser("list", help="the named models, their sources and scores, "
+                                          "and whether they are cached")
+    cli.add_verbose(listing, default=argparse.SUPPRESS)
     fetch = sub.add_parser("fetch", help="download (or take --file), verify and convert "
                                          "a model into the cache")
+    cli.add_verbose(fetch, default=argparse.SUPPRESS)
     fetch.add_argument("name", help="a name from `list`")
     fetch.add_argument("--file", metavar="PATH",
                        help="your copy of the weights file (or of the archive holding it); "

@@ -253,6 +253,7 @@ class RunDirectory(keras.callbacks.Callback):
         self.run_dir = run_dir
         self.export_model = export_model
         self.monitor = monitor
+        self.scored_on = None  # what the monitored score is measured on, for the log
         state = state or {}
         self.best = state.get("best")
         self.best_model = state.get("best_model")
@@ -309,8 +310,8 @@ class RunDirectory(keras.callbacks.Callback):
         save_model(self.export_model, path)
         atomic_copy(path, os.path.join(self.run_dir, self.final_model))
         self.best_model = os.path.join("models", name)
-        log.info("epoch %d: %s improved to %.3f dB, saved %s",
-                 epoch + 1, self.monitor, score, self.best_model)
+        log.info("epoch %d: %s improved to %.3f dB%s, saved %s", epoch + 1, self.monitor,
+                 score, f" ({self.scored_on})" if self.scored_on else "", self.best_model)
 
     # -- epoch end -------------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):

@@ -15,8 +15,6 @@ import math
 import os
 
 from sisr.errors import UsageError
-from sisr.model.common import SCALES
-from sisr.model.registry import get_spec
 from sisr.training.recipe import INITS, LOSSES, OPTIMIZERS, STRATEGIES
 
 # Package data: sisr/profiles/ in a checkout and in an installed wheel alike.
@@ -29,7 +27,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 TRAINER_DEFAULTS = {
     "model": None,
     "scale": 2,
-    "scales": list(SCALES),
+    "scales": None,  # every scale of the registry (`resolve`)
     "dataset": "demo",
     "downgrade": "bicubic",
     "train_images": None,
@@ -65,6 +63,13 @@ GAN_DEFAULTS = {
     "gan_label_smoothing": 0.0,       # D's real target 1 - s
     "gan_discriminator_filters": 64,  # filters of the discriminator's first block
 }
+# SRGAN fine-tuning's scale and schedule (`sisr.training.gan`); the generator's profile
+# supplies everything else. Validation uses LR centre crops of 48 (HR 192): enough to
+# follow PSNR.
+GAN_SCALE = 4
+GAN_SCHEDULE = {"scale": GAN_SCALE, "epochs": 200, "steps_per_epoch": 1000, "batch_size": 16,
+                "learning_rate": 1e-4, "lr_decay_steps": [100000], "lr_decay_factor": 0.1,
+                "lr_patch": 24, "valid_crop": 48}
 
 
 # What a resumed run may change: everything else comes from RUN_DIR/config.json.
@@ -131,6 +136,14 @@ def _check_type(key, value, kind, allow_none=False):
 def _flag(key):
     """The `python -m sisr.train_gan` flag of a `gan_*` key."""
     return "--" + key[len("gan_"):].replace("_", "-")
+
+
+def get_spec(name):
+    """`sisr.model.get_spec`, imported when first needed: it loads Keras, which the CLIs'
+    `--help` does without."""
+    from sisr.model import get_spec as registered
+
+    return registered(name)
 
 
 def gan_generator_profiles():
@@ -218,6 +231,10 @@ def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=N
     `Configuration` (a plain JSON-serialisable dict with `origins`).
     """
     config = Configuration({**TRAINER_DEFAULTS, **(base or {})})
+    if config["scales"] is None:
+        from sisr.model.registry import SCALES
+
+        config["scales"] = list(SCALES)
     if base_origin:
         config.origins.update((k, f"`{k}` in {base_origin}") for k in base or {})
     if profile is not None:

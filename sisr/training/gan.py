@@ -26,18 +26,14 @@ from sisr.model.registry import get_spec
 from sisr.model.srmodel import model_info
 from sisr.saving import load_model, save_model
 from sisr.training.callbacks import RunDirectory, Validation
+from sisr.training.config import GAN_SCALE as SCALE
+from sisr.training.config import GAN_SCHEDULE as SCHEDULE  # noqa: F401  (re-exported)
 from sisr.training.config import ConfigError, gan_generator_model
 from sisr.training.srgan import SRGAN, load_backup, save_backup
 from sisr.training.trainer import Trainer, build_model, make_optimizer
 
 log = logging.getLogger(__name__)
 
-SCALE = 4
-# The SRGAN schedule; the generator's profile supplies everything else. Validation uses LR
-# centre crops of 48 (HR 192): enough to follow PSNR.
-SCHEDULE = {"scale": SCALE, "epochs": 200, "steps_per_epoch": 1000, "batch_size": 16,
-            "learning_rate": 1e-4, "lr_decay_steps": [100000], "lr_decay_factor": 0.1,
-            "lr_patch": 24, "valid_crop": 48}
 LAST_MODEL = "last.keras"
 
 

@@ -159,6 +159,13 @@ def make_pipelines(config, datasets, initial_epoch=0):
     return train_ds.with_options(options), valid_ds
 
 
+def validation_images(config):
+    """What the per-epoch validation scores: "full images" or "LR centre crops of N px"."""
+    if config.get("benchmark"):
+        return "full images"
+    return f"LR centre crops of {config['valid_crop']} px"
+
+
 def new_run_dir(outdir, profile, strategy=None):
     """`OUTDIR/YYYYmmdd-HHMMSS-<profile>/`, made unique with a suffix if needed; under a
     multi-worker strategy, the chief's (see `sisr.training.distributed.new_run_dir`)."""
@@ -321,6 +328,7 @@ class Trainer:
         """(guard, run-directory callback, every callback in order)."""
         guard = StopOnNonFiniteLoss()
         run_cb = self.run_directory(run_dir, export_model, monitor="val_psnr", state=state)
+        run_cb.scored_on = validation_images(self.config)
         # Validation before RunDirectory and TensorBoard, which read the val_* logs it adds.
         validation = self.validation(valid_ds, export_model, self.validation_loss(model),
                                      self.shave)
