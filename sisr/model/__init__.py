@@ -8,6 +8,7 @@ Importing this package imports every builder module, which registers its `ModelS
 
 from sisr.model.discriminator import discriminator
 from sisr.model.edsr import edsr
+from sisr.model.mdsr import mdsr, mdsr_at  # noqa: F401
 from sisr.model.registry import (
     MODELS, ModelSpec, build, generators, get_spec, register, spec_of, unregister,
 )
