@@ -92,8 +92,9 @@ def mdsr(scale, num_filters=64, num_res_blocks=16, branch_scales=MDSR_SCALES):
     sisr's units ((x - mean) / 127.5, see `sisr.model.edsr.edsr`).
     """
     _check_branches(branch_scales)
-    if scale is not None:
-        check_scale(scale, tuple(branch_scales), "mdsr")
+    if scale is not None and scale not in branch_scales:
+        raise ValueError(f"mdsr: `scale` must be None (every branch) or one of "
+                         f"`branch_scales` {list(branch_scales)}, got {scale!r}")
     check_positive_int(num_filters, "num_filters", "mdsr")
     check_positive_int(num_res_blocks, "num_res_blocks", "mdsr")
     shared = _Blocks(num_filters, num_res_blocks)

@@ -122,6 +122,13 @@ def spec_of(model):
         return None
 
 
+def is_multi_scale(model):
+    """True for a model of a multi-scale builder built with every scale (`scale` None)."""
+    spec = spec_of(model)
+    return spec is not None and spec.at_scale is not None \
+        and model.arguments.get("scale") is None
+
+
 def single_scale(model, scale=None):
     """`model` itself, or the single-scale model at `scale` of a multi-scale model (its
     builder's `at_scale`); ValueError for a multi-scale model without a `scale`."""
