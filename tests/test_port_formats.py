@@ -79,11 +79,11 @@ def test_formats_are_the_layouts_of_the_registered_models():
         union += [name for name in spec.layouts if name not in union]
     assert formats.layouts() == union
     assert set(sources()) == {formats.load(name).NAME for name in union}
-    assert set(sources()) == {"edsr-pytorch", "basicsr-edsr", "wdsr", "krasserm"}
+    assert set(sources()) == {"edsr-pytorch", "basicsr-edsr", "wdsr", "krasserm", "mdsr-pytorch"}
     assert converter_names() == sources()
     choices = next(a.choices for a in make_parser()._actions if a.dest == "source")
     assert list(choices) == formats.choices()
-    for alias in ("auto", "edsr", "basicsr", "wdsr-a", "wdsr-b", "krasserm"):
+    for alias in ("auto", "edsr", "basicsr", "wdsr-a", "wdsr-b", "krasserm", "mdsr"):
         assert alias in choices
 
 
