@@ -14,7 +14,10 @@ biases matter. Per scale index i (`set_scale(i)`): the official output for a
 random integer patches at that scale (LR 8x8): zero_grad, L1 loss on the 0..255 scale,
 backward, `torch.optim.Adam(lr=1e-4, betas=(0.9, 0.999), eps=1e-8)` step, as EDSR-PyTorch
 trains; only the parameters of that scale's path (the others get no gradient) are stored
-after each step.
+after each step. Then, from the same state, a mixed run of one Adam over all parameters
+with the scale indices `SEQUENCE` (a branch left out of a batch has no gradient:
+PyTorch >= 2's `zero_grad` sets gradients to None and Adam skips them): its losses and
+final state_dict.
 """
 
 import argparse
@@ -32,6 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCALES = (2, 3, 4)
 CONFIG = {"n_feats": 16, "n_resblocks": 2, "rgb_range": 255, "scale": list(SCALES)}
 STEPS, BATCH, LR_PATCH, LEARNING_RATE = 2, 2, 8, 1e-4
+# Scale indices of the mixed run: one Adam over every parameter, a scale per batch.
+SEQUENCE = (0, 2, 1, 1, 0, 2)
 
 
 def sha256(path):
@@ -97,6 +102,26 @@ def fixture(module, seed):
         arrays[f"train_x{s}/losses"] = np.asarray(losses, np.float32)
         final = state(module)
         arrays.update({f"train_x{s}/sd/{k}": final[k] for k in sorted(trained)})
+    module.load_state_dict(initial)
+    module.train()
+    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad],
+                                 lr=LEARNING_RATE, betas=(0.9, 0.999), eps=1e-8)
+    losses = []
+    for k, i in enumerate(SEQUENCE):
+        s = SCALES[i]
+        lr_b = rng.integers(0, 256, (BATCH, 3, LR_PATCH, LR_PATCH)).astype(np.uint8)
+        hr_b = rng.integers(0, 256, (BATCH, 3, LR_PATCH * s, LR_PATCH * s)).astype(np.uint8)
+        module.set_scale(i)
+        optimizer.zero_grad()
+        sr = module(torch.from_numpy(lr_b.astype(np.float32)))
+        loss = torch.nn.functional.l1_loss(sr, torch.from_numpy(hr_b.astype(np.float32)))
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        arrays[f"mixed/lr_{k}"], arrays[f"mixed/hr_{k}"] = lr_b, hr_b
+    arrays["mixed/indices"] = np.asarray(SEQUENCE, np.int64)
+    arrays["mixed/losses"] = np.asarray(losses, np.float32)
+    arrays.update({f"mixed/sd/{k}": v for k, v in state(module).items()})
     return arrays
 
 
@@ -128,6 +153,7 @@ def main(argv=None):
     manifest["files"][name] = {
         "arch": "MDSR", "seed": args.seed, "config": CONFIG, "bias_noise": 0.5,
         "learning_rate": LEARNING_RATE, "steps": STEPS, "batch": BATCH, "lr_patch": LR_PATCH,
+        "mixed_sequence": list(SEQUENCE),
         "sha256": sha256(path)}
     with open(manifest_path, "w") as f:
         json.dump(manifest, f, indent=1)
