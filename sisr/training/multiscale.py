@@ -242,9 +242,18 @@ class MultiScaleTrainer(Trainer):
         self.scales = list(config["train_scales"])
         self.shaves = [metrics.div2k_shave(s) for s in self.scales]
 
+    def _network_kwargs(self):
+        return dict(builder_kwargs(self.config), scale=None, branch_scales=self.scales)
+
+    def networks(self):
+        """The multi-scale network (every branch), for the memory check."""
+        kwargs = self._network_kwargs()
+        keys = {k: k for k in kwargs}
+        keys.update(scale="train_scales", branch_scales="train_scales")
+        return [(get_spec(self.config["model"]), kwargs, keys)]
+
     def build_network(self):
-        kwargs = dict(builder_kwargs(self.config), scale=None, branch_scales=self.scales)
-        return get_spec(self.config["model"]).builder(**kwargs)
+        return get_spec(self.config["model"]).builder(**self._network_kwargs())
 
     def open_datasets(self):
         pairs = [open_datasets(dict(self.config, scale=s)) for s in self.scales]
