@@ -38,7 +38,7 @@ def lr_batch(n=2, h=7, w=11, seed=0):
 
 
 def test_registry_lists_every_builder():
-    assert set(MODELS) == {"edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator"}
+    assert set(MODELS) == {"edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator", "mdsr"}
     assert get_spec("wdsr-b").builder is wdsr_b
     with pytest.raises(ValueError, match="unknown model 'rcan'.*edsr"):
         get_spec("rcan")

@@ -5,6 +5,7 @@ A shared head conv and residual body; per scale, a pre-processing module (two re
 blocks of 5x5 convs) before the body and an upsampler after it; a shared output conv.
 
     multi = mdsr(None)                 # every branch: outputs [x2, x3, x4]
+    multi8 = mdsr(None, branch_scales=[2, 4, 8])   # any of x2, x3, x4, x8, in any order
     net3 = mdsr_at(multi, 3)           # an ordinary x3 SRModel sharing multi's weights
     net2 = mdsr(2)                     # an x2 model (only the x2 branch), as EDSR's builders
 """
@@ -17,8 +18,10 @@ from sisr.layers import PixelShuffle
 from sisr.model.common import UPSAMPLE_STAGES, check_positive_int, check_scale, lr_input, sr_model
 from sisr.model.registry import ModelSpec, register
 
-# The scales of MDSR's upsamplers (EDSR-PyTorch's Upsampler: x2 stages or one x3).
-MDSR_SCALES = (2, 3, 4)
+# The scales an MDSR branch can have (EDSR-PyTorch's Upsampler: x2 stages or one x3),
+# and the published network's branches.
+MDSR_SCALES = (2, 3, 4, 8)
+BRANCHES = (2, 3, 4)
 # The pre-processing blocks' kernel and count, as published.
 PRE_KERNEL = 5
 PRE_BLOCKS = 2
@@ -81,7 +84,7 @@ def _check_branches(branch_scales):
         raise ValueError(f"mdsr: `branch_scales` repeats a scale: {list(branch_scales)}")
 
 
-def mdsr(scale, num_filters=64, num_res_blocks=16, branch_scales=MDSR_SCALES):
+def mdsr(scale, num_filters=64, num_res_blocks=16, branch_scales=None):
     """Builds MDSR: baseline = defaults (3.2 M parameters); MDSR = 80 blocks (8.0 M).
 
     `scale` None: the multi-scale network, one output per scale of `branch_scales` (in
@@ -90,7 +93,11 @@ def mdsr(scale, num_filters=64, num_res_blocks=16, branch_scales=MDSR_SCALES):
     [0, 255] scale and returning RGB on the same scale, s times larger, as every sisr
     generator. Initialised as the official code (PyTorch's default conv init), biases in
     sisr's units ((x - mean) / 127.5, see `sisr.model.edsr.edsr`).
+
+    `branch_scales` None: the published x2, x3 and x4 (a single-scale x8 model: x8 alone).
     """
+    if branch_scales is None:
+        branch_scales = BRANCHES if scale is None or scale in BRANCHES else (scale,)
     _check_branches(branch_scales)
     if scale is not None and scale not in branch_scales:
         raise ValueError(f"mdsr: `scale` must be None (every branch) or one of "
