@@ -384,3 +384,19 @@ def test_torch_adam_counts_steps_per_weight_and_round_trips(tmp_path):
     assert [float(s) for s in fresh.optimizer._steps] == [1.0] * len(model.trainable_variables)
     assert int(fresh.optimizer.iterations) == 1
     keras.backend.clear_session()
+
+
+def test_a_one_scale_checkpoint_ports_into_a_single_scale_model():
+    # EDSR-PyTorch's MDSR trained with one --scale has one branch (here: the x4 one)
+    state, z = load(fixtures()[0])
+    one = {k.replace("pre_process.2.", "pre_process.0.").replace("upsample.2.", "upsample.0."): v
+           for k, v in state.items()
+           if not k.startswith(("pre_process.0.", "pre_process.1.", "upsample.0.", "upsample.1."))}
+    model = port(one)
+    assert model.arguments["scale"] == 4 and model.arguments["branch_scales"] == [4]
+    assert not is_multi_scale(model)
+    y = np.asarray(model(nhwc(z["input"]))).transpose(0, 3, 1, 2)
+    assert np.abs(y - z["output_x4"]).max() < 1e-3
+    with pytest.raises(PortError, match="scale: requested 2"):
+        port(one, scale=2)
+    keras.backend.clear_session()

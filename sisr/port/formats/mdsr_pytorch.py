@@ -49,7 +49,8 @@ def detect(state_dict):
 
 def describe(state_dict, **options):
     """The `Plan` of an EDSR-PyTorch MDSR state_dict: the multi-scale model (args `scale`
-    None, `branch_scales` as the checkpoint's branches)."""
+    None, `branch_scales` as the checkpoint's branches), or with one branch its
+    single-scale model."""
     rgb_range = _check_mean_shift(state_dict, -1)
     if _check_mean_shift(state_dict, +1) != rgb_range:
         raise PortError("sub_mean.bias and add_mean.bias use different rgb_range values")
@@ -80,13 +81,13 @@ def describe(state_dict, **options):
         fills += [fill(f"body.{j}.body.{c}", f"block{j + 1}_conv{k + 1}")
                   for k, c in enumerate((0, 2))]
     fills += [fill(f"body.{n}", "body_conv"), fill("tail.0", "output_conv")]
-    scales, evidence = [], []
+    scales, shown = [], []
     for i in branches:
         scale, stages, what = upsampler(state_dict, f"upsample.{i}", num_filters)
         if scale in scales:
             raise PortError(f"EDSR-PyTorch MDSR: upsample.{i} repeats scale x{scale}")
         scales.append(scale)
-        evidence.append(what)
+        shown.append(what)
         for k in range(PRE_BLOCKS):
             for m, c in enumerate((0, 2)):
                 prefix = f"pre_process.{i}.{k}.body.{c}"
@@ -98,10 +99,13 @@ def describe(state_dict, **options):
                 fills.append(fill(prefix, f"pre_x{scale}_block{k + 1}_conv{m + 1}"))
         fills += [fill(key, f"upsample_x{scale}_conv{k + 1}", r)
                   for k, (key, r) in enumerate(stages)]
-    args = {"scale": None, "num_filters": num_filters, "num_res_blocks": n,
-            "branch_scales": scales}
+    # One branch (a run with one --scale): an ordinary single-scale model of that scale.
+    args = {"scale": scales[0] if len(scales) == 1 else None, "num_filters": num_filters,
+            "num_res_blocks": n, "branch_scales": scales}
     evidence = {
-        "branch_scales": f"the state_dict has {scales} ({'; '.join(evidence)})",
+        "scale": f"the state_dict has {scales[0]} ({shown[0]})" if len(scales) == 1
+        else f"the state_dict has every scale of {scales}",
+        "branch_scales": f"the state_dict has {scales} ({'; '.join(shown)})",
         "num_filters": f"the state_dict has {num_filters} (head.0.weight "
                        f"{conv_shape(state_dict, 'head.0')})",
         "num_res_blocks": f"the state_dict has {n} (keys body.0..{n - 1}.body.*)",
