@@ -6,9 +6,11 @@ trains it (`--scale 2+3+4`; its loader draws a scale index per batch).
   a run resumed after batch B continues with the very batches of the uninterrupted run.
 - Step: `MultiScaleSR` trains the single-scale model of the batch's scale (its builder's
   `at_scale`, sharing the network's weights): L1 (or the configured loss) and one
-  optimizer step on that model's weights only; the other branches get no gradient, as
-  in EDSR-PyTorch (whose branches are not in the batch's graph). One compiled step per
-  scale, chosen in Python: a single-device strategy only.
+  optimizer step on that model's weights only; the other branches get no gradient and
+  are not updated, as in EDSR-PyTorch on PyTorch >= 2 (`zero_grad` sets gradients to
+  None). With the MDSR profiles' `torch_adam` (`sisr.optimizers.TorchAdam`: PyTorch's
+  step count per weight) a run matches the official one step for step. One compiled step
+  per scale, chosen in Python: a single-device strategy only.
 - Validation reports each scale (`val_psnr_x2`, ...) and their mean (`val_psnr`).
 """
 
