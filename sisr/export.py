@@ -147,7 +147,7 @@ def check_output(output, format, force=False, force_name="force=True"):
                           "a previous export (remove it yourself or choose another output)")
 
 
-def export(model, output, format="saved_model", input_size=None, force=False):
+def export(model, output, format="saved_model", input_size=None, force=False, scale=None):
     """Exports a sisr model (or a `.keras` file) as a SavedModel, LiteRT or ONNX file.
 
     Args:
@@ -157,6 +157,8 @@ def export(model, output, format="saved_model", input_size=None, force=False):
         input_size: optional (height, width) to fix the input size (mostly for LiteRT
             runtimes without dynamic shapes); default any size.
         force: replace an existing `output`.
+        scale: the scale to export of a multi-scale model (MDSR: an ordinary
+            single-scale model of that branch); checked against a single-scale model's.
 
     Returns:
         The path written.
@@ -172,6 +174,7 @@ def export(model, output, format="saved_model", input_size=None, force=False):
         from sisr.saving import load_model
 
         model = load_model(model)
+    model = _at_scale(model, scale)
 
     with atomic_output(output, overwrite=force, directory=format == "saved_model") as tmp:
         _WRITERS[format](model, tmp, input_size)
@@ -223,6 +226,15 @@ def _run_litert(path, lr):
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
+def _at_scale(model, scale):
+    from sisr.model.registry import single_scale
+
+    try:
+        return single_scale(model, scale)
+    except ValueError as err:
+        raise ExportError(f"{err} (--scale)") from None
+
+
 def make_parser():
     p = cli.parser(
         "sisr.export",
@@ -234,6 +246,8 @@ def make_parser():
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="fix the input height and width (default: any size)")
     p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--scale", type=int, help="the scale to export of a multi-scale model "
+                   "(mdsr); an error if a single-scale model's differs")
     p.add_argument("--check", action="store_true",
                    help="run the artifact on a random image and print its largest "
                         "difference from the Keras model")
@@ -250,7 +264,7 @@ def _main(args):
 
     with cli.checking():
         check_output(args.output, args.format, args.force, force_name="--force")
-        model = load_model(args.model)
+        model = _at_scale(load_model(args.model), args.scale)
     export(model, args.output, format=args.format, input_size=args.input_size,
            force=args.force)
     message = f"{args.model} -> {args.output} ({args.format})"

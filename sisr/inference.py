@@ -63,7 +63,7 @@ def _as_batch(lr_batch, argument):
     return tf.convert_to_tensor(array, tf.float32)
 
 
-def resolve(model, lr_batch, precision="float32"):
+def resolve(model, lr_batch, precision="float32", scale=None):
     """Super-resolves a batch of LR images on the [0, 255] scale.
 
     Args:
@@ -73,21 +73,26 @@ def resolve(model, lr_batch, precision="float32"):
         precision: "float32", or "bfloat16" to run a mixed copy of the model whose
             precision-critical layers stay float32 (`sisr.precision`; faster on CPUs with
             bfloat16 instructions, see benchmarks/README.md for the fidelity measured).
+        scale: the scale of a multi-scale model (MDSR) to run; checked against a
+            single-scale model's.
 
     Returns:
         A NumPy uint8 array of shape (batch, scale*height, scale*width, 3).
     """
     from sisr.precision import inference_copy
 
-    runner = inference_copy(model, precision)
+    from sisr.model.registry import single_scale
+
+    runner = inference_copy(single_scale(model, scale), precision)
     return to_uint8(compiled_forward(runner)(_as_batch(lr_batch, "lr_batch"))).numpy()
 
 
-def resolve_single(model, lr, precision="float32"):
+def resolve_single(model, lr, precision="float32", scale=None):
     """Super-resolves one LR image of shape (height, width, 3), uint8 or float; returns a
     NumPy uint8 array of shape (scale*height, scale*width, 3), as `resolve` does for a
-    batch and `sisr.upscale_image` for an image of any size and channel layout."""
+    batch and `sisr.upscale_image` for an image of any size and channel layout. `scale`
+    picks one scale of a multi-scale model (MDSR)."""
     array = lr.numpy() if isinstance(lr, tf.Tensor) else np.asarray(lr)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise UsageError(f"lr must be an RGB image of shape (height, width, 3), got {array.shape}")
-    return resolve(model, array[None], precision)[0]
+    return resolve(model, array[None], precision, scale)[0]

@@ -305,3 +305,38 @@ def data_dependent_init(model, batch, weight_norm=None):
         initialised.append(layer.name)
         logger.debug("data-dependent init of layer %s", layer.name)
     return initialised
+
+
+@keras.saving.register_keras_serializable(package="sisr")
+class TorchAdam(keras.optimizers.Adam):
+    """Adam as `torch.optim.Adam` computes it: one step count per weight, and epsilon
+    added to the bias-corrected sqrt(v) (Keras' Adam counts one step for all weights and
+    adds epsilon to sqrt(v)).
+
+    A weight that a step leaves out (no gradient: `apply` on a subset of the variables,
+    such as the branches of other scales in multi-scale training) is not updated and its
+    count does not advance, as PyTorch skips a parameter whose gradient is None.
+    """
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._steps = [self.add_variable(shape=(), initializer="zeros", dtype="float32",
+                                         name=f"step_{i}") for i in range(len(var_list))]
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        step = self._steps[index]
+        count = step + 1.0
+        self.assign(step, count)
+        t = ops.cast(count, variable.dtype)
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        bias_1 = 1 - ops.power(ops.cast(self.beta_1, variable.dtype), t)
+        bias_2 = 1 - ops.power(ops.cast(self.beta_2, variable.dtype), t)
+        denominator = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(bias_2)), self.epsilon)
+        self.assign_sub(variable, ops.divide(ops.multiply(m, lr / bias_1), denominator))

@@ -4,6 +4,7 @@
     python -m sisr.train --resume runs/20261121-120000-wdsr-b-8
 """
 
+import argparse
 import contextlib
 import logging
 import os
@@ -24,6 +25,16 @@ FLAG_KEYS = ("dataset", "scale", "downgrade", "epochs", "steps_per_epoch", "batc
 def parse_set(items):
     """`--set key=value` pairs; values are parsed as JSON when they can be."""
     return cli.parse_set(items, error=cfg.ConfigError)
+
+
+def parse_scales(text):
+    """`--scale`: "3" -> 3, "2+3+4" -> [2, 3, 4]."""
+    try:
+        scales = [int(part) for part in str(text).split("+")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a scale or scales joined by + (2+3+4), got {text!r}") from None
+    return scales[0] if len(scales) == 1 else scales
 
 
 def add_run_arguments(parser):
@@ -63,8 +74,10 @@ def make_parser():
         epilog=f"profiles: {profiles}. A profile may also be a path to a .json file.",
     )
     parser.add_argument("--profile", help="profile name or .json path")
-    parser.add_argument("--scale", type=int, help="upscaling factor (default: the "
-                        f"profile's, else {cfg.TRAINER_DEFAULTS['scale']})")
+    parser.add_argument("--scale", type=parse_scales, help="upscaling factor (default: the "
+                        f"profile's, else {cfg.TRAINER_DEFAULTS['scale']}); several joined by "
+                        "+ (2+3+4) train a multi-scale model (mdsr) with a random scale per "
+                        "batch")
     parser.add_argument("--downgrade", help="bicubic, unknown, mild, difficult, wild, "
                         "bicubic_jpeg_90, ...")
     parser.add_argument("--learning-rate", type=float, help="initial learning rate; the "
@@ -109,6 +122,14 @@ def train_run(trainer, args):
     if result is None:  # a multi-worker run's other workers: the chief reports
         print(f"worker done; the chief writes the results to {run_dir}")
         return 0
+    for scale, scored in result.get("per_scale", {}).items():
+        gain = scored["psnr"] - scored["bicubic_psnr"]
+        print(f"validation PSNR ({scored['valid_images']} images, {scale}, RGB, shave "
+              f"{scored['shave']}): {trainer.trained} {scored['psnr']:.2f} dB, bicubic "
+              f"{scored['bicubic_psnr']:.2f} dB ({gain:+.2f} dB)")
+    if "per_scale" in result:
+        print(f"{trainer.trained}: {os.path.join(run_dir, trainer.final_model)}")
+        return 0
     gain = result["psnr"] - result["bicubic_psnr"]
     print(f"validation PSNR ({result['valid_images']} images, x{trainer.config['scale']}, "
           f"RGB, shave {result['shave']}): {trainer.trained} {result['psnr']:.2f} dB, "
@@ -120,6 +141,8 @@ def train_run(trainer, args):
 def origins(args, flags=FLAG_KEYS):
     """Where each configuration key given on the command line came from, for messages."""
     found = {key: f"--{key.replace('_', '-')} {getattr(args, key)}" for key in flags}
+    if "scale" in found and isinstance(getattr(args, "scale", None), list):
+        found["scale"] = found["train_scales"] = f"--scale {'+'.join(map(str, args.scale))}"
     for item in getattr(args, "set", None) or []:
         found[item.partition("=")[0].replace("-", "_")] = f"--set {item}"
     return found
@@ -137,6 +160,9 @@ def new_config(args):
                                   "python -m sisr.train_gan")
     else:
         overrides = {k: getattr(args, k) for k in FLAG_KEYS}
+        if args.scale is not None:  # one scale: single-scale training, also of a profile
+            scales = args.scale if isinstance(args.scale, list) else [args.scale]
+            overrides["scale"], overrides["train_scales"] = scales[0], scales
         # A registry name is fetched into the cache if needed.
         overrides["pretrained_model"] = resolve_model(args.pretrained_model)
         overrides["benchmark"] = args.benchmark
@@ -161,10 +187,11 @@ def start_cluster(args, strategy, config=None):
 
 
 def _main(args):
-    from sisr.training.trainer import Trainer
+    from sisr.training.multiscale import trainer_class
 
     with cli.checking():
-        trainer = Trainer(new_config(args))
+        config = new_config(args)
+        trainer = trainer_class(config)(config)
         trainer.check_memory()  # before any work: no TensorFlow op runs
     # Usage errors, or exit 1 on a timeout.
     start_cluster(args, trainer.config["strategy"], trainer.config)

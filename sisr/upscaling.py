@@ -60,6 +60,9 @@ def model_scale(model):
 
     info = model_info(model)
     if info is not None:
+        if info["scale"] is None and "branch_scales" in info["arguments"]:
+            raise ModelError(f"a multi-scale {info['builder']} model (scales "
+                             f"{info['arguments']['branch_scales']}): give a scale")
         if info["scale"] is None:
             raise ModelError(f"a {info['builder']} model, not a super-resolution model")
         return info["scale"]
@@ -88,10 +91,16 @@ def load_sr_model(path, scale=None):
     Raises `ModelError` naming the file if it is not a usable sisr/Keras model or was
     made for another scale than `scale`.
     """
+    from sisr.model.registry import is_multi_scale, single_scale
     from sisr.saving import load_model
 
     path = os.fspath(path)
     model = load_model(path)
+    if is_multi_scale(model) and scale is not None:  # the branch of `scale`
+        try:
+            model = single_scale(model, scale)
+        except ValueError as err:
+            raise ModelError(f"{path}: {err}") from None
     try:
         found = model_scale(model)
     except ModelError as err:

@@ -40,7 +40,8 @@ def lr_batch(n=2, h=7, w=11, seed=0):
 
 def test_registry_lists_every_builder():
     assert set(MODELS) == {"edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator",
-                           "rrdbnet", "srvgg_compact"}
+                           "rrdbnet", "srvgg_compact", "mdsr", "vdsr", "srcnn", "fsrcnn",
+                           "espcn"}
     assert get_spec("wdsr-b").builder is wdsr_b
     with pytest.raises(ValueError, match="unknown model 'rcan'.*edsr"):
         get_spec("rcan")
@@ -181,8 +182,10 @@ def test_mixed_precision_outputs_float32():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     for name in GENERATORS:
         model = tiny(name)
-        # The head conv (RRDBNet x2's reads the unshuffled input: head_x2_conv).
-        head = next(layer for layer in model.layers if fnmatch.fnmatch(layer.name, "head*conv"))
+        # The head conv (RRDBNet x2's reads the unshuffled input: head_x2_conv; networks
+        # without a head block name theirs in HEAD_LAYERS).
+        head = model.get_layer(HEAD_LAYERS[name]) if name in HEAD_LAYERS else next(
+            layer for layer in model.layers if fnmatch.fnmatch(layer.name, "head*conv"))
         assert head.compute_dtype == "bfloat16"
         assert model(lr_batch()).dtype == "float32"
 
@@ -379,6 +382,8 @@ INIT_BANDS = {  # profile: (L1, output std, head conv std)
     "edsr-8": ((59, 75), (13.5, 21), (0.30, 0.40)),
     "edsr-16": ((58, 71), (14.5, 22), (0.30, 0.40)),
     "edsr-gen": ((61.5, 66.5), (9.8, 14.8), (0.29, 0.37)),
+    "mdsr": ((68, 87.3), (40.6, 73.3), (0.30, 0.40)),
+    "mdsr-16": ((63, 72.7), (17.9, 27.1), (0.30, 0.40)),
     "sr-resnet": ((75.5, 94), (37.9, 57.4), (0.095, 0.121)),
     "wdsr-a-8": ((59, 79), (39.8, 68), (0.27, 0.44)),
     "wdsr-a-16": ((58, 84.5), (43.6, 65), (0.27, 0.44)),

@@ -81,11 +81,11 @@ def test_formats_are_the_layouts_of_the_registered_models():
     assert formats.layouts() == union
     assert set(sources()) == {formats.load(name).NAME for name in union}
     assert set(sources()) == {"edsr-pytorch", "basicsr-edsr", "wdsr", "krasserm",
-                              "edsr-pytorch-vdsr",
+                              "edsr-pytorch-vdsr", "mdsr-pytorch",
                               "basicsr-rrdb", "esrgan-old", "realesrgan-srvgg"}
     assert converter_names() == sources()
     choices = formats.choices()
-    for alias in ("auto", "edsr", "basicsr", "wdsr-a", "wdsr-b", "krasserm"):
+    for alias in ("auto", "edsr", "basicsr", "wdsr-a", "wdsr-b", "krasserm", "mdsr"):
         assert alias in choices
 
 

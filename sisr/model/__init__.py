@@ -10,6 +10,7 @@ from sisr.model.discriminator import discriminator
 from sisr.model.edsr import edsr
 from sisr.model.espcn import espcn
 from sisr.model.fsrcnn import fsrcnn
+from sisr.model.mdsr import mdsr, mdsr_at
 from sisr.model.registry import (
     MODELS, ModelSpec, build, generators, get_spec, register, spec_of, unregister,
 )
@@ -24,6 +25,6 @@ from sisr.model.wdsr_b import wdsr_b
 
 __all__ = [
     "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "espcn", "fsrcnn",
-    "generators", "get_spec", "model_info", "register", "rrdbnet", "spec_of", "srcnn",
-    "srresnet", "srvgg_compact", "unregister", "vdsr", "wdsr_a", "wdsr_b",
+    "generators", "get_spec", "mdsr", "mdsr_at", "model_info", "register", "rrdbnet",
+    "spec_of", "srcnn", "srresnet", "srvgg_compact", "unregister", "vdsr", "wdsr_a", "wdsr_b",
 ]

@@ -37,6 +37,9 @@ class ModelSpec:
             whole-image inference; False = tiling is refused.
         layouts: names of the checkpoint layouts the port reads into it (`sisr.port`).
         aliases: other spellings accepted by `get_spec` (besides "-" for "_").
+        at_scale: for a multi-scale builder (`scale=None` builds one output per scale,
+            MDSR): `at_scale(model, scale)` -> the single-scale model of one of its
+            scales, sharing its weights; None for single-scale builders.
     """
 
     name: str
@@ -49,6 +52,7 @@ class ModelSpec:
     local: bool = True
     layouts: tuple = ()
     aliases: tuple = ()
+    at_scale: Callable = None
 
     def __post_init__(self):
         # Read-only, so that a spec cannot be changed behind the registry's back.
@@ -116,6 +120,26 @@ def spec_of(model):
         return get_spec(builder)
     except ValueError:
         return None
+
+
+def is_multi_scale(model):
+    """True for a model of a multi-scale builder built with every scale (`scale` None)."""
+    spec = spec_of(model)
+    return spec is not None and spec.at_scale is not None \
+        and model.arguments.get("scale") is None
+
+
+def single_scale(model, scale=None):
+    """`model` itself, or the single-scale model at `scale` of a multi-scale model (its
+    builder's `at_scale`); ValueError for a multi-scale model without a `scale`."""
+    spec = spec_of(model)
+    if spec is None or spec.at_scale is None:
+        return model
+    own = model.arguments.get("scale")
+    if scale is None and own is None:
+        raise ValueError(f"{model.name} is a multi-scale model (scales "
+                         f"{model.arguments.get('branch_scales')}): give a scale")
+    return spec.at_scale(model, own if scale is None else scale)
 
 
 def build(name, **kwargs):

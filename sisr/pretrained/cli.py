@@ -69,6 +69,10 @@ def _list(entries):
                       if e.score and "reference" in e.score})
     for reference, border in borders:
         print(f"PSNR from the {reference}: border {border}")
+    for e in entries.values():
+        for mirror in e.mirrors:
+            print(f"{e.name}: {mirror.source}'s copy {mirror.file} is also accepted "
+                  "(fetch with --file)")
     manual = [e.name for e in entries.values() if not e.verifiable]
     if manual:
         print(f"needs --file: no known sha256, never downloaded automatically: "

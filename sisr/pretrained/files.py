@@ -36,13 +36,24 @@ def hash_matches(entry, digest):
     return False
 
 
-def verify(entry, path, what):
+def mirror_of(entry, digest):
+    """The entry's `Mirror` whose name's sha256 prefix `digest` starts with, or None."""
+    for mirror in entry.mirrors:
+        if digest.startswith(mirror.sha256_prefix):
+            return mirror
+    return None
+
+
+def verify(entry, path, what, mirrors=False):
     """Checks `path` against the entry's hash; returns its sha256.
 
     Raises `PretrainedError` saying that the hash is wrong (`what` names the file's
-    origin). Files of entries without a known hash are accepted with a warning.
+    origin). Files of entries without a known hash are accepted with a warning. With
+    `mirrors`, a copy published in another layout (`entry.mirrors`) is accepted too.
     """
     digest = sha256_of(path)
+    if mirrors and mirror_of(entry, digest) is not None:
+        return digest
     if not entry.verifiable:
         log.warning("%s: %s has no published sha256 to check %s against; using it "
                     "unverified (its sha256 is %s)", entry.name, entry.file, path, digest)
@@ -50,7 +61,8 @@ def verify(entry, path, what):
     if not hash_matches(entry, digest):
         raise PretrainedError(
             f"{entry.name}: {what} {path} has the wrong sha256 ({digest}; expected "
-            f"{entry.describe_hash()}): refused, it is not the published {entry.file}")
+            f"{entry.describe_hash()}): refused, it is not the published {entry.file}"
+            + "".join(f" nor {m.source}'s {m.file}" for m in entry.mirrors if mirrors))
     return digest
 
 

@@ -35,6 +35,25 @@ _REQUIRED = {
 }
 
 
+_MIRROR_KEYS = {"file", "source", "converter", "homepage"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mirror:
+    """Another published copy of an entry's weights, in another layout (e.g. BasicSR's
+    conversions of the EDSR-PyTorch files): accepted through `fetch --file`, checked
+    against the sha256 prefix in its name and converted with its own `converter`."""
+
+    file: str
+    source: str
+    converter: str
+    homepage: str
+
+    @property
+    def sha256_prefix(self):
+        return hash_prefix(self.file)
+
+
 class PretrainedError(SisrError, ValueError):
     """A pretrained model that cannot be found, verified, downloaded or converted."""
 
@@ -79,6 +98,7 @@ class Entry:
     score: dict = None
     bfloat16: dict = None
     use: tuple = ()
+    mirrors: tuple = ()
 
     @property
     def bfloat16_guard_holds(self):
@@ -125,7 +145,7 @@ def _check(name, raw, path):
         if not isinstance(raw.get(key), kind) or (kind is int and isinstance(raw[key], bool)):
             fail(f"{key!r} must be of type {kind.__name__}, got {raw.get(key)!r}")
     unknown = sorted(set(raw) - set(_REQUIRED) - {"sha256", "sha256_source", "weak_denoise",
-                                                  "score", "bfloat16", "use"})
+                                                  "score", "bfloat16", "use", "mirrors"})
     if unknown:
         fail(f"unknown field(s) {', '.join(unknown)}")
     converters = converter_names()
@@ -133,6 +153,19 @@ def _check(name, raw, path):
         fail(f"converter {raw['converter']!r} is not one of {', '.join(converters)}")
     if raw["args"].get("scale") != raw["scale"]:
         fail(f"args scale {raw['args'].get('scale')!r} differs from scale {raw['scale']}")
+    mirrors = raw.get("mirrors", [])
+    if not isinstance(mirrors, list):
+        fail(f"mirrors must be a list, got {mirrors!r}")
+    for mirror in mirrors:
+        if not (isinstance(mirror, dict) and set(mirror) == _MIRROR_KEYS
+                and all(isinstance(v, str) for v in mirror.values())):
+            fail(f"a mirror needs file, source, converter and homepage, got {mirror!r}")
+        if not is_plain_name(mirror["file"]) or hash_prefix(mirror["file"]) is None:
+            fail(f"mirror file {mirror['file']!r} must be a plain name carrying its sha256 "
+                 "prefix (NAME-XXXXXXXX.EXT)")
+        if mirror["converter"] not in converters:
+            fail(f"mirror converter {mirror['converter']!r} is not one of "
+                 f"{', '.join(converters)}")
     sha = raw.get("sha256")
     if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
         fail(f"sha256 must be 64 lower-case hex digits or null, got {sha!r}")
@@ -211,8 +244,9 @@ def load_registry(registry=None):
         if not isinstance(raw, dict):
             raise PretrainedError(f"{path}: model {name!r} is not a JSON object")
         _check(name, raw, path)
-        entries[name] = Entry(name=name, **{**raw, "installed": tuple(raw["installed"]),
-                                            "use": tuple(raw.get("use", ()))})
+        entries[name] = Entry(name=name, **{
+            **raw, "installed": tuple(raw["installed"]), "use": tuple(raw.get("use", ())),
+            "mirrors": tuple(Mirror(**m) for m in raw.get("mirrors", []))})
     for name, entry in entries.items():
         partner = entries.get(entry.weak_denoise) if entry.weak_denoise is not None else entry
         if partner is None or (partner.builder, partner.args) != (entry.builder, entry.args):

@@ -27,6 +27,9 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 TRAINER_DEFAULTS = {
     "model": None,
     "scale": 2,
+    # Multi-scale training (a model with several scales, e.g. MDSR): the scales drawn per
+    # batch; null = single-scale training of `scale` (`--scale 2+3+4` sets both).
+    "train_scales": None,
     "scales": None,  # every scale of the registry (`resolve`)
     "dataset": "demo",
     "downgrade": "bicubic",
@@ -277,6 +280,7 @@ def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=N
             + ("" if gan else " (gan_* keys: python -m sisr.train_gan)")
         )
 
+    _resolve_train_scales(config, spec)
     for key in ("epochs", "steps_per_epoch", "batch_size", "lr_patch", "scale"):
         _check_type(key, config[key], int)
         if config[key] < 1:
@@ -319,6 +323,37 @@ def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=N
         _check_gan(config, spec)
     _check_builder(config, spec)
     return config
+
+
+def _resolve_train_scales(config, spec):
+    """Checks `train_scales`; one scale means single-scale training of it (`scale`), more
+    set `scale` to the first (the run's reference scale)."""
+    scales = config["train_scales"]
+    if scales is None:
+        return
+    where = config.origins.get("train_scales", "`train_scales`")
+    if not isinstance(scales, list) or not scales or any(
+            isinstance(s, bool) or not isinstance(s, int) for s in scales) \
+            or len(set(scales)) != len(scales):
+        raise ConfigError(f"{where}: must be a list of distinct scales, got {scales!r}")
+    if len(scales) == 1:
+        config["scale"], config["train_scales"] = scales[0], None
+        return
+    if spec.at_scale is None:
+        raise ConfigError(f"{where}: model {spec.name} has one scale per network; only a "
+                          "multi-scale model (e.g. mdsr) trains several scales at once")
+    for scale in scales:
+        if scale not in spec.scales or scale not in config["scales"]:
+            raise ConfigError(f"{where}: scale {scale} is not supported by model "
+                              f"{spec.name} / profile {config['profile'] or spec.name}; "
+                              f"supported: {sorted(set(spec.scales) & set(config['scales']))}")
+    if config["strategy"] != "default":
+        raise ConfigError(f"{where}: multi-scale training runs on one device; --strategy "
+                          f"{config['strategy']} is not supported with it")
+    if config["init"] != "default":
+        raise ConfigError(f"{where}: `init` {config['init']} is not supported with "
+                          "multi-scale training")
+    config["scale"] = scales[0]
 
 
 def builder_kwargs(config):

@@ -52,7 +52,15 @@ def _weight_norm_adam(config, learning_rate):
     return WeightNormAdam(learning_rate=learning_rate, **ADAM)
 
 
-OPTIMIZERS = {"adam": _adam, "weight_norm_adam": _weight_norm_adam}
+def _torch_adam(config, learning_rate):
+    from sisr.optimizers import TorchAdam
+
+    return TorchAdam(learning_rate=learning_rate, **ADAM)
+
+
+# "torch_adam": torch.optim.Adam's per-weight step counts and epsilon (`TorchAdam`), what
+# multi-scale training needs to match EDSR-PyTorch (a step updates one scale's branch).
+OPTIMIZERS = {"adam": _adam, "weight_norm_adam": _weight_norm_adam, "torch_adam": _torch_adam}
 
 
 # -- distribution strategies -----------------------------------------------------------

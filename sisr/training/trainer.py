@@ -274,14 +274,14 @@ class Trainer:
             raise ConfigError(f"`init` {self.config['init']} with --strategy multi-worker "
                               "needs a --seed (every worker initialises on its own batch)")
         if self.datasets is None:
-            self.datasets = open_datasets(self.config)
-            make_pipelines(self.config, self.datasets)
+            self.datasets = self.open_datasets()
+            self.pipelines(self.datasets)
         path = self.config["pretrained_model"]
         if path and not resume and self.pretrained is None:
             with precision("float32"):
                 pretrained = load_model(path)
                 try:
-                    copy_pretrained(build_model(self.config), pretrained, self.config["scale"])
+                    copy_pretrained(self.build_network(), pretrained, self.config["scale"])
                 except PretrainedMismatch as err:
                     raise PretrainedMismatch(f"--pretrained-model {path}: {err}") from None
             self.pretrained = pretrained
@@ -293,10 +293,22 @@ class Trainer:
         log.info("copied %d layers from %s", len(names), self.config["pretrained_model"])
 
     # -- hooks ---------------------------------------------------------------------------
+    def build_network(self):
+        """The network trained (uncompiled), as the configuration says."""
+        return build_model(self.config)
+
+    def open_datasets(self):
+        """The datasets that `pipelines` reads (checked by `prepare`)."""
+        return open_datasets(self.config)
+
+    def pipelines(self, datasets, initial_epoch=0):
+        """`(train, valid)` tf.data pipelines (see `make_pipelines`)."""
+        return make_pipelines(self.config, datasets, initial_epoch)
+
     def build(self, resume):
         """The compiled model to `fit` (called inside the strategy and precision scopes)."""
         config = self.config
-        model = build_model(config)
+        model = self.build_network()
         if self.pretrained is not None and not resume:
             self.seed_from_pretrained(model)
         self.loss = make_loss(config)
@@ -358,10 +370,10 @@ class Trainer:
             keras.utils.set_random_seed(config["seed"])
 
         with precision("float32"):
-            export_model = build_model(config)
+            export_model = self.build_network()
         with precision(config["precision"]), strategy.scope(), \
                 distributed.output_dir(run_dir, strategy) as out_dir:
-            train_ds, valid_ds = make_pipelines(config, datasets, initial_epoch)
+            train_ds, valid_ds = self.pipelines(datasets, initial_epoch)
             model = self.build(resume)
             if strategy.num_replicas_in_sync > 1:
                 distributed.synchronize_batch_norm(model)
@@ -397,8 +409,13 @@ class Trainer:
                                 f"finite losses and validation scores, so {final_path} was "
                                 "never written (try a lower --learning-rate)")
         final = load_model(final_path)
-        return write_result(run_dir, config, model, final, datasets[1], self.shave,
-                            **{self.result_key: run_cb.best_model})
+        return self.result(run_dir, model, final, datasets,
+                           **{self.result_key: run_cb.best_model})
+
+    def result(self, run_dir, model, final, datasets, **extra):
+        """Scores the final model and writes `result.json` (see `write_result`)."""
+        return write_result(run_dir, self.config, model, final, datasets[1], self.shave,
+                            **extra)
 
 
 def check_restored(model, state, run_dir):
