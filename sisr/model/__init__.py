@@ -8,6 +8,8 @@ Importing this package imports every builder module, which registers its `ModelS
 
 from sisr.model.discriminator import discriminator
 from sisr.model.edsr import edsr
+from sisr.model.rcan import rcan
+from sisr.model.rdn import rdn
 from sisr.model.registry import (
     MODELS, ModelSpec, build, generators, get_spec, register, spec_of, unregister,
 )
@@ -20,4 +22,5 @@ __all__ = [
     "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "generators",
     "get_spec", "model_info", "register", "spec_of", "srresnet", "unregister", "wdsr_a",
     "wdsr_b",
+    "rcan", "rdn",
 ]
