@@ -33,18 +33,19 @@ def forward_names():
 # sisr's count (trainable weights; the MeanShift of the official RCAN is frozen) equals the
 # official module's (the manifest, counted by the generator) and these published sizes:
 # RCAN ~16M (paper, Table 6: 15.6M at x4); RDN ~22M (configuration B).
+SLOW = pytest.mark.slow  # a full RCAN takes seconds even to count
 PARAMETERS = [
-    ("rcan", {"scale": 2}, "rcan_x2", 15_444_643),
-    ("rcan", {"scale": 3}, "rcan_x3", 15_629_283),
+    pytest.param("rcan", {"scale": 2}, "rcan_x2", 15_444_643, marks=SLOW),
+    pytest.param("rcan", {"scale": 3}, "rcan_x3", 15_629_283, marks=SLOW),
     ("rcan", {"scale": 4}, "rcan_x4", 15_592_355),
-    ("rcan", {"scale": 8}, "rcan_x8", 15_740_067),
+    pytest.param("rcan", {"scale": 8}, "rcan_x8", 15_740_067, marks=SLOW),
     ("rdn", {"scale": 2}, "rdn_B_x2", 22_123_395),
-    ("rdn", {"scale": 3}, "rdn_B_x3", 22_308_035),
+    pytest.param("rdn", {"scale": 3}, "rdn_B_x3", 22_308_035, marks=SLOW),
     ("rdn", {"scale": 4}, "rdn_B_x4", 22_271_107),
     ("rdn", {"scale": 2, "num_blocks": 20, "num_layers": 6, "growth_rate": 32},
      "rdn_A_x2", 5_541_795),
-    ("rdn", {"scale": 4, "num_blocks": 20, "num_layers": 6, "growth_rate": 32},
-     "rdn_A_x4", 5_578_787),
+    pytest.param("rdn", {"scale": 4, "num_blocks": 20, "num_layers": 6, "growth_rate": 32},
+                 "rdn_A_x4", 5_578_787, marks=SLOW),
 ]
 
 
@@ -178,7 +179,8 @@ def test_training_steps_equal_official(name):
     check_training(name)
 
 
-@pytest.mark.parametrize("broken", [{"learning_rate": 1.2e-4}, {"loss": "mse"}])
+@pytest.mark.parametrize("broken", [{"learning_rate": 1.2e-4},
+                                    pytest.param({"loss": "mse"}, marks=SLOW)])
 def test_a_wrong_training_rule_breaks_the_match(broken):
     with pytest.raises(AssertionError):
         check_training("train_rcan_x2.npz", **broken)

@@ -9,9 +9,11 @@ import pytest
 from reference_data import DATA, compact_manifest, load_compact, read_json
 
 KRASSERM = os.path.join(DATA, "krasserm")
-# Fixtures made by tests/data/make_training_fixtures.py, each folder with its manifest.json
-GENERATED = ("training", "basicsr")
+# Fixtures made by the generators in tests/data/ (make_training_fixtures.py,
+# make_rcan_rdn_fixtures.py, make_isr_fixtures.py), each folder with its manifest.json
+GENERATED = ("training", "basicsr", "rcan_rdn", "isr")
 DOCUMENTATION = {"README.md", "metrics_reference.json", "make_training_fixtures.py",
+                 "make_rcan_rdn_fixtures.py", "make_isr_fixtures.py",
                  os.path.join("compact", "manifest.json"),
                  os.path.join("krasserm", "README.md"), os.path.join("krasserm", "manifest.json"),
                  os.path.join("krasserm", "make_files.py")} | {
@@ -45,7 +47,7 @@ def listed():
 
 def test_checksums_match_the_manifests():
     files = listed()
-    assert len(files) == 13 + 4 + 1 + 14
+    assert len(files) == 13 + 4 + 1 + 14 + 14 + 4
     for name, expected in files.items():
         assert sha256(os.path.join(DATA, name)) == expected, name
 
