@@ -224,3 +224,45 @@ def test_isr_file_with_a_missing_layer_is_refused(tmp_path):
             f.copy(n, g)
     with pytest.raises(PortError, match="LFF_2|isr-rdn"):
         port(str(broken), source="isr-rdn")
+
+
+# ------------------------------------------------------------- zip archives (RCAN's files)
+
+def test_rcan_weights_from_a_zip_archive(tmp_path, monkeypatch, capsys):
+    # like rcan-x2: the official models come in one .zip; the member is extracted alone
+    import hashlib
+    import zipfile
+
+    from sisr import pretrained
+    from sisr.pretrained.cli import main
+
+    state_dict, x, expected, entry = load_forward("rcan_x2.npz")
+    member = "models_ECCV2018RCAN/RCAN_BIX2.npz"
+    weights = tmp_path / "RCAN_BIX2.npz"
+    np.savez(weights, **state_dict)
+    archive = tmp_path / "models_ECCV2018RCAN.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(weights, member)
+        zf.writestr("../../escaped.npz", b"evil")  # never extracted
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    args = {"scale": 2, "num_groups": 2, "num_blocks": 2, "num_filters": 8, "reduction": 4}
+    raw = {"description": "tiny RCAN", "builder": "rcan", "args": args, "scale": 2,
+           "parameters": count_parameters(get_spec("rcan"), args),
+           "url": archive.as_uri(), "file": member, "source": "tests",
+           "homepage": "https://example.org", "licence": "MIT",
+           "converter": "edsr-pytorch-rcan", "archive": True, "installed": []}
+    registry = tmp_path / "registry.json"
+    models = {"tiny-rcan": {**raw, "sha256": digest},
+              "tiny-rcan-missing": {**raw, "file": "models_ECCV2018RCAN/RCAN_BIX3.npz"}}
+    registry.write_text(json.dumps({"format": 1, "models": models}))
+    monkeypatch.setenv("SISR_PRETRAINED_REGISTRY", str(registry))
+    monkeypatch.setenv("SISR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SISR_OFFLINE", raising=False)
+
+    model = pretrained.load("tiny-rcan")  # downloaded (file://), extracted, verified
+    assert np.abs(run(model, x) - expected).max() < PORT_ATOL
+    extracted = tmp_path / "home" / "downloads" / "models_ECCV2018RCAN"
+    assert sorted(os.listdir(extracted)) == ["RCAN_BIX2.npz"]
+    assert not (tmp_path / "escaped.npz").exists()
+    assert main(["fetch", "tiny-rcan-missing", "--file", str(archive)]) == 1
+    assert "has no file models_ECCV2018RCAN/RCAN_BIX3.npz" in capsys.readouterr().err
