@@ -160,6 +160,7 @@ def run_case(case, tile, check_seams, precision="float32", overlap=None):
 
 
 def main(argv=None):
+    global LR_SHAPE
     from sisr.upscale import DEFAULT_TILE
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -181,7 +182,6 @@ def main(argv=None):
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-overlap", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    global LR_SHAPE
     try:
         LR_SHAPE = tuple(int(n) for n in args.lr_shape.lower().split("x"))
         assert len(LR_SHAPE) == 2 and min(LR_SHAPE) > 0
