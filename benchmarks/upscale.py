@@ -97,7 +97,7 @@ def estimate_gb(case, tile):
 def window_pixels(upscaler, shape):
     """LR pixels the tiles' windows (tile + overlap, cut at the image border) process."""
     h, w = shape
-    m = upscaler.overlap
+    m = upscaler.overlap or 0  # None for a model that is never tiled
     return sum((min(h, y1 + m) - max(0, y0 - m)) * (min(w, x1 + m) - max(0, x0 - m))
                for y0, y1, x0, x1 in upscaler.tiles(h, w))
 

@@ -71,7 +71,7 @@ def rdn(scale, num_blocks=16, num_layers=8, growth_rate=64, num_filters=64,
         raise ValueError(f"rdn: `upsampler` must be one of {UPSAMPLERS}, got {upsampler!r}")
 
     x_in = lr_input()
-    f1 = conv(num_filters, 3, name="head_conv1")(x_in)
+    f1 = conv(num_filters, 3, name="head_conv")(x_in)
     x = conv(num_filters, 3, name="head_conv2")(f1)
     outputs = []
     for d in range(num_blocks):
@@ -86,6 +86,8 @@ def rdn(scale, num_blocks=16, num_layers=8, growth_rate=64, num_filters=64,
         x = rdn_upsample(x, scale, growth_rate)
     else:
         x = isr_upsample(x, scale, shuffle=upsampler == "isr-shuffle")
+    # no denormalisation layer to end in float32 under a mixed policy, as the others do
+    x = keras.layers.Activation("linear", name="output_float32", dtype="float32")(x)
     return sr_model(x_in, x, "rdn", scale=scale, num_blocks=num_blocks,
                     num_layers=num_layers, growth_rate=growth_rate, num_filters=num_filters,
                     upsampler=upsampler)

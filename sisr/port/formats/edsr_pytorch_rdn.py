@@ -88,7 +88,7 @@ def describe(state_dict, **options):
     def fill(prefix, layer, shuffle=1):
         return ConvFill.of(state_dict, prefix, layer, shuffle)
 
-    fills = [fill("SFENet1", "head_conv1"), fill("SFENet2", "head_conv2")]
+    fills = [fill("SFENet1", "head_conv"), fill("SFENet2", "head_conv2")]
     for d in blocks:
         fills += [fill(f"RDBs.{d}.convs.{c}.conv.0", f"block{d + 1}_conv{c + 1}")
                   for c in layers]

@@ -103,7 +103,7 @@ def describe(file, **options):
     else:
         raise PortError(f"layer 'SR' has {sr.cin} inputs: expected {up3.cout} (ISR's "
                         "nearest-neighbour upsampling) or 3 (its pixel shuffle)")
-    targets = {"F_m1": "head_conv1", "F_0": "head_conv2", "GFF_1": "fusion_conv1",
+    targets = {"F_m1": "head_conv", "F_0": "head_conv2", "GFF_1": "fusion_conv1",
                "GFF_2": "fusion_conv2", "SR": tail}
     targets.update({f"UPN{k}": f"upsample_x{scale}_conv{k}" for k in (1, 2, 3)})
     for d in blocks:
