@@ -28,6 +28,8 @@ MODELS = {
     "wdsr-b-x4": ("wdsr_b", dict(scale=4, num_filters=32, num_res_blocks=16,
                                  res_block_expansion=6)),
     "srresnet-x4": ("srresnet", dict(scale=4, num_filters=64, num_res_blocks=16)),
+    "rcan-x4": ("rcan", dict(scale=4)),  # the paper's RCAN (10 groups of 20 blocks)
+    "rdn-x4": ("rdn", dict(scale=4)),  # the paper's RDN, configuration B
     "edsr-full-x2": ("edsr", dict(scale=2, num_filters=256, num_res_blocks=32,
                                   res_block_scaling=0.1)),
 }

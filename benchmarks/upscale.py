@@ -43,7 +43,8 @@ else:  # run as a script: python benchmarks/upscale.py
     from common import format_table, median, model_cases, spread
 
 LR_SHAPE = (1356, 2040)  # a DIV2K-sized LR image (height, width)
-CASES = model_cases("edsr-x2", "edsr-x4", "wdsr-b-x2", "wdsr-b-x4", "srresnet-x4")
+DEFAULT_CASES = ("edsr-x2", "edsr-x4", "wdsr-b-x2", "wdsr-b-x4", "srresnet-x4")
+CASES = model_cases(*DEFAULT_CASES, "rcan-x4", "rdn-x4")
 SEAM_CROP = (200, 700)  # LR rows/cols of the seam check: straddles the 256-pixel tile borders
 
 
@@ -96,7 +97,7 @@ def estimate_gb(case, tile):
 def window_pixels(upscaler, shape):
     """LR pixels the tiles' windows (tile + overlap, cut at the image border) process."""
     h, w = shape
-    m = upscaler.overlap
+    m = upscaler.overlap or 0  # None for a model that is never tiled
     return sum((min(h, y1 + m) - max(0, y0 - m)) * (min(w, x1 + m) - max(0, x0 - m))
                for y0, y1, x0, x1 in upscaler.tiles(h, w))
 
@@ -137,7 +138,8 @@ def worker(case, tile, check_seams, precision="float32", overlap=None):
 def run_case(case, tile, check_seams, precision="float32", overlap=None):
     """Runs `worker` in a fresh subprocess; returns its figures plus peak RSS in GB."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", case,
-               "--tile", str(tile), "--precisions", precision] + (
+               "--tile", str(tile), "--precisions", precision,
+               "--lr-shape", f"{LR_SHAPE[0]}x{LR_SHAPE[1]}"] + (
         ["--check-seams"] if check_seams else []) + (
         ["--worker-overlap", str(overlap)] if overlap is not None else [])
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -158,11 +160,14 @@ def run_case(case, tile, check_seams, precision="float32", overlap=None):
 
 
 def main(argv=None):
+    global LR_SHAPE
     from sisr.upscale import DEFAULT_TILE
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", default=",".join(CASES), help="comma-separated: " +
+    p.add_argument("--cases", default=",".join(DEFAULT_CASES), help="comma-separated: " +
                    ", ".join(CASES))
+    p.add_argument("--lr-shape", default=f"{LR_SHAPE[0]}x{LR_SHAPE[1]}",
+                   help="LR image HEIGHTxWIDTH (default %(default)s)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile of the tiled runs")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     p.add_argument("--max-gb", type=float, default=8.0,
@@ -177,6 +182,11 @@ def main(argv=None):
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-overlap", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    try:
+        LR_SHAPE = tuple(int(n) for n in args.lr_shape.lower().split("x"))
+        assert len(LR_SHAPE) == 2 and min(LR_SHAPE) > 0
+    except (ValueError, AssertionError):
+        p.error(f"--lr-shape: HEIGHTxWIDTH, got {args.lr_shape!r}")
     if args.worker:
         worker(args.worker, args.tile, args.check_seams, args.precisions,
                args.worker_overlap)
@@ -189,9 +199,14 @@ def main(argv=None):
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         p.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
-    runs, skipped = [], []
+    from sisr.model import get_spec
+
+    runs, skipped, untileable = [], [], []
     for case in cases:
         for tile in ([args.tile] if args.no_untiled else [args.tile, 0]):
+            if tile and not get_spec(CASES[case][0]).local:
+                untileable.append(case)  # global pooling or attention: tiles are refused
+                continue
             estimate = estimate_gb(case, tile)
             if tile == 0 and estimate > args.max_gb:
                 skipped.append((case, estimate))
@@ -247,6 +262,8 @@ def main(argv=None):
          "SR Mpx/s", "peak RSS GB", "est. GB", "seam max diff", "overlap cost"], rows))
     for case, estimate in skipped:
         print(f"{case} untiled: skipped, estimated {estimate:.1f} GB > --max-gb {args.max_gb}")
+    for case in untileable:
+        print(f"{case} tiled: not run, the model is not tileable (local=False)")
     return 0
 
 

@@ -11,6 +11,7 @@ from sisr.model import build
 EXPECTED_PROFILES = {
     "edsr-8", "edsr-16", "edsr", "edsr-gen", "wdsr-a-8", "wdsr-a-16", "wdsr-a-32",
     "wdsr-b-8", "wdsr-b-16", "wdsr-b-32", "sr-resnet",
+    "rcan", "rdn", "rdn-a",
 }
 # Profiles of the smaller networks, whose recipes are their papers' / keras-io's.
 SMALL_PROFILES = {"vdsr": ("l1", 1e-4), "srcnn": ("mse", 1e-4), "fsrcnn": ("mse", 1e-3),

@@ -82,10 +82,13 @@ def test_formats_are_the_layouts_of_the_registered_models():
     assert set(sources()) == {formats.load(name).NAME for name in union}
     assert set(sources()) == {"edsr-pytorch", "basicsr-edsr", "wdsr", "krasserm",
                               "edsr-pytorch-vdsr", "mdsr-pytorch",
-                              "basicsr-rrdb", "esrgan-old", "realesrgan-srvgg"}
+                              "basicsr-rrdb", "esrgan-old", "realesrgan-srvgg",
+                              "edsr-pytorch-rcan", "basicsr-rcan", "edsr-pytorch-rdn",
+                              "isr-rdn"}
     assert converter_names() == sources()
     choices = formats.choices()
-    for alias in ("auto", "edsr", "basicsr", "wdsr-a", "wdsr-b", "krasserm", "mdsr"):
+    for alias in ("auto", "edsr", "basicsr", "wdsr-a", "wdsr-b", "krasserm", "mdsr", "rcan",
+                  "rdn", "isr"):
         assert alias in choices
 
 
@@ -160,15 +163,25 @@ def test_basicsr_with_another_key_is_not_basicsr_edsr():
         port(sd, source="basicsr-edsr")
 
 
-def test_edsr_pytorch_with_rcan_keys_is_refused_naming_the_closest_layout():
+def test_rcan_keys_are_read_as_rcan_not_edsr():
     sd = rcan_like_state()
     assert not formats.get("edsr-pytorch")[0].detect(sd)
+    assert formats.get("edsr-pytorch-rcan")[0].detect(sd)
+    model = port(sd)
+    assert model.builder == "rcan"
+    assert model.arguments == {"scale": 2, "num_groups": 2, "num_blocks": 2,
+                               "num_filters": 8, "reduction": 4}
+    with pytest.raises(PortError):
+        port(sd, source="edsr-pytorch")
+
+
+def test_rcan_with_a_missing_key_is_refused_naming_the_closest_layout():
+    sd = rcan_like_state()
+    del sd["body.1.body.1.body.3.conv_du.2.bias"]
     with pytest.raises(PortError) as err:
         port(sd)
-    message = str(err.value)
-    assert "the closest is edsr-pytorch (4 missing key(s): body.0.body.0.bias" in message
-    assert "32 unexpected key(s): body.0.body.0.body.0.bias" in message
-    assert "body.0.body.0.body.2.weight, ...)" in message  # a few of each, not all 32
+    assert ("the closest is edsr-pytorch-rcan (1 missing key(s): "
+            "body.1.body.1.body.3.conv_du.2.bias)") in str(err.value)
 
 
 def test_unknown_keys_are_refused_naming_the_closest_layout():

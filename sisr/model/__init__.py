@@ -11,6 +11,8 @@ from sisr.model.edsr import edsr
 from sisr.model.espcn import espcn
 from sisr.model.fsrcnn import fsrcnn
 from sisr.model.mdsr import mdsr, mdsr_at
+from sisr.model.rcan import rcan
+from sisr.model.rdn import rdn
 from sisr.model.registry import (
     MODELS, ModelSpec, build, generators, get_spec, register, spec_of, unregister,
 )
@@ -25,6 +27,7 @@ from sisr.model.wdsr_b import wdsr_b
 
 __all__ = [
     "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "espcn", "fsrcnn",
-    "generators", "get_spec", "mdsr", "mdsr_at", "model_info", "register", "rrdbnet",
-    "spec_of", "srcnn", "srresnet", "srvgg_compact", "unregister", "vdsr", "wdsr_a", "wdsr_b",
+    "generators", "get_spec", "mdsr", "mdsr_at", "model_info", "rcan", "rdn", "register",
+    "rrdbnet", "spec_of", "srcnn", "srresnet", "srvgg_compact", "unregister", "vdsr", "wdsr_a",
+    "wdsr_b",
 ]

@@ -191,18 +191,19 @@ class ConvFill(Fill):
     prefix: str = ""
     shuffle: int = 1
     bias_scale: float = 1.0
+    kernel_scale: float = 1.0
 
     @classmethod
-    def of(cls, state_dict, prefix, layer, shuffle=1, bias_scale=1.0):
+    def of(cls, state_dict, prefix, layer, shuffle=1, bias_scale=1.0, kernel_scale=1.0):
         keys = conv_keys(state_dict, prefix)
         shape = tuple(np.shape(state_dict[keys[-2]]))
         return cls(layer, keys, f"{keys[-2]} has shape {shape} (OIHW)",
                    state_dict=state_dict, prefix=prefix, shuffle=shuffle,
-                   bias_scale=bias_scale)
+                   bias_scale=bias_scale, kernel_scale=kernel_scale)
 
     def arrays(self):
         weight, bias = conv_params(self.state_dict, self.prefix)
-        return list(to_keras(weight, bias, self.shuffle, self.bias_scale))
+        return list(to_keras(weight * self.kernel_scale, bias, self.shuffle, self.bias_scale))
 
 
 # ---------------------------------------------------------------- EDSR's convs

@@ -166,7 +166,7 @@ def _user_file(entry, path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise PretrainedError(f"{entry.name}: --file {path}: no such file")
-    if entry.archive and files.is_tar(path):
+    if entry.archive and files.is_archive(path):
         return _extract_verified(entry, path, path)
     return path, files.verify(entry, path, "the file", mirrors=True)
 

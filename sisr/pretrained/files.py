@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tarfile
+import zipfile
 
 from sisr.pretrained.registry import PretrainedError
 
@@ -73,12 +74,36 @@ def is_tar(path):
         return False
 
 
+def is_archive(path):
+    """True for a tar or zip archive (the kinds `extract_member` reads)."""
+    return is_tar(path) or zipfile.is_zipfile(path)
+
+
+def _extract_zip_member(archive, member, destination):
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            try:
+                info = zf.getinfo(member)
+            except KeyError:
+                info = None
+            if info is None or info.is_dir():
+                raise PretrainedError(f"{archive} has no file {member}")
+            with zf.open(info) as source, open(destination, "wb") as out:
+                shutil.copyfileobj(source, out, _CHUNK)
+    except (zipfile.BadZipFile, EOFError, OSError, RuntimeError) as err:
+        raise PretrainedError(f"cannot read {member} from the archive {archive}: {err}") \
+            from None
+    return destination
+
+
 def extract_member(archive, member, destination):
-    """Copies regular-file `member` of the tar `archive` to the path `destination`.
+    """Copies regular-file `member` of the tar or zip `archive` to the path `destination`.
 
     Only that member is read; its name is matched exactly (no path of the archive is
     ever used to write), so links and `..` entries cannot write outside `destination`.
     """
+    if not is_tar(archive) and zipfile.is_zipfile(archive):
+        return _extract_zip_member(archive, member, destination)
     try:
         with tarfile.open(archive) as tar:
             try:
