@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from sisr import cli, imageio
+from sisr import cli, imageio, video
 from sisr.cli_precision import CLI_PRECISIONS, choose_precision
 from sisr.errors import UsageError
 from sisr.fileio import atomic_output, check_writable_dir
@@ -73,17 +73,18 @@ def save_comparison(path, lr, sr, scale, hr=None, overwrite=False):
 
 
 def expand_inputs(inputs):
-    """Image files and the images of folders (not recursive, sorted), in order given.
+    """Image and video files and the images and videos of folders (not recursive, sorted),
+    in order given.
 
     Raises `ImageError` for a path that does not exist or a folder without images.
     """
     paths = []
     for item in map(os.fspath, inputs):
         if os.path.isdir(item):
-            found = imageio.list_images(item)
+            found = sorted(imageio.list_images(item) + video.list_videos(item))
             if not found:
                 raise imageio.ImageError(f"{item}: folder contains no images "
-                                         f"({', '.join(imageio.IMAGE_EXTENSIONS)})")
+                                         f"({', '.join(imageio.IMAGE_EXTENSIONS)}) or videos")
             paths.extend(found)
         elif os.path.isfile(item):
             paths.append(item)
@@ -142,6 +143,10 @@ def make_parser():
     p.add_argument("--first-frame", action="store_true",
                    help="upscale the first frame of animated images (refused otherwise)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    # --- video (sisr.video; needs the `video` extra) ---
+    p.add_argument("--codec", help="video encoder (default libx264 yuv420p; VP9 for .webm)")
+    p.add_argument("--crf", type=int, help="video constant rate factor (libx264: 0..51, "
+                                            "lower is better; default: the codec's)")
     return p
 
 
@@ -194,7 +199,29 @@ def _check_outputs_are_not_inputs(sources, targets, args):
                          "write the outputs to another folder")
 
 
-def _target(source, outdir, fmt, scale):
+def _upscale_video(upscaler, source, target, args, progress):
+    """One video file (sisr.video), with a progress bar in frames."""
+    progress.reset(total=video.count_frames(source) or None)
+    progress.unit = "frame"
+    progress.set_description(os.path.basename(source))
+    video.upscale_video(upscaler, source, target, codec=args.codec, crf=args.crf,
+                        overwrite=args.force, on_frames=progress.update)
+    progress.unit = "tile"
+
+
+def _video_output(sources, kinds, args):
+    """The output file named by -o for one video input (-o clip_x4.mp4), else None."""
+    if kinds == ["video"] and video.is_video_file(args.output) \
+            and not os.path.isdir(args.output):
+        return args.output
+    return None
+
+
+def _target(source, outdir, fmt, scale, kind="image"):
+    if kind == "video":  # same container; videos known by content only become .mkv
+        stem, ext = os.path.splitext(os.path.basename(source))
+        ext = ext if video.is_video_file(ext) else ".mkv"
+        return os.path.join(outdir, f"{stem}_x{scale}{ext}"), None
     """Output path STEM_xS.EXT and format; "keep" follows the input's extension."""
     stem, ext = os.path.splitext(os.path.basename(source))
     if fmt == "keep":
@@ -235,24 +262,35 @@ def _main(args):
 
     with cli.checking():
         sources = expand_inputs(args.input)
-        check_writable_dir(args.output)
+        kinds = [video.media_kind(source) or "image" for source in sources]
+        if "video" in kinds:
+            video.require_av()
+            if args.codec:
+                video.check_codec(args.codec)
+        named = _video_output(sources, kinds, args)
+        check_writable_dir(os.path.dirname(os.path.abspath(named)) if named else args.output)
         model, scale = load_sr_model(resolve_model(args.model), args.scale)
         precision, reason = choose_precision(args.precision, args.model)
         log.info("precision %s (%s)", precision, reason)
         upscaler = _upscaler(model, scale, precision, args)
-        targets = [_target(source, args.output, args.format, scale) for source in sources]
+        targets = [(named, None)] if named else [
+            _target(source, args.output, args.format, scale, kind)
+            for source, kind in zip(sources, kinds)]
         _check_outputs_are_not_inputs(sources, [target for target, _ in targets], args)
 
     failures, written, planned = [], [], set()
     many = len(sources) > 1
     with tqdm(total=0, unit="tile", disable=args.quiet or None, file=sys.stderr) as progress:
-        for source, (target, fmt) in zip(sources, targets):
+        for source, (target, fmt), kind in zip(sources, targets, kinds):
             try:
                 if target in planned:
                     raise FileExistsError(f"{target} is also the output of another input")
                 planned.add(target)
-                _upscale_file(upscaler, source, target, fmt, args,
-                              _find_hr(args.hr, source, many), progress)
+                if kind == "video":
+                    _upscale_video(upscaler, source, target, args, progress)
+                else:
+                    _upscale_file(upscaler, source, target, fmt, args,
+                                  _find_hr(args.hr, source, many), progress)
                 written.append(target)
             except (imageio.ImageError, OSError, ValueError) as err:
                 # Messages that name the file already are not prefixed again.
