@@ -3,7 +3,8 @@
     python -m sisr.upscale -i photos/ -o out/ --model wdsr-b-x4.keras --tile 256 --compare
 
 The work is `sisr.upscaling` (seamless tiles, channel layouts, self-ensemble); this module
-reads and writes the files. EXIF orientation is applied. By default a model is run in
+reads and writes the files (videos: `sisr.video`, frame by frame, audio and timestamps
+kept). EXIF orientation is applied. By default a model is run in
 tiles of `DEFAULT_TILE` LR pixels if it is tileable (every layer local), else on whole
 images (logged); an explicit `--tile N` with a model that is not tileable is refused.
 """
@@ -113,9 +114,11 @@ def make_parser():
         "sisr.upscale",
         description="Super-resolve image files or folders with a sisr model, in tiles.")
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="PATH",
-                   help="image files and/or folders (PNG, JPEG, WebP)")
+                   help="image files, video files and/or folders (PNG, JPEG, WebP; MP4, MKV, "
+                        "... with the `video` extra)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
-                   help="output folder (created if needed); files are named STEM_xS.EXT")
+                   help="output folder (created if needed); files are named STEM_xS.EXT; "
+                        "for one video, may name the output video (-o clip_x4.mp4)")
     p.add_argument("--model", required=True, help=".keras model file")
     p.add_argument("--scale", type=int, help="expected scale; an error if the model's differs")
     p.add_argument("--tile", type=int,
@@ -201,12 +204,12 @@ def _check_outputs_are_not_inputs(sources, targets, args):
 
 def _upscale_video(upscaler, source, target, args, progress):
     """One video file (sisr.video), with a progress bar in frames."""
+    if args.compare:
+        log.warning("%s: --compare is for images; no comparison for a video", source)
     progress.reset(total=video.count_frames(source) or None)
-    progress.unit = "frame"
     progress.set_description(os.path.basename(source))
     video.upscale_video(upscaler, source, target, codec=args.codec, crf=args.crf,
                         overwrite=args.force, on_frames=progress.update)
-    progress.unit = "tile"
 
 
 def _video_output(sources, kinds, args):
@@ -286,6 +289,7 @@ def _main(args):
                 if target in planned:
                     raise FileExistsError(f"{target} is also the output of another input")
                 planned.add(target)
+                progress.unit = "frame" if kind == "video" else "tile"
                 if kind == "video":
                     _upscale_video(upscaler, source, target, args, progress)
                 else:
@@ -297,7 +301,8 @@ def _main(args):
                 message = str(err)
                 log.error("%s", message if source in message else f"{source}: {message}")
                 failures.append(source)
-    print(f"upscaled {len(written)} of {len(sources)} image(s) x{scale} into {args.output}"
+    noun = "file(s)" if "video" in kinds else "image(s)"
+    print(f"upscaled {len(written)} of {len(sources)} {noun} x{scale} into {args.output}"
           + (f"; {len(failures)} failed: " + ", ".join(failures) if failures else ""))
     return 1 if failures else 0
 

@@ -2,6 +2,7 @@
 frames made here with PyAV (the `video` extra); skipped without it."""
 
 import os
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -226,19 +227,14 @@ def test_interrupted_run_leaves_no_file(tmp_path, model):
     assert sorted(os.listdir(tmp_path)) == ["in.mkv"]
 
 
-def test_missing_pyav_says_how_to_install(monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def no_av(name, *args, **kwargs):
-        if name == "av":
-            raise ImportError(name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_av)
+def test_missing_pyav_says_how_to_install(tmp_path, model_file, monkeypatch, capsys):
+    src = make_clip(tmp_path / "clip.mkv", frames=2)
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
     with pytest.raises(sisr.errors.UsageError, match=r"pip install 'sisr\[video\]'"):
         sv.require_av()
+    assert up.main(["-i", src, "-o", str(tmp_path / "out"), "--model", model_file]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {sv.INSTALL_HINT}"
 
 
 # ------------------------------------------------------------------ CLI
