@@ -35,8 +35,11 @@ INSTALL_HINT = "video needs PyAV, an optional extra: pip install 'sisr[video]'"
 # 256); a whole-frame run of a larger video goes one frame at a time.
 BATCH_PIXELS = 4 * 256 * 256
 MAX_BATCH = 8
+# Containers that store no timestamps, only a frame rate (variable timing is lost there).
+_CONSTANT_RATE = ("avi",)
 _H264 = ("libx264", "libopenh264", "mpeg4")
-# Pixel formats that keep RGB exactly, for codecs that can store them (FFV1, PNG, ...).
+# Lossless codecs, and the pixel formats that keep RGB exactly in them.
+_LOSSLESS = ("ffv1", "png", "utvideo", "huffyuv", "ffvhuff", "libx264rgb", "qtrle", "rawvideo")
 _RGB_FORMATS = ("rgb24", "bgr0", "bgr24", "gbrp")
 
 
@@ -136,10 +139,10 @@ def check_codec(name):
 
 
 def _pix_fmt(codec):
-    """yuv420p (what players expect) unless the codec stores RGB losslessly (FFV1, PNG):
-    then RGB, so nothing is lost to a colour conversion."""
+    """yuv420p (what players expect), but RGB for lossless codecs (FFV1, PNG, ...) so that
+    nothing is lost to a colour conversion."""
     formats = [f.name for f in (codec.video_formats or [])]
-    if codec.name not in ("libx264", "libx265", "h264", "hevc"):
+    if codec.name in _LOSSLESS:
         for name in _RGB_FORMATS:
             if name in formats:
                 return name
@@ -249,7 +252,8 @@ def _reader(av, src, container, stream, audio, out):
                 continue
             for frame in packet.decode():
                 pts, time_base = frame.pts, frame.time_base or stream.time_base
-                if pts is None:  # no timestamps (raw streams): evenly spaced
+                if pts is None or container.format.name in _CONSTANT_RATE:
+                    # No timestamps (AVI's come in decoding order): evenly spaced.
                     pts, time_base = count, 1 / rate
                 if count == 0:
                     out.put(("rotation", frame.rotation))
@@ -352,6 +356,9 @@ def _writer(av, tmp, fmt, src_audio, settings, pipe, result):
                     _mux_audio(output, audio, item[1])
                 continue
             _, sr, pts, time_base = item
+            if fmt in _CONSTANT_RATE:  # frame numbers as timestamps
+                pts = round(pts * time_base * settings["rate"])
+                time_base = 1 / settings["rate"]
             if output is None:
                 output, video = _open_output(
                     av, tmp, fmt, settings["codec"], (sr.shape[1], sr.shape[0]),

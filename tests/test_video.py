@@ -81,12 +81,14 @@ def read_clip(path):
             times.append(float(frame.pts * frame.time_base))
             rotation = frame.rotation
         facts["rotation"] = rotation
-        audio = None
+    audio = None
+    with av.open(str(path)) as container:  # again: the first pass read to the end
         if container.streams.audio:
             a = container.streams.audio[0]
             facts["audio_codec"] = a.codec_context.name
             samples = sum(f.samples for f in container.decode(a))
             audio = samples / a.codec_context.sample_rate
+            assert audio > 0
     return frames, times, facts, audio
 
 
@@ -278,3 +280,23 @@ def test_cli_refuses_unknown_codec(tmp_path, model_file, capsys):
     assert up.main(["-i", src, "-o", str(tmp_path / "o"), "--model", model_file,
                     "--codec", "no-such-codec"]) == 2
     assert "no-such-codec" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ext,codec,audio", [(".webm", "vp9", "re-encoded pcm_s16le as "),
+                                             (".avi", "h264", "copied pcm_s16le")])
+def test_other_containers_get_their_codecs_and_keep_the_audio(tmp_path, model, ext, codec,
+                                                              audio):
+    src = make_clip(tmp_path / "in.mkv", frames=5, audio=True)
+    dst = tmp_path / f"out{ext}"
+    result = sv.upscale_video(model, src, dst)
+    assert result.audio[0].startswith(audio)  # WebM takes no PCM: re-encoded (Opus)
+    _, times_in, _, audio_in = read_clip(src)
+    frames, times, facts, audio_out = read_clip(dst)
+    assert (len(frames), facts["codec"], facts["rate"]) == (5, codec, 10)
+    if ext != ".avi":  # AVI has a frame rate, and no timestamps (those read are not)
+        assert times == pytest.approx(times_in)
+    assert audio_out == pytest.approx(audio_in, abs=0.03)
+    lows = read_clip(src)[0]
+    for lr, sr in zip(lows, frames):  # in order
+        expected = upscaling.upscale_image(model, lr).astype(float)
+        assert psnr(sr @ upscaling.LUMA, expected @ upscaling.LUMA) > 32
