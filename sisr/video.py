@@ -449,7 +449,8 @@ def upscale_video(model, src, dst, *, tile=None, overlap=None, self_ensemble=Fal
         result = VideoResult(dst, 0, 0, 0, codec)
         settings = {"codec": codec, "crf": crf, "pix_fmt": pix_fmt, "rate": rate}
         cancel, errors = threading.Event(), []
-        decoded, encoded = _Pipe(cancel, 2 * MAX_BATCH), _Pipe(cancel, 2 * MAX_BATCH)
+        # Few SR frames wait for the encoder: they are scale^2 times larger than LR ones.
+        decoded, encoded = _Pipe(cancel, 2 * MAX_BATCH), _Pipe(cancel, 4)
         threads = [_thread(_reader, errors, cancel, av, src, container, stream, audio, decoded),
                    _thread(_writer, errors, cancel, av, tmp, fmt, audio, settings, encoded,
                            result)]
