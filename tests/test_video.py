@@ -110,7 +110,8 @@ def model_file(tmp_path, model):
 def test_lossless_output_equals_upscale_image_per_frame(tmp_path, model):
     src = make_clip(tmp_path / "in.mkv", frames=7, audio=True)
     dst = tmp_path / "out.mkv"
-    result = sv.upscale_video(model, src, dst, tile=10, codec="ffv1")
+    assert sisr.upscale_video is sv.upscale_video
+    result = sisr.upscale_video(model, src, dst, tile=10, codec="ffv1")
     assert result.frames == 7 and (result.width, result.height) == (64, 48)
     assert result.audio == ["copied pcm_s16le"]
     frames_in, times_in, _, audio_in = read_clip(src)
