@@ -164,12 +164,14 @@ class VideoResult:
 
 
 def batch_size(upscaler, height, width):
-    """Frames per forward call: as many as fit in `BATCH_PIXELS` LR pixels per tile window
-    (at least 1, at most `MAX_BATCH`)."""
+    """Frames per forward call: as many tile windows as fit in `BATCH_PIXELS` LR pixels,
+    that budget divided by scale^2 / 4 above x2, as the activations at the output size
+    dominate (at least 1, at most `MAX_BATCH`)."""
     margin = upscaler.overlap or 0
     tile_h = min(height, upscaler.tile or height) + 2 * margin
     tile_w = min(width, upscaler.tile or width) + 2 * margin
-    return max(1, min(MAX_BATCH, BATCH_PIXELS // max(1, tile_h * tile_w)))
+    budget = BATCH_PIXELS // max(1, upscaler.scale ** 2 // 4)
+    return max(1, min(MAX_BATCH, budget // max(1, tile_h * tile_w)))
 
 
 def count_frames(path):
