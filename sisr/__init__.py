@@ -26,6 +26,7 @@ _LAZY = {
     "load_model": "sisr.saving",
     "save_model": "sisr.saving",
     "upscale_image": "sisr.upscaling",
+    "upscale_video": "sisr.video",  # needs the `video` extra (PyAV) when called
     "SisrError": "sisr.errors",
 }
 __all__ = ["initializers", "layers", *_LAZY]

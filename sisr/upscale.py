@@ -5,7 +5,8 @@
         --compare-crop 120,80,64,64
 
 The work is `sisr.upscaling` (seamless tiles, channel layouts, self-ensemble); this module
-reads and writes the files. EXIF orientation is applied. By default a model is run in
+reads and writes the files (videos: `sisr.video`, frame by frame, audio and timestamps
+kept). EXIF orientation is applied. By default a model is run in
 tiles of `DEFAULT_TILE` LR pixels if it is tileable (every layer local), else on whole
 images (logged); an explicit `--tile N` with a model that is not tileable is refused.
 """
@@ -14,7 +15,8 @@ import logging
 import os
 import sys
 
-from sisr import cli, compare, imageio
+
+from sisr import cli, compare, imageio, video
 from sisr.cli_precision import CLI_PRECISIONS, choose_precision
 from sisr.errors import UsageError
 from sisr.fileio import atomic_output, check_writable_dir
@@ -38,17 +40,18 @@ def save_comparison(path, lr, sr, scale, hr=None, crop=None, name=None, overwrit
 
 
 def expand_inputs(inputs):
-    """Image files and the images of folders (not recursive, sorted), in order given.
+    """Image and video files and the images and videos of folders (not recursive, sorted),
+    in order given.
 
     Raises `ImageError` for a path that does not exist or a folder without images.
     """
     paths = []
     for item in map(os.fspath, inputs):
         if os.path.isdir(item):
-            found = imageio.list_images(item)
+            found = sorted(imageio.list_images(item) + video.list_videos(item))
             if not found:
                 raise imageio.ImageError(f"{item}: folder contains no images "
-                                         f"({', '.join(imageio.IMAGE_EXTENSIONS)})")
+                                         f"({', '.join(imageio.IMAGE_EXTENSIONS)}) or videos")
             paths.extend(found)
         elif os.path.isfile(item):
             paths.append(item)
@@ -77,9 +80,11 @@ def make_parser():
         "sisr.upscale",
         description="Super-resolve image files or folders with a sisr model, in tiles.")
     p.add_argument("-i", "--input", nargs="+", required=True, metavar="PATH",
-                   help="image files and/or folders (PNG, JPEG, WebP)")
+                   help="image files, video files and/or folders (PNG, JPEG, WebP; MP4, MKV, "
+                        "... with the `video` extra)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
-                   help="output folder (created if needed); files are named STEM_xS.EXT")
+                   help="output folder (created if needed); files are named STEM_xS.EXT; "
+                        "for one video, may name the output video (-o clip_x4.mp4)")
     p.add_argument("--model", required=True,
                    help="a .keras model file or a pretrained name (python -m sisr.pretrained "
                         "list; fetched into the cache on first use)")
@@ -129,6 +134,10 @@ def make_parser():
     p.add_argument("--first-frame", action="store_true",
                    help="upscale the first frame of animated images (refused otherwise)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    # --- video (sisr.video; needs the `video` extra) ---
+    p.add_argument("--codec", help="video encoder (default libx264 yuv420p; VP9 for .webm)")
+    p.add_argument("--crf", type=int, help="video constant rate factor (libx264: 0..51, "
+                                            "lower is better; default: the codec's)")
     return p
 
 
@@ -219,8 +228,32 @@ def _check_outputs_are_not_inputs(sources, targets, args):
                          "write the outputs to another folder")
 
 
-def _target(source, outdir, fmt, scale):
-    """Output path STEM_xS.EXT and format; "keep" follows the input's extension."""
+def _upscale_video(upscaler, source, target, args, progress):
+    """One video file (sisr.video), with a progress bar in frames."""
+    if args.compare:
+        log.warning("%s: --compare is for images; no comparison for a video", source)
+    progress.reset(total=video.count_frames(source) or None)
+    progress.set_description(os.path.basename(source))
+    video.upscale_video(upscaler, source, target, codec=args.codec, crf=args.crf,
+                        outscale=args.outscale, overwrite=args.force,
+                        on_frames=progress.update)
+
+
+def _video_output(sources, kinds, args):
+    """The output file named by -o for one video input (-o clip_x4.mp4), else None."""
+    if kinds == ["video"] and video.is_video_file(args.output) \
+            and not os.path.isdir(args.output):
+        return args.output
+    return None
+
+
+def _target(source, outdir, fmt, scale, kind="image"):
+    """Output path STEM_xS.EXT and format; "keep" follows the input's extension. A video
+    keeps its container (one known by content only becomes .mkv)."""
+    if kind == "video":
+        stem, ext = os.path.splitext(os.path.basename(source))
+        ext = ext if video.is_video_file(ext) else ".mkv"
+        return os.path.join(outdir, f"{stem}_x{scale}{ext}"), None
     stem, ext = os.path.splitext(os.path.basename(source))
     if fmt == "keep":
         fmt = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(
@@ -280,7 +313,13 @@ def _main(args):
 
     with cli.checking():
         sources = expand_inputs(args.input)
-        check_writable_dir(args.output)
+        kinds = [video.media_kind(source) or "image" for source in sources]
+        if "video" in kinds:
+            video.require_av()
+            if args.codec:
+                video.check_codec(args.codec)
+        named = _video_output(sources, kinds, args)
+        check_writable_dir(os.path.dirname(os.path.abspath(named)) if named else args.output)
         if args.denoise is not None:
             model, scale = _denoise_model(args)
         else:
@@ -289,26 +328,33 @@ def _main(args):
         log.info("precision %s (%s)", precision, reason)
         upscaler = _upscaler(model, scale, precision, args)
         label = scale if args.outscale is None else f"{args.outscale:g}"
-        targets = [_target(source, args.output, args.format, label) for source in sources]
+        targets = [(named, None)] if named else [
+            _target(source, args.output, args.format, label, kind)
+            for source, kind in zip(sources, kinds)]
         _check_outputs_are_not_inputs(sources, [target for target, _ in targets], args)
 
     failures, written, planned = [], [], set()
     many = len(sources) > 1
     with tqdm(total=0, unit="tile", disable=args.quiet or None, file=sys.stderr) as progress:
-        for source, (target, fmt) in zip(sources, targets):
+        for source, (target, fmt), kind in zip(sources, targets, kinds):
             try:
                 if target in planned:
                     raise FileExistsError(f"{target} is also the output of another input")
                 planned.add(target)
-                _upscale_file(upscaler, source, target, fmt, args,
-                              _find_hr(args.hr, source, many), progress)
+                progress.unit = "frame" if kind == "video" else "tile"
+                if kind == "video":
+                    _upscale_video(upscaler, source, target, args, progress)
+                else:
+                    _upscale_file(upscaler, source, target, fmt, args,
+                                  _find_hr(args.hr, source, many), progress)
                 written.append(target)
             except (imageio.ImageError, OSError, ValueError) as err:
                 # Messages that name the file already are not prefixed again.
                 message = str(err)
                 log.error("%s", message if source in message else f"{source}: {message}")
                 failures.append(source)
-    print(f"upscaled {len(written)} of {len(sources)} image(s) x{label} into {args.output}"
+    noun = "file(s)" if "video" in kinds else "image(s)"
+    print(f"upscaled {len(written)} of {len(sources)} {noun} x{label} into {args.output}"
           + (f"; {len(failures)} failed: " + ", ".join(failures) if failures else ""))
     return 1 if failures else 0
 

@@ -178,16 +178,18 @@ class Upscaler:
                 for x0, x1 in _splits(width, self.tile)]
 
     def _sr_float(self, lr):
-        """Unrounded SR of one HxWx3 window, float32."""
+        """Unrounded SR of one HxWx3 window (or NxHxWx3 windows), float32."""
+        if lr.ndim == 3:
+            return self._sr_float(lr[None])[0]
         if not self.self_ensemble:
-            return self._forward(lr[None].astype(np.float32))[0].numpy()
+            return self._forward(lr.astype(np.float32)).numpy()
         total = None
         for flip in (False, True):
             for k in range(4):
-                x = lr[:, ::-1] if flip else lr
-                x = np.ascontiguousarray(np.rot90(x, k))[None].astype(np.float32)
-                y = np.rot90(self._forward(x)[0].numpy(), -k)
-                y = y[:, ::-1] if flip else y
+                x = lr[:, :, ::-1] if flip else lr
+                x = np.ascontiguousarray(np.rot90(x, k, axes=(1, 2))).astype(np.float32)
+                y = np.rot90(self._forward(x).numpy(), -k, axes=(1, 2))
+                y = y[:, :, ::-1] if flip else y
                 total = y if total is None else total + y
         return total / 8.0
 
@@ -223,6 +225,25 @@ class Upscaler:
                 on_tile()
         if (h, w) != (height, width):
             out = np.ascontiguousarray(out[:height * s, :width * s])
+        return out
+
+    def batch(self, frames):
+        """Super-resolves NxHxWx3 uint8 frames of one size, each tile position of all
+        frames in one forward call (video); returns Nx(H*s)x(W*s)x3 uint8, each frame as
+        `__call__` makes it up to float rounding."""
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 \
+                or frames.size == 0:
+            raise UsageError(f"expected non-empty NxHxWx3 uint8 frames, got "
+                             f"{frames.dtype} {frames.shape}")
+        n, h, w = frames.shape[:3]
+        s, m = self.scale, self.overlap or 0
+        out = np.empty((n, h * s, w * s, 3), np.uint8)
+        for y0, y1, x0, x1 in self.tiles(h, w):
+            wy0, wx0 = max(0, y0 - m), max(0, x0 - m)
+            sr = self._sr_float(frames[:, wy0:min(h, y1 + m), wx0:min(w, x1 + m)])
+            core = sr[:, (y0 - wy0) * s:(y1 - wy0) * s, (x0 - wx0) * s:(x1 - wx0) * s]
+            out[:, y0 * s:y1 * s, x0 * s:x1 * s] = np.round(np.clip(core, 0.0, 255.0))
         return out
 
 
