@@ -13,7 +13,7 @@ KRASSERM = os.path.join(DATA, "krasserm")
 GENERATED = ("training", "basicsr", "vdsr", "rrdb", "mdsr", "rcan_rdn", "isr")
 DOCUMENTATION = {"README.md", "metrics_reference.json", "make_training_fixtures.py",
                  "make_vdsr_fixtures.py", "make_rrdb_fixtures.py", "make_mdsr_fixtures.py",
-                 "make_rcan_rdn_fixtures.py", "make_isr_fixtures.py",
+                 "make_rcan_rdn_fixtures.py", "make_isr_fixtures.py", "fixture_tools.py",
                  os.path.join("compact", "manifest.json"),
                  os.path.join("krasserm", "README.md"), os.path.join("krasserm", "manifest.json"),
                  os.path.join("krasserm", "make_files.py")} | {

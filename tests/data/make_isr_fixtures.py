@@ -5,7 +5,8 @@ writes the HDF5 layout of ISR's published `.hdf5` files) and the upstream files,
 separately and never copied into this project:
 
     python3.11 -m venv /tmp/isr && /tmp/isr/bin/pip install "tensorflow-cpu==2.15.*"
-    /tmp/isr/bin/python tests/data/make_isr_fixtures.py --isr image-super-resolution
+    /tmp/isr/bin/python tests/data/make_isr_fixtures.py --isr image-super-resolution \
+        [--out DIR]  # tests/data/isr by default
 
 It imports neither sisr nor torch. `ISR/models/rdn.py` and `ISR/models/imagemodel.py` are
 loaded as files, unmodified (stub modules stand in for the `ISR` and `ISR.models` package
@@ -19,15 +20,12 @@ is left; `model.save_weights("<stem>.hdf5")`; its output for an input image as I
 """
 
 import argparse
-import hashlib
-import importlib.util
-import json
 import os
 import sys
-import types
 
 import numpy as np
 import tensorflow as tf
+from fixture_tools import load_module, sha256, stub, write_json
 
 SEED = 20
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,33 +37,20 @@ CONFIGS = {  # stem: (arch_params, upscaling)
 }
 
 
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--isr", required=True, help="an image-super-resolution checkout")
+    parser.add_argument("--out", default=OUT)
     args = parser.parse_args(argv)
     for name in ("ISR", "ISR.models", "ISR.utils"):
-        package = types.ModuleType(name)
-        package.__path__ = []
-        sys.modules[name] = package
+        stub(name)
     load_module("ISR.utils.image_processing",
                 os.path.join(args.isr, "ISR", "utils", "image_processing.py"))
     load_module("ISR.models.imagemodel", os.path.join(args.isr, "ISR", "models", "imagemodel.py"))
     rdn = load_module("ISR.models.rdn", os.path.join(args.isr, "ISR", "models", "rdn.py"))
 
-    os.makedirs(OUT, exist_ok=True)
+    out = args.out
+    os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(SEED)
     tf.keras.utils.set_random_seed(SEED)
     arrays, files = {}, {}
@@ -78,14 +63,14 @@ def main(argv=None):
                 kernel = kernel * (1 + 0.2 * rng.standard_normal(kernel.shape))
                 bias = 0.05 * rng.standard_normal(bias.shape)
                 layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-        path = os.path.join(OUT, f"{stem}.hdf5")
+        path = os.path.join(out, f"{stem}.hdf5")
         model.save_weights(path)
         x = rng.integers(0, 256, size=(1, 8, 10, 3)).astype(np.float32)
         y = model.predict(x / 255.0, verbose=0).astype(np.float32)
         arrays[f"{stem}__x"], arrays[f"{stem}__y"] = x, y
         files[f"{stem}.hdf5"] = {"arch_params": arch_params, "upscaling": upscaling,
                                  "output_shape": list(y.shape), "sha256": sha256(path)}
-    reference = os.path.join(OUT, "reference.npz")
+    reference = os.path.join(out, "reference.npz")
     np.savez_compressed(reference, **arrays)
     files["reference.npz"] = {"sha256": sha256(reference)}
     upstream = os.path.join(args.isr, "ISR", "models")
@@ -98,9 +83,7 @@ def main(argv=None):
                     f"ISR/models/{n}": sha256(os.path.join(upstream, n))
                     for n in ("rdn.py", "imagemodel.py")},
                 "files": files}
-    with open(os.path.join(OUT, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
+    write_json(os.path.join(out, "manifest.json"), manifest)
     return 0
 
 

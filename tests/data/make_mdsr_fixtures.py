@@ -21,8 +21,6 @@ final state_dict.
 """
 
 import argparse
-import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -30,6 +28,7 @@ from argparse import Namespace
 
 import numpy as np
 import torch
+from fixture_tools import adam, l1_step, load_module, sha256, state, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCALES = (2, 3, 4)
@@ -37,24 +36,6 @@ CONFIG = {"n_feats": 16, "n_resblocks": 2, "rgb_range": 255, "scale": list(SCALE
 STEPS, BATCH, LR_PATCH, LEARNING_RATE = 2, 2, 8, 1e-4
 # Scale indices of the mixed run: one Adam over every parameter, a scale per batch.
 SEQUENCE = (0, 2, 1, 1, 0, 2)
-
-
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def state(module):
-    return {k: v.detach().cpu().numpy().astype(np.float32).copy()
-            for k, v in module.state_dict().items()}
 
 
 def make(edsr_dir, seed):
@@ -85,18 +66,13 @@ def fixture(module, seed):
         module.set_scale(i)
         module.train()
         params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=LEARNING_RATE, betas=(0.9, 0.999), eps=1e-8)
+        optimizer = adam(params, LEARNING_RATE)
         lrs = rng.integers(0, 256, (STEPS, BATCH, 3, LR_PATCH, LR_PATCH)).astype(np.uint8)
         hrs = rng.integers(0, 256, (STEPS, BATCH, 3, LR_PATCH * s, LR_PATCH * s))
         hrs = hrs.astype(np.uint8)
         losses = []
         for lr_b, hr_b in zip(lrs, hrs):
-            optimizer.zero_grad()
-            sr = module(torch.from_numpy(lr_b.astype(np.float32)))
-            loss = torch.nn.functional.l1_loss(sr, torch.from_numpy(hr_b.astype(np.float32)))
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            losses.append(l1_step(module, optimizer, lr_b, hr_b))
             trained = {n for n, p in module.named_parameters() if p.grad is not None}
         arrays[f"train_x{s}/lr"], arrays[f"train_x{s}/hr"] = lrs, hrs
         arrays[f"train_x{s}/losses"] = np.asarray(losses, np.float32)
@@ -104,20 +80,14 @@ def fixture(module, seed):
         arrays.update({f"train_x{s}/sd/{k}": final[k] for k in sorted(trained)})
     module.load_state_dict(initial)
     module.train()
-    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad],
-                                 lr=LEARNING_RATE, betas=(0.9, 0.999), eps=1e-8)
+    optimizer = adam([p for p in module.parameters() if p.requires_grad], LEARNING_RATE)
     losses = []
     for k, i in enumerate(SEQUENCE):
         s = SCALES[i]
         lr_b = rng.integers(0, 256, (BATCH, 3, LR_PATCH, LR_PATCH)).astype(np.uint8)
         hr_b = rng.integers(0, 256, (BATCH, 3, LR_PATCH * s, LR_PATCH * s)).astype(np.uint8)
         module.set_scale(i)
-        optimizer.zero_grad()
-        sr = module(torch.from_numpy(lr_b.astype(np.float32)))
-        loss = torch.nn.functional.l1_loss(sr, torch.from_numpy(hr_b.astype(np.float32)))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(l1_step(module, optimizer, lr_b, hr_b))
         arrays[f"mixed/lr_{k}"], arrays[f"mixed/hr_{k}"] = lr_b, hr_b
     arrays["mixed/indices"] = np.asarray(SEQUENCE, np.int64)
     arrays["mixed/losses"] = np.asarray(losses, np.float32)
@@ -155,9 +125,7 @@ def main(argv=None):
         "learning_rate": LEARNING_RATE, "steps": STEPS, "batch": BATCH, "lr_patch": LR_PATCH,
         "mixed_sequence": list(SEQUENCE),
         "sha256": sha256(path)}
-    with open(manifest_path, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
+    write_json(manifest_path, manifest)
     return 0
 
 

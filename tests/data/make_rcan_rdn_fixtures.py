@@ -6,6 +6,7 @@ project):
     python tests/data/make_rcan_rdn_fixtures.py \\
         --edsr EDSR-PyTorch/src/model        # rcan.py, rdn.py, common.py
         --basicsr BasicSR/basicsr/archs      # rcan_arch.py, arch_util.py
+        [--out DIR]                          # tests/data/rcan_rdn by default
 
 It imports neither sisr nor TensorFlow. The upstream modules are loaded as files:
 
@@ -35,16 +36,13 @@ blocks, 64 features, reduction 16; RDN configurations A and B, G0 64), in the ma
 """
 
 import argparse
-import hashlib
-import importlib.util
-import json
 import os
 import sys
-import types
 from argparse import Namespace
 
 import numpy as np
 import torch
+from fixture_tools import adam, l1_step, load_module, sha256, state, stub_basicsr, write_json
 
 SEED = 20
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,27 +53,6 @@ RCAN_TINY = {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 8, "reduction": 4}
 RDN_TINY_G0 = 8
 INPUT_SHAPE = (1, 3, 8, 10)
 STEPS = 3  # of the 5 batches
-
-
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def load_module(name, path, source=None):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    if source is None:
-        spec.loader.exec_module(module)
-    else:
-        exec(compile(source, path, "exec"), module.__dict__)
-    return module
-
-
-def state(module):
-    return {k: v.detach().cpu().numpy().astype(np.float32).copy()
-            for k, v in module.state_dict().items()}
 
 
 def perturb(module, generator):
@@ -91,7 +68,7 @@ def perturb(module, generator):
                 p.mul_(1 + 0.2 * noise)
 
 
-def forward_fixture(name, make, config, scale, rng, unit=False):
+def forward_fixture(out, name, make, config, scale, rng, unit=False):
     """`unit`: the model takes [0, 1] images (BasicSR; EDSR-PyTorch at rgb_range 1)."""
     torch.manual_seed(SEED + scale)
     model = make()
@@ -100,56 +77,30 @@ def forward_fixture(name, make, config, scale, rng, unit=False):
     x = rng.integers(0, 256, size=INPUT_SHAPE).astype(np.float32)
     with torch.no_grad():
         y = model(torch.from_numpy(x / 255.0 if unit else x)).numpy().astype(np.float32)
-    np.savez_compressed(os.path.join(OUT, name), input=x, output=y,
+    np.savez_compressed(os.path.join(out, name), input=x, output=y,
                         **{f"sd/{k}": v for k, v in state(model).items()})
     return {"config": config, "scale": scale, "torch_seed": SEED + scale,
             "output_scale": "[0, 1] for input / 255" if unit else "0..255",
             "output_shape": list(y.shape)}
 
 
-def train_fixture(name, make, config):
+def train_fixture(out, name, make, config):
     with np.load(BATCHES) as z:
         lrs, hrs = z["lr"], z["hr"]
     torch.manual_seed(SEED)
     module = make()
     initial = state(module)
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+    optimizer = adam(params, 1e-4)
     arrays = {f"init/{k}": v for k, v in initial.items()}
     losses = []
     for step, (lr_b, hr_b) in enumerate(zip(lrs[:STEPS], hrs[:STEPS]), 1):
-        optimizer.zero_grad()
-        sr = module(torch.from_numpy(lr_b.astype(np.float32)))
-        loss = torch.nn.functional.l1_loss(sr, torch.from_numpy(hr_b.astype(np.float32)))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(l1_step(module, optimizer, lr_b, hr_b))
         arrays.update({f"step{step}/{k}": v for k, v in state(module).items()})
     arrays["losses"] = np.asarray(losses, np.float32)
-    np.savez_compressed(os.path.join(OUT, name), **arrays)
+    np.savez_compressed(os.path.join(out, name), **arrays)
     return {"config": config, "scale": 2, "torch_seed": SEED, "learning_rate": 1e-4,
             "losses": [float(v) for v in losses]}
-
-
-def stub_basicsr():
-    def stub(name, **attrs):
-        module = types.ModuleType(name)
-        module.__path__ = []
-        module.__dict__.update(attrs)
-        sys.modules[name] = module
-
-    class Registry:
-        def register(self, obj=None):
-            return obj if obj is not None else (lambda o: o)
-
-    stub("torchvision")
-    stub("basicsr")
-    stub("basicsr.archs")
-    stub("basicsr.ops")
-    stub("basicsr.ops.dcn", ModulatedDeformConvPack=torch.nn.Module,
-         modulated_deform_conv=None)
-    stub("basicsr.utils", get_root_logger=None)
-    stub("basicsr.utils.registry", ARCH_REGISTRY=Registry())
 
 
 def count(module):
@@ -160,10 +111,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edsr", required=True, help="EDSR-PyTorch's src/model folder")
     parser.add_argument("--basicsr", required=True, help="BasicSR's basicsr/archs folder")
+    parser.add_argument("--out", default=OUT)
     args = parser.parse_args(argv)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
-    os.makedirs(OUT, exist_ok=True)
+    out = args.out
+    os.makedirs(out, exist_ok=True)
 
     sys.path.insert(0, os.path.dirname(args.edsr))  # `from model import common`
     rcan_mod = load_module("model.rcan", os.path.join(args.edsr, "rcan.py"))
@@ -196,23 +149,25 @@ def main(argv=None):
     files = {}
     for scale in (2, 3, 4, 8):
         files[f"rcan_x{scale}.npz"] = {"arch": "EDSR-PyTorch RCAN", **forward_fixture(
-            f"rcan_x{scale}.npz", rcan(scale), {**RCAN_TINY, "rgb_range": 255}, scale, rng)}
+            out, f"rcan_x{scale}.npz", rcan(scale), {**RCAN_TINY, "rgb_range": 255}, scale,
+            rng)}
         files[f"basicsr_rcan_x{scale}.npz"] = {"arch": "BasicSR RCAN", **forward_fixture(
-            f"basicsr_rcan_x{scale}.npz", basicsr_rcan(scale),
+            out, f"basicsr_rcan_x{scale}.npz", basicsr_rcan(scale),
             {"num_feat": 8, "num_group": 2, "num_block": 2, "squeeze_factor": 4,
              "img_range": 255.0}, scale, rng, unit=True)}
     files["rcan_rgb1_x2.npz"] = {"arch": "EDSR-PyTorch RCAN", **forward_fixture(
-        "rcan_rgb1_x2.npz", rcan(2, rgb_range=1), {**RCAN_TINY, "rgb_range": 1}, 2, rng, unit=True)}
+        out, "rcan_rgb1_x2.npz", rcan(2, rgb_range=1), {**RCAN_TINY, "rgb_range": 1}, 2, rng,
+        unit=True)}
     tiny = dict(zip(("D", "C", "G"), TINY_RDN), G0=RDN_TINY_G0)
     for scale in (2, 3, 4):
         files[f"rdn_x{scale}.npz"] = {"arch": "EDSR-PyTorch RDN", **forward_fixture(
-            f"rdn_x{scale}.npz", rdn(scale), tiny, scale, rng)}
+            out, f"rdn_x{scale}.npz", rdn(scale), tiny, scale, rng)}
     files["train_rcan_x2.npz"] = {"arch": "EDSR-PyTorch RCAN", **train_fixture(
-        "train_rcan_x2.npz", rcan(2), {**RCAN_TINY, "rgb_range": 255})}
+        out, "train_rcan_x2.npz", rcan(2), {**RCAN_TINY, "rgb_range": 255})}
     files["train_rdn_x2.npz"] = {"arch": "EDSR-PyTorch RDN", **train_fixture(
-        "train_rdn_x2.npz", rdn(2), tiny)}
+        out, "train_rdn_x2.npz", rdn(2), tiny)}
     for name, item in files.items():
-        item["sha256"] = sha256(os.path.join(OUT, name))
+        item["sha256"] = sha256(os.path.join(out, name))
 
     counts = {}
     for scale in (2, 3, 4, 8):
@@ -235,9 +190,7 @@ def main(argv=None):
                 "torch": torch.__version__, "numpy": np.__version__, "upstream": upstream,
                 "upstream_file_sha256": files_run, "rdn_tiny_config_entry": list(TINY_RDN),
                 "official_parameter_counts": counts, "files": files}
-    with open(os.path.join(OUT, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
+    write_json(os.path.join(out, "manifest.json"), manifest)
     return 0
 
 

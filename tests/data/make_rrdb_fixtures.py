@@ -24,55 +24,20 @@ state_dicts, in the layouts published files have, test reading them (`torch_file
 
 import argparse
 import collections
-import hashlib
-import importlib.util
-import json
 import os
 import sys
-import types
 
 import numpy as np
 import torch
+from fixture_tools import load_module, sha256, stub_basicsr, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEED = 21
 SIZE = (11, 13)
 
 
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def stub(name, **attrs):
-    module = types.ModuleType(name)
-    module.__path__ = []
-    module.__dict__.update(attrs)
-    sys.modules[name] = module
-
-
-class Registry:
-    def register(self, obj=None):
-        return obj if obj is not None else (lambda o: o)
-
-
 def load_upstream(basicsr_dir, realesrgan_dir, esrgan_dir):
-    stub("torchvision")
-    stub("basicsr")
-    stub("basicsr.archs")
-    stub("basicsr.ops")
-    stub("basicsr.ops.dcn", ModulatedDeformConvPack=torch.nn.Module,
-         modulated_deform_conv=None)
-    stub("basicsr.utils", get_root_logger=None)
-    stub("basicsr.utils.registry", ARCH_REGISTRY=Registry())
+    stub_basicsr()
     load_module("basicsr.archs.arch_util", os.path.join(basicsr_dir, "arch_util.py"))
     rrdb = load_module("basicsr.archs.rrdbnet_arch", os.path.join(basicsr_dir, "rrdbnet_arch.py"))
     srvgg = load_module("srvgg_arch", os.path.join(realesrgan_dir, "srvgg_arch.py"))
@@ -211,9 +176,7 @@ def main(argv=None):
                       "RRDBNet_arch.py"},
         "upstream_file_sha256": {k: sha256(os.path.join(*v)) for k, v in sources.items()},
         "files": files}
-    with open(os.path.join(args.out, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
+    write_json(os.path.join(args.out, "manifest.json"), manifest)
     return 0
 
 

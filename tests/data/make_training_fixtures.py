@@ -27,16 +27,13 @@ uint8), then per batch: zero_grad, L1 loss on the 0..255 scale, backward,
 """
 
 import argparse
-import hashlib
-import importlib.util
-import json
 import os
 import sys
-import types
 from argparse import Namespace
 
 import numpy as np
 import torch
+from fixture_tools import adam, l1_step, load_module, sha256, state, stub_basicsr, write_json
 from PIL import Image
 
 SEED = 28
@@ -47,19 +44,6 @@ SCALE = 2
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEMO = os.path.join(HERE, "..", "..", "sisr", "data", "demo")
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
-
-
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def batches(rng):
@@ -83,23 +67,13 @@ def batches(rng):
     return np.stack(lrs), np.stack(hrs)
 
 
-def state(module):
-    return {k: v.detach().cpu().numpy().astype(np.float32).copy()
-            for k, v in module.state_dict().items()}
-
-
 def train(module, lrs, hrs, lr):
     """The official training step, STEPS times; returns (losses, states after each step)."""
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    optimizer = adam(params, lr)
     losses, states = [], []
     for lr_b, hr_b in zip(lrs, hrs):
-        optimizer.zero_grad()
-        sr = module(torch.from_numpy(lr_b.astype(np.float32)))
-        loss = torch.nn.functional.l1_loss(sr, torch.from_numpy(hr_b.astype(np.float32)))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(l1_step(module, optimizer, lr_b, hr_b))
         states.append(state(module))
     return np.asarray(losses, np.float32), states
 
@@ -155,25 +129,7 @@ def training_fixtures(edsr_dir, wdsr_dir, out):
 def basicsr_fixture(basicsr_dir, out):
     """A small seeded BasicSR EDSR: its state_dict, an input and its output (on [0, 1])."""
     os.makedirs(out, exist_ok=True)
-
-    def stub(name, **attrs):
-        module = types.ModuleType(name)
-        module.__path__ = []
-        module.__dict__.update(attrs)
-        sys.modules[name] = module
-
-    class Registry:
-        def register(self, obj=None):
-            return obj if obj is not None else (lambda o: o)
-
-    stub("torchvision")
-    stub("basicsr")
-    stub("basicsr.archs")
-    stub("basicsr.ops")
-    stub("basicsr.ops.dcn", ModulatedDeformConvPack=torch.nn.Module,
-         modulated_deform_conv=None)
-    stub("basicsr.utils", get_root_logger=None)
-    stub("basicsr.utils.registry", ARCH_REGISTRY=Registry())
+    stub_basicsr()
     load_module("basicsr.archs.arch_util", os.path.join(basicsr_dir, "arch_util.py"))
     arch = load_module("basicsr.archs.edsr_arch", os.path.join(basicsr_dir, "edsr_arch.py"))
 
@@ -199,9 +155,7 @@ def write_manifest(out, files, upstream, script_files):
     manifest = {"generator": "tests/data/make_training_fixtures.py", "seed": SEED,
                 "torch": torch.__version__, "numpy": np.__version__,
                 "upstream": upstream, "upstream_file_sha256": script_files, "files": files}
-    with open(os.path.join(out, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
+    write_json(os.path.join(out, "manifest.json"), manifest)
 
 
 def main(argv=None):

@@ -24,39 +24,19 @@ of the LR input, which EDSR-PyTorch's data loader gives VDSR pre-made (`input_la
 """
 
 import argparse
-import hashlib
-import importlib.util
-import json
 import os
 import sys
 from argparse import Namespace
 
 import numpy as np
 import torch
+from fixture_tools import adam, l1_step, load_module, sha256, state, write_json
 
 SEED = 31
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
 CONFIG = {"n_feats": 16, "n_resblocks": 6, "rgb_range": 255, "n_colors": 3}
 LEARNING_RATE = 1e-4
-
-
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def state(module):
-    return {k: v.detach().cpu().numpy().astype(np.float32).copy()
-            for k, v in module.state_dict().items()}
 
 
 def upscale(imresize, lr_nchw, scale):
@@ -98,15 +78,10 @@ def training_fixture(vdsr, imresize, out):
     module = vdsr.VDSR(Namespace(**CONFIG))
     initial = state(module)
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=LEARNING_RATE, betas=(0.9, 0.999), eps=1e-8)
+    optimizer = adam(params, LEARNING_RATE)
     losses, states = [], []
     for lr_b, hr_b in zip(lrs, hrs):
-        optimizer.zero_grad()
-        sr = module(torch.from_numpy(upscale(imresize, lr_b, 2)))
-        loss = torch.nn.functional.l1_loss(sr, torch.from_numpy(hr_b.astype(np.float32)))
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(l1_step(module, optimizer, upscale(imresize, lr_b, 2), hr_b))
         states.append(state(module))
     arrays = {f"init/{k}": v for k, v in initial.items()}
     for step, sd in enumerate(states, 1):
@@ -155,9 +130,7 @@ def main(argv=None):
         "official_r20f64_trainable_parameters": int(trainable),
         "files": files,
     }
-    with open(os.path.join(args.out, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
+    write_json(os.path.join(args.out, "manifest.json"), manifest)
     return 0
 
 
