@@ -32,6 +32,7 @@ TRAINER_DEFAULTS = {
     "scales": list(SCALES),
     "dataset": "demo",
     "downgrade": "bicubic",
+    "degradation": None,     # a preset name, .json file or object: LR made on the fly
     "train_images": None,
     "valid_images": None,
     "loss": "l1",
@@ -269,6 +270,8 @@ def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=N
         raise ConfigError(f"`valid_crop` must be at least 1 (or null: whole images), got "
                           f"{config['valid_crop']}")
     _check_type("seed", config["seed"], int, allow_none=True)
+    if config["degradation"] is not None:
+        _check_degradation(config)
     scales = config["scales"]
     if not isinstance(scales, list) or not scales or any(
             isinstance(s, bool) or not isinstance(s, int) for s in scales):
@@ -302,6 +305,21 @@ def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=N
         _check_gan(config, spec)
     _check_builder(config, spec)
     return config
+
+
+def _check_degradation(config):
+    """Validates `degradation`; a file's parameters are kept in the configuration, so a
+    resumed run does not need the file."""
+    from sisr.data.degradations import PRESET_NAMES, DegradationError, load_preset
+
+    value = config["degradation"]
+    try:
+        preset = load_preset(value)
+    except DegradationError as err:
+        where = config.origins.get("degradation", "`degradation`")
+        raise ConfigError(f"{where}: {err}") from None
+    if not (isinstance(value, str) and value in PRESET_NAMES):
+        config["degradation"] = preset
 
 
 def builder_kwargs(config):
