@@ -6,6 +6,7 @@
 is a stateless draw from a seed split off `seed`, so a crop's LR depends on its seed only.
 """
 
+import functools
 import math
 
 import tensorflow as tf
@@ -253,8 +254,8 @@ def bsrgan(p, scale):
         ]
         # Every step's draws are made once, whatever the order (a fixed draw sequence).
         for position in range(6):
-            image = tf.switch_case(order[position], [
-                (lambda f: lambda: f(image))(f) for f in steps])
+            image = tf.switch_case(order[position],
+                                   [functools.partial(step, image) for step in steps])
             image.set_shape([None, None, 3])
         image = ops.jpeg(image, _quality(draws, p["jpeg_range"]))
         return image, hr
