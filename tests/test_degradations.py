@@ -1,0 +1,120 @@
+"""On-the-fly degradations: kernels and operations against BasicSR's code (fixtures in
+tests/data/degradations, made by tests/data/make_degradation_fixtures.py), presets,
+determinism and the tf.data stage."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sisr.data import demo
+from sisr.data.degradations import (PRESET_NAMES, DegradationError, degradation, kernels,
+                                    load_preset, ops)
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "data", "degradations", "basicsr.npz")
+
+
+@pytest.fixture(scope="module")
+def ref():
+    with np.load(FIXTURE) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _psnr(a, b):
+    mse = np.mean((np.float64(a) - np.float64(b)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / mse) if mse else float("inf")
+
+
+def test_kernels_match_basicsr(ref):
+    for expected, (shape, k, sx, sy, theta, beta, cutoff) in zip(ref["kernels"],
+                                                                 ref["kernel_params"]):
+        got = kernels.kernel(21, tf.constant(int(shape)), tf.constant(int(k)),
+                             tf.constant(sx, tf.float32), tf.constant(sy, tf.float32),
+                             tf.constant(theta, tf.float32), tf.constant(beta, tf.float32),
+                             tf.constant(cutoff, tf.float32))
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-5,
+                                   err_msg=f"kernel type {shape} size {k}")
+
+
+def test_jpeg_is_real_jpeg_within_psnr_bound_of_opencv(ref):
+    # Same libjpeg quantisation tables; decoders' IDCT and upsampling may differ a little:
+    # bound 40 dB (a JPEG approximation or a wrong quality falls far below it).
+    image = tf.constant(ref["image"], tf.float32) / 255.0
+    for quality, expected in zip(ref["jpeg_qualities"], ref["jpeg"]):
+        got = np.round(ops.jpeg(image, int(quality)).numpy() * 255.0)
+        assert _psnr(got, expected) > 40, quality
+    assert _psnr(got, ref["image"]) < 60  # it did compress
+
+
+def test_resize_within_psnr_bound_of_opencv(ref):
+    # area is exact at integer factors; bilinear / bicubic (TF a = -0.5, OpenCV and torch
+    # a = -0.75, no antialiasing either way): bound 30 dB at x1/4 on a photograph.
+    image = tf.constant(ref["image"], tf.float32) / 255.0
+    for mode, expected in enumerate(ref["resized"]):
+        got = ops.resize(image, 16, 16, tf.constant(mode)).numpy()
+        bound = 45 if mode == 0 else 30
+        assert _psnr(got * 255, expected * 255) > bound, ops.RESIZE_MODES[mode]
+
+
+def test_usm_sharpen_matches_basicsr(ref):
+    image = tf.constant(ref["image"], tf.float32) / 255.0
+    np.testing.assert_allclose(ops.usm_sharpen(image).numpy(), ref["usm"], atol=2e-4)
+
+
+def test_gaussian_noise_gray_is_the_same_in_every_channel():
+    image = tf.fill([8, 8, 3], 0.5)
+    noisy = ops.gaussian_noise(image, tf.constant([1, 2]), 20.0, tf.constant(True)).numpy()
+    np.testing.assert_array_equal(noisy[..., 0], noisy[..., 2])
+    assert 10 < np.std(noisy - 0.5) * 255 < 30
+    colour = ops.gaussian_noise(image, tf.constant([1, 2]), 20.0, tf.constant(False)).numpy()
+    assert not np.array_equal(colour[..., 0], colour[..., 1])
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_presets_are_deterministic_per_seed(name):
+    degrade = tf.function(degradation(name, 4))
+    hr = tf.random.stateless_uniform([64, 64, 3], [0, 1])
+    lr1, target = degrade(hr, tf.constant([3, 4]))
+    lr2, _ = degrade(hr, tf.constant([3, 4]))
+    lr3, _ = degrade(hr, tf.constant([5, 4]))
+    assert lr1.shape == (16, 16, 3) and target.shape == (64, 64, 3)
+    np.testing.assert_array_equal(lr1.numpy(), lr2.numpy())
+    assert not np.array_equal(lr1.numpy(), lr3.numpy())
+
+
+def test_realesrgan_target_is_sharpened_and_simple_target_is_hr():
+    hr = tf.random.stateless_uniform([64, 64, 3], [0, 1])
+    _, target = degradation("realesrgan", 4)(hr, tf.constant([1, 1]))
+    assert not np.allclose(target.numpy(), hr.numpy())
+    _, target = degradation("simple", 4)(hr, tf.constant([1, 1]))
+    np.testing.assert_array_equal(target.numpy(), hr.numpy())
+
+
+def test_bad_preset_names_the_key(tmp_path):
+    values = load_preset("realesrgan")
+    values["noise_range2"] = [5]
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(DegradationError, match=r"mine.json: key `noise_range2`"):
+        load_preset(str(path))
+    values.pop("noise_range2")
+    path.write_text(json.dumps(values))
+    with pytest.raises(DegradationError, match=r"missing key `noise_range2`"):
+        load_preset(str(path))
+    with pytest.raises(DegradationError, match="unknown degradation 'nope'"):
+        load_preset("nope")
+
+
+def test_pipeline_stream_is_resumable():
+    data = demo("train", 4)
+    full = data.train(batch_size=2, lr_patch=16, seed=5, degradation="simple")
+    batches = [(lr.numpy(), hr.numpy()) for lr, hr in full.take(3)]
+    assert batches[0][0].shape == (2, 16, 16, 3) and batches[0][1].shape == (2, 64, 64, 3)
+    assert batches[0][0].dtype == np.uint8
+    resumed = data.train(batch_size=2, lr_patch=16, seed=5, degradation="simple",
+                         skip_batches=2)
+    lr, hr = next(iter(resumed))
+    np.testing.assert_array_equal(lr.numpy(), batches[2][0])
+    np.testing.assert_array_equal(hr.numpy(), batches[2][1])
