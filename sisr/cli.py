@@ -59,9 +59,27 @@ def error(message):
     print(f"error: {message}", file=sys.stderr)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, wrapping only at spaces: names such as `sr-resnet` or
+    `realesrnet-x4` in a help text stay whole."""
+
+    def _wrap(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width,
+                             break_on_hyphens=False)
+
+    def _split_lines(self, text, width):
+        return self._wrap(text, width)
+
+    def _fill_text(self, text, width, indent):
+        return "\n".join(indent + line for line in self._wrap(text, width - len(indent)))
+
+
 def parser(command, subcommand=None, **kwargs):
     """The argument parser of `python -m COMMAND` (kwargs as for `argparse`). With
     `subcommand` (the attribute that names it), returns (parser, its subparsers)."""
+    kwargs.setdefault("formatter_class", HelpFormatter)
     result = argparse.ArgumentParser(prog=f"python -m {command}", **kwargs)
     if subcommand is None:
         return result
