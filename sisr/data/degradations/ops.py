@@ -19,6 +19,18 @@ def filter2d(image, kernel):
     return tf.nn.depthwise_conv2d(padded, weights, [1, 1, 1, 1], "VALID")[0]
 
 
+def filter2d_separable(image, line):
+    """filter2d with the separable kernel `line[:, None] * line[None, :]` (two 1-D passes:
+    a 51 x 51 blur costs 102 multiply-adds per pixel instead of 2601)."""
+    k = line.shape[0]
+    padded = reflect_pad(image, k // 2)[None]
+    line = tf.cast(line, image.dtype)
+    rows = tf.tile(line[:, None, None, None], [1, 1, 3, 1])
+    cols = tf.tile(line[None, :, None, None], [1, 1, 3, 1])
+    out = tf.nn.depthwise_conv2d(padded, rows, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(out, cols, [1, 1, 1, 1], "VALID")[0]
+
+
 def _reflect_indices(n, pad):
     """Indices of a reflect padding by `pad` of a length-n axis (any pad: the reflection
     repeats, where tf.pad's REFLECT needs pad < n)."""
@@ -118,10 +130,9 @@ def usm_sharpen(image, weight=0.5, radius=50, threshold=10):
     if radius % 2 == 0:
         radius += 1
     line = gaussian_kernel_1d(radius, 0)
-    kernel = line[:, None] * line[None, :]
-    blur = filter2d(image, kernel)
+    blur = filter2d_separable(image, line)
     residual = image - blur
     mask = tf.cast(tf.abs(residual) * 255.0 > threshold, tf.float32)
-    soft = filter2d(mask, kernel)
+    soft = filter2d_separable(mask, line)
     sharp = tf.clip_by_value(image + weight * residual, 0.0, 1.0)
     return soft * sharp + (1.0 - soft) * image
