@@ -10,10 +10,12 @@ from reference_data import DATA, compact_manifest, load_compact, read_json
 
 KRASSERM = os.path.join(DATA, "krasserm")
 # Fixtures made by tests/data/make_training_fixtures.py (vdsr/: make_vdsr_fixtures.py,
-# rrdb/: make_rrdb_fixtures.py), each folder with its manifest.json
-GENERATED = ("training", "basicsr", "vdsr", "rrdb")
+# rrdb/: make_rrdb_fixtures.py, degradations/: make_degradation_fixtures.py), each folder
+# with its manifest.json
+GENERATED = ("training", "basicsr", "vdsr", "rrdb", "degradations")
 DOCUMENTATION = {"README.md", "metrics_reference.json", "make_training_fixtures.py",
                  "make_vdsr_fixtures.py", "make_rrdb_fixtures.py",
+                 "make_degradation_fixtures.py",
                  os.path.join("compact", "manifest.json"),
                  os.path.join("krasserm", "README.md"), os.path.join("krasserm", "manifest.json"),
                  os.path.join("krasserm", "make_files.py")} | {
@@ -47,7 +49,7 @@ def listed():
 
 def test_checksums_match_the_manifests():
     files = listed()
-    assert len(files) == 13 + 4 + 1 + 14 + 4 + 11  # rrdb/: 7 .npz, 4 .pth
+    assert len(files) == 13 + 4 + 1 + 14 + 4 + 11 + 1  # rrdb/: 7 .npz, 4 .pth
     for name, expected in files.items():
         assert sha256(os.path.join(DATA, name)) == expected, name
 
