@@ -391,6 +391,8 @@ INIT_BANDS = {  # profile: (L1, output std, head conv std)
     "srcnn": ((100, 120), (12, 35), (0.10, 0.18)),
     "fsrcnn": ((105, 115), (1.5, 5), (0.55, 0.72)),
     "espcn": ((95, 105), (25, 45), (0.25, 0.32)),
+    # RRDBNet (23 blocks) at BasicSR's init: seeds 0-7 spread widely at its output.
+    "realesrnet-x4": ((66, 248), (35.8, 175), (0.238, 0.317)),
 }
 # The layer whose output std is the "head std" where a network has no `head_conv`.
 HEAD_LAYERS = {"vdsr": "body_conv1", "srcnn": "conv1", "fsrcnn": "feature_conv",
