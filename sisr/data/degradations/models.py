@@ -170,7 +170,8 @@ def simple(p, scale):
 
 def _bsrgan_blur(draws, image, scale, size):
     """BSRGAN's blur: anisotropic Gaussian (eigenvalues U(0, 4 + s)) or isotropic
-    (sigma U(0, 2 + 0.2 s)), side 2 * U{2..11} + 3, each with p 0.5."""
+    (sigma U(0, 2 + 0.2 s)), side 2 * U{2..11} + 3, each with p 0.5; `scale` is the
+    factor still to go (2 after the first halving)."""
     k = 2 * draws.integer(2, 11) + 3
     wide, narrow = 4.0 + scale, 2.0 + 0.2 * scale
     # Variances l1, l2 (not standard deviations) along a rotated axis.
@@ -195,10 +196,12 @@ def _bsrgan_noise(draws, image, p):
     shape = tf.shape(image)
     colour = tf.random.stateless_normal(shape, seed) * level
     gray = tf.random.stateless_normal(shape[:2], seed + 1)[:, :, None] * level * tf.ones([3])
-    # Correlated: covariance |L^2 U^T D U| with D diagonal U(0, 1), U a random rotation.
+    # Correlated: covariance |L^2 U^T D U| with D diagonal U(0, 1), U a random rotation
+    # and L the range's top level (as BSRGAN's code, whatever the level drawn).
+    top = p["noise_range"][1] / 255.0
     d = tf.random.stateless_uniform([3], seed + 2)
     q, _ = tf.linalg.qr(tf.random.stateless_uniform([3, 3], seed + 3))
-    cov = tf.abs(level ** 2 * tf.matmul(q, tf.matmul(tf.linalg.diag(d), q), transpose_a=True))
+    cov = tf.abs(top ** 2 * tf.matmul(q, tf.matmul(tf.linalg.diag(d), q), transpose_a=True))
     values, vectors = tf.linalg.eigh(cov)
     root = vectors * tf.sqrt(tf.maximum(values, 0.0))[None, :]
     correlated = tf.einsum("ij,hwj->hwi", root, tf.random.stateless_normal(shape, seed + 4))
@@ -218,8 +221,12 @@ def bsrgan(p, scale):
         # Only at x4: first halve the image with p `scale2_prob` (factor 2 left).
         pre = tf.logical_and(scale == 4, draws.chance(p["scale2_prob"]))
         half_mode = draws.integer(0, 2)
-        image = tf.cond(pre, lambda: ops.resize(hr, height // 2, width // 2, half_mode),
-                        lambda: hr)
+        matlab = draws.chance(0.5)
+        # Half by a random interpolation, or by MATLAB's bicubic, each with p 0.5.
+        image = tf.cond(pre, lambda: tf.cond(
+            matlab, lambda: ops.matlab_downscale(hr, 2),
+            lambda: ops.resize(hr, height // 2, width // 2, half_mode)), lambda: hr)
+        image.set_shape([None, None, 3])
         factor = tf.where(pre, 2.0, float(scale))
         order = tf.argsort(tf.random.stateless_uniform([6], draws.seed()))
         # The downsampling (step 2) must come before the resize to the LR size (step 3).
@@ -243,8 +250,8 @@ def bsrgan(p, scale):
             return tf.cond(draws.chance(0.75), lambda: resized, lambda: blurred)
 
         steps = [
-            lambda im: _bsrgan_blur(draws, im, scale, size),
-            lambda im: _bsrgan_blur(draws, im, scale, size),
+            lambda im: _bsrgan_blur(draws, im, factor, size),
+            lambda im: _bsrgan_blur(draws, im, factor, size),
             down,
             lambda im: ops.resize(im, lr_h, lr_w, draws.integer(0, 2)),
             lambda im: _bsrgan_noise(draws, im, p),
