@@ -8,6 +8,13 @@ patch 48, x2, augmentation on, default patches per image read) of `DIV2K(...).tr
 from the cache and from the PNGs, interleaving the runs (cache, png, cache, png, ...)
 because this machine's speed swings, and prints the medians, their ratio and the growth
 of anonymous memory while streaming. Run by hand; nothing here is a test.
+
+    python benchmarks/data.py --degradations [--images 4] [--degrade-batches 8]
+
+measures instead the on-the-fly degradation presets (simple, bsrgan, realesrgan) at
+Real-ESRGAN's crop, HR 256 x4 (LR 64, batch 12), from the numpy HR cache as an image
+folder, next to the same folder's bicubic pipeline, and one bfloat16 training step of
+the full RRDBNet (batch 12, LR 64) for comparison: the data stage must outrun it.
 """
 
 import os
@@ -68,6 +75,58 @@ def patches_per_second(root, batches, seed):
     return batches * 16 / elapsed
 
 
+def degraded_patches_per_second(hr_dir, preset, batches, seed):
+    from sisr.data import ImageFolder
+
+    dataset = ImageFolder(hr_dir, scale=4).train(batch_size=12, lr_patch=64, seed=seed,
+                                                  degradation=preset)
+    iterator = iter(dataset)
+    for _ in range(2):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        lr, hr = next(iterator)
+    elapsed = time.perf_counter() - start
+    assert lr.shape == (12, 64, 64, 3) and hr.shape == (12, 256, 256, 3)
+    return batches * 12 / elapsed
+
+
+def rrdbnet_patches_per_second(steps=2, batch=12):
+    """Training patches/s of the full RRDBNet x4 in mixed bfloat16 (L1, Adam)."""
+    import keras
+    import tensorflow as tf
+
+    from sisr.model import rrdbnet
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = rrdbnet(4)
+        model.compile(optimizer=keras.optimizers.Adam(2e-4), loss="mae")
+        lr = tf.random.uniform([batch, 64, 64, 3], 0, 255)
+        hr = tf.random.uniform([batch, 256, 256, 3], 0, 255)
+        model.train_on_batch(lr, hr)  # tracing
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(lr, hr)
+        return steps * batch / (time.perf_counter() - start)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def degradations(args, npy_root):
+    hr_dir = os.path.join(npy_root, "DIV2K_train_HR")
+    rates = {}
+    for name in (None, "simple", "bsrgan", "realesrgan"):
+        rates[name] = [degraded_patches_per_second(hr_dir, name, args.degrade_batches, r)
+                       for r in range(args.rounds)]
+        print(f"{name or 'bicubic':10s}: {statistics.median(rates[name]):8.1f} patches/s "
+              f"(HR 256 x4, batch 12; rounds {[round(r, 1) for r in rates[name]]})",
+              flush=True)
+    train = rrdbnet_patches_per_second()
+    print(f"RRDBNet x4 bf16 training: {train:.2f} patches/s (batch 12, LR 64)")
+    return 0
+
+
 def main(argv=None):
     parser = file_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -75,6 +134,9 @@ def main(argv=None):
     # At least a few windows of reads: a file dataset's batches come 16 at a time from a
     # window of 16 image reads, so fewer batches would time one window's decoded patches.
     parser.add_argument("--png-batches", type=int, default=48)
+    parser.add_argument("--degradations", action="store_true",
+                        help="measure the degradation presets at HR 256 x4 instead")
+    parser.add_argument("--degrade-batches", type=int, default=8)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from sisr.convert import convert
@@ -89,6 +151,8 @@ def main(argv=None):
         result = convert("numpy", png_root, npy_root, progress=False)
         print(f"convert numpy: {result.converted} converted, {result.up_to_date} up to date "
               f"in {time.perf_counter() - start:.1f} s", flush=True)
+        if args.degradations:
+            return degradations(args, npy_root)
         rates = {"cache": [], "png": []}
         memory_before = anonymous_rss_mb()
         for round_ in range(args.rounds):

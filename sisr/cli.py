@@ -96,10 +96,28 @@ def add_verbose(parser, default=False):
     parser.add_argument("--verbose", action="store_true", default=default, help=VERBOSE_HELP)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, wrapping only at spaces: names such as `sr-resnet` or
+    `realesrnet-x4` in a help text stay whole."""
+
+    def _wrap(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width,
+                             break_on_hyphens=False)
+
+    def _split_lines(self, text, width):
+        return self._wrap(text, width)
+
+    def _fill_text(self, text, width, indent):
+        return "\n".join(indent + line for line in self._wrap(text, width - len(indent)))
+
+
 def parser(command, subcommand=None, verbose=True, **kwargs):
     """The argument parser of `python -m COMMAND` (kwargs as for `argparse`), with
     `--verbose` unless `verbose=False` (the command adds its own). With `subcommand` (the
     attribute that names it), returns (parser, its subparsers)."""
+    kwargs.setdefault("formatter_class", HelpFormatter)
     result = argparse.ArgumentParser(prog=f"python -m {command}", **kwargs)
     if verbose:
         add_verbose(result)

@@ -18,7 +18,8 @@ from sisr.training import config as cfg
 log = logging.getLogger("sisr.train")
 
 # Flags that map one-to-one onto configuration keys.
-FLAG_KEYS = ("dataset", "scale", "downgrade", "epochs", "steps_per_epoch", "batch_size",
+FLAG_KEYS = ("dataset", "scale", "downgrade", "degradation", "epochs", "steps_per_epoch",
+             "batch_size",
              "learning_rate", "pretrained_model", "seed", "precision", "strategy")
 
 
@@ -80,6 +81,9 @@ def make_parser():
                         "batch")
     parser.add_argument("--downgrade", help="bicubic, unknown, mild, difficult, wild, "
                         "bicubic_jpeg_90, ...")
+    parser.add_argument("--degradation", metavar="NAME|FILE.json",
+                        help="make LR patches from HR on the fly: simple, bsrgan, realesrgan "
+                             "or a preset .json file (see README, Degradations)")
     parser.add_argument("--learning-rate", type=float, help="initial learning rate; the "
                         "profile's decay steps still apply")
     parser.add_argument("--pretrained-model", metavar="MODEL",

@@ -99,7 +99,7 @@ class PairedDataset:
                 f"{listed}{more}")
 
     def train(self, batch_size=16, lr_patch=48, seed=None, repeat=True, augment=True,
-              cache=False, patches_per_image=None, skip_batches=0):
+              cache=False, patches_per_image=None, skip_batches=0, degradation=None):
         """Random aligned training patches as a `tf.data.Dataset` of uint8 `(lr, hr)`.
 
         Args:
@@ -118,6 +118,10 @@ class PairedDataset:
             skip_batches: start the stream at this batch (with a seed, the batches of the
                 whole stream from there on; the images of the batches left out are not
                 read), e.g. where a resumed training run continues.
+            degradation: a degradation preset (name, .json path or dict, see
+                sisr.data.degradations): LR patches are made from the HR patches on the
+                fly, per patch (deterministic for a seed), and the HR side is the
+                preset's training target; the dataset's LR images are not read.
 
         Images smaller than the patch are left out with a warning naming them (an error
         if no image is large enough).
@@ -144,9 +148,14 @@ class PairedDataset:
             raise DatasetError(f"patches_per_image must be >= 1, got {patches_per_image}")
         if int(skip_batches) < 0:
             raise DatasetError(f"skip_batches must be >= 0, got {skip_batches}")
+        degrade = None
+        if degradation is not None:
+            from sisr.data.degradations import degradation as make_degradation
+
+            degrade = make_degradation(degradation, self.scale)
         return train_dataset(pairs, self.scale, int(batch_size), int(lr_patch), seed,
                              bool(repeat), bool(augment), int(patches_per_image),
-                             int(skip_batches))
+                             int(skip_batches), degrade=degrade)
 
     def valid(self, crop=None):
         """Validation pairs, batch 1, in order: full images, or LR centre crops of `crop`.

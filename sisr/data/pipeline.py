@@ -148,31 +148,69 @@ def _flip_rotate(patches, flip, turns):
     return tf.cast(tf.image.rot90(tf.cast(patches, tf.float32), turns), dtype)
 
 
+def _augmentation(random):
+    """The flip and quarter turns of an image read (from its seed)."""
+    flip = tf.random.stateless_uniform(
+        [], seed=tf.stack([random, tf.constant(1, tf.int64)])) < 0.5
+    turns = tf.random.stateless_uniform(
+        [], seed=tf.stack([random, tf.constant(2, tf.int64)]), minval=0, maxval=4,
+        dtype=tf.int32)
+    return flip, turns
+
+
+def _degrading(degrade, lr_patch):
+    """(patch seed, uint8 HR patch) -> (uint8 LR patch, uint8 target) by `degrade`."""
+    def apply(key, hr):
+        # The read's int64 seed and the patch's place in the read: an int32 [2] seed.
+        mixed = tf.random.experimental.stateless_fold_in(
+            tf.bitcast(key[0], tf.int32), tf.cast(key[1], tf.int32))
+        lr, target = degrade(tf.cast(hr, tf.float32) / 255.0, mixed)
+        lr = tf.cast(tf.round(tf.clip_by_value(lr, 0.0, 1.0) * 255.0), tf.uint8)
+        target = tf.cast(tf.round(tf.clip_by_value(target, 0.0, 1.0) * 255.0), tf.uint8)
+        lr.set_shape([lr_patch, lr_patch, 3])
+        return lr, target
+    return apply
+
+
 def train_dataset(pairs, scale, batch_size, lr_patch, seed, repeat, augment,
-                  patches_per_image, skip_batches=0):
+                  patches_per_image, skip_batches=0, degrade=None):
     """Random aligned patch batches `(lr, hr)`, uint8 (B, p, p, 3) and (B, p*s, p*s, 3),
     from batch number `skip_batches` of the stream on (without reading the images of the
-    batches left out)."""
+    batches left out).
+
+    With `degrade` (see sisr.data.degradations), only HR images are read: each HR patch
+    gets its own stateless seed (from its image read's seed and its place in the read)
+    and `degrade(hr, seed)` makes its LR patch and training target on the fly.
+    """
     count = len(pairs)
-    read_lr, read_hr = _Reader([p.lr for p in pairs]), _Reader([p.hr for p in pairs])
+    read_hr = _Reader([p.hr for p in pairs])
+    read_lr = None if degrade else _Reader([p.lr for p in pairs])
     k_patches, hr_patch = patches_per_image, lr_patch * scale
 
     def load(index, random):
         seed_offsets = tf.stack([random, tf.constant(0, tf.int64)])
-        room = tf.cast(read_lr.shapes[index] - lr_patch + 1, tf.float32)
+        if degrade:
+            room = tf.cast(read_hr.shapes[index] // scale - lr_patch + 1, tf.float32)
+        else:
+            room = tf.cast(read_lr.shapes[index] - lr_patch + 1, tf.float32)
         u = tf.random.stateless_uniform([k_patches, 2], seed=seed_offsets)
         offsets = tf.minimum(tf.cast(u * room, tf.int32), tf.cast(room, tf.int32) - 1)
         tops, lefts = offsets[:, 0], offsets[:, 1]
-        lr_patches = read_lr.crops(index, tops, lefts, lr_patch)
         hr_patches = read_hr.crops(index, tops * scale, lefts * scale, hr_patch)
+        if degrade:
+            # A placeholder LR side, replaced after mixing by the degraded patches; it
+            # carries each patch's seed (per read, per patch) through the shuffles.
+            lr_patches = tf.stack([tf.fill([k_patches], random),
+                                   tf.range(k_patches, dtype=tf.int64)], axis=1)
+            hr_patches = _flip_rotate(hr_patches, *_augmentation(random)) if augment \
+                else hr_patches
+            hr_patches.set_shape([k_patches, hr_patch, hr_patch, 3])
+            return lr_patches, hr_patches, random
+        lr_patches = read_lr.crops(index, tops, lefts, lr_patch)
         if augment:
             # One flip/rotation per image read (cheap on the stacked patches); patches of
             # different reads are shuffled together, so batches still mix all eight.
-            flip = tf.random.stateless_uniform(
-                [], seed=tf.stack([random, tf.constant(1, tf.int64)])) < 0.5
-            turns = tf.random.stateless_uniform(
-                [], seed=tf.stack([random, tf.constant(2, tf.int64)]), minval=0, maxval=4,
-                dtype=tf.int32)
+            flip, turns = _augmentation(random)
             lr_patches = _flip_rotate(lr_patches, flip, turns)
             hr_patches = _flip_rotate(hr_patches, flip, turns)
         lr_patches.set_shape([k_patches, lr_patch, lr_patch, 3])
@@ -185,7 +223,7 @@ def train_dataset(pairs, scale, batch_size, lr_patch, seed, repeat, augment,
         keys = tf.random.stateless_uniform([n], seed=tf.stack([randoms[0],
                                                                tf.constant(3, tf.int64)]))
         order = tf.argsort(keys)
-        lr_patches = tf.reshape(lr_patches, [n, lr_patch, lr_patch, 3])
+        lr_patches = tf.reshape(lr_patches, [n] + lr_patches.shape[2:].as_list())
         hr_patches = tf.reshape(hr_patches, [n, hr_patch, hr_patch, 3])
         return tf.gather(lr_patches, order), tf.gather(hr_patches, order)
 
@@ -208,6 +246,9 @@ def train_dataset(pairs, scale, batch_size, lr_patch, seed, repeat, augment,
     else:
         dataset = dataset.map(lambda lr, hr, random: (lr, hr))
     dataset = dataset.unbatch()
+    if degrade:
+        dataset = dataset.map(_degrading(degrade, lr_patch), num_parallel_calls=AUTOTUNE,
+                              deterministic=seed is not None)
     # Static batch shapes when repeating; a single epoch keeps its last, smaller batch.
     dataset = dataset.batch(batch_size, drop_remainder=repeat)
     return dataset.skip(within).prefetch(AUTOTUNE)

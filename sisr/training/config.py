@@ -33,6 +33,7 @@ TRAINER_DEFAULTS = {
     "scales": None,  # every scale of the registry (`resolve`)
     "dataset": "demo",
     "downgrade": "bicubic",
+    "degradation": None,     # a preset name, .json file or object: LR made on the fly
     "train_images": None,
     "valid_images": None,
     "loss": "l1",
@@ -290,6 +291,8 @@ def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=N
         raise ConfigError(f"`valid_crop` must be at least 1 (or null: whole images), got "
                           f"{config['valid_crop']}")
     _check_type("seed", config["seed"], int, allow_none=True)
+    if config["degradation"] is not None:
+        _check_degradation(config)
     scales = config["scales"]
     if not isinstance(scales, list) or not scales or any(
             isinstance(s, bool) or not isinstance(s, int) for s in scales):
@@ -354,6 +357,21 @@ def _resolve_train_scales(config, spec):
         raise ConfigError(f"{where}: `init` {config['init']} is not supported with "
                           "multi-scale training")
     config["scale"] = scales[0]
+
+
+def _check_degradation(config):
+    """Validates `degradation`; a file's parameters are kept in the configuration, so a
+    resumed run does not need the file."""
+    from sisr.data.degradations import PRESET_NAMES, DegradationError, load_preset
+
+    value = config["degradation"]
+    try:
+        preset = load_preset(value)
+    except DegradationError as err:
+        where = config.origins.get("degradation", "`degradation`")
+        raise ConfigError(f"{where}: {err}") from None
+    if not (isinstance(value, str) and value in PRESET_NAMES):
+        config["degradation"] = preset
 
 
 def builder_kwargs(config):

@@ -142,7 +142,8 @@ def make_pipelines(config, datasets, initial_epoch=0):
 
     def build():
         return train_data.train(batch_size=config["batch_size"], lr_patch=config["lr_patch"],
-                                seed=seed, skip_batches=skip).map(_as_float)
+                                seed=seed, skip_batches=skip,
+                                degradation=config.get("degradation")).map(_as_float)
 
     if seed is None:
         train_ds = build()
