@@ -10,9 +10,12 @@ and the benchmarks report medians over the rounds.
 
 import argparse
 import contextlib
+import os
 import shutil
 import statistics
+import subprocess
 import tempfile
+import threading
 import time
 
 
@@ -126,3 +129,23 @@ def work_dir(keep, prefix):
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
 
+
+
+def run_child(command):
+    """(exit code, stdout, stderr, peak RSS in GB) of the child process `command`.
+
+    Its output is read while it runs (a full pipe would block it); os.wait4 gives this
+    child's own rusage (RUSAGE_CHILDREN would mix every child of the benchmark)."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        texts = {}
+        readers = [threading.Thread(target=lambda k, f: texts.__setitem__(k, f.read()),
+                                    args=(key, stream))
+                   for key, stream in (("out", process.stdout), ("err", process.stderr))]
+        for reader in readers:
+            reader.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        for reader in readers:
+            reader.join()
+        process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, texts["out"], texts["err"], usage.ru_maxrss * 1024 / 1e9

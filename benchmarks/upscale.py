@@ -30,7 +30,6 @@ seams. It runs in its own subprocess so that it does not inflate the peak memory
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -38,9 +37,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 if __package__:
-    from .common import format_table, median, model_cases, spread
+    from .common import format_table, median, model_cases, run_child, spread
 else:  # run as a script: python benchmarks/upscale.py
-    from common import format_table, median, model_cases, spread
+    from common import format_table, median, model_cases, run_child, spread
 
 LR_SHAPE = (1356, 2040)  # a DIV2K-sized LR image (height, width)
 DEFAULT_CASES = ("edsr-x2", "edsr-x4", "wdsr-b-x2", "wdsr-b-x4", "srresnet-x4")
@@ -142,20 +141,12 @@ def run_case(case, tile, check_seams, precision="float32", overlap=None):
                "--lr-shape", f"{LR_SHAPE[0]}x{LR_SHAPE[1]}"] + (
         ["--check-seams"] if check_seams else []) + (
         ["--worker-overlap", str(overlap)] if overlap is not None else [])
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    # wait4 gives this child's own rusage (RUSAGE_CHILDREN would mix all children).
-    _, status, usage = os.wait4(process.pid, 0)
-    out, err = process.stdout.read(), process.stderr.read()
-    process.stdout.close()
-    process.stderr.close()
-    process.returncode = os.waitstatus_to_exitcode(status)
+    code, out, err, peak_gb = run_child(command)
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-    if process.returncode != 0 or not lines:
-        raise RuntimeError(f"{case} tile={tile} {precision} failed "
-                           f"(exit {process.returncode}):\n{err}")
+    if code != 0 or not lines:
+        raise RuntimeError(f"{case} tile={tile} {precision} failed (exit {code}):\n{err}")
     result = json.loads(lines[-1][len("RESULT "):])
-    result["peak_gb"] = usage.ru_maxrss * 1024 / 1e9  # Linux: ru_maxrss is in KiB
+    result["peak_gb"] = peak_gb
     return result
 
 

@@ -21,7 +21,6 @@ time. The load average is printed with the figures: on a shared machine they are
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +29,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 if __package__:
-    from .common import format_table, median, model_cases
+    from .common import format_table, median, model_cases, run_child
 else:  # run as a script: python benchmarks/video.py
-    from common import format_table, median, model_cases
+    from common import format_table, median, model_cases, run_child
 
 SIZE = (360, 640)  # LR height, width
 RATE = 25
@@ -151,17 +150,12 @@ def worker(case, precision, src, tile):
 def run_case(case, precision, src, tile):
     command = [sys.executable, os.path.abspath(__file__), "--worker", case,
                "--precisions", precision, "--worker-clip", src, "--tile", str(tile)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    out, err = process.stdout.read(), process.stderr.read()
-    process.stdout.close()
-    process.stderr.close()
+    code, out, err, peak_gb = run_child(command)
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-    if os.waitstatus_to_exitcode(status) != 0 or not lines:
+    if code != 0 or not lines:
         raise RuntimeError(f"{case} {precision} failed:\n{err}")
     result = json.loads(lines[-1][len("RESULT "):])
-    result["peak_gb"] = usage.ru_maxrss * 1024 / 1e9  # Linux: KiB
+    result["peak_gb"] = peak_gb
     return result
 
 

@@ -48,9 +48,9 @@ def metrics_reference():
         return dict(z), manifest["values"]
 
 
-def load_training(name):
+def load_training(name, folder=TRAINING):
     """One training fixture: ({"init" or "stepK": state_dict}, official losses per step)."""
-    with np.load(os.path.join(TRAINING, name)) as z:
+    with np.load(os.path.join(folder, name)) as z:
         states = {}
         for key in z.files:
             if "/" in key:

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from reference_data import DATA, TRAINING
+from reference_data import DATA, TRAINING, load_training
 from sisr.model import get_spec
 from sisr.model.sizing import count_parameters
 from sisr.port import port
@@ -115,13 +115,7 @@ def test_rcan_groups_of_different_sizes_are_refused():
 # ------------------------------------------------------------------------- training
 
 def training(name):
-    with np.load(os.path.join(FIXTURES, name)) as z:
-        states = {}
-        for key in z.files:
-            if "/" in key:
-                prefix, param = key.split("/", 1)
-                states.setdefault(prefix, {})[param] = z[key]
-        return states, z["losses"]
+    return load_training(name, FIXTURES)
 
 
 def batches(steps):
