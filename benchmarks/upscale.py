@@ -25,6 +25,10 @@ seams. It runs in its own subprocess so that it does not inflate the peak memory
     python benchmarks/upscale.py --cases edsr-x4 --repeats 1 --check-seams
     python benchmarks/upscale.py --cases wdsr-b-x4,edsr-x4 --no-untiled --repeats 1 \
         --precisions float32,bfloat16 --overlap-zero
+    python benchmarks/upscale.py --cases rrdbnet-x4 --no-untiled --lr-size 339x510 \
+        --precisions float32,bfloat16 --repeats 3      # RRDBNet: a smaller image
+
+The machine's load average is printed before and after the runs (other jobs share it).
 """
 
 import argparse
@@ -43,7 +47,7 @@ else:  # run as a script: python benchmarks/upscale.py
 
 LR_SHAPE = (1356, 2040)  # a DIV2K-sized LR image (height, width)
 DEFAULT_CASES = ("edsr-x2", "edsr-x4", "wdsr-b-x2", "wdsr-b-x4", "srresnet-x4")
-CASES = model_cases(*DEFAULT_CASES, "rcan-x4", "rdn-x4")
+CASES = model_cases(*DEFAULT_CASES, "rcan-x4", "rdn-x4", "rrdbnet-x4", "srvgg-x4")
 SEAM_CROP = (200, 700)  # LR rows/cols of the seam check: straddles the 256-pixel tile borders
 
 
@@ -77,7 +81,7 @@ def activation_gb(model, shape):
     return 4 * largest / 1e9
 
 
-def estimate_gb(case, tile):
+def estimate_gb(case, tile, lr_shape=LR_SHAPE):
     """Rough peak memory of a run: biggest layer at the processed size, x1.5, + 1 GB."""
     from sisr.model import build
     from sisr.upscaling import Upscaler
@@ -86,10 +90,10 @@ def estimate_gb(case, tile):
     model = build(builder, **arguments)
     if tile:
         overlap = Upscaler(model, scale=arguments["scale"]).overlap
-        side = min(tile + 2 * overlap, max(LR_SHAPE))
-        shape = (min(side, LR_SHAPE[0]), min(side, LR_SHAPE[1]))
+        side = min(tile + 2 * overlap, max(lr_shape))
+        shape = (min(side, lr_shape[0]), min(side, lr_shape[1]))
     else:
-        shape = LR_SHAPE
+        shape = lr_shape
     return 1.5 * activation_gb(model, shape) + 1.0
 
 
@@ -101,7 +105,7 @@ def window_pixels(upscaler, shape):
                for y0, y1, x0, x1 in upscaler.tiles(h, w))
 
 
-def worker(case, tile, check_seams, precision="float32", overlap=None):
+def worker(case, tile, check_seams, precision="float32", overlap=None, lr_shape=LR_SHAPE):
     """One measured run in this process; prints a JSON line with its figures."""
     import numpy as np
 
@@ -112,14 +116,14 @@ def worker(case, tile, check_seams, precision="float32", overlap=None):
     model = build(builder, **arguments)
     upscaler = Upscaler(model, scale=arguments["scale"], tile=tile or None, overlap=overlap,
                         precision=precision)
-    image = test_image(LR_SHAPE)
+    image = test_image(lr_shape)
     upscale_image(upscaler, image[:64, :64])  # trace the forward pass outside the timing
     start = time.perf_counter()
     sr = upscale_image(upscaler, image)
     seconds = time.perf_counter() - start
-    result = {"seconds": seconds, "tiles": len(upscaler.tiles(*LR_SHAPE)),
+    result = {"seconds": seconds, "tiles": len(upscaler.tiles(*lr_shape)),
               "overlap": upscaler.overlap,
-              "window_ratio": window_pixels(upscaler, LR_SHAPE) / (LR_SHAPE[0] * LR_SHAPE[1])}
+              "window_ratio": window_pixels(upscaler, lr_shape) / (lr_shape[0] * lr_shape[1])}
     if check_seams:
         a, b = SEAM_CROP
         s, m = upscaler.scale, upscaler.overlap
@@ -128,17 +132,17 @@ def worker(case, tile, check_seams, precision="float32", overlap=None):
         inner = slice(m * s, (b - a - m) * s)
         tiled = sr[a * s:b * s, a * s:b * s]
         diff = np.abs(tiled[inner, inner].astype(int) - crop[inner, inner].astype(int))
-        borders = [y0 for y0, _, _, _ in upscaler.tiles(*LR_SHAPE) if a < y0 < b]
+        borders = [y0 for y0, _, _, _ in upscaler.tiles(*lr_shape) if a < y0 < b]
         result.update(seam_max_diff=int(diff.max()), seam_pixels_off=int((diff > 0).sum()),
                       seam_borders_checked=sorted(set(borders)))
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_case(case, tile, check_seams, precision="float32", overlap=None):
+def run_case(case, tile, check_seams, precision="float32", overlap=None, lr_shape=LR_SHAPE):
     """Runs `worker` in a fresh subprocess; returns its figures plus peak RSS in GB."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", case,
                "--tile", str(tile), "--precisions", precision,
-               "--lr-shape", f"{LR_SHAPE[0]}x{LR_SHAPE[1]}"] + (
+               "--lr-size", f"{lr_shape[0]}x{lr_shape[1]}"] + (
         ["--check-seams"] if check_seams else []) + (
         ["--worker-overlap", str(overlap)] if overlap is not None else [])
     code, out, err, peak_gb = run_child(command)
@@ -151,14 +155,11 @@ def run_case(case, tile, check_seams, precision="float32", overlap=None):
 
 
 def main(argv=None):
-    global LR_SHAPE
     from sisr.upscale import DEFAULT_TILE
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", default=",".join(DEFAULT_CASES), help="comma-separated: " +
                    ", ".join(CASES))
-    p.add_argument("--lr-shape", default=f"{LR_SHAPE[0]}x{LR_SHAPE[1]}",
-                   help="LR image HEIGHTxWIDTH (default %(default)s)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile of the tiled runs")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     p.add_argument("--max-gb", type=float, default=8.0,
@@ -170,17 +171,20 @@ def main(argv=None):
                    help="comma-separated: float32, bfloat16 (default float32)")
     p.add_argument("--overlap-zero", action="store_true",
                    help="also time each tiled case with no overlap (the overlap's cost)")
+    p.add_argument("--lr-size", default=f"{LR_SHAPE[0]}x{LR_SHAPE[1]}", metavar="HxW",
+                   help="LR image height x width (default %(default)s, DIV2K-sized)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-overlap", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
-        LR_SHAPE = tuple(int(n) for n in args.lr_shape.lower().split("x"))
-        assert len(LR_SHAPE) == 2 and min(LR_SHAPE) > 0
-    except (ValueError, AssertionError):
-        p.error(f"--lr-shape: HEIGHTxWIDTH, got {args.lr_shape!r}")
+        lr_shape = tuple(int(n) for n in args.lr_size.lower().split("x"))
+    except ValueError:
+        lr_shape = ()
+    if len(lr_shape) != 2 or min(lr_shape) < 1:
+        p.error(f"--lr-size: expected HxW, e.g. 1356x2040, got {args.lr_size!r}")
     if args.worker:
         worker(args.worker, args.tile, args.check_seams, args.precisions,
-               args.worker_overlap)
+               args.worker_overlap, lr_shape)
         return 0
     precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
     if not precisions or set(precisions) - {"float32", "bfloat16"}:
@@ -198,7 +202,7 @@ def main(argv=None):
             if tile and not get_spec(CASES[case][0]).local:
                 untileable.append(case)  # global pooling or attention: tiles are refused
                 continue
-            estimate = estimate_gb(case, tile)
+            estimate = estimate_gb(case, tile, lr_shape)
             if tile == 0 and estimate > args.max_gb:
                 skipped.append((case, estimate))
                 continue
@@ -207,12 +211,13 @@ def main(argv=None):
                 if tile and args.overlap_zero:
                     runs.append((case, tile, precision, 0, estimate))
     results = {run[:4]: [] for run in runs}
-    print(f"LR image {LR_SHAPE[1]}x{LR_SHAPE[0]}, {len(runs)} cases x {args.repeats} "
+    print(f"LR image {lr_shape[1]}x{lr_shape[0]}, {len(runs)} cases x {args.repeats} "
           f"interleaved rounds (one subprocess each)", file=sys.stderr)
+    load_before = os.getloadavg()
     for r in range(args.repeats):
         shift = r % len(runs)
         for case, tile, precision, overlap, _ in runs[shift:] + runs[:shift]:
-            result = run_case(case, tile, False, precision, overlap)
+            result = run_case(case, tile, False, precision, overlap, lr_shape)
             results[(case, tile, precision, overlap)].append(result)
             print(f"  round {r + 1}: {case} tile={tile or 'none'} {precision}"
                   f"{' overlap 0' if overlap == 0 else ''}: "
@@ -221,11 +226,16 @@ def main(argv=None):
     if args.check_seams:
         for case, tile, precision, overlap, _ in runs:
             if tile and overlap is None:
-                seams[(case, precision)] = found = run_case(case, tile, True, precision)
+                seams[(case, precision)] = found = run_case(case, tile, True, precision,
+                                                            lr_shape=lr_shape)
                 print(f"  seam check: {case} {precision}: max diff {found['seam_max_diff']}",
                       file=sys.stderr)
 
-    lr_mpx = LR_SHAPE[0] * LR_SHAPE[1] / 1e6
+    load_after = os.getloadavg()
+    print(f"LR image {lr_shape[1]}x{lr_shape[0]}; load average (1, 5, 15 min) before "
+          f"{', '.join(f'{x:.1f}' for x in load_before)}, after "
+          f"{', '.join(f'{x:.1f}' for x in load_after)}")
+    lr_mpx = lr_shape[0] * lr_shape[1] / 1e6
     rows = []
     for case, tile, precision, overlap, estimate in runs:
         found = results[(case, tile, precision, overlap)]

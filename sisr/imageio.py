@@ -1,7 +1,10 @@
 """Reading and writing image files and numpy image caches, for every part of sisr.
 
 Images are turned upright by their EXIF orientation and decoded to 8 bits: 16-bit samples
-keep their high byte (as libpng's strip_16), and the note returned with the pixels says so.
+keep their high byte (as libpng's strip_16), and the note returned with the pixels says so;
+`read_image(..., keep_depth=True)` reads 16-bit PNG and TIFF files as uint16 instead, and
+`write_image` writes uint16 arrays as 16-bit PNG (with pypng and tifffile, the optional
+`depth` extra).
 `read_image` keeps the channel layout (HxW gray, HxWx2 gray + alpha, HxWx3 RGB, HxWx4 RGBA),
 for upscaling people's photos; `read_rgb` gives the uint8 HxWx3 RGB that models are trained
 and evaluated on, from an image or a `.npy` cache file. `inspect_image` reads only the
@@ -22,6 +25,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 NUMPY_EXTENSION = ".npy"
 # How an alpha channel is upscaled: by bicubic interpolation or by the model (as grey).
 ALPHA_MODES = ("bicubic", "model")
+DEPTH_16 = 257.0  # 65535 / 255: a 16-bit sample's step on the model's 0..255 scale
 # Formats that can be written -> (Pillow format, file extension).
 FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp")}
 _EXTENSION_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -102,11 +106,31 @@ class LoadedImage:
     icc_profile: bytes | None = None
     note: str | None = None  # what decoding to 8 bits changed, if anything
 
+    @property
+    def depth(self):
+        """Bits per sample of `array`: 8 (uint8) or 16 (uint16, `keep_depth`)."""
+        return 16 if self.array.dtype == np.uint16 else 8
 
-def _is_16_bit(image):
+
+# What --keep-depth needs, and the extra that installs it.
+DEPTH_EXTRA = "pip install 'sisr[depth]'"
+
+
+def _optional(module, what):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImageError(f"{what} needs {module}, an optional extra: {DEPTH_EXTRA}") from None
+
+
+def _is_16_bit(image, any_mode=False):
+    """Whether an opened (not yet loaded) image has 16-bit samples; `any_mode`: in any
+    layout (Pillow reads 16-bit RGB, RGBA and grey + alpha PNGs as 8-bit RGB/RGBA)."""
     if image.mode.startswith("I;16") or image.mode == "I":
         return True
-    if image.mode == "RGB" and image.tile:
+    if (any_mode or image.mode == "RGB") and image.tile:
         tile = image.tile[0]
         args = tile.args if hasattr(tile, "args") else tile[3]
         rawmode = args if isinstance(args, str) else (args[0] if args else "")
@@ -172,8 +196,65 @@ def _read(path, handle, failure="cannot decode image, corrupt or truncated?"):
         raise ImageError(f"{path}: {failure} ({err})") from None
 
 
-def read_image(path, first_frame=False):
-    """Reads an image file as a `LoadedImage` (upright, 8-bit, channel layout kept).
+# EXIF orientation -> the NumPy steps that turn the stored pixels upright (as
+# PIL.ImageOps.exif_transpose).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _read_png_16(path):
+    png = _optional("png", "reading a 16-bit PNG with its 16 bits")
+    try:
+        width, height, rows, info = png.Reader(filename=path).asDirect()
+        array = np.vstack([np.asarray(row, np.uint16) for row in rows])
+    except (png.Error, OSError, ValueError) as err:
+        raise ImageError(f"{path}: cannot decode 16-bit PNG, corrupt or truncated? "
+                         f"({err})") from None
+    return array.reshape(height, width, info["planes"])
+
+
+def _read_tiff_16(path):
+    tifffile = _optional("tifffile", "reading a 16-bit TIFF with its 16 bits")
+    try:
+        array = tifffile.imread(path, key=0)
+    except Exception as err:  # tifffile raises many kinds for bad files
+        raise ImageError(f"{path}: cannot decode 16-bit TIFF ({err})") from None
+    if array.dtype != np.uint16 or not (array.ndim == 2 or (
+            array.ndim == 3 and array.shape[-1] in (1, 2, 3, 4))):
+        raise ImageError(f"{path}: expected a 16-bit grey, grey + alpha, RGB or RGBA TIFF, "
+                         f"got {array.dtype} {array.shape}")
+    return array
+
+
+def _decode_16(path, image):
+    """The upright uint16 pixels (HxW, HxWx2, HxWx3 or HxWx4) of a 16-bit PNG or TIFF."""
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except _DECODE_ERRORS:
+        orientation = 1
+    if image.format == "PNG":
+        array = _read_png_16(path)
+    elif image.format == "TIFF":
+        array = _read_tiff_16(path)
+    else:
+        raise ImageError(f"{path}: 16 bits are kept for PNG and TIFF files only, not "
+                         f"{image.format}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(array))
+
+
+def read_image(path, first_frame=False, keep_depth=False):
+    """Reads an image file as a `LoadedImage` (upright, channel layout kept): 8-bit, or
+    with `keep_depth` a 16-bit PNG or TIFF as uint16 (pypng / tifffile, the `depth`
+    extra; other files stay 8-bit).
 
     An animated image (several frames) is refused, unless `first_frame`: then its first
     frame is read, and the note says so."""
@@ -184,6 +265,9 @@ def read_image(path, first_frame=False):
         if frames > 1 and not first_frame:
             raise ImageError(f"{path}: an animated image of {frames} frames; sisr upscales "
                              "still images (--first-frame: its first frame alone)")
+        if keep_depth and frames == 1 and _is_16_bit(image, any_mode=True):
+            return LoadedImage(_decode_16(path, image), _PIL_TO_FORMAT.get(image.format),
+                               image.info.get("icc_profile"))
         array, note = _decode(image)
         if frames > 1:
             note = "; ".join(filter(None, [f"first of {frames} frames", note]))
@@ -324,16 +408,42 @@ def _to_pil(array, path):
     array = np.asarray(array)
     if array.dtype != np.uint8:
         raise ImageError(f"{path}: pixels must be uint8, got {array.dtype}")
+    _check_layout(array, path)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (2, 3, 4)):
-        return Image.fromarray(np.ascontiguousarray(array))
-    raise ImageError(f"{path}: cannot store an array of shape {array.shape} as an image")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _check_layout(array, path):
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 2, 3, 4))):
+        raise ImageError(f"{path}: cannot store an array of shape {array.shape} as an image")
+
+
+def _write_png_16(tmp, array, icc_profile):
+    png = _optional("png", "writing a 16-bit PNG")
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    planes = 1 if array.ndim == 2 else array.shape[-1]
+    height, width = array.shape[:2]
+    writer = png.Writer(width, height, greyscale=planes <= 2, alpha=planes in (2, 4),
+                        bitdepth=16)
+    rows = np.ascontiguousarray(array).reshape(height, width * planes)
+    with open(tmp, "wb") as f:
+        writer.write(f, rows)
+    if icc_profile:  # pypng's writer takes no ICC profile: an iCCP chunk after IHDR
+        import zlib
+
+        chunks = list(png.Reader(filename=tmp).chunks())
+        chunks.insert(1, (b"iCCP", b"ICC\x00\x00" + zlib.compress(icc_profile)))
+        with open(tmp, "wb") as f:
+            png.write_chunks(f, chunks)
 
 
 def write_image(path, array, format=None, quality=95, subsampling=None, icc_profile=None,
                 overwrite=True):
-    """Writes a uint8 image array to `path` atomically.
+    """Writes a uint8 image array to `path` atomically; a uint16 array as a 16-bit PNG
+    (pypng, the `depth` extra).
 
     Args:
         format: "png", "jpeg" or "webp"; None picks it from the file's extension.
@@ -348,6 +458,14 @@ def write_image(path, array, format=None, quality=95, subsampling=None, icc_prof
             raise ImageError(f"{path}: can only write .png, .jpg or .webp files")
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if np.asarray(array).dtype == np.uint16:
+        if format != "png":
+            raise ImageError(f"{path}: {format.upper()} stores 8 bits; write 16-bit pixels "
+                             "as PNG")
+        _check_layout(np.asarray(array), path)
+        with atomic_output(path, overwrite) as tmp:
+            _write_png_16(tmp, array, icc_profile)
+        return
     image = _to_pil(array, path)
     if format == "jpeg" and image.mode in ("LA", "RGBA"):
         raise ImageError(f"{path}: JPEG cannot store the alpha channel; choose png or webp")

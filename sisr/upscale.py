@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 
+import numpy as np
 
 from sisr import cli, compare, imageio, video
 from sisr.cli_precision import CLI_PRECISIONS, choose_precision
@@ -116,6 +117,10 @@ def make_parser():
                         "fidelity guard where it was measured (at most 0.02 dB and 2 levels "
                         "from float32 on those images; other images may differ more), on "
                         "such CPUs; else float32")
+    p.add_argument("--keep-depth", action="store_true",
+                   help="keep 16-bit PNG/TIFF inputs 16-bit: written as 16-bit PNG, the "
+                        "model run on the unrounded 16-bit values (needs the depth extra, "
+                        "pypng and tifffile); default: 16-bit inputs are read as 8-bit")
     p.add_argument("--format", choices=["keep", *imageio.FORMATS], default="keep",
                    help="output format (default: that of the input; PNG for other formats)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
@@ -172,7 +177,11 @@ def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
     for path in [target] + ([_compare_path(args, target)] if args.compare else []):
         if not args.force and os.path.exists(path):  # fail before the expensive part
             raise FileExistsError(f"{path} exists; not overwriting it (use --force)")
-    loaded = imageio.read_image(source, first_frame=args.first_frame)
+    loaded = imageio.read_image(source, first_frame=args.first_frame,
+                                keep_depth=args.keep_depth)
+    if loaded.depth == 16 and fmt != "png":
+        raise imageio.ImageError(f"{source}: --keep-depth writes 16-bit images as PNG, "
+                                 f"not {fmt.upper()}; leave out --format or use png")
     if loaded.note:
         log.warning("%s: %s", source, loaded.note)
     crop = None if not args.compare or args.compare_crop == "auto" else args.compare_crop
@@ -197,11 +206,19 @@ def _upscale_file(upscaler, source, target, fmt, args, hr_path, progress):
                         sr.shape[0])
             hr = None
         model = os.path.splitext(os.path.basename(args.model))[0]
-        crop = save_comparison(_compare_path(args, target), loaded.array, sr, upscaler.scale,
+        crop = save_comparison(_compare_path(args, target), _eight_bit(loaded.array),
+                               _eight_bit(sr), upscaler.scale,
                                hr=hr, crop=crop, name=f"SR x{upscaler.scale}: {model}",
                                overwrite=args.force)
         log.info("%s: compared crop %d,%d,%d,%d", source, crop.x, crop.y, crop.width,
                  crop.height)
+
+
+def _eight_bit(array):
+    """A uint16 image as uint8 (rounded value / 257), for figures; uint8 as it is."""
+    if array.dtype != np.uint16:
+        return array
+    return np.round(array / imageio.DEPTH_16).astype(np.uint8)
 
 
 def _compare_path(args, target):

@@ -11,6 +11,7 @@ registered architecture is declared `local=False` is never tiled: asking for til
 `NotTileableError`, and whole images are always available (`tile=None`).
 
     sr = upscale_image(model, image, tile=256)   # uint8 in any channel layout, uint8 out
+                                                 # (uint16 in, uint16 out)
 
 Grayscale images go through the model as RGB and come back grayscale (ITU-R 601 luma);
 an alpha channel is upscaled with MATLAB-style bicubic, or with the model (`alpha="model"`).
@@ -25,7 +26,7 @@ import os
 import numpy as np
 
 from sisr.errors import UsageError
-from sisr.imageio import ALPHA_MODES
+from sisr.imageio import ALPHA_MODES, DEPTH_16
 from sisr.receptive_field import alignment, locality, receptive_radius
 from sisr.saving import ModelError
 
@@ -194,14 +195,21 @@ class Upscaler:
         return total / 8.0
 
     def __call__(self, rgb, gray=False, on_tile=None):
-        """Super-resolves an HxWx3 uint8 image; with `gray`, returns the luma (HxW) only.
+        """Super-resolves an HxWx3 uint8 or uint16 image (the same type out); with `gray`,
+        returns the luma (HxW) only. 16-bit samples go through the model as value / 257
+        (0..255, unrounded) and come back x 257, so that a smooth model keeps the bits
+        beyond 8.
 
         `on_tile()`, if given, is called after each tile (for progress bars).
         """
         rgb = np.asarray(rgb)
-        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.size == 0:
-            raise UsageError(f"expected a non-empty HxWx3 uint8 image, got "
+        if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[-1] != 3 \
+                or rgb.size == 0:
+            raise UsageError(f"expected a non-empty HxWx3 uint8 or uint16 image, got "
                              f"{rgb.dtype} {rgb.shape}")
+        dtype = rgb.dtype
+        if dtype == np.uint16:
+            rgb = rgb.astype(np.float32) / np.float32(DEPTH_16)
         height, width = rgb.shape[:2]
         h, w = self._padded(height, width)
         if (h, w) != (height, width):
@@ -209,7 +217,7 @@ class Upscaler:
             # same pixels, but every window, flipped ones too, then groups on one grid.
             rgb = rgb[_reflected(height, h)][:, _reflected(width, w)]
         s, m, a = self.scale, self.overlap or 0, self.alignment
-        out = np.empty((h * s, w * s) if gray else (h * s, w * s, 3), np.uint8)
+        out = np.empty((h * s, w * s) if gray else (h * s, w * s, 3), dtype)
         for y0, y1, x0, x1 in self.tiles(h, w):
             wy0, wx0 = max(0, y0 - m) // a * a, max(0, x0 - m) // a * a
             window = rgb[wy0:min(h, -(-(y1 + m) // a) * a), wx0:min(w, -(-(x1 + m) // a) * a)]
@@ -220,6 +228,8 @@ class Upscaler:
             core = np.clip(core, 0.0, 255.0)
             if gray:
                 core = core @ LUMA
+            if dtype == np.uint16:
+                core = np.clip(core * DEPTH_16, 0.0, 65535.0)
             out[y0 * s:y1 * s, x0 * s:x1 * s] = np.round(core)
             if on_tile is not None:
                 on_tile()
@@ -253,10 +263,14 @@ def _reflected(n, total):
 
 
 def bicubic_upscale(image, scale):
-    """MATLAB-compatible bicubic upscaling of a uint8 HxW or HxWxC image."""
+    """MATLAB-compatible bicubic upscaling of a uint8 or uint16 HxW or HxWxC image."""
     from sisr.imresize import imresize
 
-    return imresize(np.asarray(image), scale=scale)
+    image = np.asarray(image)
+    if image.dtype == np.uint16:
+        upscaled = imresize(image.astype(np.float64), scale=scale)
+        return np.round(np.clip(upscaled, 0, 65535)).astype(np.uint16)
+    return imresize(image, scale=scale)
 
 
 # How `upscale_image` upscales an alpha channel: MATLAB-style bicubic, or with the model
@@ -273,13 +287,20 @@ def outscale_size(height, width, outscale):
 
 
 def resize_output(sr, height, width):
-    """A uint8 SR image (HxW or HxWxC, C 1-4) resized to `height` x `width` with Lanczos
-    (Pillow), as Real-ESRGAN resizes its output to any --outscale."""
+    """A uint8 or uint16 SR image (HxW or HxWxC, C 1-4) resized to `height` x `width` with
+    Lanczos (Pillow), as Real-ESRGAN resizes its output to any --outscale."""
     from PIL import Image
 
     array = np.asarray(sr)
     if array.shape[:2] == (height, width):
         return array
+    if array.dtype == np.uint16:  # Pillow resizes 16-bit samples one float plane at a time
+        planes = array.reshape(array.shape[:2] + (-1,)).astype(np.float32)
+        resized = np.stack([np.asarray(Image.fromarray(planes[..., c]).resize(
+            (width, height), Image.Resampling.LANCZOS)) for c in range(planes.shape[-1])],
+            axis=-1)
+        resized = np.round(np.clip(resized, 0, 65535)).astype(np.uint16)
+        return resized.reshape((height, width) + array.shape[2:])
     squeeze = array.ndim == 3 and array.shape[-1] == 1
     planes = array[..., 0] if squeeze else array
     resized = np.asarray(Image.fromarray(planes).resize(  # L, LA, RGB or RGBA
@@ -289,7 +310,8 @@ def resize_output(sr, height, width):
 
 def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on_tile=None,
                   precision="float32", alpha="bicubic"):
-    """Super-resolves a uint8 image of any size and channel layout (NumPy in, NumPy out).
+    """Super-resolves a uint8 or uint16 image of any size and channel layout (NumPy in,
+    NumPy out, of the same type; see `Upscaler` for 16 bits).
 
     Args:
         model: a Keras SR model or an `Upscaler` (reuse one for many images).
@@ -303,15 +325,15 @@ def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on
         alpha: how an alpha channel is upscaled, "bicubic" or "model" (`ALPHA_MODES`).
 
     Returns:
-        uint8 array of the same layout, `scale` times larger.
+        array of the same type and layout, `scale` times larger.
     """
     if alpha not in ALPHA_MODES:
         raise UsageError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
     upscaler = model if isinstance(model, Upscaler) else Upscaler(
         model, tile=tile, overlap=overlap, self_ensemble=self_ensemble, precision=precision)
     array = np.asarray(image)
-    if array.dtype != np.uint8:
-        raise UsageError(f"image must be uint8, got {array.dtype}")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise UsageError(f"image must be uint8 or uint16, got {array.dtype}")
     if array.ndim == 2:
         array, squeeze = array[..., None], True
     else:

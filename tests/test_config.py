@@ -16,10 +16,26 @@ EXPECTED_PROFILES = {
 # Profiles of the smaller networks, whose recipes are their papers' / keras-io's.
 SMALL_PROFILES = {"vdsr": ("l1", 1e-4), "srcnn": ("mse", 1e-4), "fsrcnn": ("mse", 1e-3),
                   "espcn": ("mse", 1e-3)}
+# ESRGAN's PSNR-oriented RRDBNet (the generator its GAN stage starts from), on bicubic data.
+RRDB_PROFILES = {"rrdbnet-psnr-x4"}
 
 
 def test_every_published_profile_is_shipped():
-    assert EXPECTED_PROFILES | set(SMALL_PROFILES) <= set(cfg.list_profiles())
+    assert EXPECTED_PROFILES | set(SMALL_PROFILES) | RRDB_PROFILES <= set(cfg.list_profiles())
+
+
+def test_rrdbnet_psnr_profile_follows_esrgan():
+    # ESRGAN paper sec. 4.1 (PSNR-oriented model): L1, Adam lr 2e-4 halved every 200k
+    # updates, batch 16, HR patches 128 (LR 32), bicubic x4; ESRGAN's 23 RRDBs of 64 filters.
+    config = cfg.resolve("rrdbnet-psnr-x4")
+    assert (config["model"], config["loss"], config["optimizer"]) == ("rrdbnet", "l1", "adam")
+    assert (config["learning_rate"], config["lr_decay_factor"]) == (2e-4, 0.5)
+    assert config["lr_decay_steps"] == [200_000, 400_000, 600_000, 800_000]
+    assert config["epochs"] * config["steps_per_epoch"] == 1_000_000
+    assert (config["batch_size"], config["lr_patch"], config["scale"]) == (16, 32, 4)
+    assert config["downgrade"] == "bicubic"
+    model = build("rrdbnet", **cfg.builder_kwargs(config))
+    assert model.count_params() == 16_697_987  # the published RRDB_ESRGAN_x4 / x4plus
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_PROFILES))
@@ -144,7 +160,8 @@ def test_resume_needs_a_run_directory(tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES | set(SMALL_PROFILES)))
+@pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES | set(SMALL_PROFILES)
+                                         | RRDB_PROFILES))
 def test_every_profile_trains_on_the_demo_set(name):
     # The inputs are checked as `python -m sisr.train --profile NAME --dataset demo` does
     # before its run directory exists, then one batch of each pipeline is read.

@@ -81,6 +81,26 @@ def _spawn(args, cwd):
 
 
 @pytest.mark.slow
+def test_rrdbnet_psnr_profile_trains_a_few_steps(tmp_path, capsys):
+    # The shipped profile itself, shrunk by flags to a tiny RRDBNet and a few steps.
+    outdir = tmp_path / "runs"
+    assert train.main(["--profile", "rrdbnet-psnr-x4", "--dataset", "demo",
+                       "--outdir", str(outdir), "--seed", "2", "--verbose", "0",
+                       "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
+                       "--set", "num_feat=8", "--set", "num_block=1",
+                       "--set", "num_grow_ch=4", "--set", "lr_patch=16",
+                       "--set", "valid_crop=24"]) == 0
+    [run_dir] = run_dirs(outdir)
+    assert run_dir.endswith("-rrdbnet-psnr-x4")
+    best = sisr.load_model(os.path.join(run_dir, "best.keras"))
+    assert best.count_params() == sisr.model.build("rrdbnet", scale=4, num_feat=8,
+                                                   num_block=1, num_grow_ch=4).count_params()
+    assert sisr.resolve(best, np.zeros((1, 5, 6, 3), np.uint8)).shape == (1, 20, 24, 3)
+    with open(os.path.join(run_dir, "result.json")) as f:
+        result = json.load(f)
+    assert np.isfinite(result["psnr"])
+
+
 def test_killed_run_resumes_where_it_stopped(tmp_path):
     epochs, steps = 4, 20
     profile = write_profile(tmp_path, epochs=epochs, steps_per_epoch=steps)
