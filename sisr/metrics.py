@@ -118,8 +118,8 @@ def _ssim_sum(x, y, taps, band=8):
     """Sum of the valid-region SSIM map of two float64 HxW images.
 
     The five Gaussian-filtered maps (separable, shift-and-add) are computed for `band`
-    output rows at a time, so that they stay in cache: ~1.7x faster than whole-image
-    passes on DIV2K-sized images, with the same float64 results.
+    output rows at a time, so that they stay in cache on DIV2K-sized images; the results
+    are those of whole-image passes (float64).
     """
     k = len(taps)
     out_h, out_w = x.shape[0] - k + 1, x.shape[1] - k + 1
