@@ -402,6 +402,8 @@ INIT_BANDS = {  # profile: (L1, output std, head conv std)
     "rdn-a": ((100, 118), (15, 38.4), (61, 90)),
     # RRDBNet (23 blocks) at BasicSR's init: seeds 0-7 spread widely at its output.
     "realesrnet-x4": ((66, 248), (35.8, 175), (0.238, 0.317)),
+    # The same RRDBNet x4 (only the data and the recipe differ): the same statistics.
+    "rrdbnet-psnr-x4": ((66, 248), (35.8, 175), (0.238, 0.317)),
 }
 # The layer whose output std is the "head std" where a network has no `head_conv`.
 HEAD_LAYERS = {"vdsr": "body_conv1", "srcnn": "conv1", "fsrcnn": "feature_conv",
