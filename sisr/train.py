@@ -117,7 +117,8 @@ def train_run(trainer, args):
     run_dir = args.resume or new_run_dir(args.outdir, trainer.run_name(), trainer.strategy)
     log.info("run directory: %s", run_dir)
     log.info("validation after each epoch (val_psnr): %s of the validation images; the "
-             "final validation PSNR is on the full images", validation_images(trainer.config))
+             "final score printed at the end is on the full images",
+             validation_images(trainer.config))
     # Progress is not a result: Keras writes it to stdout, so it goes to stderr, as one
     # line per epoch where no terminal shows the bar (a bar in a file is escape codes).
     verbose = args.verbose if sys.stderr.isatty() else min(args.verbose * 2, 2)
