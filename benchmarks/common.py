@@ -10,6 +10,7 @@ and the benchmarks report medians over the rounds.
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import statistics
@@ -152,3 +153,15 @@ def run_child(command):
             reader.join()
         process.returncode = os.waitstatus_to_exitcode(status)
     return process.returncode, texts["out"], texts["err"], usage.ru_maxrss * 1024 / 1e9
+
+
+def worker_result(command, what):
+    """The JSON of the last `RESULT ` line that the worker `command` prints, with its peak
+    RSS as `peak_gb`; RuntimeError naming `what` (and the worker's stderr) if it fails."""
+    code, out, err, peak_gb = run_child(command)
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    if code != 0 or not lines:
+        raise RuntimeError(f"{what} failed (exit {code}):\n{err}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["peak_gb"] = peak_gb
+    return result

@@ -41,9 +41,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 if __package__:
-    from .common import format_table, median, model_cases, run_child, spread
+    from .common import format_table, median, model_cases, worker_result, spread
 else:  # run as a script: python benchmarks/upscale.py
-    from common import format_table, median, model_cases, run_child, spread
+    from common import format_table, median, model_cases, worker_result, spread
 
 LR_SHAPE = (1356, 2040)  # a DIV2K-sized LR image (height, width)
 DEFAULT_CASES = ("edsr-x2", "edsr-x4", "wdsr-b-x2", "wdsr-b-x4", "srresnet-x4")
@@ -145,13 +145,7 @@ def run_case(case, tile, check_seams, precision="float32", overlap=None, lr_shap
                "--lr-size", f"{lr_shape[0]}x{lr_shape[1]}"] + (
         ["--check-seams"] if check_seams else []) + (
         ["--worker-overlap", str(overlap)] if overlap is not None else [])
-    code, out, err, peak_gb = run_child(command)
-    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-    if code != 0 or not lines:
-        raise RuntimeError(f"{case} tile={tile} {precision} failed (exit {code}):\n{err}")
-    result = json.loads(lines[-1][len("RESULT "):])
-    result["peak_gb"] = peak_gb
-    return result
+    return worker_result(command, f"{case} tile={tile} {precision}")
 
 
 def main(argv=None):

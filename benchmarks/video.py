@@ -29,9 +29,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 if __package__:
-    from .common import format_table, median, model_cases, run_child
+    from .common import format_table, median, model_cases, worker_result
 else:  # run as a script: python benchmarks/video.py
-    from common import format_table, median, model_cases, run_child
+    from common import format_table, median, model_cases, worker_result
 
 SIZE = (360, 640)  # LR height, width
 RATE = 25
@@ -150,13 +150,7 @@ def worker(case, precision, src, tile):
 def run_case(case, precision, src, tile):
     command = [sys.executable, os.path.abspath(__file__), "--worker", case,
                "--precisions", precision, "--worker-clip", src, "--tile", str(tile)]
-    code, out, err, peak_gb = run_child(command)
-    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-    if code != 0 or not lines:
-        raise RuntimeError(f"{case} {precision} failed:\n{err}")
-    result = json.loads(lines[-1][len("RESULT "):])
-    result["peak_gb"] = peak_gb
-    return result
+    return worker_result(command, f"{case} {precision}")
 
 
 def main(argv=None):
