@@ -139,6 +139,16 @@ def test_unet_state_dict_must_match_exactly():
         unet_module.load_basicsr_state(model, {**state, "extra": np.zeros(1)})
 
 
+def test_unet_reads_a_basicsr_discriminator_file():
+    # {"params": state_dict} as BasicSR's save_network writes net_d (and Real-ESRGAN's
+    # published *_netD.pth), read without torch.
+    model, arrays = unet_from_fixture("unet_sn_f4.npz")
+    from_file = unet_discriminator_sn(num_feat=4)
+    unet_module.load_basicsr_state(from_file, os.path.join(GAN, "unet_sn_f4_netd.pth"))
+    for a, b in zip(from_file.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_unet_keras_round_trip_keeps_vectors(tmp_path):
     model, arrays = unet_from_fixture("unet_sn_f4.npz", input_size=16)
     x = nhwc(arrays["input"])[:, :, :16]
@@ -354,3 +364,28 @@ def test_perceptual_loss_is_not_tracked_and_checks_arguments(stand_in_vgg):
         PerceptualLoss({"conv6_1": 1.0}, vgg_weights=stand_in_vgg)
     with pytest.raises(ValueError, match="criterion"):
         PerceptualLoss(vgg_weights=stand_in_vgg, criterion="fro")
+
+
+def test_range_norm_takes_minus_one_to_one(stand_in_vgg):
+    x = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    y = x[::-1].copy()
+    plain = PerceptualLoss({"conv2_1": 1.0}, vgg_weights=stand_in_vgg)
+    signed = PerceptualLoss({"conv2_1": 1.0}, vgg_weights=stand_in_vgg, range_norm=True)
+    np.testing.assert_allclose(signed(x / 127.5 - 1, y / 127.5 - 1), plain(x, y), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_perceptual_loss_under_bfloat16(stand_in_vgg):
+    arrays = load("perceptual.npz")
+    expected = float(arrays["setting0/percep"])
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        loss = PerceptualLoss(vgg_weights=stand_in_vgg)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert loss.feature_extractor.get_layer("input_norm").compute_dtype == "float32"
+    assert loss.feature_extractor.get_layer("block3_conv4").compute_dtype == "bfloat16"
+    value = loss(nhwc(arrays["hr"]), nhwc(arrays["sr"]))
+    assert value.dtype == "float32"
+    np.testing.assert_allclose(float(np.mean(value)), expected, rtol=0.05)

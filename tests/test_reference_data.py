@@ -49,8 +49,8 @@ def listed():
 
 def test_checksums_match_the_manifests():
     files = listed()
-    # rrdb/: 7 .npz, 4 .pth; gan/: 4 .npz
-    assert len(files) == 13 + 4 + 1 + 14 + 4 + 11 + 1 + 14 + 4 + 1 + 4
+    # rrdb/: 7 .npz, 4 .pth; gan/: 4 .npz, 1 .pth
+    assert len(files) == 13 + 4 + 1 + 14 + 4 + 11 + 1 + 14 + 4 + 1 + 5
     for name, expected in files.items():
         assert sha256(os.path.join(DATA, name)) == expected, name
 

@@ -21,6 +21,7 @@ Files (each case seeded; see manifest.json):
   weight_v, bias), an eval forward (stored u, v), then one training forward (one power
   iteration updates u, v), the u, v after it (sd_after/...) and the gradients of the
   training output's mean with respect to every parameter (grad/...).
+* unet_sn_f4_netd.pth: that state_dict as BasicSR saves a discriminator ({"params": ...}).
 * unet_sn_f4_noskip.npz: the same without skip connections (eval forward only).
 * vgg_disc_f2_128.npz: VGGStyleDiscriminator(3, 2, 128), perturbed weights and BN running
   statistics; eval and training (batch statistics) forwards of a batch of 2.
@@ -201,6 +202,20 @@ def perceptual_case(loss_module, rng):
     return arrays
 
 
+def netd_file(out):
+    """unet_sn_f4.npz's state_dict as BasicSR saves a discriminator (save_network:
+    {"params": state_dict}, zip format), as Real-ESRGAN's published *_netD.pth are."""
+    import collections
+
+    name = "unet_sn_f4_netd.pth"
+    with np.load(os.path.join(out, "unet_sn_f4.npz")) as z:
+        sd = collections.OrderedDict((k[3:], torch.from_numpy(z[k])) for k in z.files
+                                     if k.startswith("sd/"))
+    torch.save({"params": sd}, os.path.join(out, name))
+    return {name: {"holds": "zip format: params = the state_dict of unet_sn_f4.npz",
+                   "sha256": sha256(os.path.join(out, name))}}
+
+
 def param_counts(disc):
     """Parameters and buffers (u, v; BN running statistics) of the default configurations."""
     return {"UNetDiscriminatorSN(3, 64)": counts(disc.UNetDiscriminatorSN(3, 64)),
@@ -236,6 +251,7 @@ def main(argv=None):
         np.savez_compressed(path, **make())
         files[name] = {"holds": what, "sha256": sha256(path)}
     files["perceptual.npz"]["settings"] = list(PERCEPTUAL_SETTINGS)
+    files.update(netd_file(args.out))
     manifest = {
         "generator": "tests/data/make_gan_fixtures.py", "seed": args.seed,
         "vgg19_stand_in": f"fixture_tools.stand_in_vgg19({args.seed})",
