@@ -6,6 +6,8 @@ from BasicSR's own modules."""
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -190,6 +192,19 @@ def test_unet_keras_round_trip_keeps_vectors(tmp_path):
         np.testing.assert_array_equal(loaded.get_layer(name).u, layer.u)
         np.testing.assert_array_equal(loaded.get_layer(name).v, layer.v)
     np.testing.assert_array_equal(loaded(x, training=False), model(x, training=False))
+
+
+@pytest.mark.slow
+def test_a_saved_discriminator_loads_after_import_sisr_alone(tmp_path):
+    model = unet_discriminator_sn(num_feat=4, input_size=16)
+    model.save(tmp_path / "d.keras")
+    code = ("import sys, keras, sisr; "
+            "m = keras.saving.load_model(sys.argv[1], safe_mode=True); "
+            "print(type(m.get_layer('down1_conv')).__name__)")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d.keras")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().endswith("SpectralConv2D")
 
 
 def test_spectral_conv_updates_vectors_only_in_training():
