@@ -297,3 +297,39 @@ class BicubicUpsample(keras.layers.Layer):
 def _take_range(x, axis, start, length):
     """`x[..., start:start + length, ...]` along `axis` (dynamic length)."""
     return ops.take(x, ops.arange(start, start + length), axis=axis)
+
+
+@keras.saving.register_keras_serializable(package="sisr")
+class ColorMatrix(keras.layers.Layer):
+    """A fixed linear colour transform of every pixel: output channel `o` is
+    `sum_i matrix[o][i] * input[..., i]` (no weights; per pixel, so local).
+
+    The OpenCV dnn_superres models (`sisr.model.opencv_sr`) convert RGB to OpenCV's YCrCb
+    and back with it.
+
+    Args:
+        matrix: a list of output rows, each with one coefficient per input channel.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, matrix, **kwargs):
+        super().__init__(**kwargs)
+        rows = [[float(v) for v in row] for row in matrix]
+        if not rows or not rows[0] or any(len(row) != len(rows[0]) for row in rows):
+            raise ValueError(f"ColorMatrix: `matrix` must be a non-empty list of rows of "
+                             f"equal length, got {matrix!r}")
+        self.matrix = rows
+
+    def call(self, inputs):
+        channels = [inputs[..., i:i + 1] for i in range(len(self.matrix[0]))]
+        rows = [sum(ops.cast(w, inputs.dtype) * c for w, c in zip(row, channels))
+                for row in self.matrix]
+        return ops.concatenate(rows, axis=-1) if len(rows) > 1 else rows[0]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], len(self.matrix))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"matrix": [list(row) for row in self.matrix]})
+        return config
