@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from reference_data import DATA
+from sisr.layers import OpenCVUpsample
 from sisr.model import model_info
 from sisr.port import port_checkpoint
 from sisr.port.cli import main as port_main
@@ -145,6 +146,19 @@ def test_colour_layers_equal_opencv_cvtcolor(ported):
     y = np.asarray(model.get_layer("luma")(rgb)) / 255
     crcb = np.asarray(model.get_layer("chroma")(rgb)) / 255 + 0.5
     np.testing.assert_allclose(np.concatenate([y, crcb], -1)[0], ref["ycrcb"], atol=1e-6)
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "cubic"])
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_opencv_upsample_equals_cv2_resize(interpolation, scale):
+    ref = reference()
+    layer = OpenCVUpsample(scale, interpolation)
+    out = np.asarray(layer(ref["resize_input"][None]))[0]
+    # float32 weights computed in another order than OpenCV's (0..255 scale)
+    np.testing.assert_allclose(out, ref[f"resize_{interpolation}_x{scale}"], atol=1e-3,
+                               rtol=0)
+    clone = OpenCVUpsample.from_config(layer.get_config())
+    assert (clone.scale, clone.interpolation) == (scale, interpolation)
 
 
 def test_port_cli_writes_a_model_that_loads_in_safe_mode(tmp_path, capsys):

@@ -7,7 +7,7 @@ OpenCV's `DnnSuperResImpl::upsample` converts the BGR image to YCrCb
 (`cv::cvtColor`, full range: Y = 0.299 R + 0.587 G + 0.114 B, Cr = 0.713 (R - Y),
 Cb = 0.564 (B - Y), each chroma plus 128), runs the network on Y / 255, upscales Cr and
 Cb with `cv::resize` at its default interpolation (bilinear, half-pixel centres, borders
-clamped: Keras' `UpSampling2D(interpolation="bilinear")` at an integer scale) and
+clamped: `sisr.layers.OpenCVUpsample`) and
 converts back (R = Y + 1.403 Cr, G = Y - 0.714 Cr - 0.344 Cb, B = Y + 1.773 Cb). These
 models do the same inside, on float RGB [0, 255] in and out like every sisr model,
 without OpenCV's rounding to uint8 between the steps and its clipping of the result.
@@ -15,7 +15,7 @@ without OpenCV's rounding to uint8 between the steps and its clipping of the res
 
 import keras
 
-from sisr.layers import ColorMatrix, PixelShuffle
+from sisr.layers import ColorMatrix, OpenCVUpsample, PixelShuffle
 from sisr.model.common import SCALES, check_positive_int, check_scale, lr_input, sr_model
 from sisr.model.registry import ModelSpec, register
 from sisr.model.srcnn import check_int_list
@@ -42,8 +42,7 @@ def luma_model(network, scale, builder, **arguments):
     y = network(y)
     y = keras.layers.Rescaling(255.0, name="denormalize", dtype="float32")(y)
     chroma = ColorMatrix(RGB_TO_CRCB, name="chroma")(x_in)
-    chroma = keras.layers.UpSampling2D(scale, interpolation="bilinear",
-                                       name="chroma_upsample")(chroma)
+    chroma = OpenCVUpsample(scale, name="chroma_upsample")(chroma)
     x = keras.layers.Concatenate(name="merge")([y, chroma])
     x = ColorMatrix(YCRCB_TO_RGB, name="rgb", dtype="float32")(x)
     return sr_model(x_in, x, builder, scale=scale, **arguments)

@@ -23,7 +23,9 @@ from a seeded generator (no zero bias, no default slope), then:
 `reference.npz`: `rgb` the (1, H, W, 3) test image (integers 0..255 as float32),
 `ycrcb` OpenCV's YCrCb of it on [0, 1]; per graph `<stem>__y` the network's output on
 the luma (NHWC, [0, 1] scale), `<stem>__rgb` OpenCV's reconstruction (0..255, unclipped),
-and for LapSRN `<stem>__y_x2` the first level's output.
+and for LapSRN `<stem>__y_x2` the first level's output; `resize_input` a (9, 7, 2) float32
+image and `resize_{linear,cubic}_x{2,3,4,8}` its `cv2.resize` by each factor with
+INTER_LINEAR and INTER_CUBIC.
 """
 
 import argparse
@@ -38,6 +40,7 @@ SEED = 22
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "opencv_pb")
 SIZE = (11, 13)
+RESIZE_SCALES = (2, 3, 4, 8)
 # stem: (network, scale, sizes)
 GRAPHS = {
     "espcn_32-16_x3": ("espcn", 3, {"num_filters": (32, 16)}),
@@ -264,6 +267,11 @@ def opencv_step(source, target):
     result = {"opencv": np.array(cv2.__version__)}
     if "rgb" in data:
         result["ycrcb"] = cv2.cvtColor(data["rgb"][0] / np.float32(255), cv2.COLOR_RGB2YCrCb)
+    if "resize_input" in data:
+        for scale in RESIZE_SCALES:
+            for name, flag in (("linear", cv2.INTER_LINEAR), ("cubic", cv2.INTER_CUBIC)):
+                result[f"resize_{name}_x{scale}"] = cv2.resize(
+                    data["resize_input"], None, fx=scale, fy=scale, interpolation=flag)
     for key in [k for k in data if k.endswith("__y")]:
         ycrcb, y = data["ycrcb"], data[key][0, ..., 0]
         scale = y.shape[0] // ycrcb.shape[0]
@@ -304,8 +312,11 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(SEED)
     rgb = rng.integers(0, 256, (1, *SIZE, 3)).astype(np.float32)
-    first = opencv(args.opencv_python, {"rgb": rgb}, args.out)
-    arrays = {"rgb": rgb, "ycrcb": first["ycrcb"].astype(np.float32)}
+    resize_input = rng.uniform(0, 255, (9, 7, 2)).astype(np.float32)
+    first = opencv(args.opencv_python, {"rgb": rgb, "resize_input": resize_input}, args.out)
+    arrays = {"rgb": rgb, "ycrcb": first["ycrcb"].astype(np.float32),
+              "resize_input": resize_input}
+    arrays.update({k: v for k, v in first.items() if k.startswith("resize_")})
     y = arrays["ycrcb"][None, ..., :1]
     files = {}
     for stem, (network, scale, sizes) in GRAPHS.items():
