@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from reference_data import DATA
 from sisr.layers import OpenCVUpsample
-from sisr.model import model_info
+from sisr.model import get_spec, model_info
+from sisr.model.sizing import count_parameters
 from sisr.port import port_checkpoint
 from sisr.port.cli import main as port_main
 from sisr.port.formats import opencv_pb
@@ -137,6 +138,34 @@ def test_rgb_model_equals_opencv_dnn_superres_in_float(ported, name):
     # so Y of the output differs from it by < 6e-4 of the chroma (measured <= 0.05 here).
     luma = out @ np.array([0.299, 0.587, 0.114], np.float32)
     np.testing.assert_allclose(luma, 255 * ref[f"{stem}__y"][..., 0], atol=0.1, rtol=0)
+
+
+# Weights of the official graphs (float Consts but the scalars), and sisr's counts: the
+# FSRCNN graphs' one output bias is one per sub-pixel here (+ s^2 - 1), the LapSRN graphs'
+# single bias of each level's first conv one per channel (+ 63 per level).
+COUNTS = [  # (model, arguments, official graph weights, sisr parameters)
+    ("espcn_opencv", {"scale": 2}, 21_284, 21_284),
+    ("espcn_opencv", {"scale": 3}, 22_729, 22_729),
+    ("espcn_opencv", {"scale": 4}, 24_752, 24_752),
+    ("fsrcnn_opencv", {"scale": 2}, 8_497, 8_500),
+    ("fsrcnn_opencv", {"scale": 3}, 8_777, 8_785),
+    ("fsrcnn_opencv", {"scale": 4}, 9_169, 9_184),
+    ("fsrcnn_opencv", {"scale": 2, "d": 32, "s": 5, "m": 1}, 1_622, 1_625),
+    ("fsrcnn_opencv", {"scale": 3, "d": 32, "s": 5, "m": 1}, 1_782, 1_790),
+    ("fsrcnn_opencv", {"scale": 4, "d": 32, "s": 5, "m": 1}, 2_006, 2_021),
+    ("lapsrn_opencv", {"scale": 2}, 337_089, 337_152),
+    ("lapsrn_opencv", {"scale": 4}, 674_178, 674_304),
+    ("lapsrn_opencv", {"scale": 8}, 1_011_267, 1_011_456),
+]
+
+
+@pytest.mark.parametrize("model,arguments,official,expected", COUNTS)
+def test_parameter_counts(model, arguments, official, expected):
+    scale = arguments["scale"]
+    extra = scale * scale - 1 if model == "fsrcnn_opencv" else \
+        63 * (scale.bit_length() - 1) if model == "lapsrn_opencv" else 0
+    assert official + extra == expected
+    assert count_parameters(get_spec(model), arguments) == expected
 
 
 def test_colour_layers_equal_opencv_cvtcolor(ported):

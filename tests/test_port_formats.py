@@ -84,11 +84,11 @@ def test_formats_are_the_layouts_of_the_registered_models():
                               "edsr-pytorch-vdsr", "mdsr-pytorch",
                               "basicsr-rrdb", "esrgan-old", "realesrgan-srvgg",
                               "edsr-pytorch-rcan", "basicsr-rcan", "edsr-pytorch-rdn",
-                              "isr-rdn"}
+                              "isr-rdn", "opencv-pb"}
     assert converter_names() == sources()
     choices = formats.choices()
     for alias in ("auto", "edsr", "basicsr", "wdsr-a", "wdsr-b", "krasserm", "mdsr", "rcan",
-                  "rdn", "isr"):
+                  "rdn", "isr", "opencv"):
         assert alias in choices
 
 

@@ -88,7 +88,8 @@ def _main(args):
     model, plan = ported.model, ported.plan
     save_model(model, args.output)
     params = int(sum(np.prod(w.shape) for w in model.weights))
-    count = f"{len(plan.keys)} {'keys' if plan.holder == 'state_dict' else 'layers'}"
+    unit = {"state_dict": "keys", "graph": "nodes"}.get(plan.holder, "layers")
+    count = f"{len(plan.keys)} {unit}"
     note = ported.scaling_note(SCALING_OVERRIDE)
     print(f"{args.weights} -> {args.output}: {model.name}, {count}, {params:,} parameters"
           + (f", {note}" if note else ""))
