@@ -243,6 +243,6 @@ def run(plan, requested=None, model=None, profile=None):
     note = ported.scaling_note()
     unit = {"state_dict": "keys", "graph": "nodes"}.get(plan.holder, "layers")
     log.info("ported %d %s of the %s %s into %s %s%s", len(plan.keys), unit, plan.source,
-             plan.kind,
-             plan.model, {k: v for k, v in args.items()}, f", {note}" if note else "")
+             plan.kind, plan.model, {k: v for k, v in args.items()},
+             f", {note}" if note else "")
     return ported
