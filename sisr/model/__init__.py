@@ -29,7 +29,6 @@ from sisr.model.wdsr_b import wdsr_b
 __all__ = [
     "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "espcn", "espcn_opencv",
     "fsrcnn", "fsrcnn_opencv", "generators", "get_spec", "lapsrn_opencv", "mdsr", "mdsr_at",
-    "model_info", "rcan", "rdn", "register",
-    "rrdbnet", "spec_of", "srcnn", "srresnet", "srvgg_compact", "unregister", "vdsr", "wdsr_a",
-    "wdsr_b",
+    "model_info", "rcan", "rdn", "register", "rrdbnet", "spec_of", "srcnn", "srresnet",
+    "srvgg_compact", "unregister", "vdsr", "wdsr_a", "wdsr_b",
 ]

@@ -47,13 +47,13 @@ class FrozenGraph:
 
 
 def _parse(path):
+    with open(path, "rb") as f:
+        if f.read(len(GRAPH_FIELD)) != GRAPH_FIELD:  # other formats: one byte read
+            return None
+        data = GRAPH_FIELD + f.read()
     import tensorflow as tf
     from google.protobuf.message import DecodeError
 
-    with open(path, "rb") as f:
-        data = f.read()
-    if not data.startswith(GRAPH_FIELD):
-        return None
     graph = tf.compat.v1.GraphDef()
     try:
         graph.ParseFromString(data)
