@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from reference_data import DATA
-from sisr.layers import OpenCVUpsample
+from sisr.layers import ColorMatrix, OpenCVUpsample
 from sisr.model import get_spec, model_info
 from sisr.model.sizing import count_parameters
 from sisr.port import port_checkpoint
@@ -188,6 +188,17 @@ def test_opencv_upsample_equals_cv2_resize(interpolation, scale):
                                rtol=0)
     clone = OpenCVUpsample.from_config(layer.get_config())
     assert (clone.scale, clone.interpolation) == (scale, interpolation)
+
+
+def test_layer_arguments_are_checked():
+    with pytest.raises(ValueError, match="`interpolation` must be one of"):
+        OpenCVUpsample(2, "area")
+    with pytest.raises(ValueError, match="`scale` must be a positive int"):
+        OpenCVUpsample(0)
+    with pytest.raises(ValueError, match="rows of equal length"):
+        ColorMatrix([[1.0, 0.0], [1.0]])
+    with pytest.raises(ValueError, match="lapsrn_opencv: `scale` must be one of \\[2, 4, 8\\]"):
+        get_spec("lapsrn_opencv").builder(3)
 
 
 def test_port_cli_writes_a_model_that_loads_in_safe_mode(tmp_path, capsys):
