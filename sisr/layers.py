@@ -297,3 +297,126 @@ class BicubicUpsample(keras.layers.Layer):
 def _take_range(x, axis, start, length):
     """`x[..., start:start + length, ...]` along `axis` (dynamic length)."""
     return ops.take(x, ops.arange(start, start + length), axis=axis)
+
+
+@keras.saving.register_keras_serializable(package="sisr")
+class ColorMatrix(keras.layers.Layer):
+    """A fixed linear colour transform of every pixel: output channel `o` is
+    `sum_i matrix[o][i] * input[..., i]` (no weights; per pixel, so local).
+
+    The OpenCV dnn_superres models (`sisr.model.opencv_sr`) convert RGB to OpenCV's YCrCb
+    and back with it.
+
+    Args:
+        matrix: a list of output rows, each with one coefficient per input channel.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, matrix, **kwargs):
+        super().__init__(**kwargs)
+        rows = [[float(v) for v in row] for row in matrix]
+        if not rows or not rows[0] or any(len(row) != len(rows[0]) for row in rows):
+            raise ValueError(f"ColorMatrix: `matrix` must be a non-empty list of rows of "
+                             f"equal length, got {matrix!r}")
+        self.matrix = rows
+
+    def call(self, inputs):
+        channels = [inputs[..., i:i + 1] for i in range(len(self.matrix[0]))]
+        rows = [sum(ops.cast(w, inputs.dtype) * c for w, c in zip(row, channels))
+                for row in self.matrix]
+        return ops.concatenate(rows, axis=-1) if len(rows) > 1 else rows[0]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], len(self.matrix))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"matrix": [list(row) for row in self.matrix]})
+        return config
+
+
+# OpenCV's cubic kernel parameter (imgproc/src/resize.cpp, interpolateCubic).
+OPENCV_CUBIC_A = -0.75
+OPENCV_INTERPOLATIONS = ("linear", "cubic")
+
+
+def opencv_phase_weights(scale, interpolation="linear"):
+    """(5, scale) weights of `cv2.resize(x, None, fx=scale, fy=scale)` upscaling by an
+    integer `scale` with INTER_LINEAR or INTER_CUBIC: output pixel `scale * i + p` of one
+    axis is `sum_k w[k, p] * x[clamp(i - 2 + k)]`. OpenCV samples the input at
+    `u = (scale * i + p + 0.5) / scale - 0.5` (half-pixel centres), within half a pixel of
+    `i`, and clamps indices at the borders (BORDER_REPLICATE)."""
+    import numpy as np
+
+    weights = np.zeros((5, scale))
+    for p in range(scale):
+        u = (p + 0.5) / scale - 0.5            # relative to i, in (-0.5, 0.5)
+        start = int(np.floor(u))               # -1 or 0
+        t = u - start
+        if interpolation == "linear":
+            taps = [1 - t, t]
+        else:
+            a = OPENCV_CUBIC_A
+            c0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
+            c1 = ((a + 2) * t - (a + 3)) * t * t + 1
+            c2 = ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1
+            taps, start = [c0, c1, c2, 1 - c0 - c1 - c2], start - 1
+        for k, w in enumerate(taps):
+            weights[start + k + 2, p] += w
+    return weights
+
+
+@keras.saving.register_keras_serializable(package="sisr")
+class OpenCVUpsample(keras.layers.Layer):
+    """Upscales by an integer factor as OpenCV's `cv2.resize` (`cv::resize`) does with
+    INTER_LINEAR (its default) or INTER_CUBIC (a = -0.75): half-pixel centres, borders
+    clamped, rows then columns, on float values (no rounding). OpenCV's dnn_superres
+    upscales the chroma of its luma networks so (`sisr.model.opencv_sr`). Each output
+    pixel reads the input pixels at most 1 (linear) or 2 (cubic) away: local. No weights.
+
+    Args:
+        scale: int, the upscaling factor.
+        interpolation: "linear" or "cubic".
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+    """
+
+    def __init__(self, scale, interpolation="linear", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise ValueError(f"OpenCVUpsample: `scale` must be a positive int, got {scale!r}")
+        if interpolation not in OPENCV_INTERPOLATIONS:
+            raise ValueError(f"OpenCVUpsample: `interpolation` must be one of "
+                             f"{OPENCV_INTERPOLATIONS}, got {interpolation!r}")
+        self.scale = scale
+        self.interpolation = interpolation
+        weights = opencv_phase_weights(scale, interpolation)
+        self._phase_weights = tuple(map(tuple, weights.tolist()))
+
+    def _upsample_axis(self, x, axis):
+        shape = ops.shape(x)
+        n = shape[axis]
+        index = ops.clip(ops.arange(-2, n + 2), 0, n - 1)
+        padded = ops.take(x, index, axis=axis)
+        taps = [_take_range(padded, axis, k, n) for k in range(5)]
+        weights = self._phase_weights
+        phases = [sum(ops.cast(weights[k][p], x.dtype) * taps[k]
+                      for k in range(5) if weights[k][p] != 0) for p in range(self.scale)]
+        y = ops.stack(phases, axis=axis + 1)
+        new_shape = [shape[i] for i in range(len(shape))]
+        new_shape[axis] = n * self.scale
+        return ops.reshape(y, new_shape)
+
+    def call(self, inputs):
+        if self.scale == 1:
+            return inputs
+        return self._upsample_axis(self._upsample_axis(inputs, 1), 2)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        r = self.scale
+        return (n, None if h is None else h * r, None if w is None else w * r, c)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"scale": self.scale, "interpolation": self.interpolation})
+        return config

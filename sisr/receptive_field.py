@@ -4,12 +4,12 @@
 layers known to be local, i.e. whose output pixel reads a bounded neighbourhood of its
 input and nothing that depends on the image size: stride-1 convolutions ("same" padding),
 transposed convolutions and upsamplers (which raise the resolution; also sisr's MATLAB
-`BicubicUpsample`), pixel shuffles and unshuffles (tiles then cut on the unshuffle's grid,
-`alignment`), and
-per-pixel layers (activations, per-channel normalisation and rescaling, merges along the
-channels). Any other layer (global pooling, attention, Dense, Flatten, Reshape, a nested
-model, an unknown custom layer) makes the model not tileable, and so does a registered
-architecture declared `local=False` (`sisr.model.ModelSpec.local`).
+`BicubicUpsample` and `OpenCVUpsample`), pixel shuffles and unshuffles (tiles then cut on
+the unshuffle's grid, `alignment`), and per-pixel layers (activations, per-channel
+normalisation and rescaling, colour transforms, merges along the channels). Any other
+layer (global pooling, attention, Dense, Flatten, Reshape, a nested model, an unknown
+custom layer) makes the model not tileable, and so does a registered architecture
+declared `local=False` (`sisr.model.ModelSpec.local`).
 
 The radius is an upper bound in LR pixels: each convolution adds `dilation * (kernel - 1)
 / 2` pixels at the resolution it runs at.
@@ -81,10 +81,12 @@ def _layer_reach(layer, cls, name, cfg):
     module, registered = layer.get("module"), layer.get("registered_name")
     if registered in ("sisr>PixelShuffle",):
         return 0, cfg["scale"]
-    if registered in ("sisr>ResidualScaling", "sisr>CropToScale"):
+    if registered in ("sisr>ResidualScaling", "sisr>CropToScale", "sisr>ColorMatrix"):
         return 0, 1
     if registered == "sisr>BicubicUpsample":
         return 2, cfg["scale"]  # the cubic kernel reads 2 input pixels on each side
+    if registered == "sisr>OpenCVUpsample":
+        return (1 if cfg.get("interpolation", "linear") == "linear" else 2), cfg["scale"]
     if registered == "sisr>PixelUnshuffle":
         # A block of r pixels, and its padding by reflection within the last r - 1.
         return cfg["scale"] - 1, Fraction(1, cfg["scale"])

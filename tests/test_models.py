@@ -42,7 +42,8 @@ def test_registry_lists_every_builder():
     assert set(MODELS) == {"edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator",
                            "rrdbnet", "srvgg_compact", "mdsr", "vdsr", "srcnn", "fsrcnn",
                            "espcn", "rcan", "rdn", "unet_discriminator_sn",
-                           "vgg_style_discriminator"}
+                           "vgg_style_discriminator", "espcn_opencv", "fsrcnn_opencv",
+                           "lapsrn_opencv"}
     assert get_spec("wdsr-b").builder is wdsr_b
     with pytest.raises(ValueError, match="unknown model 'han'.*edsr"):
         get_spec("han")
@@ -408,7 +409,8 @@ INIT_BANDS = {  # profile: (L1, output std, head conv std)
 }
 # The layer whose output std is the "head std" where a network has no `head_conv`.
 HEAD_LAYERS = {"vdsr": "body_conv1", "srcnn": "conv1", "fsrcnn": "feature_conv",
-               "espcn": "conv1"}
+               "espcn": "conv1", "espcn_opencv": "conv1", "fsrcnn_opencv": "feature_conv",
+               "lapsrn_opencv": "level1_conv1"}
 PROFILES = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "sisr", "profiles", "*.json")))
 

@@ -94,11 +94,11 @@ def test_formats_are_the_layouts_of_the_registered_models():
                               "basicsr-rrdb", "esrgan-old", "realesrgan-srvgg",
                               "edsr-pytorch-rcan", "basicsr-rcan", "edsr-pytorch-rdn",
                               "isr-rdn", "basicsr-unet-discriminator",
-                              "basicsr-vgg-discriminator"}
+                              "basicsr-vgg-discriminator", "opencv-pb"}
     assert converter_names() == sources()
     choices = formats.choices()
     for alias in ("auto", "edsr", "basicsr", "wdsr-a", "wdsr-b", "krasserm", "mdsr", "rcan",
-                  "rdn", "isr"):
+                  "rdn", "isr", "opencv"):
         assert alias in choices
 
 

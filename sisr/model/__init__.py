@@ -11,6 +11,7 @@ from sisr.model.edsr import edsr
 from sisr.model.espcn import espcn
 from sisr.model.fsrcnn import fsrcnn
 from sisr.model.mdsr import mdsr, mdsr_at
+from sisr.model.opencv_sr import espcn_opencv, fsrcnn_opencv, lapsrn_opencv
 from sisr.model.rcan import rcan
 from sisr.model.rdn import rdn
 from sisr.model.registry import (
@@ -28,8 +29,9 @@ from sisr.model.wdsr_a import wdsr_a
 from sisr.model.wdsr_b import wdsr_b
 
 __all__ = [
-    "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "espcn", "fsrcnn",
-    "generators", "get_spec", "mdsr", "mdsr_at", "model_info", "rcan", "rdn", "register",
-    "rrdbnet", "spec_of", "srcnn", "srresnet", "srvgg_compact", "unet_discriminator_sn",
-    "unregister", "vdsr", "vgg_style_discriminator", "wdsr_a", "wdsr_b",
+    "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "espcn",
+    "espcn_opencv", "fsrcnn", "fsrcnn_opencv", "generators", "get_spec", "lapsrn_opencv",
+    "mdsr", "mdsr_at", "model_info", "rcan", "rdn", "register", "rrdbnet", "spec_of", "srcnn",
+    "srresnet", "srvgg_compact", "unet_discriminator_sn", "unregister", "vdsr",
+    "vgg_style_discriminator", "wdsr_a", "wdsr_b",
 ]

@@ -5,6 +5,7 @@ BasicSR EDSR) and the original Keras project's model files.
     state = load_state_dict("edsr_baseline_x2.pt")      # or .npz / .safetensors
     model = port(state)                                 # a sisr EDSR x2, same outputs
     model = port("weights.h5")                          # a krasserm/super-resolution file
+    model = port("FSRCNN_x2.pb")                        # an OpenCV dnn_superres graph
 
     python -m sisr.port edsr_baseline_x2.pt -o edsr.keras [--set res_block_scaling=0.1]
 

@@ -17,11 +17,12 @@ def make_parser():
         "sisr.port",
         description="Convert a trained checkpoint (official PyTorch EDSR-PyTorch, WDSR, "
                     "BasicSR EDSR, BasicSR / Real-ESRGAN RRDBNet, original ESRGAN, "
-                    "Real-ESRGAN compact, or a model file of the original Keras project) into a "
+                    "Real-ESRGAN compact, idealo ISR's RDN, OpenCV dnn_superres's ESPCN / FSRCNN / "
+                    "LapSRN .pb graphs, or a model file of the original Keras project) into a "
                     "sisr .keras model with the same outputs. The format, model and "
                     "builder arguments are read from the checkpoint.")
     p.add_argument("weights", help="the checkpoint: a state_dict file (.npz, .safetensors, "
-                                   ".pt/.pth) or a krasserm .h5 file")
+                                   ".pt/.pth), a krasserm .h5 file or an OpenCV .pb graph")
     p.add_argument("-o", "--output", required=True, help="the .keras file to write")
     # The formats come from the registry, which loads Keras: checked after parsing
     # (`_check_args`), so that --help does without it.
@@ -88,7 +89,8 @@ def _main(args):
     model, plan = ported.model, ported.plan
     save_model(model, args.output)
     params = int(sum(np.prod(w.shape) for w in model.weights))
-    count = f"{len(plan.keys)} {'keys' if plan.holder == 'state_dict' else 'layers'}"
+    unit = {"state_dict": "keys", "graph": "nodes"}.get(plan.holder, "layers")
+    count = f"{len(plan.keys)} {unit}"
     note = ported.scaling_note(SCALING_OVERRIDE)
     print(f"{args.weights} -> {args.output}: {model.name}, {count}, {params:,} parameters"
           + (f", {note}" if note else ""))

@@ -241,7 +241,8 @@ def run(plan, requested=None, model=None, profile=None):
     assumption = plan.assumed.get(SCALING, (None, ""))[1] if origin == "assumed" else ""
     ported = Ported(keras_model, plan, args.get(SCALING), origin, assumption)
     note = ported.scaling_note()
-    log.info("ported %d %s of the %s %s into %s %s%s", len(plan.keys),
-             "keys" if plan.holder == "state_dict" else "layers", plan.source, plan.kind,
-             plan.model, {k: v for k, v in args.items()}, f", {note}" if note else "")
+    unit = {"state_dict": "keys", "graph": "nodes"}.get(plan.holder, "layers")
+    log.info("ported %d %s of the %s %s into %s %s%s", len(plan.keys), unit, plan.source,
+             plan.kind, plan.model, {k: v for k, v in args.items()},
+             f", {note}" if note else "")
     return ported
