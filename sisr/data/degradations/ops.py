@@ -70,13 +70,44 @@ def _matlab_matrix(in_len, scale):
 
 def resize(image, height, width, mode):
     """Resizes to (height, width) by `mode` (an int32 index into RESIZE_MODES): area,
-    bilinear or bicubic, half-pixel centres, no antialiasing (as torch's interpolate)."""
+    bilinear or bicubic, half-pixel centres, no antialiasing, as OpenCV's `cv2.resize`
+    (INTER_AREA, INTER_LINEAR, INTER_CUBIC) and torch's `interpolate`."""
     size = tf.stack([height, width])
     return tf.switch_case(mode, [
         lambda: tf.image.resize(image, size, method="area"),
         lambda: tf.image.resize(image, size, method="bilinear"),
-        lambda: tf.image.resize(image, size, method="bicubic"),
+        lambda: cubic_resize(image, height, width),
     ])
+
+
+def _cubic_axis(image, out_len, axis):
+    """One axis of `cubic_resize`: 4 taps gathered per output position."""
+    in_len = tf.shape(image)[axis]
+    scale = tf.cast(in_len, tf.float32) / tf.cast(out_len, tf.float32)
+    source = (tf.range(out_len, dtype=tf.float32) + 0.5) * scale - 0.5
+    start = tf.floor(source)
+    t = source - start
+    start = tf.cast(start, tf.int32)
+    a = -0.75
+    # Keys' cubic with a = -0.75 at the distances t + 1, t, 1 - t, 2 - t.
+    w0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
+    w1 = ((a + 2) * t - (a + 3)) * t * t + 1
+    w2 = ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1
+    w3 = 1.0 - w0 - w1 - w2
+    out = 0.0
+    shape = [-1, 1, 1] if axis == 0 else [1, -1, 1]
+    for tap, weight in enumerate((w0, w1, w2, w3)):
+        # Taps outside the image repeat its edge (OpenCV's and torch's border).
+        index = tf.clip_by_value(start + tap - 1, 0, in_len - 1)
+        out += tf.reshape(weight, shape) * tf.gather(image, index, axis=axis)
+    return out
+
+
+def cubic_resize(image, height, width):
+    """Bicubic resize as OpenCV's INTER_CUBIC and torch's `interpolate(mode="bicubic",
+    align_corners=False)`: Keys' kernel with a = -0.75 (TensorFlow's bicubic uses -0.5),
+    half-pixel centres, edge pixels repeated, no antialiasing."""
+    return _cubic_axis(_cubic_axis(image, height, 0), width, 1)
 
 
 def gaussian_noise(image, seed, sigma, gray):
