@@ -1,0 +1,225 @@
+"""ESRGAN / Real-ESRGAN fine-tuning: the logits and relativistic GAN losses, the pixel loss
+term, USM-sharpened targets, the EMA of the generator, and the `realesrgan-x4` /
+`esrgan-x4` recipes of python -m sisr.train_gan.
+
+Tiny networks and a VGG19 with random weights (the tests never fetch ImageNet weights).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sisr import losses
+from sisr.data.degradations import ops as degradation_ops
+from sisr.model import edsr
+from sisr.training.srgan import (
+    SRGAN, LogitsGAN, RelativisticGAN, load_backup, save_backup, usm_sharpen_batch,
+)
+
+HR = 32  # HR patch side; LR 8 at x4
+
+
+def toy_batches(batch, seed=0):
+    """(lr, hr) float32 batches: HR smooth noise, LR its 4x4 block means."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (batch, HR // 4, HR // 4, 3)).astype("float32")
+    hr = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
+    hr = np.clip(hr + rng.normal(0, 20, hr.shape), 0, 255).astype("float32")
+    lr = hr.reshape(batch, HR // 4, 4, HR // 4, 4, 3).mean(axis=(2, 4))
+    return lr, hr
+
+
+def pixel_discriminator():
+    """A tiny discriminator of per-pixel logits [B, H, W, 1], as the U-Net's."""
+    x_in = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(x_in)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(1, 3, padding="same", dtype="float32")(x)
+    return keras.Model(x_in, x, name="pixel_critic")
+
+
+def image_discriminator():
+    """A tiny discriminator of per-image logits [B, 1] with batch norm, as the VGG one."""
+    x_in = keras.Input((HR, HR, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(x_in)
+    x = keras.layers.Conv2D(4, 3, strides=4)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.LeakyReLU(0.2)(x)
+    x = keras.layers.Dense(1, dtype="float32")(keras.layers.Flatten()(x))
+    return keras.Model(x_in, x, name="image_critic")
+
+
+def softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# -- the losses, by hand -------------------------------------------------------------------
+def test_vanilla_losses_average_every_pixel_of_each_image():
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(0, 2, (2, 3, 5, 1)), rng.normal(0, 2, (2, 3, 5, 1))
+    # BCE(t, x) = softplus(x) - t x, averaged per image
+    np.testing.assert_allclose(losses.vanilla_generator_loss(fake.astype("float32")),
+                               softplus(-fake).mean(axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.vanilla_discriminator_loss(real.astype("float32"), fake.astype("float32")),
+        softplus(-real).mean(axis=(1, 2, 3)) + softplus(fake).mean(axis=(1, 2, 3)),
+        rtol=1e-5)
+    # Per-image targets (label noise) and extreme logits stay exact and finite.
+    targets = np.array([[0.9], [0.8]], "float32")
+    logits = np.array([[80.0, -80.0], [0.5, -0.25]], "float32")
+    expected = np.mean(softplus(logits.astype("float64")) - targets * logits, axis=1)
+    np.testing.assert_allclose(losses.bce_with_logits(targets, logits), expected, rtol=1e-6)
+    np.testing.assert_allclose(losses.logits_accuracy(real, fake),
+                               0.5 * ((real > 0).mean(axis=(1, 2, 3))
+                                      + (fake < 0).mean(axis=(1, 2, 3))))
+
+
+def test_relativistic_losses_and_their_gradients_are_esrgan_models():
+    """Values and gradients of BasicSR's ESRGANModel losses, written out by hand: the
+    generator's gradient flows through the batch mean of C(x_f), the discriminator's
+    only through each term's own side (the `.detach()`s)."""
+    rng = np.random.default_rng(1)
+    real, fake = rng.normal(0, 1.5, (4, 1)), rng.normal(0, 1.5, (4, 1))
+    r, f = real[:, 0], fake[:, 0]
+    n = len(r)
+    g_terms = softplus(r - f.mean()) + softplus(-(f - r.mean()))  # BCE(0, .) + BCE(1, .)
+    d_terms = softplus(-(r - f.mean())) + softplus(f - r.mean())
+    real_t, fake_t = (tf.constant(x, tf.float32) for x in (real, fake))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([real_t, fake_t])
+        g_loss = tf.reduce_mean(losses.relativistic_generator_loss(real_t, fake_t))
+        d_loss = tf.reduce_mean(losses.relativistic_discriminator_loss(real_t, fake_t))
+    np.testing.assert_allclose(float(g_loss), 0.5 * g_terms.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(d_loss), 0.5 * d_terms.mean(), rtol=1e-5)
+    # d/df_j of mean_i [softplus(r_i - mean f) + softplus(-(f_i - mean r))] / 2
+    g_grad = 0.5 / n * (-sigmoid(r - f.mean()).sum() / n - sigmoid(-(f - r.mean())))
+    np.testing.assert_allclose(tape.gradient(g_loss, fake_t)[:, 0], g_grad, rtol=1e-4)
+    assert tape.gradient(g_loss, real_t) is None or not np.any(tape.gradient(g_loss, real_t))
+    # The discriminator: d/dr_i = (sigmoid(r_i - mean f) - 1) / 2n, d/df_j = sigmoid(f_j -
+    # mean r) / 2n, nothing through the means.
+    np.testing.assert_allclose(tape.gradient(d_loss, real_t)[:, 0],
+                               (sigmoid(r - f.mean()) - 1) / (2 * n), rtol=1e-4)
+    np.testing.assert_allclose(tape.gradient(d_loss, fake_t)[:, 0],
+                               sigmoid(f - r.mean()) / (2 * n), rtol=1e-4)
+    np.testing.assert_allclose(losses.relativistic_accuracy(real, fake),
+                               0.5 * ((r > f.mean()) + (f < r.mean())))
+
+
+def test_pixel_losses_are_on_the_unit_scale():
+    lr, hr = toy_batches(2)
+    sr = hr + np.float32(25.5)
+    np.testing.assert_allclose(losses.l1_pixel_loss(hr, sr), [0.1, 0.1], rtol=1e-5)
+    np.testing.assert_allclose(losses.mse_pixel_loss(hr, sr), [0.01, 0.01], rtol=1e-5)
+
+
+def test_usm_of_a_batch_is_that_of_each_image():
+    _, hr = toy_batches(2, seed=3)
+    sharp = usm_sharpen_batch(tf.constant(hr)).numpy()
+    for image, expected in zip(hr, sharp):
+        np.testing.assert_allclose(
+            degradation_ops.usm_sharpen(tf.constant(image / 255.0)).numpy() * 255.0,
+            expected, atol=1e-3)
+    assert not np.allclose(sharp, hr)
+
+
+# -- the train step ----------------------------------------------------------------------
+def tiny_gan(vgg_weights, model_class=LogitsGAN, discriminator=None, **compile_args):
+    keras.utils.set_random_seed(5)
+    gan = model_class(edsr(4, num_filters=4, num_res_blocks=1),
+                      discriminator or pixel_discriminator(),
+                      losses.vgg_feature_extractor("VGG22", weights=vgg_weights))
+    compile_args.setdefault("g_optimizer", keras.optimizers.Adam(1e-3))
+    compile_args.setdefault("d_optimizer", keras.optimizers.Adam(1e-3))
+    gan.compile(**compile_args)
+    return gan
+
+
+def test_the_step_uses_each_losss_target_and_weights(vgg_weights):
+    gan = tiny_gan(vgg_weights, content_weight=0.5, adversarial_weight=0.1, pixel_weight=2.0,
+                   usm_targets=["pixel", "content"])
+    lr, hr = toy_batches(2, seed=4)
+    sharp = usm_sharpen_batch(tf.constant(hr)).numpy()
+    sr = gan.generator(lr, training=True).numpy()
+    real = gan.discriminator(hr).numpy().astype("float64")  # D sees the HR as it is
+    fake = gan.discriminator(sr).numpy().astype("float64")
+    pixel = np.abs(sr - sharp).mean() / 255.0
+    content = float(np.mean(gan.content(sharp, sr)))
+    adversarial = softplus(-fake).mean()
+    d_loss = softplus(-real).mean() + softplus(fake).mean()
+    logs = {k: float(v) for k, v in gan.train_step((lr, hr)).items()}
+    np.testing.assert_allclose(logs["pixel_loss"], pixel, rtol=1e-4)
+    np.testing.assert_allclose(logs["content_loss"], content, rtol=1e-4)
+    np.testing.assert_allclose(logs["adversarial_loss"], adversarial, rtol=1e-4)
+    np.testing.assert_allclose(logs["discriminator_loss"], d_loss, rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"], 2 * pixel + 0.5 * content + 0.1 * adversarial,
+                               rtol=1e-4)
+
+
+def test_srgan_logs_no_pixel_loss_without_its_weight(vgg_weights):
+    from sisr.model import discriminator
+
+    gan = tiny_gan(vgg_weights, model_class=SRGAN,
+                   discriminator=discriminator(hr_size=HR, num_filters=4))
+    logs = gan.train_step(toy_batches(2))
+    assert "pixel_loss" not in logs and not gan.ema_variables
+    assert sorted(logs) == sorted(["loss", "content_loss", "adversarial_loss",
+                                   "discriminator_loss", "discriminator_accuracy"])
+
+
+def test_ema_after_n_steps_is_the_closed_form(vgg_weights):
+    """ema_n = d^n w_0 + (1 - d) sum_k d^(n-k) w_k, w_k the weights after step k."""
+    decay, steps = 0.9, 3
+    gan = tiny_gan(vgg_weights, model_class=RelativisticGAN,
+                   discriminator=image_discriminator(), ema_decay=decay,
+                   g_optimizer=keras.optimizers.SGD(1e-2))
+    trainable = gan.generator.trainable_variables
+    history = [[np.asarray(v).astype("float64") for v in trainable]]
+    for step in range(steps):
+        gan.train_step(toy_batches(2, seed=step))
+        history.append([np.asarray(v).astype("float64") for v in trainable])
+    assert any(not np.allclose(a, b) for a, b in zip(history[0], history[-1]))
+    for i, average in enumerate(gan.ema_variables):
+        expected = decay ** steps * history[0][i] + sum(
+            (1 - decay) * decay ** (steps - k) * history[k][i] for k in range(1, steps + 1))
+        np.testing.assert_allclose(np.asarray(average), expected, rtol=1e-5, atol=1e-7)
+    # The exported weights: the EMA for the trainable ones, the generator's for the rest.
+    exported = gan.export_weights()
+    ema = {id(v): np.asarray(a) for v, a in zip(trainable, gan.ema_variables)}
+    for value, variable in zip(exported, gan.generator.weights):
+        np.testing.assert_array_equal(value, ema.get(id(variable), np.asarray(variable)))
+
+
+def test_backup_restores_the_ema_exactly(vgg_weights, tmp_path):
+    gan = tiny_gan(vgg_weights, ema_decay=0.5, usm_targets=["pixel"], pixel_weight=1.0)
+    for step in range(2):
+        gan.train_step(toy_batches(2, seed=step))
+    path = str(tmp_path / "gan.weights.h5")
+    save_backup(gan, path)
+    fresh = tiny_gan(vgg_weights, ema_decay=0.5, usm_targets=["pixel"], pixel_weight=1.0)
+    assert not np.allclose(np.asarray(fresh.ema_variables[0]),
+                           np.asarray(gan.ema_variables[0]))
+    load_backup(fresh, path, iterations=2)
+    for a, b in zip(fresh.ema_variables, gan.ema_variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(fresh.export_weights(), gan.export_weights()):
+        np.testing.assert_array_equal(a, b)
+    # ... and both go on identically.
+    batch = toy_batches(2, seed=9)
+    gan.train_step(batch)
+    fresh.train_step(batch)
+    for a, b in zip(fresh.ema_variables, gan.ema_variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_compile_rejects_bad_gan_arguments(vgg_weights):
+    for kwargs, message in (({"pixel_loss": "l2"}, "pixel_loss"),
+                            ({"usm_targets": ["gan"]}, "usm_targets"),
+                            ({"ema_decay": 1.0}, "ema_decay"),
+                            ({"pixel_weight": -1}, "pixel_weight")):
+        with pytest.raises(ValueError, match=message):
+            tiny_gan(vgg_weights, **kwargs)
