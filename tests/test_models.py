@@ -41,7 +41,8 @@ def lr_batch(n=2, h=7, w=11, seed=0):
 def test_registry_lists_every_builder():
     assert set(MODELS) == {"edsr", "wdsr_a", "wdsr_b", "srresnet", "discriminator",
                            "rrdbnet", "srvgg_compact", "mdsr", "vdsr", "srcnn", "fsrcnn",
-                           "espcn", "rcan", "rdn"}
+                           "espcn", "rcan", "rdn", "unet_discriminator_sn",
+                           "vgg_style_discriminator"}
     assert get_spec("wdsr-b").builder is wdsr_b
     with pytest.raises(ValueError, match="unknown model 'han'.*edsr"):
         get_spec("han")

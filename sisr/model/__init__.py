@@ -21,13 +21,15 @@ from sisr.model.srmodel import SRModel, model_info
 from sisr.model.srcnn import srcnn
 from sisr.model.srresnet import srresnet
 from sisr.model.srvgg import srvgg_compact
+from sisr.model.unet_discriminator import unet_discriminator_sn
 from sisr.model.vdsr import vdsr
+from sisr.model.vgg_discriminator import vgg_style_discriminator
 from sisr.model.wdsr_a import wdsr_a
 from sisr.model.wdsr_b import wdsr_b
 
 __all__ = [
     "MODELS", "ModelSpec", "SRModel", "build", "discriminator", "edsr", "espcn", "fsrcnn",
     "generators", "get_spec", "mdsr", "mdsr_at", "model_info", "rcan", "rdn", "register",
-    "rrdbnet", "spec_of", "srcnn", "srresnet", "srvgg_compact", "unregister", "vdsr", "wdsr_a",
-    "wdsr_b",
+    "rrdbnet", "spec_of", "srcnn", "srresnet", "srvgg_compact", "unet_discriminator_sn",
+    "unregister", "vdsr", "vgg_style_discriminator", "wdsr_a", "wdsr_b",
 ]
