@@ -5,6 +5,8 @@ term, USM-sharpened targets, the EMA of the generator, and the `realesrgan-x4` /
 Tiny networks and a VGG19 with random weights (the tests never fetch ImageNet weights).
 """
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -217,9 +219,109 @@ def test_backup_restores_the_ema_exactly(vgg_weights, tmp_path):
 
 
 def test_compile_rejects_bad_gan_arguments(vgg_weights):
+    gan = tiny_gan(vgg_weights)
     for kwargs, message in (({"pixel_loss": "l2"}, "pixel_loss"),
                             ({"usm_targets": ["gan"]}, "usm_targets"),
                             ({"ema_decay": 1.0}, "ema_decay"),
                             ({"pixel_weight": -1}, "pixel_weight")):
         with pytest.raises(ValueError, match=message):
-            tiny_gan(vgg_weights, **kwargs)
+            gan.compile(keras.optimizers.Adam(), keras.optimizers.Adam(), **kwargs)
+
+
+# -- the recipes -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rrdbnet_x4(tmp_path_factory):
+    """A tiny RRDBNet x4, as a realesrnet-x4 / rrdbnet-psnr-x4 run saves it."""
+    import sisr
+    from sisr.model import get_spec
+
+    path = str(tmp_path_factory.mktemp("rrdb") / "rrdbnet_x4.keras")
+    keras.utils.set_random_seed(2)
+    sisr.save_model(get_spec("rrdbnet").builder(scale=4, num_feat=8, num_block=1,
+                                                num_grow_ch=4), path)
+    return path
+
+
+def recipe_config(generator, pretrained, *more):
+    from sisr import train_gan
+
+    return train_gan.new_config(train_gan.make_parser().parse_args(
+        ["--generator", generator, "--pretrained-model", pretrained, *more]))
+
+
+def test_recipes_bring_their_keys_and_schedule(rrdbnet_x4):
+    config = recipe_config("realesrgan-x4", rrdbnet_x4)
+    assert (config["num_feat"], config["num_block"]) == (8, 1)  # from the pretrained model
+    assert config["gan_generator"] == "realesrgan-x4"
+    assert (config["lr_patch"], config["batch_size"], config["learning_rate"]) == (64, 12, 1e-4)
+    assert config["lr_decay_steps"] == [400000] and config["optimizer"] == "torch_adam"
+    assert config["degradation"] == "realesrgan"
+    assert config["gan_perceptual_layers"] == {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0,
+                                               "conv4_4": 1.0, "conv5_4": 1.0}
+    assert (config["gan_pixel_weight"], config["gan_content_weight"],
+            config["gan_adversarial_weight"]) == (1.0, 1.0, 0.1)
+    assert config["gan_usm_targets"] == ["pixel", "content"]
+    assert (config["gan_adversarial_loss"], config["gan_discriminator"],
+            config["gan_ema_decay"], config["gan_adam_betas"]) == (
+        "vanilla", "unet-discriminator-sn", 0.999, [0.9, 0.99])
+    config = recipe_config("esrgan-x4", rrdbnet_x4, "--batch-size", "4", "--set",
+                           "lr_decay_steps=[10]", "--ema-decay", "0.99")
+    assert (config["lr_patch"], config["batch_size"], config["lr_decay_steps"]) == (32, 4, [10])
+    assert config["degradation"] is None and config["downgrade"] == "bicubic"
+    assert config["gan_perceptual_layers"] == {"conv5_4": 1.0}
+    assert (config["gan_pixel_weight"], config["gan_adversarial_weight"]) == (0.01, 0.005)
+    assert (config["gan_adversarial_loss"], config["gan_discriminator"],
+            config["gan_ema_decay"]) == ("ragan", "vgg-discriminator", 0.99)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("gan_adversarial_loss=bce", "does not fit `gan_discriminator` unet-discriminator-sn"),
+    ('gan_usm_targets=["gan"]', "`gan_usm_targets` must be a list of pixel"),
+    ('gan_perceptual_layers={"conv6_1": 1}', "`gan_perceptual_layers` must map"),
+    ("gan_ema_decay=1", "`gan_ema_decay` must be in [0, 1)"),
+    ("gan_adam_betas=[0.9]", "`gan_adam_betas` must be two numbers"),
+    ("gan_discriminator=patchgan", "`gan_discriminator` must be one of"),
+])
+def test_recipe_keys_are_checked(rrdbnet_x4, setting, message):
+    from sisr.training.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        recipe_config("realesrgan-x4", rrdbnet_x4, "--set", setting)
+
+
+def test_the_vgg_discriminator_needs_hr_128(rrdbnet_x4):
+    from sisr.training.config import ConfigError
+    from sisr.training.gan import GANTrainer
+
+    config = recipe_config("esrgan-x4", rrdbnet_x4, "--set", "lr_patch=16")
+    with pytest.raises(ConfigError, match="lr_patch"):
+        GANTrainer(config).check_memory()
+
+
+def test_realesrgan_trainer_builds_its_gan(rrdbnet_x4, vgg_weights, monkeypatch):
+    import sisr
+    from sisr.training.gan import GANTrainer
+
+    config = recipe_config("realesrgan-x4", rrdbnet_x4, "--set", "lr_patch=8",
+                           "--discriminator-filters", "4")
+    trainer = GANTrainer(config, vgg_weights=vgg_weights)
+    trainer.pretrained = sisr.load_model(rrdbnet_x4)
+    gan = trainer.build(resume=False)
+    assert type(gan) is LogitsGAN and gan.discriminator.name == "unet_discriminator_sn"
+    assert gan.usm_targets == ("pixel", "content") and gan.pixel_weight == 1.0
+    assert len(gan.ema_variables) == len(gan.generator.trainable_variables)
+    for average, weight in zip(gan.ema_variables, trainer.pretrained.trainable_variables):
+        np.testing.assert_array_equal(np.asarray(average), np.asarray(weight))
+    for optimizer in (gan.optimizer, gan.d_optimizer):
+        assert type(optimizer).__name__ == "TorchAdam"
+        assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.9, 0.99, 1e-8)
+    assert trainer.run_name() == "realesrgan-x4"
+    # The degradation's own target is the HR as it is: the GAN sharpens per loss.
+    from sisr.training import gan as gan_module
+
+    seen = []
+    monkeypatch.setattr(gan_module, "make_pipelines",
+                        lambda config, datasets, epoch: seen.append(config["degradation"]))
+    trainer.pipelines(None)
+    assert seen[0]["type"] == "realesrgan" and seen[0]["gt_usm"] is False
+    assert config["degradation"] == "realesrgan"
