@@ -331,12 +331,26 @@ def logits_accuracy(real_logits, fake_logits):
                                   ops.sigmoid(ops.cast(fake_logits, "float32")))
 
 
+def batch_mean(values):
+    """The mean of `values` over the global batch: under tf.distribute, the mean of the
+    replicas' means (their batches are equal), with gradients to every replica; so that
+    a relativistic loss is the same on any number of replicas (BasicSR under DDP takes
+    each GPU's own mean instead)."""
+    import tensorflow as tf
+
+    local = ops.mean(values)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return local
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, local)
+
+
 def relativistic(real_logits, fake_logits):
     """ESRGAN's relativistic average logits: C(x_r) - mean C(x_f) and C(x_f) - mean C(x_r),
-    the means over the batch (of this replica under tf.distribute, as under DDP)."""
+    the means over the global batch (`batch_mean`)."""
     real = ops.cast(real_logits, "float32")
     fake = ops.cast(fake_logits, "float32")
-    return real - ops.mean(fake), fake - ops.mean(real)
+    return real - batch_mean(fake), fake - batch_mean(real)
 
 
 def relativistic_generator_loss(real_logits, fake_logits):
@@ -354,8 +368,8 @@ def relativistic_discriminator_loss(real_logits, fake_logits, real_target=1.0,
     other side is a constant (the `.detach()`s of its two backward passes)."""
     real = ops.cast(real_logits, "float32")
     fake = ops.cast(fake_logits, "float32")
-    real_vs_fake = real - ops.stop_gradient(ops.mean(fake))
-    fake_vs_real = fake - ops.stop_gradient(ops.mean(real))
+    real_vs_fake = real - ops.stop_gradient(batch_mean(fake))
+    fake_vs_real = fake - ops.stop_gradient(batch_mean(real))
     return 0.5 * (bce_with_logits(real_target, real_vs_fake)
                   + bce_with_logits(fake_target, fake_vs_real))
 

@@ -325,3 +325,47 @@ def test_realesrgan_trainer_builds_its_gan(rrdbnet_x4, vgg_weights, monkeypatch)
     trainer.pipelines(None)
     assert seen[0]["type"] == "realesrgan" and seen[0]["gt_usm"] is False
     assert config["degradation"] == "realesrgan"
+
+
+def flat_discriminator():
+    """Per-image logits without batch norm (each replica's batch alone gives the same)."""
+    x_in = keras.Input((HR, HR, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(x_in)
+    x = keras.layers.Conv2D(4, 3, strides=4, activation="tanh")(x)
+    x = keras.layers.Dense(1, dtype="float32")(keras.layers.Flatten()(x))
+    return keras.Model(x_in, x, name="flat_critic")
+
+
+def one_relativistic_step(vgg_weights, strategy, initial):
+    with strategy.scope():
+        gan = tiny_gan(vgg_weights, model_class=RelativisticGAN,
+                       discriminator=flat_discriminator(), content_weight=0.0,
+                       adversarial_weight=1.0, pixel_weight=1.0, ema_decay=0.5,
+                       g_optimizer=keras.optimizers.SGD(10.0),
+                       d_optimizer=keras.optimizers.SGD(1.0))
+        gan.generator.set_weights(initial[0])
+        gan.discriminator.set_weights(initial[1])
+        data = tf.data.Dataset.from_tensors(toy_batches(4, seed=6)).repeat()
+        history = gan.fit(data, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
+    return ([np.asarray(w) for w in gan.export_weights()],
+            [np.asarray(w) for w in gan.discriminator.get_weights()], history.history)
+
+
+def test_relativistic_means_are_over_the_global_batch(vgg_weights):
+    """Two replicas of 2 images take the same step (and the same EMA) as one of 4."""
+    if len(tf.config.list_logical_devices("CPU")) < 2:
+        pytest.skip("needs two logical CPU devices (tests/conftest.py)")
+    from sisr.training.trainer import make_strategy
+
+    keras.utils.set_random_seed(0)
+    initial = (edsr(4, num_filters=4, num_res_blocks=1).get_weights(),
+               flat_discriminator().get_weights())
+    single = one_relativistic_step(vgg_weights, tf.distribute.get_strategy(), initial)
+    double = one_relativistic_step(vgg_weights, make_strategy("mirrored"), initial)
+    for key in ("adversarial_loss", "discriminator_loss", "pixel_loss"):
+        np.testing.assert_allclose(double[2][key], single[2][key], rtol=1e-5, err_msg=key)
+    for got, expected, before in ((double[0], single[0], initial[0]),
+                                  (double[1], single[1], initial[1])):
+        assert any(not np.allclose(a, b) for a, b in zip(expected, before))
+        for a, b, w0 in zip(got, expected, before):
+            np.testing.assert_allclose(a - w0, b - w0, rtol=1e-3, atol=1e-6)

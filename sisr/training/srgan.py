@@ -341,7 +341,8 @@ class RelativisticGAN(SRGAN):
     computes it, on a discriminator C that outputs logits: the generator's loss
     (BCE(0, C(x_r) - mean C(x_f)) + BCE(1, C(x_f) - mean C(x_r))) / 2, the
     discriminator's (BCE(1, C(x_r) - mean C(x_f)) + BCE(0, C(x_f) - mean C(x_r))) / 2
-    with the other side's mean a constant in each term (`sisr.losses.relativistic_*`)."""
+    with the other side's mean a constant in each term (`sisr.losses.relativistic_*`); the
+    means are over the global batch, so that any number of replicas trains alike."""
 
     def adversarial_loss(self, real, fake):
         return losses.relativistic_generator_loss(real, fake)
