@@ -5,6 +5,8 @@ term, USM-sharpened targets, the EMA of the generator, and the `realesrgan-x4` /
 Tiny networks and a VGG19 with random weights (the tests never fetch ImageNet weights).
 """
 
+import json
+import os
 import re
 
 import keras
@@ -369,3 +371,101 @@ def test_relativistic_means_are_over_the_global_batch(vgg_weights):
         assert any(not np.allclose(a, b) for a, b in zip(expected, before))
         for a, b, w0 in zip(got, expected, before):
             np.testing.assert_allclose(a - w0, b - w0, rtol=1e-3, atol=1e-6)
+
+
+# -- python -m sisr.train, then python -m sisr.train_gan -----------------------------------
+TINY_RRDB = ["--set", "num_block=1", "--set", "num_feat=8", "--set", "num_grow_ch=4"]
+
+
+def pixel_run(outdir, profile, *more, steps=10):
+    """best.keras of a tiny `python -m sisr.train --profile PROFILE` on demo."""
+    from sisr import train
+
+    assert train.main(["--profile", profile, "--dataset", "demo", "--epochs", "1",
+                       "--steps-per-epoch", str(steps), *TINY_RRDB, "--set", "lr_patch=16",
+                       "--batch-size", "2", "--seed", "1", "--outdir", str(outdir),
+                       "--verbose", "0", *more]) == 0
+    [run_dir] = list(outdir.iterdir())
+    return str(run_dir / "best.keras")
+
+
+def gan_run(generator, pretrained, outdir, vgg_weights, *more):
+    """The run directory of a tiny `python -m sisr.train_gan --generator GENERATOR`."""
+    from sisr import train_gan
+
+    assert train_gan.main(["--generator", generator, "--pretrained-model", pretrained,
+                           "--dataset", "demo", "--vgg-weights", vgg_weights,
+                           "--discriminator-filters", "4", "--steps-per-epoch", "1",
+                           "--batch-size", "2", "--seed", "1", "--outdir", str(outdir),
+                           "--verbose", "0", *more]) == 0
+    [run_dir] = list(outdir.iterdir())
+    return str(run_dir)
+
+
+def backup_variables(run_dir):
+    """{path: array} of every variable of a run's last backup (.weights.h5)."""
+    import h5py
+
+    from sisr.training.callbacks import read_state
+
+    found = {}
+    with h5py.File(os.path.join(run_dir, "backup", read_state(run_dir)["backup"]), "r") as f:
+        f.visititems(lambda name, item: found.__setitem__(name, item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+def resume(run_dir, vgg_weights, epochs, *more):
+    from sisr import train_gan
+
+    assert train_gan.main(["--resume", run_dir, "--epochs", str(epochs), "--verbose", "0",
+                           "--vgg-weights", vgg_weights, *more]) == 0
+
+
+@pytest.mark.slow
+def test_realesrgan_from_a_realesrnet_run_resumes_exactly(tmp_path, vgg_weights):
+    """realesrnet-x4 on demo with the realesrgan degradations, then realesrgan-x4 from its
+    result; a run resumed after epoch 1 ends with every variable of an uninterrupted one
+    (both networks, both optimizers, the discriminator's u and v, the EMA)."""
+    import sisr
+    from sisr.training.callbacks import read_state
+
+    pretrained = pixel_run(tmp_path / "pixel", "realesrnet-x4", "--degradation", "realesrgan")
+    run_dir = gan_run("realesrgan-x4", pretrained, tmp_path / "gan", vgg_weights,
+                      "--epochs", "1", "--set", "lr_patch=8")
+    assert os.path.basename(run_dir).endswith("-realesrgan-x4")
+    resume(run_dir, vgg_weights, 2)
+    assert read_state(run_dir)["iterations"] == 2
+    whole = gan_run("realesrgan-x4", pretrained, tmp_path / "whole", vgg_weights,
+                    "--epochs", "2", "--set", "lr_patch=8")
+    got, expected = backup_variables(run_dir), backup_variables(whole)
+    assert sorted(got) == sorted(expected)
+    assert any(key.startswith("vars/") for key in got)  # the EMA
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+    with open(os.path.join(run_dir, "training.csv")) as f:
+        header = f.readline()
+    assert "pixel_loss" in header and "val_psnr" in header
+    # The saved generator is the EMA: its weights are the backup's EMA variables.
+    generator = sisr.load_model(os.path.join(run_dir, "last.keras"))
+    ema = [got[f"vars/{i}"] for i in range(len(generator.trainable_weights))]
+    for a, b in zip(generator.trainable_weights, ema):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
+@pytest.mark.slow
+def test_esrgan_from_an_rrdbnet_psnr_run_in_bfloat16_resumes(tmp_path, vgg_weights):
+    import sisr
+    from sisr.training.callbacks import read_state
+
+    pretrained = pixel_run(tmp_path / "pixel", "rrdbnet-psnr-x4", steps=2)
+    run_dir = gan_run("esrgan-x4", pretrained, tmp_path / "gan", vgg_weights,
+                      "--epochs", "1", "--precision", "mixed_bfloat16")
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert (config["lr_patch"], config["gan_adversarial_loss"]) == (32, "ragan")
+    resume(run_dir, vgg_weights, 2)
+    assert read_state(run_dir)["iterations"] == 2
+    generator = sisr.load_model(os.path.join(run_dir, "last.keras"))
+    assert generator.compute_dtype == "float32"
+    assert sisr.resolve(generator, np.zeros((1, 6, 5, 3), np.uint8)).shape == (1, 24, 20, 3)
