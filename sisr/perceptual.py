@@ -104,7 +104,8 @@ def vgg19_preactivation(layers, weights=None, use_input_norm=True, range_norm=Fa
     last = max(names.index(t) for t in taps)
 
     x_in = keras.Input(shape=(None, None, 3), name="rgb")
-    x = VGGInputNorm(use_input_norm, range_norm, name="input_norm")(x_in)
+    # float32 whatever the policy: bfloat16 cannot hold 0..255 to better than 1 level.
+    x = VGGInputNorm(use_input_norm, range_norm, name="input_norm", dtype="float32")(x_in)
     outputs = {}
     for name in names[:last + 1]:
         kind, index = name[:4], name[4:]

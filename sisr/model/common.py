@@ -1,6 +1,9 @@
 """Argument checks and building blocks shared by the model builders."""
 
+from collections.abc import Mapping
+
 import keras
+import numpy as np
 
 from sisr.initializers import ICNR, FanInUniform, torch_kernel
 from sisr.layers import PixelShuffle
@@ -48,6 +51,17 @@ def check_scaling(res_block_scaling, builder):
             f"{builder}: `res_block_scaling` must be None or a positive number, "
             f"got {res_block_scaling!r}"
         )
+
+
+def torch_state(source, param_key=None):
+    """A PyTorch state_dict as {key: float32 array}: `source` is a mapping already, or a
+    checkpoint file (`.pth`, `.safetensors`, `.npz`) read without torch by
+    `sisr.port.io.load_state_dict` (`param_key`: its entry, e.g. BasicSR's "params")."""
+    if isinstance(source, Mapping):
+        return {str(k): np.asarray(v, np.float32) for k, v in source.items()}
+    from sisr.port.io import load_state_dict
+
+    return dict(load_state_dict(source, param_key=param_key))
 
 
 def sr_model(inputs, outputs, builder, **arguments):

@@ -8,10 +8,9 @@ last; the SN convs have no bias.
 """
 
 import keras
-import numpy as np
 
 from sisr.initializers import FanInUniform, torch_kernel
-from sisr.model.common import check_positive_int, conv, sr_model
+from sisr.model.common import check_positive_int, conv, sr_model, torch_state
 from sisr.model.registry import ModelSpec, register
 from sisr.spectral_norm import SpectralConv2D
 
@@ -93,17 +92,21 @@ BASICSR_NAMES = {
 }
 
 
-def load_basicsr_state(model, state):
-    """Sets `model`'s weights from a BasicSR `UNetDiscriminatorSN` state dict of NumPy
-    arrays (`convN.weight` / `convN.bias`; the SN convs' `weight_orig`, `weight_u`,
-    `weight_v`). Every tensor must be used and every layer set; ValueError otherwise."""
+def load_basicsr_state(model, state, param_key=None):
+    """Sets `model`'s weights from a BasicSR `UNetDiscriminatorSN` state_dict
+    (`convN.weight` / `convN.bias`; the SN convs' `weight_orig`, `weight_u`, `weight_v`):
+    a mapping of arrays, or a checkpoint file such as Real-ESRGAN's published
+    `RealESRGAN_x4plus_netD.pth` or BasicSR's `net_d_*.pth` (read without torch; see
+    `sisr.model.common.torch_state`). Every tensor must be used and every layer set;
+    ValueError otherwise."""
+    state = torch_state(state, param_key)
     unused = set(state)
 
     def take(key):
         if key not in state:
             raise ValueError(f"BasicSR UNetDiscriminatorSN state: {key} missing")
         unused.discard(key)
-        return np.asarray(state[key], np.float32)
+        return state[key]
 
     for torch_name, name in BASICSR_NAMES.items():
         layer = model.get_layer(name)

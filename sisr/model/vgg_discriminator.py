@@ -8,10 +8,9 @@ logit per image. Every conv after the first has no bias; LeakyReLU slope 0.2.
 """
 
 import keras
-import numpy as np
 
 from sisr.initializers import FanInUniform, torch_kernel
-from sisr.model.common import check_positive_int, sr_model
+from sisr.model.common import check_positive_int, sr_model, torch_state
 from sisr.model.registry import ModelSpec, register
 
 INPUT_SIZES = (128, 256)
@@ -97,9 +96,11 @@ def basicsr_names(hr_size):
     return names
 
 
-def load_basicsr_state(model, state):
-    """Sets `model`'s weights from a BasicSR `VGGStyleDiscriminator` state dict of NumPy
-    arrays (BN `num_batches_tracked` is ignored). Every other tensor must be used."""
+def load_basicsr_state(model, state, param_key=None):
+    """Sets `model`'s weights from a BasicSR `VGGStyleDiscriminator` state_dict: a mapping
+    of arrays or a checkpoint file (as the U-Net's `load_basicsr_state`). BN
+    `num_batches_tracked` is ignored; every other tensor must be used."""
+    state = torch_state(state, param_key)
     hr_size = model.arguments["hr_size"]
     unused = {k for k in state if not k.endswith("num_batches_tracked")}
 
@@ -107,7 +108,7 @@ def load_basicsr_state(model, state):
         if key not in state:
             raise ValueError(f"BasicSR VGGStyleDiscriminator state: {key} missing")
         unused.discard(key)
-        return np.asarray(state[key], np.float32)
+        return state[key]
 
     for prefix, name in basicsr_names(hr_size).items():
         layer = model.get_layer(name)

@@ -40,9 +40,10 @@ def stub(name, **attrs):
 
 
 class Registry:
-    """BasicSR's ARCH_REGISTRY as its arch files use it: `register()` as a decorator."""
+    """BasicSR's ARCH_REGISTRY / LOSS_REGISTRY as its files use them: `register()` (or
+    `register(suffix=...)`) as a decorator."""
 
-    def register(self, obj=None):
+    def register(self, obj=None, suffix=None):
         return obj if obj is not None else (lambda o: o)
 
 
@@ -58,7 +59,27 @@ def stub_basicsr():
     stub("basicsr.ops.dcn", ModulatedDeformConvPack=torch.nn.Module,
          modulated_deform_conv=None)
     stub("basicsr.utils", get_root_logger=None)
-    stub("basicsr.utils.registry", ARCH_REGISTRY=Registry())
+    stub("basicsr.utils.registry", ARCH_REGISTRY=Registry(), LOSS_REGISTRY=Registry())
+
+
+def stand_in_vgg19(seed):
+    """Random VGG19 conv weights, the same in the PyTorch generator and the Keras tests:
+    [(keras layer name, kernel (3, 3, in, out), bias)] for the 16 convs in order, He-normal
+    kernels (activations keep their scale through the 16 ReLU layers) and N(0, 0.05^2)
+    biases, float32, from NumPy's default_rng(seed). Neither side downloads ImageNet
+    weights: a 20-million-parameter fixture need not be stored."""
+    rng = np.random.default_rng(seed)
+    convs, channels = [], 3
+    for block, (filters, count) in enumerate(((64, 2), (128, 2), (256, 4), (512, 4),
+                                              (512, 4)), start=1):
+        for i in range(1, count + 1):
+            std = np.sqrt(2.0 / (9 * channels))
+            kernel = (rng.standard_normal((3, 3, channels, filters), np.float32)
+                      * np.float32(std))
+            bias = rng.standard_normal(filters, np.float32) * np.float32(0.05)
+            convs.append((f"block{block}_conv{i}", kernel, bias))
+            channels = filters
+    return convs
 
 
 def state(module):
