@@ -218,7 +218,8 @@ def _check_gan(config, spec):
 
     contents = (*VGG_LAYERS, "perceptual")
     if config["gan_content_loss"] not in contents:
-        raise ConfigError(f"--content-loss must be {', '.join(contents)}, got "
+        raise ConfigError(f"--content-loss must be {' or '.join(VGG_LAYERS)} (SRGAN's VGG19 "
+                          "features) or perceptual (BasicSR's perceptual loss), got "
                           f"{config['gan_content_loss']!r} (config key `gan_content_loss`)")
     _check_type("gan_vgg_weights", config["gan_vgg_weights"], str, allow_none=True)
     for key, allowed in (("gan_adversarial_loss", GAN_ADVERSARIAL_LOSSES),
