@@ -353,6 +353,7 @@ def one_relativistic_step(vgg_weights, strategy, initial):
             [np.asarray(w) for w in gan.discriminator.get_weights()], history.history)
 
 
+@pytest.mark.slow
 def test_relativistic_means_are_over_the_global_batch(vgg_weights):
     """Two replicas of 2 images take the same step (and the same EMA) as one of 4."""
     if len(tf.config.list_logical_devices("CPU")) < 2:
