@@ -194,13 +194,14 @@ class PerceptualLoss:
     def parts(self, hr, sr):
         """(perceptual, style): per-image float32 [batch] each, None for a term whose
         weight is not positive (as BasicSR)."""
-        batch = ops.shape(hr)[0]
-        # One pass over both batches, as sisr.losses.ContentLoss.
-        both = self.features(ops.concatenate([hr, sr], axis=0))
+        # Two passes, not one over both batches as sisr.losses.ContentLoss: without a
+        # gradient path the HR pass is left out of the backward pass (about half of it).
+        real_features = self.features(ops.stop_gradient(hr))
+        fake_features = self.features(sr)
         percep = style = None
         for name, weight in self.layer_weights.items():
-            real = ops.stop_gradient(both[name][:batch])
-            fake = both[name][batch:]
+            real = ops.stop_gradient(real_features[name])
+            fake = fake_features[name]
             if self.perceptual_weight > 0:
                 term = self._distance(fake, real) * weight
                 percep = term if percep is None else percep + term

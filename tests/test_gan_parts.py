@@ -6,6 +6,8 @@ from BasicSR's own modules."""
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -17,6 +19,9 @@ from sisr.model import get_spec, unet_discriminator_sn, vgg_style_discriminator
 from sisr.model import unet_discriminator as unet_module
 from sisr.model import vgg_discriminator as vgg_module
 from sisr.model.sizing import count_parameters
+from sisr.port import PortError, port, port_checkpoint
+from sisr.port import cli as port_cli
+from sisr.port.formats import basicsr_unet_discriminator as unet_layout
 from sisr.perceptual import DEFAULT_LAYER_WEIGHTS, PerceptualLoss
 from sisr.spectral_norm import SpectralConv2D
 from test_losses import write_legacy_h5
@@ -75,7 +80,7 @@ def sn_layers(model):
 
 
 def torch_name(layer_name):
-    return {v: k for k, v in unet_module.BASICSR_NAMES.items()}[layer_name]
+    return {v: f"conv{i}" for i, v in unet_layout.LAYERS.items()}[layer_name]
 
 
 # ------------------------------------------------------------- U-Net SN discriminator
@@ -132,11 +137,13 @@ def test_unet_without_skip_connections():
 def test_unet_state_dict_must_match_exactly():
     model, arrays = unet_from_fixture("unet_sn_f4.npz")
     state = prefixed(arrays, "sd/")
-    with pytest.raises(ValueError, match="conv3.weight_v missing"):
+    with pytest.raises(PortError, match="missing conv3.weight_v"):
         unet_module.load_basicsr_state(model, {k: v for k, v in state.items()
                                                if k != "conv3.weight_v"})
-    with pytest.raises(ValueError, match="unused.*extra"):
+    with pytest.raises(PortError, match=r"unexpected key\(s\).*: extra"):
         unet_module.load_basicsr_state(model, {**state, "extra": np.zeros(1)})
+    with pytest.raises(PortError, match="does not fit sisr's down1_conv"):
+        unet_module.load_basicsr_state(unet_discriminator_sn(num_feat=8), state)
 
 
 def test_unet_reads_a_basicsr_discriminator_file():
@@ -147,6 +154,30 @@ def test_unet_reads_a_basicsr_discriminator_file():
     unet_module.load_basicsr_state(from_file, os.path.join(GAN, "unet_sn_f4_netd.pth"))
     for a, b in zip(from_file.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_discriminator_files_are_ported_as_a_new_model(tmp_path, capsys):
+    # Auto-detected from the key set; the model is the registered builder's.
+    ported = port_checkpoint(os.path.join(GAN, "unet_sn_f4_netd.pth"))
+    assert ported.plan.source == "basicsr-unet-discriminator"
+    assert ported.model.builder == "unet_discriminator_sn"
+    assert ported.model.arguments == {"num_in_ch": 3, "num_feat": 4,
+                                      "skip_connection": True, "input_size": None}
+    arrays = load("unet_sn_f4.npz")
+    np.testing.assert_allclose(ported.model(nhwc(arrays["input"])),
+                               nhwc(arrays["output_eval"]), rtol=RTOL, atol=ATOL)
+    vgg = load("vgg_disc_f2_128.npz")
+    model = port(prefixed(vgg, "sd/"))
+    assert (model.builder, model.arguments) == ("vgg_style_discriminator",
+                                                {"hr_size": 128, "num_feat": 2})
+    np.testing.assert_allclose(model(nhwc(vgg["input"])), vgg["output_eval"],
+                               rtol=RTOL, atol=ATOL)
+    out = tmp_path / "netd.keras"
+    assert port_cli.main([os.path.join(GAN, "unet_sn_f4_netd.pth"), "-o", str(out)]) == 0
+    assert "unet_discriminator_sn" in capsys.readouterr().out
+    loaded = keras.saving.load_model(out, safe_mode=True)
+    np.testing.assert_array_equal(loaded(nhwc(arrays["input"])),
+                                  ported.model(nhwc(arrays["input"])))
 
 
 def test_unet_keras_round_trip_keeps_vectors(tmp_path):
@@ -161,6 +192,19 @@ def test_unet_keras_round_trip_keeps_vectors(tmp_path):
         np.testing.assert_array_equal(loaded.get_layer(name).u, layer.u)
         np.testing.assert_array_equal(loaded.get_layer(name).v, layer.v)
     np.testing.assert_array_equal(loaded(x, training=False), model(x, training=False))
+
+
+@pytest.mark.slow
+def test_a_saved_discriminator_loads_after_import_sisr_alone(tmp_path):
+    model = unet_discriminator_sn(num_feat=4, input_size=16)
+    model.save(tmp_path / "d.keras")
+    code = ("import sys, keras, sisr; "
+            "m = keras.saving.load_model(sys.argv[1], safe_mode=True); "
+            "print(type(m.get_layer('down1_conv')).__name__)")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d.keras")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().endswith("SpectralConv2D")
 
 
 def test_spectral_conv_updates_vectors_only_in_training():

@@ -20,6 +20,8 @@ from test_port import (
     basicsr_edsr_state, conv2d, edsr_pytorch_state, lr_images, pixel_shuffle, relu, run,
     wdsr_state,
 )
+from test_gan_parts import load as load_gan
+from test_gan_parts import prefixed
 from toy_port import toy_format
 
 TOL = 1e-3
@@ -27,6 +29,11 @@ TOL = 1e-3
 
 def z(*shape):
     return np.zeros(shape, np.float32)
+
+
+def gan_state(name):
+    """A BasicSR discriminator's state_dict from tests/data/gan."""
+    return prefixed(load_gan(name), "sd/")
 
 
 def rcan_like_state():
@@ -49,6 +56,8 @@ STATES = {
     "edsr-pytorch": lambda: edsr_pytorch_state(4),
     "basicsr-edsr": lambda: basicsr_edsr_state(3),
     "wdsr": lambda: wdsr_state("b", 2, expansion=3),
+    "basicsr-unet-discriminator": lambda: gan_state("unet_sn_f4.npz"),
+    "basicsr-vgg-discriminator": lambda: gan_state("vgg_disc_f2_128.npz"),
 }
 
 
@@ -84,7 +93,8 @@ def test_formats_are_the_layouts_of_the_registered_models():
                               "edsr-pytorch-vdsr", "mdsr-pytorch",
                               "basicsr-rrdb", "esrgan-old", "realesrgan-srvgg",
                               "edsr-pytorch-rcan", "basicsr-rcan", "edsr-pytorch-rdn",
-                              "isr-rdn"}
+                              "isr-rdn", "basicsr-unet-discriminator",
+                              "basicsr-vgg-discriminator"}
     assert converter_names() == sources()
     choices = formats.choices()
     for alias in ("auto", "edsr", "basicsr", "wdsr-a", "wdsr-b", "krasserm", "mdsr", "rcan",

@@ -84,45 +84,26 @@ def unet_discriminator_sn(num_in_ch=3, num_feat=64, skip_connection=True, input_
                     input_size=input_size)
 
 
-# BasicSR module name -> sisr layer name.
-BASICSR_NAMES = {
-    "conv0": "conv0", "conv1": "down1_conv", "conv2": "down2_conv", "conv3": "down3_conv",
-    "conv4": "up1_conv", "conv5": "up2_conv", "conv6": "up3_conv",
-    "conv7": "extra1_conv", "conv8": "extra2_conv", "conv9": "output",
-}
-
-
 def load_basicsr_state(model, state, param_key=None):
     """Sets `model`'s weights from a BasicSR `UNetDiscriminatorSN` state_dict
     (`convN.weight` / `convN.bias`; the SN convs' `weight_orig`, `weight_u`, `weight_v`):
     a mapping of arrays, or a checkpoint file such as Real-ESRGAN's published
     `RealESRGAN_x4plus_netD.pth` or BasicSR's `net_d_*.pth` (read without torch; see
-    `sisr.model.common.torch_state`). Every tensor must be used and every layer set;
-    ValueError otherwise."""
-    state = torch_state(state, param_key)
-    unused = set(state)
+    `sisr.model.common.torch_state`). The port's format
+    (`sisr.port.formats.basicsr_unet_discriminator`) maps it; every tensor must be used
+    and every layer set (`sisr.port.PortError` otherwise). `python -m sisr.port` makes a
+    new model from such a file."""
+    from sisr.port import pipeline
+    from sisr.port.formats import basicsr_unet_discriminator as layout
 
-    def take(key):
-        if key not in state:
-            raise ValueError(f"BasicSR UNetDiscriminatorSN state: {key} missing")
-        unused.discard(key)
-        return state[key]
-
-    for torch_name, name in BASICSR_NAMES.items():
-        layer = model.get_layer(name)
-        if isinstance(layer, SpectralConv2D):
-            kernel = take(f"{torch_name}.weight_orig").transpose(2, 3, 1, 0)
-            values = [kernel, take(f"{torch_name}.weight_u"), take(f"{torch_name}.weight_v")]
-        else:
-            values = [take(f"{torch_name}.weight").transpose(2, 3, 1, 0),
-                      take(f"{torch_name}.bias")]
-        layer.set_weights(values)
-    if unused:
-        raise ValueError(f"BasicSR UNetDiscriminatorSN state: unused {sorted(unused)}")
+    plan = layout.describe(torch_state(state, param_key))
+    pipeline.check_keys(plan)
+    pipeline.fill(model, plan)
 
 
 register(ModelSpec(
     "unet_discriminator_sn", unet_discriminator_sn, scales=(),
     tiny={"num_feat": 4, "input_size": 16},
-    generator=False, local=False, aliases=("unet_discriminator",),
+    generator=False, local=False, layouts=("basicsr-unet-discriminator",),
+    aliases=("unet_discriminator",),
 ))

@@ -63,7 +63,7 @@ def vgg_style_discriminator(hr_size=128, num_feat=64):
         num_feat: channels of the first convs (x2, x4, x8 in later stages).
 
     Initialisation: PyTorch's defaults, as the official code keeps them. Flattening is
-    channels-last (BasicSR's is channels-first; `load_basicsr_state` permutes linear1).
+    channels-last (BasicSR's is channels-first; the port permutes linear1's inputs).
     """
     if hr_size not in INPUT_SIZES:
         raise ValueError(f"vgg_style_discriminator: `hr_size` must be one of {INPUT_SIZES}, "
@@ -85,55 +85,22 @@ def vgg_style_discriminator(hr_size=128, num_feat=64):
     return sr_model(x_in, x, "vgg_style_discriminator", hr_size=hr_size, num_feat=num_feat)
 
 
-def basicsr_names(hr_size):
-    """{BasicSR module prefix: sisr layer name} of the convs, BNs and linears."""
-    names = {"conv0_0": "stage0_conv0", "conv0_1": "stage0_1_conv", "bn0_1": "stage0_1_bn"}
-    for i in range(1, len(stage_multipliers(hr_size)) + 1):
-        for j in (0, 1):
-            names[f"conv{i}_{j}"] = f"stage{i}_{j}_conv"
-            names[f"bn{i}_{j}"] = f"stage{i}_{j}_bn"
-    names.update({"linear1": "linear1", "linear2": "output"})
-    return names
-
-
 def load_basicsr_state(model, state, param_key=None):
     """Sets `model`'s weights from a BasicSR `VGGStyleDiscriminator` state_dict: a mapping
-    of arrays or a checkpoint file (as the U-Net's `load_basicsr_state`). BN
-    `num_batches_tracked` is ignored; every other tensor must be used."""
-    state = torch_state(state, param_key)
-    hr_size = model.arguments["hr_size"]
-    unused = {k for k in state if not k.endswith("num_batches_tracked")}
+    of arrays or a checkpoint file (as the U-Net's `load_basicsr_state`), mapped by the
+    port's format (`sisr.port.formats.basicsr_vgg_discriminator`; BN
+    `num_batches_tracked` is ignored, every other tensor must be used)."""
+    from sisr.port import pipeline
+    from sisr.port.formats import basicsr_vgg_discriminator as layout
 
-    def take(key):
-        if key not in state:
-            raise ValueError(f"BasicSR VGGStyleDiscriminator state: {key} missing")
-        unused.discard(key)
-        return state[key]
-
-    for prefix, name in basicsr_names(hr_size).items():
-        layer = model.get_layer(name)
-        if prefix.startswith("bn"):
-            values = [take(f"{prefix}.{k}")
-                      for k in ("weight", "bias", "running_mean", "running_var")]
-        elif prefix == "linear1":
-            # PyTorch flattens (C, 4, 4), Keras (4, 4, C).
-            weight = take("linear1.weight")
-            channels = weight.shape[1] // 16
-            weight = weight.reshape(-1, channels, 4, 4).transpose(0, 2, 3, 1)
-            values = [weight.reshape(weight.shape[0], -1).T, take("linear1.bias")]
-        elif prefix == "linear2":
-            values = [take("linear2.weight").T, take("linear2.bias")]
-        else:
-            values = [take(f"{prefix}.weight").transpose(2, 3, 1, 0)]
-            if layer.use_bias:
-                values.append(take(f"{prefix}.bias"))
-        layer.set_weights(values)
-    if unused:
-        raise ValueError(f"BasicSR VGGStyleDiscriminator state: unused {sorted(unused)}")
+    plan = layout.describe(torch_state(state, param_key))
+    pipeline.check_keys(plan)
+    pipeline.fill(model, plan)
 
 
 register(ModelSpec(
     "vgg_style_discriminator", vgg_style_discriminator, scales=(),
     tiny={"hr_size": 128, "num_feat": 2},
-    generator=False, local=False, aliases=("vgg_discriminator",),
+    generator=False, local=False, layouts=("basicsr-vgg-discriminator",),
+    aliases=("vgg_discriminator",),
 ))
