@@ -470,3 +470,21 @@ def test_esrgan_from_an_rrdbnet_psnr_run_in_bfloat16_resumes(tmp_path, vgg_weigh
     generator = sisr.load_model(os.path.join(run_dir, "last.keras"))
     assert generator.compute_dtype == "float32"
     assert sisr.resolve(generator, np.zeros((1, 6, 5, 3), np.uint8)).shape == (1, 24, 20, 3)
+
+
+@pytest.mark.slow
+def test_realesrgan_in_bfloat16_resumes(tmp_path, vgg_weights, rrdbnet_x4):
+    """bfloat16: the U-Net's spectral norm in float32, the USM targets, the EMA in float32
+    variables; the resumed run restores both optimizers (else it stops)."""
+    import sisr
+    from sisr.training.callbacks import read_state
+
+    run_dir = gan_run("realesrgan-x4", rrdbnet_x4, tmp_path / "gan", vgg_weights,
+                      "--epochs", "1", "--set", "lr_patch=8", "--precision", "mixed_bfloat16")
+    resume(run_dir, vgg_weights, 2)
+    assert read_state(run_dir)["iterations"] == 2
+    variables = backup_variables(run_dir)
+    assert all(variables[f"vars/{i}"].dtype == np.float32 for i in range(4))
+    generator = sisr.load_model(os.path.join(run_dir, "last.keras"))
+    assert generator.compute_dtype == "float32"
+    assert sisr.resolve(generator, np.zeros((1, 6, 5, 3), np.uint8)).shape == (1, 24, 20, 3)
