@@ -488,3 +488,12 @@ def test_realesrgan_in_bfloat16_resumes(tmp_path, vgg_weights, rrdbnet_x4):
     generator = sisr.load_model(os.path.join(run_dir, "last.keras"))
     assert generator.compute_dtype == "float32"
     assert sisr.resolve(generator, np.zeros((1, 6, 5, 3), np.uint8)).shape == (1, 24, 20, 3)
+
+
+def test_sisr_train_points_a_recipe_to_train_gan(capsys):
+    from sisr import train
+
+    assert train.main(["--profile", "esrgan-x4", "--dataset", "demo"]) == 2
+    err = capsys.readouterr().err
+    assert "profile esrgan-x4 is a GAN recipe" in err
+    assert "python -m sisr.train_gan --generator esrgan-x4" in err

@@ -330,6 +330,10 @@ def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=N
             config.setdefault(key, default)
         known.update(GAN_DEFAULTS)
     unknown = sorted(set(config) - set(known))
+    if unknown and not gan and profile is not None and all(k.startswith("gan_") for k in unknown):
+        raise ConfigError(f"profile {config['profile']} is a GAN recipe (its gan_* keys): "
+                          f"python -m sisr.train_gan --generator {config['profile']} "
+                          "--pretrained-model MODEL trains it")
     if unknown:
         raise ConfigError(
             f"unknown key(s) for model {spec.name}: "
