@@ -297,3 +297,100 @@ def discriminator_accuracy(real_prob, fake_prob):
     batch = ops.shape(real_prob)[0]
     return 0.5 * (ops.mean(ops.reshape(real, (batch, -1)), axis=1)
                   + ops.mean(ops.reshape(fake, (batch, -1)), axis=1))
+
+
+# -- losses on discriminator logits (ESRGAN, Real-ESRGAN) ---------------------------------
+def bce_with_logits(target, logits):
+    """Per-image BCE of logits (any shape [batch, ...]) against a scalar or per-image
+    [batch, 1] target, averaged over each image's outputs (BasicSR's vanilla GANLoss,
+    `nn.BCEWithLogitsLoss`, is this averaged over the batch)."""
+    logits = ops.cast(logits, "float32")
+    batch = ops.shape(logits)[0]
+    flat = ops.reshape(logits, (batch, -1))
+    target = ops.broadcast_to(ops.cast(target, "float32"), ops.shape(flat))
+    # max(x, 0) - x t + log(1 + exp(-|x|)): stable for any logit.
+    values = ops.relu(flat) - flat * target + ops.log1p(ops.exp(-ops.abs(flat)))
+    return ops.mean(values, axis=1)
+
+
+def vanilla_generator_loss(fake_logits):
+    """Per-image BCE(1, D(SR)) of logits (BasicSR GANLoss "vanilla", generator side)."""
+    return bce_with_logits(1.0, fake_logits)
+
+
+def vanilla_discriminator_loss(real_logits, fake_logits, real_target=1.0, fake_target=0.0):
+    """Per-image BCE(real_target, D(HR)) + BCE(fake_target, D(SR)) of logits."""
+    return bce_with_logits(real_target, real_logits) + bce_with_logits(fake_target,
+                                                                       fake_logits)
+
+
+def logits_accuracy(real_logits, fake_logits):
+    """Per-image mean of [D(HR) > 0] and [D(SR) < 0] (logits; a per-pixel output counts
+    every pixel)."""
+    return discriminator_accuracy(ops.sigmoid(ops.cast(real_logits, "float32")),
+                                  ops.sigmoid(ops.cast(fake_logits, "float32")))
+
+
+def batch_mean(values):
+    """The mean of `values` over the global batch: under tf.distribute, the mean of the
+    replicas' means (their batches are equal), with gradients to every replica; so that
+    a relativistic loss is the same on any number of replicas (BasicSR under DDP takes
+    each GPU's own mean instead)."""
+    import tensorflow as tf
+
+    local = ops.mean(values)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return local
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, local)
+
+
+def relativistic(real_logits, fake_logits):
+    """ESRGAN's relativistic average logits: C(x_r) - mean C(x_f) and C(x_f) - mean C(x_r),
+    the means over the global batch (`batch_mean`)."""
+    real = ops.cast(real_logits, "float32")
+    fake = ops.cast(fake_logits, "float32")
+    return real - batch_mean(fake), fake - batch_mean(real)
+
+
+def relativistic_generator_loss(real_logits, fake_logits):
+    """Per-image RaGAN generator loss as BasicSR's ESRGANModel: (BCE(0, C(x_r) - mean
+    C(x_f)) + BCE(1, C(x_f) - mean C(x_r))) / 2, with D(HR) a constant (`.detach()`)."""
+    real = ops.stop_gradient(ops.cast(real_logits, "float32"))
+    real_vs_fake, fake_vs_real = relativistic(real, fake_logits)
+    return 0.5 * (bce_with_logits(0.0, real_vs_fake) + bce_with_logits(1.0, fake_vs_real))
+
+
+def relativistic_discriminator_loss(real_logits, fake_logits, real_target=1.0,
+                                    fake_target=0.0):
+    """Per-image RaGAN discriminator loss as BasicSR's ESRGANModel: (BCE(1, C(x_r) -
+    mean C(x_f)) + BCE(0, C(x_f) - mean C(x_r))) / 2, where each term's batch mean of the
+    other side is a constant (the `.detach()`s of its two backward passes)."""
+    real = ops.cast(real_logits, "float32")
+    fake = ops.cast(fake_logits, "float32")
+    real_vs_fake = real - ops.stop_gradient(batch_mean(fake))
+    fake_vs_real = fake - ops.stop_gradient(batch_mean(real))
+    return 0.5 * (bce_with_logits(real_target, real_vs_fake)
+                  + bce_with_logits(fake_target, fake_vs_real))
+
+
+def relativistic_accuracy(real_logits, fake_logits):
+    """Per-image mean of [C(x_r) > mean C(x_f)] and [C(x_f) < mean C(x_r)]."""
+    return logits_accuracy(*relativistic(real_logits, fake_logits))
+
+
+# -- pixel losses on [0, 255] images, valued as on [0, 1] (BasicSR's scale) ------------------
+def l1_pixel_loss(hr, sr):
+    """Per-image mean |SR - HR| of images on [0, 255], divided by 255: BasicSR's L1Loss
+    of the same images on [0, 1]."""
+    diff = (ops.cast(sr, "float32") - ops.cast(hr, "float32")) / 255.0
+    return ops.mean(ops.reshape(ops.abs(diff), (ops.shape(hr)[0], -1)), axis=1)
+
+
+def mse_pixel_loss(hr, sr):
+    """Per-image mean (SR - HR)^2 of images on [0, 255], valued as on [0, 1]."""
+    diff = (ops.cast(sr, "float32") - ops.cast(hr, "float32")) / 255.0
+    return ops.mean(ops.reshape(ops.square(diff), (ops.shape(hr)[0], -1)), axis=1)
+
+
+PIXEL_LOSSES = {"l1": l1_pixel_loss, "mse": mse_pixel_loss}

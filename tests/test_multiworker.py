@@ -238,6 +238,42 @@ def test_two_workers_fine_tune_srgan_like_one_process(tmp_path, vgg_weights):
         np.testing.assert_allclose(float(row[key]), float(ref[key]), rtol=1e-4, err_msg=key)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe, more, rtol", [
+    ("realesrgan-x4", ["--set", "lr_patch=8"], 1e-4),
+    # bfloat16 rounds the halves of the batch apart from the whole: a looser tolerance.
+    ("esrgan-x4", ["--precision", "mixed_bfloat16"], 2e-2),
+])
+def test_two_workers_fine_tune_the_gan_recipes_like_one_process(tmp_path, vgg_weights, recipe,
+                                                                 more, rtol):
+    """The U-Net discriminator's power iterations, the synchronised batch norm of the VGG
+    one, the relativistic means over the global batch and the EMA: as in one process."""
+    generator = str(tmp_path / "rrdbnet_x4.keras")
+    sisr.save_model(sisr.model.get_spec("rrdbnet").builder(
+        scale=4, num_feat=8, num_block=1, num_grow_ch=4), generator)
+    common = ["--generator", recipe, "--pretrained-model", generator, "--dataset", "demo",
+              "--vgg-weights", vgg_weights, "--discriminator-filters", "4", "--epochs", "1",
+              "--steps-per-epoch", "2", "--batch-size", "2", "--seed", "1", "--verbose", "0",
+              *more]
+    cluster = Cluster(tmp_path, "gan", [*common, "--strategy", "multi-worker", "--outdir",
+                                        str(tmp_path / "multi")], command="sisr.train_gan")
+    single = subprocess.run(
+        [sys.executable, "-m", "sisr.train_gan", *common, "--outdir", str(tmp_path / "single")],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTEROP_THREADS="1",
+                 TF_NUM_INTRAOP_THREADS="1"))
+    assert cluster.wait() == [0, 0], cluster.output(0)[-3000:] + cluster.output(1)[-3000:]
+    assert single.returncode == 0, single.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / "multi")
+    assert os.path.isfile(os.path.join(run_dir, "last.keras"))
+    assert os.listdir(cluster.tmpdir) == []
+    [row] = read_csv(run_dir)
+    [ref] = read_csv(only_run_dir(tmp_path / "single"))
+    for key in ("loss", "pixel_loss", "content_loss", "adversarial_loss",
+                "discriminator_loss", "val_psnr"):
+        np.testing.assert_allclose(float(row[key]), float(ref[key]), rtol=rtol, err_msg=key)
+
+
 def test_multi_worker_mixed_float16_is_refused_before_any_work(tmp_path, capsys):
     # Its dynamic loss scaling hangs two local workers (their first epoch never ends):
     # refused with a message instead, before a cluster is joined or a file written.

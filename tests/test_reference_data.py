@@ -11,13 +11,14 @@ from reference_data import DATA, compact_manifest, load_compact, read_json
 KRASSERM = os.path.join(DATA, "krasserm")
 # Fixtures made by tests/data/make_*_fixtures.py, each folder with its manifest.json
 GENERATED = ("training", "basicsr", "vdsr", "rrdb", "mdsr", "rcan_rdn", "isr",
-             "degradations", "gan", "opencv_pb")
+             "degradations", "gan", "opencv_pb", "gan_steps")
 DOCUMENTATION = {"README.md", "metrics_reference.json", "make_training_fixtures.py",
                  "make_vdsr_fixtures.py", "make_rrdb_fixtures.py", "make_mdsr_fixtures.py",
                  "make_rcan_rdn_fixtures.py", "make_isr_fixtures.py", "fixture_tools.py",
                  "make_degradation_fixtures.py", "make_gan_fixtures.py",
                  "make_bsrgan_fixtures.py",
                  "make_opencv_pb_fixtures.py",
+                 "make_gan_step_fixtures.py",
                  os.path.join("compact", "manifest.json"),
                  os.path.join("krasserm", "README.md"), os.path.join("krasserm", "manifest.json"),
                  os.path.join("krasserm", "make_files.py")} | {
@@ -52,8 +53,8 @@ def listed():
 def test_checksums_match_the_manifests():
     files = listed()
     # rrdb/: 7 .npz, 4 .pth; degradations/: basicsr.npz, bsrgan.npz; gan/: 4 .npz, 1 .pth;
-    # opencv_pb/: 4 .pb, reference.npz
-    assert len(files) == 13 + 4 + 1 + 14 + 4 + 11 + 1 + 14 + 4 + 2 + 5 + 5
+    # opencv_pb/: 4 .pb, reference.npz; gan_steps/: 2 .npz
+    assert len(files) == 13 + 4 + 1 + 14 + 4 + 11 + 1 + 14 + 4 + 2 + 5 + 5 + 2
     for name, expected in files.items():
         assert sha256(os.path.join(DATA, name)) == expected, name
 

@@ -55,18 +55,41 @@ TRAINER_DEFAULTS = {
     "profile": None,
 }
 
-# SRGAN fine-tuning keys and their defaults (the SRGAN paper's settings), taken by a
-# configuration with a `gan_generator`; `python -m sisr.train_gan` gives them as flags
-# (`--label-noise` for `gan_label_noise`, ...).
+# GAN fine-tuning keys and their defaults (the SRGAN paper's settings), taken by a
+# configuration with a `gan_generator`; `python -m sisr.train_gan` gives some as flags
+# (`--label-noise` for `gan_label_noise`, ...). A profile carrying `gan_*` keys is a GAN
+# recipe (realesrgan-x4, esrgan-x4): its keys replace these defaults and GAN_SCHEDULE.
 GAN_DEFAULTS = {
     "gan_generator": None,            # the generator's profile (its model a GAN generator)
-    "gan_content_loss": "VGG54",      # VGG19 features of the content loss: VGG22 or VGG54
+    # The content loss: SRGAN's MSE of VGG19 features (VGG22 or VGG54, after ReLU, / 12.75)
+    # or "perceptual", BasicSR's PerceptualLoss (L1 of pre-activation VGG19 features of
+    # the layers of `gan_perceptual_layers`, ImageNet-normalised input).
+    "gan_content_loss": "VGG54",
+    "gan_perceptual_layers": {"conv5_4": 1.0},  # layer: weight (gan_content_loss perceptual)
     "gan_vgg_weights": None,          # VGG19 weights file; None: the Keras cache
-    "gan_adversarial_weight": 1e-3,   # generator loss = content + this x adversarial
+    "gan_content_weight": 1.0,        # generator loss = this x content + ...
+    "gan_adversarial_weight": 1e-3,   # ... + this x adversarial ...
+    "gan_pixel_weight": 0.0,          # ... + this x pixel loss (0: none)
+    "gan_pixel_loss": "l1",           # l1 or mse, on BasicSR's [0, 1] scale
+    # The adversarial loss: "bce" (SRGAN's, D outputs probabilities), "vanilla" (BCE with
+    # logits, BasicSR's GANLoss vanilla) or "ragan" (ESRGAN's relativistic average GAN).
+    "gan_adversarial_loss": "bce",
+    "gan_discriminator": "discriminator",  # its registry name
+    "gan_discriminator_filters": 64,  # filters of the discriminator's first block
     "gan_label_noise": 0.0,           # D's targets drawn from U(1 - n, 1) and U(0, n)
     "gan_label_smoothing": 0.0,       # D's real target 1 - s
-    "gan_discriminator_filters": 64,  # filters of the discriminator's first block
+    "gan_usm_targets": [],            # losses (pixel, content, adversarial) on USM-sharpened HR
+    "gan_ema_decay": 0.0,             # EMA of the generator's weights, saved as the model
+    "gan_adam_betas": [0.9, 0.999],   # Adam's betas of both optimizers
 }
+# What a discriminator of each adversarial loss outputs, and the discriminators known.
+GAN_ADVERSARIAL_LOSSES = ("bce", "vanilla", "ragan")
+GAN_DISCRIMINATORS = {"discriminator": "probability", "vgg-discriminator": "logits",
+                      "unet-discriminator-sn": "logits"}
+GAN_PIXEL_LOSSES = ("l1", "mse")
+GAN_USM_TARGETS = ("pixel", "content", "adversarial")
+PERCEPTUAL_LAYERS = tuple(f"conv{b}_{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
+                          for c in range(1, n + 1))
 # SRGAN fine-tuning's scale and schedule (`sisr.training.gan`); the generator's profile
 # supplies everything else. Validation uses LR centre crops of 48 (HR 192): enough to
 # follow PSNR.
@@ -193,12 +216,47 @@ def _check_gan(config, spec):
         raise _not_a_gan_generator(generator, f"its model {spec.name} is not a GAN generator")
     from sisr.losses import VGG_LAYERS
 
-    if config["gan_content_loss"] not in VGG_LAYERS:
-        raise ConfigError(f"--content-loss must be {' or '.join(VGG_LAYERS)}, got "
+    contents = (*VGG_LAYERS, "perceptual")
+    if config["gan_content_loss"] not in contents:
+        raise ConfigError(f"--content-loss must be {' or '.join(VGG_LAYERS)} (SRGAN's VGG19 "
+                          "features) or perceptual (BasicSR's perceptual loss), got "
                           f"{config['gan_content_loss']!r} (config key `gan_content_loss`)")
     _check_type("gan_vgg_weights", config["gan_vgg_weights"], str, allow_none=True)
+    for key, allowed in (("gan_adversarial_loss", GAN_ADVERSARIAL_LOSSES),
+                         ("gan_discriminator", tuple(GAN_DISCRIMINATORS)),
+                         ("gan_pixel_loss", GAN_PIXEL_LOSSES)):
+        if config[key] not in allowed:
+            raise ConfigError(f"`{key}` must be one of {', '.join(allowed)}, got "
+                              f"{config[key]!r}")
+    probability = GAN_DISCRIMINATORS[config["gan_discriminator"]] == "probability"
+    if probability != (config["gan_adversarial_loss"] == "bce"):
+        raise ConfigError(
+            f"`gan_adversarial_loss` {config['gan_adversarial_loss']} does not fit "
+            f"`gan_discriminator` {config['gan_discriminator']}: `bce` takes the "
+            "probabilities of `discriminator`, `vanilla` and `ragan` the logits of "
+            f"{' or '.join(k for k, v in GAN_DISCRIMINATORS.items() if v == 'logits')}")
+    layers = config["gan_perceptual_layers"]
+    if not isinstance(layers, dict) or not layers or any(
+            k not in PERCEPTUAL_LAYERS or isinstance(v, bool) or not isinstance(v, (int, float))
+            or v < 0 for k, v in layers.items()):
+        raise ConfigError(f"`gan_perceptual_layers` must map VGG19 layers ({PERCEPTUAL_LAYERS[0]}"
+                          f" ... {PERCEPTUAL_LAYERS[-1]}) to weights >= 0, got {layers!r}")
+    targets = config["gan_usm_targets"]
+    if not isinstance(targets, list) or any(t not in GAN_USM_TARGETS for t in targets):
+        raise ConfigError(f"`gan_usm_targets` must be a list of {', '.join(GAN_USM_TARGETS)}"
+                          f", got {targets!r}")
+    value = config["gan_ema_decay"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"`gan_ema_decay` must be in [0, 1) (0: no EMA), got {value!r}")
+    betas = config["gan_adam_betas"]
+    if not isinstance(betas, list) or len(betas) != 2 or any(
+            isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1
+            for b in betas):
+        raise ConfigError(f"`gan_adam_betas` must be two numbers in [0, 1), got {betas!r}")
     for key, low, high in (("gan_label_noise", 0, 0.5), ("gan_label_smoothing", 0, 0.5),
-                           ("gan_adversarial_weight", 0, math.inf)):
+                           ("gan_adversarial_weight", 0, math.inf),
+                           ("gan_content_weight", 0, math.inf),
+                           ("gan_pixel_weight", 0, math.inf)):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not low <= value < high:
@@ -241,8 +299,10 @@ def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=N
         config["scales"] = list(SCALES)
     if base_origin:
         config.origins.update((k, f"`{k}` in {base_origin}") for k in base or {})
+    profile_keys = ()
     if profile is not None:
         name, values = load_profile(profile)
+        profile_keys = tuple(values)
         config.update(values)
         config["profile"] = name
         path = profile_path(profile)[0]
@@ -272,6 +332,11 @@ def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=N
             config.setdefault(key, default)
         known.update(GAN_DEFAULTS)
     unknown = sorted(set(config) - set(known))
+    # A recipe profile (gan_* keys in its file) run by `train`; gan_* overrides are unknown.
+    if unknown and not gan and all(k.startswith("gan_") and k in profile_keys for k in unknown):
+        raise ConfigError(f"profile {config['profile']} is a GAN recipe (its gan_* keys): "
+                          f"python -m sisr.train_gan --generator {config['profile']} "
+                          "--pretrained-model MODEL trains it")
     if unknown:
         raise ConfigError(
             f"unknown key(s) for model {spec.name}: "

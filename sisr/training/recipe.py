@@ -40,22 +40,29 @@ LOSSES = {"l1": _l1, "mse": _mse}
 
 
 # -- optimisers ------------------------------------------------------------------------
+def adam_arguments(config):
+    """`ADAM`, with the betas of GAN fine-tuning's `gan_adam_betas` if the configuration
+    has them (BasicSR's GAN recipes: 0.9, 0.99)."""
+    betas = config.get("gan_adam_betas")
+    return {**ADAM, **({"beta_1": betas[0], "beta_2": betas[1]} if betas else {})}
+
+
 def _adam(config, learning_rate):
     import keras
 
-    return keras.optimizers.Adam(learning_rate=learning_rate, **ADAM)
+    return keras.optimizers.Adam(learning_rate=learning_rate, **adam_arguments(config))
 
 
 def _weight_norm_adam(config, learning_rate):
     from sisr.optimizers import WeightNormAdam
 
-    return WeightNormAdam(learning_rate=learning_rate, **ADAM)
+    return WeightNormAdam(learning_rate=learning_rate, **adam_arguments(config))
 
 
 def _torch_adam(config, learning_rate):
     from sisr.optimizers import TorchAdam
 
-    return TorchAdam(learning_rate=learning_rate, **ADAM)
+    return TorchAdam(learning_rate=learning_rate, **adam_arguments(config))
 
 
 # "torch_adam": torch.optim.Adam's per-weight step counts and epsilon (`TorchAdam`), what
