@@ -13,8 +13,15 @@ built with its project's own initialisation after `torch.manual_seed(0)` and tak
 returns RGB on [0, 255], as sisr's models: BasicSR's and Real-ESRGAN's networks work on
 [0, 1], so `Unit` divides by 255 before and multiplies by 255 after, as their inference
 scripts do. Only `build` imports torch.
+
+Run as a script (with torch), it writes one official module's weights, as built here (its
+project's initialisation after `torch.manual_seed(SEED)`), to an .npz state_dict that
+`sisr.port` reads, e.g. for `benchmarks/upscale.py --weights`:
+
+    python benchmarks/official.py rrdbnet BasicSR/basicsr/archs --scale 4 -o rrdbnet-x4.npz
 """
 
+import argparse
 import os
 import sys
 from argparse import Namespace
@@ -139,3 +146,31 @@ def state_dict(net):
     if all(k.startswith("net.") for k in state):
         state = {k[len("net."):]: v for k, v in state.items()}
     return state
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python benchmarks/official.py",
+                                description="Writes an official module's seeded weights "
+                                            "(.npz state_dict).")
+    p.add_argument("factory", choices=sorted(FACTORIES))
+    p.add_argument("directory", help="the project's folder (see this file's docstring)")
+    p.add_argument("--scale", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0, help="torch.manual_seed (default 0)")
+    p.add_argument("-o", "--output", required=True, help=".npz file to write")
+    args = p.parse_args(argv)
+    missing = missing_files(args.factory, args.directory)
+    if missing:
+        p.error(f"directory: {args.directory} has no {', '.join(missing)}")
+    import numpy as np
+    import torch
+
+    torch.manual_seed(args.seed)
+    state = state_dict(build(args.factory, args.directory, scale=args.scale))
+    np.savez(args.output, **state)
+    print(f"{args.output}: {len(state)} arrays, "
+          f"{sum(v.size for v in state.values())} values", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

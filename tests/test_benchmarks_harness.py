@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,3 +185,34 @@ def test_official_case_without_its_folder_names_the_flag(tmp_path):
                             timeout=60)
     assert result.returncode == 2 and "--realesrgan" in result.stderr and \
         "srvgg_arch.py" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def upscale_bench():
+    """benchmarks/upscale.py imported as a script (its top level imports no TensorFlow)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "upscale_bench_under_test", os.path.join(ROOT, "benchmarks", "upscale.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def test_upscale_overlaps_and_output_comparison(upscale_bench, tmp_path):
+    assert upscale_bench.parse_overlaps("auto,32,0,32") == [None, 32, 0]
+    with pytest.raises(ValueError):
+        upscale_bench.parse_overlaps("auto,-3")
+    reference = np.full((4, 5, 3), 100, np.uint8)
+    moved = reference.copy()
+    moved[0, 0] = (103, 100, 100)  # one pixel 3 levels off
+    moved[1, 1, 2] = 101  # one pixel 1 level off
+    np.save(tmp_path / "a.npy", moved)
+    np.save(tmp_path / "b.npy", reference)
+    most, off, psnr = upscale_bench.difference(tmp_path / "a.npy", tmp_path / "b.npy")
+    assert (most, off) == (3, 1)
+    assert psnr == pytest.approx(10 * np.log10(255 ** 2 / (10 / 60)))
+    assert upscale_bench.difference(tmp_path / "b.npy", tmp_path / "b.npy")[2] == float("inf")
+    assert {"rcan-x4", "rdn-x4", "rrdbnet-x4"} <= set(upscale_bench.CASES)
