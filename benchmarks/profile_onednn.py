@@ -17,6 +17,8 @@ under `--torch-python`, imports no sisr): the same oneDNN table, and with `--tor
 torch.profiler's time per operator (what runs outside the convolutions).
 
     python benchmarks/profile_onednn.py --torch edsr-x2-fp32 --torch-python VENV/bin/python
+    python benchmarks/profile_onednn.py --torch rcan-x2-fp32 --torch-profiler \
+        --official EDSR-PyTorch/src/model --torch-python VENV/bin/python
 """
 
 import argparse
@@ -129,7 +131,7 @@ def summarise_run(text):
     return dict(groups), wall
 
 
-def run_torch_worker(case_name, runs, profiler):
+def run_torch_worker(case_name, runs, profiler, official_dir=None):
     """As `run_worker`, for the PyTorch side of a vs_pytorch.py case."""
     import tempfile
 
@@ -141,7 +143,8 @@ def run_torch_worker(case_name, runs, profiler):
     case = CASES[case_name]
     with tempfile.TemporaryDirectory() as directory:
         run, _ = torch_side(case, write_inputs(directory, case_name, case),
-                            len(os.sched_getaffinity(0)), channels_last=False)
+                            len(os.sched_getaffinity(0)), channels_last=False,
+                            official_dir=official_dir)
     run(), run()
     if profiler:
         import torch
@@ -211,11 +214,15 @@ def main(argv=None):
                    help="the interpreter with torch (default: this one)")
     p.add_argument("--torch-profiler", action="store_true",
                    help="with --torch: torch.profiler's table per operator instead")
+    p.add_argument("--official", metavar="DIR", default=None,
+                   help="with --torch and a case of vs_pytorch.py's `official` group: the "
+                        "official project's folder (as vs_pytorch.py's --edsr, --basicsr, "
+                        "--realesrgan)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         if args.torch:
-            run_torch_worker(args.torch, args.runs, args.torch_profiler)
+            run_torch_worker(args.torch, args.runs, args.torch_profiler, args.official)
         else:
             run_worker(args.model, args.mode, args.precision, args.runs)
         return 0
@@ -226,6 +233,8 @@ def main(argv=None):
                "--mode", args.mode, "--precision", args.precision, "--runs", str(args.runs)]
     if args.torch:
         command = [args.torch_python, *command[1:], "--torch", args.torch]
+        if args.official:
+            command += ["--official", args.official]
         if args.torch_profiler:
             done = subprocess.run(command + ["--torch-profiler"], capture_output=True,
                                   text=True)
