@@ -38,6 +38,9 @@ else:
     from common import format_table, interleave, median  # noqa: E402
 
 PROFILES = {"edsr": "edsr-16", "wdsr_b": "wdsr-b-16", "wdsr_a": "wdsr-a-16"}
+# Inference only, at their builders' defaults (the papers' sizes; SRVGGNetCompact 32 convs).
+INFER_ONLY = {"rcan": {}, "rdn": {}, "mdsr": {}, "rrdbnet": {},
+              "srvgg_compact": {"num_conv": 32}}
 MARK = "=== PROFILED RUN"
 
 
@@ -56,7 +59,7 @@ def build_training(model_name, policy, optimizer=None):
     return model, config
 
 
-def run_worker(model_name, mode, precision, runs):
+def run_worker(model_name, mode, precision, runs, scale=2):
     """Runs the case twice untimed, then `runs` times after MARK lines."""
     import numpy as np
 
@@ -70,7 +73,8 @@ def run_worker(model_name, mode, precision, runs):
             res_block_expansion=4)}.get(model_name, {})
         if model_name.startswith("wdsr"):
             arguments.update(num_filters=32, num_res_blocks=16)
-        model = build(model_name, scale=2, **arguments)
+        arguments.update(INFER_ONLY.get(model_name, {}))
+        model = build(model_name, scale=scale, **arguments)
         lr = rng.integers(0, 256, (1, 128, 128, 3)).astype(np.uint8)
         run = lambda: sisr.resolve(model, lr, precision=precision)  # noqa: E731
     else:
@@ -199,7 +203,10 @@ def optimizer_share(model_name, repeats):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python benchmarks/profile_onednn.py",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=sorted(PROFILES), default="wdsr_b")
+    p.add_argument("--model", choices=sorted(PROFILES) + sorted(INFER_ONLY), default="wdsr_b",
+                   help="a network at its baseline (training: edsr, wdsr_a, wdsr_b) or its "
+                        "paper's size (inference only: rcan, rdn, mdsr, rrdbnet, srvgg_compact)")
+    p.add_argument("--scale", type=int, default=2, help="inference scale (default 2)")
     p.add_argument("--mode", choices=["infer", "train"], default="infer")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--runs", type=int, default=5,
@@ -224,13 +231,16 @@ def main(argv=None):
         if args.torch:
             run_torch_worker(args.torch, args.runs, args.torch_profiler, args.official)
         else:
-            run_worker(args.model, args.mode, args.precision, args.runs)
+            run_worker(args.model, args.mode, args.precision, args.runs, args.scale)
         return 0
     if args.optimizer:
         optimizer_share(args.model, args.repeats)
         return 0
+    if args.mode == "train" and args.model in INFER_ONLY:
+        p.error(f"--model {args.model}: inference only (--mode infer)")
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model,
-               "--mode", args.mode, "--precision", args.precision, "--runs", str(args.runs)]
+               "--mode", args.mode, "--precision", args.precision, "--runs", str(args.runs),
+               "--scale", str(args.scale)]
     if args.torch:
         command = [args.torch_python, *command[1:], "--torch", args.torch]
         if args.official:
