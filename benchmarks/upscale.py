@@ -300,7 +300,7 @@ def main(argv=None):
     print(f"LR image {lr_shape[1]}x{lr_shape[0]}, {len(runs)} cases x {args.repeats} "
           f"interleaved rounds (one subprocess each)", file=sys.stderr)
     load_before = os.getloadavg()
-    for r in range(args.repeats):
+    for r in range(args.repeats if runs else 0):  # nothing to run: only the notes below
         shift = r % len(runs)
         for case, tile, precision, overlap, _ in runs[shift:] + runs[:shift]:
             key = (case, tile, precision, overlap)
