@@ -23,8 +23,9 @@ mixed_bfloat16; PyTorch fp32 weights under autocast bf16, as the official code w
     python benchmarks/vs_pytorch.py --cases official --rounds 5 --edsr EDSR-PyTorch/src/model \
         --basicsr BasicSR/basicsr/archs --realesrgan Real-ESRGAN/realesrgan/archs
 
-`--cases all --rounds 5` takes about 20 minutes on 2 idle cores (the default group about
-5, the LR 512 and batch 4 cases the rest). The output is a markdown table and the
+`--cases default,large --rounds 5` takes about 20 minutes on 2 idle cores (the default group
+about 5, the LR 512 and batch 4 cases the rest); `--cases official` (the paper-size networks,
+below) an estimated 25-40 more. The output is a markdown table and the
 environment record (versions, threads, load average, CPU flags, command line), ready to
 paste into benchmarks/README.md; `--json` keeps every timing. `--same-process` runs both
 frameworks in this one process instead: a diagnostic only (one framework's idle OpenMP
@@ -684,7 +685,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python benchmarks/vs_pytorch.py",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--cases", default="default",
-                   help="comma-separated case names or groups: default, large, all "
+                   help="comma-separated case names or groups: default, large, official, all "
                         f"(default: default). Cases: {', '.join(CASES)}")
     p.add_argument("--rounds", "--repeats", type=int, default=5, dest="rounds",
                    help="interleaved timed rounds (default 5)")
