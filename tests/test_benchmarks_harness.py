@@ -175,6 +175,14 @@ def test_official_case_whose_outputs_differ_is_refused(tmp_path, vs_pytorch):
     assert not [e for e in entries if e["event"] == "run"]  # nothing timed
 
 
+def test_all_cases_without_the_folders_leave_the_official_ones_out(tmp_path, vs_pytorch):
+    folders = official_folders(tmp_path, vs_pytorch)
+    args = vs_pytorch.parse_args(["--cases", "all"])
+    assert args.cases == [n for n in vs_pytorch.CASES if not vs_pytorch.CASES[n].official]
+    args = vs_pytorch.parse_args(["--cases", "all", *folders])
+    assert args.cases == list(vs_pytorch.CASES)
+
+
 def test_official_case_without_its_folder_names_the_flag(tmp_path):
     result = subprocess.run([sys.executable, HARNESS, "--cases", "rdn-x2-fp32"],
                             capture_output=True, text=True, timeout=60)
