@@ -17,6 +17,8 @@ under `--torch-python`, imports no sisr): the same oneDNN table, and with `--tor
 torch.profiler's time per operator (what runs outside the convolutions).
 
     python benchmarks/profile_onednn.py --torch edsr-x2-fp32 --torch-python VENV/bin/python
+    python benchmarks/profile_onednn.py --torch rcan-x2-fp32 --torch-profiler \
+        --official EDSR-PyTorch/src/model --torch-python VENV/bin/python
 """
 
 import argparse
@@ -36,6 +38,9 @@ else:
     from common import format_table, interleave, median  # noqa: E402
 
 PROFILES = {"edsr": "edsr-16", "wdsr_b": "wdsr-b-16", "wdsr_a": "wdsr-a-16"}
+# Inference only, at their builders' defaults (the papers' sizes; SRVGGNetCompact 32 convs).
+INFER_ONLY = {"rcan": {}, "rdn": {}, "mdsr": {}, "rrdbnet": {},
+              "srvgg_compact": {"num_conv": 32}}
 MARK = "=== PROFILED RUN"
 
 
@@ -54,7 +59,7 @@ def build_training(model_name, policy, optimizer=None):
     return model, config
 
 
-def run_worker(model_name, mode, precision, runs):
+def run_worker(model_name, mode, precision, runs, scale=2):
     """Runs the case twice untimed, then `runs` times after MARK lines."""
     import numpy as np
 
@@ -68,7 +73,8 @@ def run_worker(model_name, mode, precision, runs):
             res_block_expansion=4)}.get(model_name, {})
         if model_name.startswith("wdsr"):
             arguments.update(num_filters=32, num_res_blocks=16)
-        model = build(model_name, scale=2, **arguments)
+        arguments.update(INFER_ONLY.get(model_name, {}))
+        model = build(model_name, scale=scale, **arguments)
         lr = rng.integers(0, 256, (1, 128, 128, 3)).astype(np.uint8)
         run = lambda: sisr.resolve(model, lr, precision=precision)  # noqa: E731
     else:
@@ -129,7 +135,7 @@ def summarise_run(text):
     return dict(groups), wall
 
 
-def run_torch_worker(case_name, runs, profiler):
+def run_torch_worker(case_name, runs, profiler, official_dir=None):
     """As `run_worker`, for the PyTorch side of a vs_pytorch.py case."""
     import tempfile
 
@@ -141,7 +147,8 @@ def run_torch_worker(case_name, runs, profiler):
     case = CASES[case_name]
     with tempfile.TemporaryDirectory() as directory:
         run, _ = torch_side(case, write_inputs(directory, case_name, case),
-                            len(os.sched_getaffinity(0)), channels_last=False)
+                            len(os.sched_getaffinity(0)), channels_last=False,
+                            official_dir=official_dir)
     run(), run()
     if profiler:
         import torch
@@ -196,7 +203,10 @@ def optimizer_share(model_name, repeats):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python benchmarks/profile_onednn.py",
                                 description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=sorted(PROFILES), default="wdsr_b")
+    p.add_argument("--model", choices=sorted(PROFILES) + sorted(INFER_ONLY), default="wdsr_b",
+                   help="a network at its baseline (training: edsr, wdsr_a, wdsr_b) or its "
+                        "paper's size (inference only: rcan, rdn, mdsr, rrdbnet, srvgg_compact)")
+    p.add_argument("--scale", type=int, default=2, help="inference scale (default 2)")
     p.add_argument("--mode", choices=["infer", "train"], default="infer")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--runs", type=int, default=5,
@@ -211,21 +221,30 @@ def main(argv=None):
                    help="the interpreter with torch (default: this one)")
     p.add_argument("--torch-profiler", action="store_true",
                    help="with --torch: torch.profiler's table per operator instead")
+    p.add_argument("--official", metavar="DIR", default=None,
+                   help="with --torch and a case of vs_pytorch.py's `official` group: the "
+                        "official project's folder (as vs_pytorch.py's --edsr, --basicsr, "
+                        "--realesrgan)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         if args.torch:
-            run_torch_worker(args.torch, args.runs, args.torch_profiler)
+            run_torch_worker(args.torch, args.runs, args.torch_profiler, args.official)
         else:
-            run_worker(args.model, args.mode, args.precision, args.runs)
+            run_worker(args.model, args.mode, args.precision, args.runs, args.scale)
         return 0
     if args.optimizer:
         optimizer_share(args.model, args.repeats)
         return 0
+    if args.mode == "train" and args.model in INFER_ONLY:
+        p.error(f"--model {args.model}: inference only (--mode infer)")
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model,
-               "--mode", args.mode, "--precision", args.precision, "--runs", str(args.runs)]
+               "--mode", args.mode, "--precision", args.precision, "--runs", str(args.runs),
+               "--scale", str(args.scale)]
     if args.torch:
         command = [args.torch_python, *command[1:], "--torch", args.torch]
+        if args.official:
+            command += ["--official", args.official]
         if args.torch_profiler:
             done = subprocess.run(command + ["--torch-profiler"], capture_output=True,
                                   text=True)

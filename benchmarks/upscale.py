@@ -28,13 +28,28 @@ seams. It runs in its own subprocess so that it does not inflate the peak memory
     python benchmarks/upscale.py --cases rrdbnet-x4 --no-untiled --lr-size 339x510 \
         --precisions float32,bfloat16 --repeats 3      # RRDBNet: a smaller image
 
+Weights and outputs: `--weights CASE=FILE` ports the case's model from a checkpoint (e.g. an
+official module's seeded weights written by `benchmarks/official.py`, run with torch)
+instead of random weights; `--overlaps auto,32,16` times the tiled runs at several overlaps
+("auto": the receptive-field radius, sisr's default and exact); `--compare` keeps each
+run's SR image and compares it with the case's first run at the same tile (first
+precision, first overlap): the largest difference in levels, the pixels more than 2 levels
+off (the bf16 guard's bound) and the PSNR, i.e. the bf16 guard on the whole tiled image
+and how far a smaller overlap is from exact:
+
+    python benchmarks/official.py rrdbnet BasicSR/basicsr/archs --scale 4 -o rrdbnet.npz
+    python benchmarks/upscale.py --cases rrdbnet-x4 --no-untiled --weights \
+        rrdbnet-x4=rrdbnet.npz --precisions float32,bfloat16 --overlaps auto,32 --compare
+
 The machine's load average is printed before and after the runs (other jobs share it).
 """
 
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -105,15 +120,29 @@ def window_pixels(upscaler, shape):
                for y0, y1, x0, x1 in upscaler.tiles(h, w))
 
 
-def worker(case, tile, check_seams, precision="float32", overlap=None, lr_shape=LR_SHAPE):
-    """One measured run in this process; prints a JSON line with its figures."""
+def case_model(case, weights=None):
+    """The case's model: random weights, or ported (`sisr.port`) from the checkpoint file
+    `weights`, whose configuration must be the case's."""
+    builder, arguments = CASES[case]
+    if weights:
+        from sisr.port import port
+
+        return port(weights, model=builder, **arguments)
+    from sisr.model import build
+
+    return build(builder, **arguments)
+
+
+def worker(case, tile, check_seams, precision="float32", overlap=None, lr_shape=LR_SHAPE,
+           weights=None, save=None):
+    """One measured run in this process; prints a JSON line with its figures. `save`: a
+    .npy file for the SR image (written after the timing)."""
     import numpy as np
 
-    from sisr.model import build
     from sisr.upscaling import Upscaler, upscale_image
 
-    builder, arguments = CASES[case]
-    model = build(builder, **arguments)
+    _, arguments = CASES[case]
+    model = case_model(case, weights)
     upscaler = Upscaler(model, scale=arguments["scale"], tile=tile or None, overlap=overlap,
                         precision=precision)
     image = test_image(lr_shape)
@@ -124,6 +153,8 @@ def worker(case, tile, check_seams, precision="float32", overlap=None, lr_shape=
     result = {"seconds": seconds, "tiles": len(upscaler.tiles(*lr_shape)),
               "overlap": upscaler.overlap,
               "window_ratio": window_pixels(upscaler, lr_shape) / (lr_shape[0] * lr_shape[1])}
+    if save:
+        np.save(save, sr)
     if check_seams:
         a, b = SEAM_CROP
         s, m = upscaler.scale, upscaler.overlap
@@ -138,14 +169,42 @@ def worker(case, tile, check_seams, precision="float32", overlap=None, lr_shape=
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_case(case, tile, check_seams, precision="float32", overlap=None, lr_shape=LR_SHAPE):
+def run_case(case, tile, check_seams, precision="float32", overlap=None, lr_shape=LR_SHAPE,
+             weights=None, save=None):
     """Runs `worker` in a fresh subprocess; returns its figures plus peak RSS in GB."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", case,
                "--tile", str(tile), "--precisions", precision,
                "--lr-size", f"{lr_shape[0]}x{lr_shape[1]}"] + (
         ["--check-seams"] if check_seams else []) + (
-        ["--worker-overlap", str(overlap)] if overlap is not None else [])
+        ["--worker-overlap", str(overlap)] if overlap is not None else []) + (
+        ["--weights", f"{case}={weights}"] if weights else []) + (
+        ["--worker-save", save] if save else [])
     return worker_result(command, f"{case} tile={tile} {precision}")
+
+
+def difference(path, reference):
+    """(largest level difference, pixels more than 2 levels off, PSNR in dB) of the SR
+    image saved at `path` against the one at `reference`."""
+    import numpy as np
+
+    a, b = np.load(path).astype(np.int16), np.load(reference).astype(np.int16)
+    diff = np.abs(a - b)
+    mse = float(np.mean(np.square(diff, dtype=np.float64)))
+    psnr = float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return int(diff.max()), int((diff > 2).any(axis=-1).sum()), psnr
+
+
+def parse_overlaps(text):
+    """`--overlaps`: "auto" (None: the receptive-field radius) or LR pixels, in order."""
+    found = []
+    for item in (x.strip() for x in text.split(",")):
+        if item == "auto":
+            found.append(None)
+        elif item.isdigit():
+            found.append(int(item))
+        else:
+            raise ValueError(item)
+    return list(dict.fromkeys(found))
 
 
 def main(argv=None):
@@ -165,11 +224,38 @@ def main(argv=None):
                    help="comma-separated: float32, bfloat16 (default float32)")
     p.add_argument("--overlap-zero", action="store_true",
                    help="also time each tiled case with no overlap (the overlap's cost)")
+    p.add_argument("--overlaps", default="auto", metavar="LIST",
+                   help="overlaps of the tiled runs, comma-separated: auto (the model's "
+                        "receptive-field radius, sisr's default) or LR pixels (default auto)")
+    p.add_argument("--weights", action="append", default=[], metavar="CASE=FILE",
+                   help="port the case's weights from FILE (any checkpoint sisr.port "
+                        "reads, e.g. the seeded official weights that `benchmarks/"
+                        "official.py` writes) instead of random weights (repeatable)")
+    p.add_argument("--compare", action="store_true",
+                   help="compare each run's SR image with the case's first run (the first "
+                        "precision and overlap at the same tile): largest difference in "
+                        "levels, pixels more than 2 levels off, PSNR")
     p.add_argument("--lr-size", default=f"{LR_SHAPE[0]}x{LR_SHAPE[1]}", metavar="HxW",
                    help="LR image height x width (default %(default)s, DIV2K-sized)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-overlap", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker-save", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    weights = {}
+    for item in args.weights:
+        case, sep, path = item.partition("=")
+        if not sep or case not in CASES:
+            p.error(f"--weights: expected CASE=FILE with CASE one of {', '.join(CASES)}, "
+                    f"got {item!r}")
+        if not os.path.isfile(path):
+            p.error(f"--weights: no file {path!r}")
+        weights[case] = path
+    try:
+        overlaps = parse_overlaps(args.overlaps)
+    except ValueError as error:
+        p.error(f"--overlaps: expected auto or LR pixels (integers), got {error}")
+    if args.overlap_zero and 0 not in overlaps:
+        overlaps.append(0)
     try:
         lr_shape = tuple(int(n) for n in args.lr_size.lower().split("x"))
     except ValueError:
@@ -178,7 +264,7 @@ def main(argv=None):
         p.error(f"--lr-size: expected HxW, e.g. 1356x2040, got {args.lr_size!r}")
     if args.worker:
         worker(args.worker, args.tile, args.check_seams, args.precisions,
-               args.worker_overlap, lr_shape)
+               args.worker_overlap, lr_shape, weights.get(args.worker), args.worker_save)
         return 0
     precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
     if not precisions or set(precisions) - {"float32", "bfloat16"}:
@@ -201,27 +287,36 @@ def main(argv=None):
                 skipped.append((case, estimate))
                 continue
             for precision in precisions:
-                runs.append((case, tile, precision, None, estimate))
-                if tile and args.overlap_zero:
-                    runs.append((case, tile, precision, 0, estimate))
+                for overlap in (overlaps if tile else [None]):
+                    runs.append((case, tile, precision, overlap, estimate))
     results = {run[:4]: [] for run in runs}
+    saved = tempfile.mkdtemp(prefix="sisr-upscale-") if args.compare else None
+    outputs = {run[:4]: os.path.join(saved, f"run{i}.npy") if saved else None
+               for i, run in enumerate(runs)}
+    # per run, the run it is compared with: the case's first run at the same tile
+    references = {}
+    for run in runs:
+        references.setdefault(run[:2], run[:4])
     print(f"LR image {lr_shape[1]}x{lr_shape[0]}, {len(runs)} cases x {args.repeats} "
           f"interleaved rounds (one subprocess each)", file=sys.stderr)
     load_before = os.getloadavg()
-    for r in range(args.repeats):
+    for r in range(args.repeats if runs else 0):  # nothing to run: only the notes below
         shift = r % len(runs)
         for case, tile, precision, overlap, _ in runs[shift:] + runs[:shift]:
-            result = run_case(case, tile, False, precision, overlap, lr_shape)
-            results[(case, tile, precision, overlap)].append(result)
+            key = (case, tile, precision, overlap)
+            result = run_case(case, tile, False, precision, overlap, lr_shape,
+                              weights.get(case), outputs[key] if r == 0 else None)
+            results[key].append(result)
             print(f"  round {r + 1}: {case} tile={tile or 'none'} {precision}"
-                  f"{' overlap 0' if overlap == 0 else ''}: "
+                  f"{'' if overlap is None else f' overlap {overlap}'}: "
                   f"{result['seconds']:.1f} s, {result['peak_gb']:.2f} GB", file=sys.stderr)
     seams = {}
     if args.check_seams:
         for case, tile, precision, overlap, _ in runs:
             if tile and overlap is None:
                 seams[(case, precision)] = found = run_case(case, tile, True, precision,
-                                                            lr_shape=lr_shape)
+                                                            lr_shape=lr_shape,
+                                                            weights=weights.get(case))
                 print(f"  seam check: {case} {precision}: max diff {found['seam_max_diff']}",
                       file=sys.stderr)
 
@@ -237,24 +332,38 @@ def main(argv=None):
         scale = CASES[case][1]["scale"]
         t = median(seconds)
         seam = seams.get((case, precision)) if tile and overlap is None else None
-        if tile and overlap is None and (case, tile, precision, 0) in results:
+        if tile and overlap != 0 and (case, tile, precision, 0) in results:
             bare = median([f["seconds"] for f in results[(case, tile, precision, 0)]])
             cost = f"x{found[0]['window_ratio']:.2f} px, x{t / bare:.2f} time"
-        elif tile and overlap is None:
+        elif tile and overlap != 0:
             cost = f"x{found[0]['window_ratio']:.2f} px"
         else:
             cost = "-"
+        reference = references[(case, tile)]
+        if saved and reference != (case, tile, precision, overlap):
+            most, off, psnr = difference(outputs[(case, tile, precision, overlap)],
+                                         outputs[reference])
+            ref_overlap = results[reference][0]["overlap"]
+            compared = (f"{most} levels, {off} px > 2, {psnr:.1f} dB vs {reference[2]}"
+                        + (f" overlap {ref_overlap}" if tile else ""))
+        else:
+            compared = "(reference)" if saved else "-"
         rows.append([
             case, precision, f"{tile} (+{found[0]['overlap']})" if tile else "none",
             found[0]["tiles"], f"{t:.1f}", f"{spread(seconds):.2f}",
             f"{lr_mpx / t:.3f}", f"{lr_mpx * scale * scale / t:.2f}",
             f"{median([f['peak_gb'] for f in found]):.2f}", f"{estimate:.1f}",
             "-" if seam is None else f"{seam['seam_max_diff']} ({seam['seam_pixels_off']} px)",
-            cost,
+            cost, compared,
         ])
+    if saved:
+        shutil.rmtree(saved, ignore_errors=True)
+    if weights:
+        print("weights ported from: " + "; ".join(f"{c} {w}" for c, w in weights.items()))
     print(format_table(
         ["case", "precision", "tile (+overlap)", "tiles", "seconds", "IQR/med", "LR Mpx/s",
-         "SR Mpx/s", "peak RSS GB", "est. GB", "seam max diff", "overlap cost"], rows))
+         "SR Mpx/s", "peak RSS GB", "est. GB", "seam max diff", "overlap cost",
+         "vs first run"], rows))
     for case, estimate in skipped:
         print(f"{case} untiled: skipped, estimated {estimate:.1f} GB > --max-gb {args.max_gb}")
     for case in untileable:

@@ -20,17 +20,30 @@ mixed_bfloat16; PyTorch fp32 weights under autocast bf16, as the official code w
     python benchmarks/vs_pytorch.py --torch-python /path/to/torch/venv/bin/python
     python benchmarks/vs_pytorch.py --cases large --rounds 5
     python benchmarks/vs_pytorch.py --cases edsr-x2-fp32 --env OMP_WAIT_POLICY=PASSIVE
+    python benchmarks/vs_pytorch.py --cases official --rounds 5 --edsr EDSR-PyTorch/src/model \
+        --basicsr BasicSR/basicsr/archs --realesrgan Real-ESRGAN/realesrgan/archs
 
-`--cases all --rounds 5` takes about 20 minutes on 2 idle cores (the default group about
-5, the LR 512 and batch 4 cases the rest). The output is a markdown table and the
+`--cases default,large --rounds 5` takes about 20 minutes on 2 idle cores (the default group
+about 5, the LR 512 and batch 4 cases the rest); `--cases official` (the paper-size networks,
+below) an estimated 25-40 more. The output is a markdown table and the
 environment record (versions, threads, load average, CPU flags, command line), ready to
 paste into benchmarks/README.md; `--json` keeps every timing. `--same-process` runs both
 frameworks in this one process instead: a diagnostic only (one framework's idle OpenMP
 threads then spin or sleep beside the other's work, and torch with TensorFlow in one process
 can crash), never for published figures.
 
-A new network adds one entry to CASES (sisr builder and arguments, PyTorch factory in
-tests/torch_reference.py and its arguments, mode and precision, input size).
+The `official` group (RCAN, RDN, MDSR baseline, RRDBNet, SRVGGNetCompact) runs the
+official modules themselves (benchmarks/official.py loads them from the projects' files,
+given with --edsr, --basicsr and --realesrgan; none is copied here), fp32 and for RRDBNet
+and SRVGGNetCompact guarded bf16 inference at LR 128. Their PyTorch worker saves the
+module's weights (official init, seed 0) and the sisr worker ports them (`sisr.port`, which
+also checks sisr's builder arguments against the checkpoint), so both run the same network
+with the same weights; before timing, the parent compares their float32 outputs and
+refuses the case if they differ by more than AGREE (a wrong configuration cannot pass).
+
+A new network adds one entry to NETWORKS (a rebuild in tests/torch_reference.py) or OFFICIAL
+(an official module loaded by benchmarks/official.py, and the sisr port format of its
+weights).
 """
 
 import argparse
@@ -48,8 +61,10 @@ import tempfile
 import time
 
 if __package__:
+    from . import official
     from .common import format_table, median, spread
 else:  # run as a script: python benchmarks/vs_pytorch.py (also how the workers start)
+    import official
     from common import format_table, median, spread
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,7 +91,9 @@ class Case:
     size of the input; weight_norm (PyTorch WDSR): "shipped" keeps the official module's
     weight norm, recomputed in every forward pass, "removed" folds it into the weights;
     profile: sisr's training profile (training cases: optimiser, loss); calls: inference
-    calls or training steps per timed run.
+    calls or training steps per timed run. port: for the official modules (torch: a factory
+    of benchmarks/official.py), the `sisr.port` format that copies their weights into sisr,
+    so that both sides run the same weights and their outputs are compared.
     """
 
     sisr: tuple
@@ -90,6 +107,12 @@ class Case:
     calls: int = 3
     target: float = None
     group: str = "default"
+    port: str = None
+
+    @property
+    def official(self):
+        """The official module's project (benchmarks/official.py), None for a rebuild."""
+        return official.FACTORIES[self.torch[0]][0] if self.port else None
 
     @property
     def scale(self):
@@ -110,9 +133,44 @@ NETWORKS = {
                                            expansion=6)),
                "wdsr-b-16"),
 }
-# The targets of issue 26 (PyTorch time / sisr time).
+# The official modules (benchmarks/official.py, loaded from the projects' files): name ->
+# (sisr builder and arguments, official factory and arguments, both as functions of the
+# scale; sisr's port format; scales; precisions). Inference at LR 128, group "official".
+OFFICIAL = {
+    "rcan": (lambda scale: ("rcan", dict(scale=scale, num_groups=10, num_blocks=20,
+                                         num_filters=64, reduction=16)),
+             lambda scale: ("rcan", dict(scale=scale, n_resgroups=10, n_resblocks=20,
+                                         n_feats=64, reduction=16)),
+             "edsr-pytorch-rcan", (2, 4), ("float32",)),
+    "rdn": (lambda scale: ("rdn", dict(scale=scale, num_blocks=16, num_layers=8,
+                                       growth_rate=64, num_filters=64)),
+            lambda scale: ("rdn", dict(scale=scale, config="B", G0=64)),
+            "edsr-pytorch-rdn", (2, 4), ("float32",)),
+    # one network with x2, x3 and x4 branches (as published); each case runs one path
+    "mdsr": (lambda scale: ("mdsr", dict(scale=scale, num_filters=64, num_res_blocks=16)),
+             lambda scale: ("mdsr", dict(scale=scale, n_feats=64, n_resblocks=16,
+                                         scales=(2, 3, 4))),
+             "mdsr-pytorch", (2, 4), ("float32",)),
+    "rrdbnet": (lambda scale: ("rrdbnet", dict(scale=scale, num_feat=64, num_block=23,
+                                               num_grow_ch=32)),
+                lambda scale: ("rrdbnet", dict(scale=scale, num_feat=64, num_block=23,
+                                               num_grow_ch=32)),
+                "basicsr-rrdb", (4,), ("float32", "bfloat16")),
+    "srvgg": (lambda scale: ("srvgg_compact", dict(scale=scale, num_feat=64, num_conv=32,
+                                                   act="prelu")),
+              lambda scale: ("srvgg", dict(scale=scale, num_feat=64, num_conv=32,
+                                           act_type="prelu")),
+              "realesrgan-srvgg", (4,), ("float32", "bfloat16")),
+}
+# The targets of issues 26, 20 and 21 (PyTorch time / sisr time).
 TARGETS = {"edsr-x2-fp32": 1.3, "wdsr-b-x2-fp32": 2.0, "edsr-x2-bf16": 2.5,
-           "edsr-train-bf16": 2.5, "wdsr-b-train-bf16": 2.5}
+           "edsr-train-bf16": 2.5, "wdsr-b-train-bf16": 2.5,
+           **{f"{net}-x{scale}-fp32": 1.5 for net, (*_, scales, _) in OFFICIAL.items()
+              for scale in scales}}
+SHORT = {"float32": "fp32", "bfloat16": "bf16"}
+# Largest |sisr - PyTorch| (0..255 scale) of the float32 outputs of an official module and
+# its port: above it the two sides do not run the same network.
+AGREE = 0.05
 
 
 def _cases():
@@ -132,6 +190,12 @@ def _cases():
         cases[f"{net}-train-bf16"] = Case(
             sisr(2), torch(2), mode="train", precision="bfloat16", batch=16, size=48,
             weight_norm="shipped", profile=profile, calls=2)
+    for net, (sisr, torch, port, scales, precisions) in OFFICIAL.items():
+        for scale in scales:
+            for precision in precisions:
+                cases[f"{net}-x{scale}-{SHORT[precision]}"] = Case(
+                    sisr(scale), torch(scale), precision=precision, calls=1,
+                    group="official", port=port)
     return {name: dataclasses.replace(case, target=TARGETS.get(name))
             for name, case in cases.items()}
 
@@ -139,6 +203,7 @@ def _cases():
 CASES = _cases()
 GROUPS = {"default": [n for n, c in CASES.items() if c.group == "default"],
           "large": [n for n, c in CASES.items() if c.group == "large"],
+          "official": [n for n, c in CASES.items() if c.group == "official"],
           "all": list(CASES)}
 
 
@@ -172,18 +237,27 @@ def thread_env():
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith(THREAD_PREFIXES)}
 
 
-def torch_side(case, inputs, threads, channels_last):
-    """(call, info) for PyTorch: `call()` is one inference call or one training step."""
+def torch_side(case, inputs, threads, channels_last, official_dir=None, state=None):
+    """(call, info) for PyTorch: `call()` is one inference call or one training step.
+
+    An official module (`case.port`) is loaded from `official_dir`; `state`, if given, is
+    where its state_dict is saved (.npz) for the sisr side to port. `call.float_output()`
+    is the float32 NHWC output of an inference case's input (no rounding, no autocast)."""
     import numpy as np
     import torch
-
-    sys.path.insert(0, TESTS)
-    import torch_reference
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     factory, arguments = case.torch
-    net = getattr(torch_reference, factory)(**arguments)
+    if case.port:
+        net = official.build(factory, official_dir, **arguments)
+        if state:
+            np.savez(state, **official.state_dict(net))
+    else:
+        sys.path.insert(0, TESTS)
+        import torch_reference
+
+        net = getattr(torch_reference, factory)(**arguments)
     if case.weight_norm == "removed":
         for module in net.modules():
             if hasattr(module, "weight_g"):  # legacy weight norm, as the official code
@@ -204,6 +278,12 @@ def torch_side(case, inputs, threads, channels_last):
             with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 sr = net(to_torch(lr)).float().clamp_(0, 255).round_()
                 return sr.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+        def float_output():
+            with torch.inference_mode():
+                return net(to_torch(lr)).float().permute(0, 2, 3, 1).contiguous().numpy()
+
+        call.float_output = float_output
     else:
         net.train()
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
@@ -227,13 +307,16 @@ def torch_side(case, inputs, threads, channels_last):
                         "inter-op": torch.get_num_interop_threads(),
                         "backend": torch.__config__.parallel_info().splitlines()[-1]
                         .replace("ATen parallel backend:", "").strip()},
-            "model": f"{factory}{arguments} weight norm {case.weight_norm}, "
-                     f"{'channels_last' if channels_last else 'NCHW'}"}
+            "model": (f"official {factory}{arguments}" if case.port else
+                      f"{factory}{arguments} weight norm {case.weight_norm}")
+                     + f", {'channels_last' if channels_last else 'NCHW'}"}
     return call, info
 
 
-def sisr_side(case, inputs, threads):
-    """(call, info) for sisr, as `torch_side`."""
+def sisr_side(case, inputs, threads, state=None):
+    """(call, info) for sisr, as `torch_side`; an official module's case ports the weights
+    that the PyTorch side saved in `state` (`sisr.port`, the format `case.port`, checking
+    the builder arguments against the checkpoint's), else builds with random weights."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
@@ -250,11 +333,22 @@ def sisr_side(case, inputs, threads):
     if case.mode == "infer":
         from sisr.model import build
 
-        model = build(builder, **arguments)
+        if case.port:
+            from sisr.port import port
+
+            with np.load(state) as z:
+                model = port(dict(z), source=case.port, **arguments)
+        else:
+            model = build(builder, **arguments)
         lr = arrays[0]
 
         def call():
             return np.asarray(sisr.resolve(model, lr, precision=case.precision))
+
+        def float_output():
+            return np.asarray(model(lr, training=False), dtype=np.float32)
+
+        call.float_output = float_output
     else:
         from sisr.training import config as sisr_config
         from sisr.training import trainer
@@ -278,14 +372,26 @@ def sisr_side(case, inputs, threads):
             "threads": {"intra-op": tf.config.threading.get_intra_op_parallelism_threads(),
                         "inter-op": tf.config.threading.get_inter_op_parallelism_threads()
                         or "default"},
-            "model": f"{builder}{arguments}"}
+            "model": f"{builder}{arguments}" + (f", ported ({case.port})" if case.port else "")}
     return call, info
 
 
 def make_side(side, case, inputs, args):
     if side == "torch":
-        return torch_side(case, inputs, args.threads, args.channels_last)
-    return sisr_side(case, inputs, args.threads)
+        return torch_side(case, inputs, args.threads, args.channels_last,
+                          args.official, args.state)
+    return sisr_side(case, inputs, args.threads, args.state)
+
+
+def save_outputs(call, output, prefix, side):
+    """Writes the uint8 output of `call` (`output`) and the float32 one for the parent's
+    comparison; returns their paths."""
+    import numpy as np
+
+    paths = {"uint8": f"{prefix}-{side}-uint8.npy", "float32": f"{prefix}-{side}-float32.npy"}
+    np.save(paths["uint8"], output)
+    np.save(paths["float32"], call.float_output())
+    return paths
 
 
 def timed(call, calls):
@@ -308,6 +414,8 @@ def worker(args):
     call, info = make_side(args.worker, case, args.inputs, args)
     for _ in range(args.warmup):  # trace, compile, create primitives outside the timings
         call()
+    if args.outputs:
+        info["outputs"] = save_outputs(call, call(), args.outputs, args.worker)
     info.update(ready=True, side=args.worker, pid=os.getpid(), inputs=args.inputs,
                 env=thread_env(), setup_s=round(time.perf_counter() - start, 1))
     out.write(json.dumps(info) + "\n")
@@ -400,22 +508,60 @@ def worker_env(extra):
     return env
 
 
+def official_dir(case, args):
+    """The folder of `case`'s official project (given on the command line), or None."""
+    return getattr(args, case.official) if case.official else None
+
+
+def agreement(case, infos):
+    """How far apart the two sides' outputs are (an official module and its port run the
+    same weights): RuntimeError if their shapes differ or, in float32, if they differ by
+    more than AGREE, i.e. the two sides do not run the same network."""
+    import numpy as np
+
+    out = {side: {kind: np.load(path) for kind, path in infos[side]["outputs"].items()}
+           for side in SIDES}
+    shapes = {side: out[side]["uint8"].shape for side in SIDES}
+    if len(set(shapes.values())) > 1 or \
+            out["torch"]["float32"].shape != out["sisr"]["float32"].shape:
+        raise RuntimeError(f"the outputs have different shapes: PyTorch {shapes['torch']}, "
+                           f"sisr {shapes['sisr']}")
+    diff = float(np.abs(out["torch"]["float32"] - out["sisr"]["float32"]).max())
+    found = {"float32_max_diff": diff,
+             "float32_std": float(out["torch"]["float32"].std()),
+             "uint8_max_diff": int(np.abs(out["torch"]["uint8"].astype(np.int16)
+                                          - out["sisr"]["uint8"]).max()),
+             "shape": list(shapes["torch"])}
+    if not diff <= AGREE:
+        raise RuntimeError(f"the float32 outputs differ by up to {diff:.4g} (> {AGREE} on "
+                           f"the 0..255 scale): the two sides do not run the same network")
+    return found
+
+
 def compare(name, case, args, directory):
     """Times one case; returns its record (infos of both sides, rounds)."""
     inputs = write_inputs(directory, name, case)
     calls = args.calls or case.calls
     workers = {}
+    shared = {}  # an official module's case: its weights file and the outputs' prefix
+    if case.port:
+        shared = {"state": os.path.join(directory, f"{name}-state.npz"),
+                  "outputs": os.path.join(directory, name)}
     try:
         for side in SIDES:  # one after the other: neither builds while the other warms up
             started = time.perf_counter()
             if args.same_process:
+                side_args = argparse.Namespace(**{**vars(args), "official": official_dir(
+                    case, args), "state": None, "outputs": None, **shared})
                 try:
-                    call, info = make_side(side, case, inputs, args)
+                    call, info = make_side(side, case, inputs, side_args)
                 except ImportError as error:
                     raise RuntimeError(f"--same-process needs torch and sisr in this "
                                        f"interpreter: {error}") from error
                 for _ in range(args.warmup):
                     call()
+                if shared:
+                    info["outputs"] = save_outputs(call, call(), shared["outputs"], side)
                 workers[side] = InProcess(side, call, info, calls)
             else:
                 python = args.torch_python if side == "torch" else args.sisr_python
@@ -424,10 +570,19 @@ def compare(name, case, args, directory):
                            "--calls", str(calls), "--inputs", *inputs]
                 if args.channels_last:
                     command.append("--channels-last")
+                if shared:
+                    command += ["--state", shared["state"], "--outputs", shared["outputs"]]
+                    if side == "torch":
+                        command += ["--official", official_dir(case, args)]
                 workers[side] = Worker(side, command, worker_env(args.env),
                                        os.path.join(directory, f"{name}-{side}.log"))
             print(f"{name}: {NAMES[side]} built and warmed up in "
                   f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        agree = agreement(case, {s: w.info for s, w in workers.items()}) if shared else None
+        if agree:
+            print(f"{name}: outputs agree: float32 max |diff| {agree['float32_max_diff']:.2g} "
+                  f"(output std {agree['float32_std']:.1f}), {case.precision} max "
+                  f"{agree['uint8_max_diff']} levels", file=sys.stderr, flush=True)
         rounds = []
         for r in range(args.rounds):
             order = SIDES if r % 2 == 0 else SIDES[::-1]
@@ -442,7 +597,7 @@ def compare(name, case, args, directory):
             w.close()
     return {"case": name, "mode": case.mode, "precision": case.precision,
             "batch": case.batch, "size": case.size, "scale": case.scale, "calls": calls,
-            "weight_norm": case.weight_norm, "target": case.target,
+            "weight_norm": case.weight_norm, "target": case.target, "agreement": agree,
             "workers": {side: w.info for side, w in workers.items()}, "rounds": rounds}
 
 
@@ -460,6 +615,9 @@ def describe(record):
             f"{'fp32' if c['precision'] == 'float32' else 'bf16'} {c['mode']}")
     if c["case"].startswith("wdsr"):
         what += f", PyTorch weight norm {c['weight_norm']}"
+    if c.get("agreement"):
+        what += (f", official module, same weights (outputs {c['agreement']['uint8_max_diff']} "
+                 f"levels apart)")
     return what
 
 
@@ -527,7 +685,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python benchmarks/vs_pytorch.py",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--cases", default="default",
-                   help="comma-separated case names or groups: default, large, all "
+                   help="comma-separated case names or groups: default, large, official, all "
                         f"(default: default). Cases: {', '.join(CASES)}")
     p.add_argument("--rounds", "--repeats", type=int, default=5, dest="rounds",
                    help="interleaved timed rounds (default 5)")
@@ -552,7 +710,14 @@ def parse_args(argv):
     p.add_argument("--same-process", action="store_true",
                    help="diagnostic only: both frameworks in this process")
     p.add_argument("--json", default=None, help="also write every timing here")
+    for project, (flag, what) in official.PROJECTS.items():
+        p.add_argument(flag, dest=project, default=None, metavar="DIR",
+                       help=f"{what}: the official modules of the `official` cases are "
+                            "loaded from it (needed by those cases)")
     p.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    p.add_argument("--official", help=argparse.SUPPRESS)
+    p.add_argument("--state", help=argparse.SUPPRESS)
+    p.add_argument("--outputs", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--inputs", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -560,7 +725,14 @@ def parse_args(argv):
         return args
     names = []
     for item in (c.strip() for c in args.cases.split(",")):
-        if item in GROUPS:
+        if item == "all":  # as before the official group: those without their folder left out
+            left = [n for n in GROUPS["all"] if CASES[n].official
+                    and getattr(args, CASES[n].official) is None]
+            if left:
+                print(f"--cases all: leaving out {', '.join(left)} (their official "
+                      "modules' folders are not given)", file=sys.stderr)
+            names += [n for n in GROUPS["all"] if n not in left]
+        elif item in GROUPS:
             names += GROUPS[item]
         elif item in CASES:
             names.append(item)
@@ -570,6 +742,17 @@ def parse_args(argv):
     if not names:
         p.error("--cases: none given")
     args.cases = list(dict.fromkeys(names))
+    for name in args.cases:
+        case = CASES[name]
+        if not case.official:
+            continue
+        flag, what = official.PROJECTS[case.official]
+        directory = getattr(args, case.official)
+        if directory is None:
+            p.error(f"{flag}: case {name} runs the official module: give {what}")
+        missing = official.missing_files(case.torch[0], directory)
+        if missing:
+            p.error(f"{flag}: {directory} has no {', '.join(missing)} ({what} expected)")
     for flag, value in (("--rounds", args.rounds), ("--calls", args.calls or 1),
                         ("--threads", args.threads)):
         if value < 1:
