@@ -78,17 +78,14 @@ def _main(args):
         for path in (csv_path, plot_path):
             if os.path.lexists(path) and not args.force:
                 raise FileExistsError(f"{path} exists; not overwriting it (use --force)")
-        where = f"{args.spec}: cells"
         if not isinstance(spec["seeds"], list):
             raise StudyError(f"{args.spec}: `seeds` must be a list of ints, got "
                              f"{spec['seeds']!r}")
         try:
             runner.resolve_cells(spec["cells"], spec["dataset"], spec["steps"],
-                                 spec["epochs"], spec["overrides"], where=where)
+                                 spec["epochs"], spec["overrides"])
         except StudyError as err:
-            message = str(err)
-            raise StudyError(message if message.startswith(args.spec)
-                             else f"{args.spec}: {message}") from None
+            raise StudyError(f"{args.spec}: {err}") from None
     os.makedirs(outdir, exist_ok=True)
     result = runner.run(spec["cells"], dataset=spec["dataset"], steps=spec["steps"],
                         seeds=spec["seeds"], out_dir=outdir, epochs=spec["epochs"],

@@ -251,7 +251,7 @@ def run_cell(label, config, seed, cell_dir, verbose=0):
             stored = json.load(f)
         _check_same(result_path, stored.get("config"), config, "the result")
         log.info("%s, seed %d: done already (%s)", label, seed, result_path)
-        return stored["row"]
+        return {column: stored["row"][column] for column in COLUMNS}
 
     state = read_state(run_dir) if os.path.isdir(run_dir) else None
     saved_config = os.path.join(run_dir, "config.json")
