@@ -184,14 +184,22 @@ def _step_timer():
 
 
 def _trainer(config, timer):
-    from sisr.training.trainer import Trainer
+    from sisr.training.trainer import Trainer, write_result
 
     class StudyTrainer(Trainer):
-        """`sisr.train`'s Trainer, also timing every step."""
+        """`sisr.train`'s Trainer, also timing every step and scoring SSIM with PSNR."""
+
+        scores = final = None
 
         def callbacks(self, *args):
             guard, run_cb, callbacks = super().callbacks(*args)
             return guard, run_cb, [*callbacks, timer]
+
+        def result(self, run_dir, model, final, datasets, **extra):
+            self.final, self.scores = final, score(final, datasets[1], self.shave)
+            psnr, _, bicubic, count = self.scores
+            return write_result(run_dir, self.config, model, final, datasets[1], self.shave,
+                                scored=(psnr, bicubic, count), **extra)
 
     return StudyTrainer(config)
 
@@ -208,8 +216,8 @@ def _history(run_dir):
 
 
 def score(model, dataset, shave):
-    """(mean PSNR, mean SSIM, mean bicubic PSNR) over the full images of `dataset`
-    (RGB, `shave` border pixels ignored)."""
+    """(mean PSNR, mean SSIM, mean bicubic PSNR, images) over the full images of
+    `dataset` (RGB, `shave` border pixels ignored)."""
     import numpy as np
 
     from sisr import metrics
@@ -222,7 +230,8 @@ def score(model, dataset, shave):
         psnrs.append(metrics.psnr(hr, sr, shave=shave))
         ssims.append(metrics.ssim(hr, sr, shave=shave))
         bicubic.append(metrics.psnr(hr, imresize(lr, dataset.scale), shave=shave))
-    return float(np.mean(psnrs)), float(np.mean(ssims)), float(np.mean(bicubic))
+    return (float(np.mean(psnrs)), float(np.mean(ssims)), float(np.mean(bicubic)),
+            len(psnrs))
 
 
 # -- one cell ---------------------------------------------------------------------------
@@ -240,7 +249,6 @@ def _check_same(path, saved, config, what):
 def run_cell(label, config, seed, cell_dir, verbose=0):
     """Trains and scores one cell with one seed in `cell_dir` (resuming or skipping as the
     module's docstring says); returns its row."""
-    from sisr.saving import load_model
     from sisr.training.callbacks import read_state
 
     config = _comparable({**config, "seed": seed})
@@ -273,8 +281,8 @@ def run_cell(label, config, seed, cell_dir, verbose=0):
     timer = _step_timer()
     trainer = _trainer(Configuration(config), timer)
     result = trainer.run(run_dir, resume=resume, verbose=verbose)
-    final = load_model(os.path.join(run_dir, trainer.final_model))
-    psnr, ssim, bicubic = score(final, trainer.datasets[1], trainer.shave)
+    final = trainer.final
+    psnr, ssim, bicubic, _ = trainer.scores
     row = {
         "cell": label,
         "seed": seed,
