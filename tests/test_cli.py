@@ -12,7 +12,7 @@ from sisr.errors import SisrError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = ("sisr.train", "sisr.train_gan", "sisr.upscale", "sisr.evaluate", "sisr.convert",
-            "sisr.port", "sisr.pretrained", "sisr.export")
+            "sisr.port", "sisr.pretrained", "sisr.export", "sisr.study")
 
 
 def _env(**extra):

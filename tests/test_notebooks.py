@@ -177,3 +177,36 @@ def test_evaluation_takes_a_pretrained_name(kernel_env, monkeypatch):
     assert "mean PSNR on demo-valid-x4 (RGB, shave 10)" in text
     assert "the command line and this notebook agree on every mean score" in text
     assert image_count(nb) == 1 + 3
+
+
+def test_experiments_is_committed_executed_in_full_mode():
+    # Made by the README's command (jupyter execute --inplace notebooks/experiments.ipynb).
+    path = os.path.join(NOTEBOOKS, "experiments.ipynb")
+    assert os.path.getsize(path) < 2 * 2**20
+    nb = read("experiments.ipynb")
+    nbformat.validate(nb)
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code_cells] == list(range(1, len(code_cells) + 1))
+    assert not any(output.output_type == "error" for cell in code_cells
+                   for output in cell.outputs)
+    text = text_outputs(nb)
+    assert "fast mode: False" in text
+    assert "12 cells counted; the published values agree with the models: True" in text
+    assert "12 cells x 200 steps" in text and "6 runs x 500 steps" in text
+    assert "8 cells x 300 steps" in text
+    assert image_count(nb) == 3
+
+
+@pytest.mark.slow  # a kernel, TensorFlow and eight tiny trainings
+def test_experiments_runs_in_fast_mode(kernel_env):
+    nb = execute("experiments.ipynb", kernel_env)
+    text = text_outputs(nb)
+    assert "fast mode: True" in text
+    # The WDSR paper's 12 parameter counts (tests/test_study.py pins them too).
+    for count in ("262,019", "79,164", "83,663", "779,011", "596,380", "601,908"):
+        assert count in text
+    assert "the published values agree with the models: True" in text
+    assert "3 cells x 2 steps" in text and "3 runs x 2 steps" in text
+    assert "| weight norm |" in text and "| batch norm |" in text and "| none |" in text
+    assert "| SRCNN 9-5-5 (baseline) |" in text
+    assert image_count(nb) == 3

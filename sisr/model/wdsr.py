@@ -11,34 +11,82 @@ from sisr.model.common import (
 
 # WDSR-B's low-rank 1x1 conv has int(num_filters * LINEAR) channels (25 for 32 filters).
 LINEAR = 0.8
+NORMALIZATIONS = ("weight", "batch", "none")
+# PyTorch's nn.BatchNorm2d defaults (momentum 0.1 in its convention): short studies need the
+# moving statistics to follow the weights within a few hundred steps, which Keras' 0.99
+# would not.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
 # Kept float32 in bf16 copies, by analogy with SRResNet's measured groups (no trained WDSR
 # weights here): normalisation, head, and the cheap convs to 3 * scale**2 channels.
 FLOAT32_LAYERS = ("normalize", "head_*", "main_x*", "skip_x*", "output_add", "denormalize")
 
 
-def res_block_a(x_in, num_filters, expansion, scaling, name):
-    """Wide activation: conv3x3(F*r) -> ReLU -> conv3x3(F) [-> *scaling] -> + input."""
-    x = conv(num_filters * expansion, 3, name=f"{name}_conv1", activation="relu")(x_in)
-    x = conv(num_filters, 3, name=f"{name}_conv2")(x)
+def check_normalization(normalization, builder):
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"{builder}: `normalization` must be one of {NORMALIZATIONS}, got "
+                         f"{normalization!r}")
+
+
+def _bn(x, batch_norm, name):
+    if not batch_norm:
+        return x
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                                           name=f"{name}_bn")(x)
+
+
+def _relu(x, name):
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def res_block_a(x_in, num_filters, expansion, scaling, name, batch_norm=False):
+    """Wide activation: conv3x3(F*r) -> ReLU -> conv3x3(F) [-> *scaling] -> + input;
+    `batch_norm`: a BatchNormalization after each conv (before the ReLU)."""
+    if batch_norm:
+        x = _bn(conv(num_filters * expansion, 3, name=f"{name}_conv1")(x_in), True,
+                f"{name}_conv1")
+        x = _relu(x, f"{name}_conv1")
+    else:
+        x = conv(num_filters * expansion, 3, name=f"{name}_conv1", activation="relu")(x_in)
+    x = _bn(conv(num_filters, 3, name=f"{name}_conv2")(x), batch_norm, f"{name}_conv2")
     if scaling is not None:
         x = ResidualScaling(scaling, name=f"{name}_scale")(x)
     return keras.layers.Add(name=f"{name}_add")([x_in, x])
 
 
-def res_block_b(x_in, num_filters, expansion, scaling, name):
+def res_block_b(x_in, num_filters, expansion, scaling, name, batch_norm=False):
     """Wide activation with low-rank convolutions:
-    conv1x1(F*r) -> ReLU -> conv1x1(int(0.8 F)) -> conv3x3(F) [-> *scaling] -> + input."""
-    x = conv(num_filters * expansion, 1, name=f"{name}_conv1", activation="relu")(x_in)
-    x = conv(int(num_filters * LINEAR), 1, name=f"{name}_conv2")(x)
-    x = conv(num_filters, 3, name=f"{name}_conv3")(x)
+    conv1x1(F*r) -> ReLU -> conv1x1(int(0.8 F)) -> conv3x3(F) [-> *scaling] -> + input;
+    `batch_norm`: a BatchNormalization after each conv (before the ReLU)."""
+    if batch_norm:
+        x = _bn(conv(num_filters * expansion, 1, name=f"{name}_conv1")(x_in), True,
+                f"{name}_conv1")
+        x = _relu(x, f"{name}_conv1")
+    else:
+        x = conv(num_filters * expansion, 1, name=f"{name}_conv1", activation="relu")(x_in)
+    x = _bn(conv(int(num_filters * LINEAR), 1, name=f"{name}_conv2")(x), batch_norm,
+            f"{name}_conv2")
+    x = _bn(conv(num_filters, 3, name=f"{name}_conv3")(x), batch_norm, f"{name}_conv3")
     if scaling is not None:
         x = ResidualScaling(scaling, name=f"{name}_scale")(x)
     return keras.layers.Add(name=f"{name}_add")([x_in, x])
 
 
 def wdsr(scale, num_filters, num_res_blocks, res_block_expansion, res_block_scaling,
-         res_block, name, upsample_init="default"):
+         res_block, name, upsample_init="default", normalization="weight"):
     """Builds WDSR-A or -B (`res_block`).
+
+    `normalization` (`NORMALIZATIONS`), the three that the WDSR paper compares:
+    - "weight" (default): weight normalisation, which sisr applies in the optimiser
+      (`weight_norm_adam`, `sisr.optimizers`): the network is the plain one;
+    - "none": the same network, to be trained with a plain optimiser (`adam`);
+    - "batch": a BatchNormalization after every conv of the residual blocks (before the
+      ReLU after the first), as SRResNet's blocks have it. Only the blocks: head, tail and
+      skip convs map to and from RGB, and batch statistics there would shift the image's
+      colours, which is what the EDSR paper removed batch norm for; in the blocks it
+      normalises exactly the features whose scale weight normalisation controls. The
+      parameter count grows by 4 per channel of every normalised conv (2 trained, 2
+      moving statistics); the other two build identical networks.
 
     Initialisation as the official code (JiahuiYu/wdsr_ntire2018): every conv is
     `weight_norm(nn.Conv2d(...))` with PyTorch's default init and no explicit
@@ -55,6 +103,7 @@ def wdsr(scale, num_filters, num_res_blocks, res_block_expansion, res_block_scal
     check_positive_int(res_block_expansion, "res_block_expansion", name)
     check_scaling(res_block_scaling, name)
     check_upsample_init(upsample_init, name)
+    check_normalization(normalization, name)
     if int(num_filters * LINEAR) < 1 and res_block is res_block_b:
         raise ValueError(f"{name}: `num_filters` must be at least 2, got {num_filters!r}")
 
@@ -65,7 +114,7 @@ def wdsr(scale, num_filters, num_res_blocks, res_block_expansion, res_block_scal
     m = conv(num_filters, 3, name="head_conv")(x)
     for i in range(num_res_blocks):
         m = res_block(m, num_filters, res_block_expansion, res_block_scaling,
-                      name=f"block{i + 1}")
+                      name=f"block{i + 1}", batch_norm=normalization == "batch")
     icnr = scale if upsample_init == "icnr" else None
     m = conv(3 * scale * scale, 3, name=f"main_x{scale}_conv", icnr=icnr)(m)
     m = PixelShuffle(scale, name=f"main_x{scale}_shuffle")(m)
@@ -78,4 +127,5 @@ def wdsr(scale, num_filters, num_res_blocks, res_block_expansion, res_block_scal
     x = denormalize()(x)
     return sr_model(x_in, x, name, scale=scale, num_filters=num_filters,
                     num_res_blocks=num_res_blocks, res_block_expansion=res_block_expansion,
-                    res_block_scaling=res_block_scaling, upsample_init=upsample_init)
+                    res_block_scaling=res_block_scaling, upsample_init=upsample_init,
+                    normalization=normalization)

@@ -5,15 +5,17 @@ from sisr.model.wdsr import FLOAT32_LAYERS, res_block_a, wdsr
 
 
 def wdsr_a(scale, num_filters=32, num_res_blocks=8, res_block_expansion=4,
-           res_block_scaling=None, upsample_init="default"):
+           res_block_scaling=None, upsample_init="default", normalization="weight"):
     """Builds WDSR-A. The paper's baseline: 32 filters, 16 blocks, expansion 4.
 
     Initialised as the official code (PyTorch's default conv init; see `wdsr.wdsr`);
-    `upsample_init="icnr"` starts the upsampling convs with ICNR instead.
+    `upsample_init="icnr"` starts the upsampling convs with ICNR instead;
+    `normalization`: "weight" (trained with `weight_norm_adam`), "none" or "batch" (see
+    `wdsr.wdsr`).
     """
     return wdsr(scale, num_filters, num_res_blocks, res_block_expansion,
                 res_block_scaling, res_block_a, name="wdsr_a",
-                upsample_init=upsample_init)
+                upsample_init=upsample_init, normalization=normalization)
 
 
 register(ModelSpec("wdsr_a", wdsr_a,

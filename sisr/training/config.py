@@ -374,6 +374,13 @@ def resolve(profile=None, overrides=None, base=None, origins=None, base_origin=N
                          ("loss", LOSSES), ("optimizer", OPTIMIZERS), ("init", INITS)):
         if not isinstance(config[key], str) or config[key] not in allowed:
             raise ConfigError(f"`{key}` must be one of {', '.join(allowed)}, got {config[key]!r}")
+    if config.get("normalization", "weight") in ("none", "batch") \
+            and config["optimizer"] == "weight_norm_adam":
+        # A WDSR built for another normalisation (sisr.model.wdsr): weight norm would
+        # still be applied, by the optimiser.
+        where = config.origins.get("normalization", "`normalization`")
+        raise ConfigError(f"{where}: normalization {config['normalization']} with optimizer "
+                          "weight_norm_adam would still weight-normalise; set optimizer adam")
     if config["init"] != "default" and config["pretrained_model"]:
         raise ConfigError(f"`init` {config['init']} would overwrite the weights of the "
                           f"pretrained model {config['pretrained_model']}; use one or the other")

@@ -442,10 +442,11 @@ def train(config, run_dir, resume=False, verbose=1):
     return Trainer(config).run(run_dir, resume=resume, verbose=verbose)
 
 
-def write_result(run_dir, config, model, final, valid_data, shave, **extra):
-    """Scores `final` against bicubic on the full validation images and writes
-    `result.json`; returns the result dict."""
-    model_psnr, bicubic_psnr, count = compare_with_bicubic(final, valid_data, shave)
+def write_result(run_dir, config, model, final, valid_data, shave, scored=None, **extra):
+    """Scores `final` against bicubic on the full validation images (unless `scored`
+    gives `compare_with_bicubic`'s result already) and writes `result.json`; returns the
+    result dict."""
+    model_psnr, bicubic_psnr, count = scored or compare_with_bicubic(final, valid_data, shave)
     result = {
         "run_dir": run_dir,
         "epochs": config["epochs"],
