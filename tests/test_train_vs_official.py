@@ -5,6 +5,7 @@ training, no network)."""
 import importlib.util
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -146,3 +147,64 @@ def test_summary_report_and_plot(tvo, tmp_path):
     assert "sisr - official = +0.075 dB" in text and "within the spread" in text
     tvo.plot({"edsr": summary}, str(tmp_path / "psnr.png"))
     assert (tmp_path / "psnr.png").stat().st_size > 1000
+
+
+FAKE_TRAINER = r'''
+import os, sys, time
+side, beat_path = sys.argv[1], sys.argv[2]
+if side == "sisr":
+    out, chunks = sys.argv[3], int(sys.argv[4])
+    os.makedirs(os.path.join(out, "run"), exist_ok=True)
+    done = os.path.join(out, "run", "training.csv")
+    line = lambda k: ("epoch,val_psnr\n" if k == 0 else "") + f"{k},{20 + k}\n"
+else:
+    argv = sys.argv
+    out = argv[argv.index("--save") + 1]
+    chunks = int(argv[argv.index("--epochs") + 1]) - 1
+    os.makedirs(out, exist_ok=True)
+    done = os.path.join(out, "log.txt")
+    line = lambda k: f"[Epoch {k + 1}]\nTotal: 0.1s\n"
+for k in range(chunks):
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        with open(beat_path, "a") as f:
+            f.write(f"{time.time()} {side}\n")
+        time.sleep(0.02)
+    with open(done, "a") as f:
+        f.write(line(k))
+'''
+
+
+def test_run_pair_alternates_chunks_and_never_runs_both(tvo, tmp_path, monkeypatch):
+    fake = tmp_path / "fake_trainer.py"
+    fake.write_text(FAKE_TRAINER)
+    beats = tmp_path / "beats.txt"
+    torch_python = tmp_path / "fake-torch-python"
+    torch_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake}" official '
+                            f'"{beats}" "$@"\n')
+    torch_python.chmod(0o755)
+    monkeypatch.setattr(tvo, "sisr_command", lambda net, seed, rec, data, out: [
+        sys.executable, str(fake), "sisr", str(beats), out, str(rec["chunks"])])
+    rec = dict(REC, chunks=3)
+    work = str(tmp_path / "work")
+    tvo.run_pair(work, "edsr", 1, rec, {"n_train": 10, "n_valid": 3}, str(tmp_path),
+                 str(torch_python))
+    records = tvo.read_chunks(os.path.join(work, "runs", "edsr-seed1", "chunks.jsonl"))
+    assert [(r["side"], r["chunk"]) for r in records] == [
+        ("sisr", 1), ("official", 1), ("official", 2), ("sisr", 2), ("sisr", 3),
+        ("official", 3)]
+    # A chunk's CPU time is read from /proc, or from the exit status of a trainer that has
+    # finished; the six chunks of work (0.3 s each, mostly sleeping) take some.
+    assert all(r["wall_s"] > 0 and r["cpu_s"] >= 0 for r in records)
+    assert tvo.run_status(records, 3) == "done"
+    # Heartbeats of the two fake trainers come in blocks, one block per turn: the side
+    # that is not training is stopped.
+    sides = [line.split()[1] for line in sorted(beats.read_text().splitlines(),
+                                                key=lambda s: float(s.split()[0]))]
+    switches = sum(1 for a, b in zip(sides, sides[1:]) if a != b)
+    assert switches <= 3  # sisr | official official | sisr sisr | official
+    # A finished pair is skipped.
+    tvo.run_pair(work, "edsr", 1, rec, {"n_train": 10, "n_valid": 3}, str(tmp_path),
+                 str(torch_python))
+    assert tvo.read_chunks(os.path.join(work, "runs", "edsr-seed1", "chunks.jsonl")) == \
+        records
