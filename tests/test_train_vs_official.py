@@ -215,11 +215,12 @@ def test_run_pair_alternates_chunks_and_never_runs_both(tvo, tmp_path, monkeypat
 
 def test_common_target_when_sisr_ends_lower(tvo):
     runs = {("edsr", 1): _fake_run([28, 29.8, 29.85], [28, 29.6, 30.0], 10, 30),
-            ("edsr", 2): _fake_run([28, 29.7, 29.85], [28, 29.5, 29.9], 10, 30)}
+            ("edsr", 2): _fake_run([28, 29.7, 29.85], [28, 29.5, 29.96], 10, 30)}
     summary = tvo.summarize(runs, 250)["edsr"]
-    assert summary["target_psnr"] == pytest.approx(29.95)
+    assert summary["target_psnr"] == pytest.approx(29.98)
     assert summary["time_to_target_s"] == {"sisr": [None, None], "official": [90.0, None]}
     assert summary["common_target_psnr"] == pytest.approx(29.85)
     assert summary["time_to_common_target_s"] == {"sisr": [30.0, 30.0],
                                                   "official": [90.0, 90.0]}
-    assert summary["difference"] == pytest.approx(-0.1) and not summary["within_spread"]
+    # 0.13 dB lower, seed ranges 0 (sisr) and 0.04 (official): outside the spread.
+    assert summary["difference"] == pytest.approx(-0.13) and not summary["within_spread"]
