@@ -579,9 +579,10 @@ def curves(records, scores, side, chunk):
     return points
 
 
-def summarize(runs, chunk):
+def summarize(runs, chunk, margin=0.1):
     """Per network: final PSNR per side and seed, their difference and spread, and each
-    side's time to reach the official mean final PSNR. `runs`: {(net, seed): {"records",
+    side's time to reach the official mean final PSNR and to come within `margin` dB of
+    it. `runs`: {(net, seed): {"records",
     "sisr": {chunk: psnr}, "official": {chunk: psnr}}}."""
     summary = {}
     for net in sorted({net for net, _ in runs}):
@@ -595,10 +596,11 @@ def summarize(runs, chunk):
         target = statistics.fmean(finals["official"])
         reach = {side: [time_to_reach(per[side][seed], target) for seed in seeds]
                  for side in SIDES}
-        # A target both sides reach on average: the lower of the two mean final PSNRs.
-        common = min(statistics.fmean(finals[side]) for side in SIDES)
-        reach_common = {side: [time_to_reach(per[side][seed], common) for seed in seeds]
-                        for side in SIDES}
+        # Curves flatten at the end, so the exact final is reached late or not at all by
+        # a seed: also the time to come within `margin` dB of it.
+        near = target - margin
+        reach_near = {side: [time_to_reach(per[side][seed], near) for seed in seeds]
+                      for side in SIDES}
         diff, seed_range = final_difference(finals["sisr"], finals["official"])
         summary[net] = {
             "seeds": seeds, "steps": per["sisr"][seeds[0]][-1][0], "target_psnr": target,
@@ -606,7 +608,7 @@ def summarize(runs, chunk):
             "final_spread": {side: spread(finals[side]) for side in SIDES},
             "difference": diff, "seed_range": seed_range,
             "within_spread": abs(diff) <= seed_range, "time_to_target_s": reach,
-            "common_target_psnr": common, "time_to_common_target_s": reach_common,
+            "margin": margin, "near_target_psnr": near, "time_to_near_target_s": reach_near,
             "curves": per,
         }
     return summary
@@ -633,7 +635,7 @@ def plot(summary, path):
                             label=label)
         for ax, xlabel in zip(row, ("training steps", "wall-clock seconds (own chunks)")):
             ax.axhline(summary[net]["target_psnr"], color="gray", lw=0.8)
-            ax.axhline(summary[net]["common_target_psnr"], color="gray", lw=0.8, ls=":")
+            ax.axhline(summary[net]["near_target_psnr"], color="gray", lw=0.8, ls=":")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("validation PSNR (dB, RGB, shave 8)")
             ax.set_title(f"{net} x2")
@@ -655,7 +657,7 @@ def report_markdown(summary, rec, loads):
                    f"{rec['decay_chunks']}; load average during the chunks "
                    f"{min(loads):.1f}-{max(loads):.1f}.")
     header = ("| network | side | final PSNR per seed (dB) | mean | s to official final, "
-              "per seed | s to common target, per seed | wall s per seed | CPU s per seed |")
+              "per seed | s to it - 0.1 dB, per seed | wall s per seed | CPU s per seed |")
     lines = [recipe_line, "", header, "|---|---|---|---|---|---|---|---|"]
     for net, s in sorted(summary.items()):
         for side in SIDES:
@@ -663,7 +665,7 @@ def report_markdown(summary, rec, loads):
                 f"| {net} | {side} | {', '.join(f'{v:.3f}' for v in s['final_psnr'][side])} | "
                 f"{s['final_spread'][side][0]:.3f} | "
                 f"{', '.join(_fmt(v) for v in s['time_to_target_s'][side])} | "
-                f"{', '.join(_fmt(v) for v in s['time_to_common_target_s'][side])} | "
+                f"{', '.join(_fmt(v) for v in s['time_to_near_target_s'][side])} | "
                 f"{', '.join(_fmt(v) for v in s['final_wall_s'][side])} | "
                 f"{', '.join(_fmt(v) for v in s['cpu_s'][side])} |")
     lines.append("")
@@ -671,8 +673,8 @@ def report_markdown(summary, rec, loads):
         lines.append(f"- {net}: sisr - official = {s['difference']:+.3f} dB after {s['steps']} "
                      f"steps; seed-to-seed range {s['seed_range']:.3f} dB "
                      f"({'within' if s['within_spread'] else 'OUTSIDE'} the spread); targets: "
-                     f"official mean final {s['target_psnr']:.3f} dB, common (the lower mean "
-                     f"final) {s['common_target_psnr']:.3f} dB; times are each side's own "
+                     f"official mean final {s['target_psnr']:.3f} dB and "
+                     f"{s['near_target_psnr']:.3f} dB; times are each side's own "
                      f"chunks' wall-clock seconds at the first validation at or above.")
     return "\n".join(lines) + "\n"
 
