@@ -28,8 +28,12 @@ SRC is EDSR-PyTorch's `src` folder with `model/wdsr_b.py` from JiahuiYu/wdsr_nti
 PY a Python with torch, numpy, imageio, tqdm, matplotlib and scikit-image (what
 EDSR-PyTorch imports). The official code is not modified: the compatibility shims it needs
 on a CPU with today's torch are applied at run time by this script's `_official` mode
-(see `apply_official_shims`). A pair interrupted mid-run starts again from its first chunk
-(the pairs already finished are kept).
+(see `apply_official_shims`), and its processes wait passively for their OpenMP threads
+(`official_env`). A pair interrupted mid-run starts again from its first chunk (the pairs
+already finished are kept). Data and runs go to `runs/train_vs_official/` (ignored by
+git), the report (`report.md`, `summary.json`, `psnr.png`) to
+`benchmarks/results/train_vs_official/`. Defaults: batch 4, LR patch 16, 8 chunks of 250
+steps, the learning rate halved after chunk 4, seeds 1 and 2, EDSR then WDSR-B.
 """
 
 import argparse
