@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import sisr
 from peak_memory import PRINT_PEAK, peak_kib
 from sisr import train
 from sisr.training import trainer
-from sisr.training.callbacks import read_state
+from sisr.training.callbacks import _finite, read_state
 
 TINY_PROFILE = {
     "model": "wdsr_b", "num_filters": 8, "num_res_blocks": 1, "res_block_expansion": 2,
@@ -186,6 +187,16 @@ def test_mixed_bfloat16_training_runs(tmp_path):
     [run_dir] = run_dirs(tmp_path / "runs")
     best = sisr.load_model(os.path.join(run_dir, "best.keras"))
     assert best.get_layer("head_conv").compute_dtype == "float32"
+
+
+def test_an_infinite_psnr_is_a_perfect_score_not_a_failed_epoch():
+    # A flat training patch reproduced exactly scores +inf dB (seen with 16-pixel patches
+    # of the demo's text image): the epoch must still be saved.
+    assert _finite({"loss": 12.6, "psnr": math.inf, "val_psnr": 28.2})
+    assert not _finite({"loss": math.nan, "psnr": 20.0})
+    assert not _finite({"loss": math.inf})
+    assert not _finite({"val_psnr": math.nan})
+    assert not _finite({"psnr": -math.inf})
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_good_model(tmp_path, monkeypatch,

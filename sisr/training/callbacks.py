@@ -109,8 +109,8 @@ class Validation(keras.callbacks.Callback):
 
 
 def _finite(logs):
-    """Whether every number logged is finite; a PSNR of +inf counts as finite: a batch
-    reproduced exactly (flat patches of a dark sky at small patch sizes) is no failure."""
+    """False if a logged number is NaN or infinite, except a PSNR of +inf: an exactly
+    reproduced patch (a flat one, say) is a perfect score, not a diverged run."""
     for key, value in logs.items():
         if not (isinstance(value, (int, float)) or hasattr(value, "__float__")):
             continue
