@@ -2,6 +2,7 @@
 variants' options, FSRCNN's deconvolution alignment. (Shapes, round trips, tiling and
 bfloat16 of the tiny configurations: tests/test_contract.py.)"""
 
+import keras
 import numpy as np
 import pytest
 
@@ -67,8 +68,6 @@ def test_fsrcnn_deconvolution_is_centred():
     # A 9x9 deconvolution of stride r with Keras' "same" padding: output r * n, and an
     # impulse at LR pixel (i, j) lands with the kernel's centre within half an HR pixel of
     # that pixel's centre, r * i + (r - 1) / 2 (PyTorch ports padding 4 are (r-1)/2 off).
-    import keras
-
     for scale in (2, 3, 4):
         model = fsrcnn(scale, d=4, s=2, m=1)
         layer = model.get_layer(f"upsample_x{scale}_deconv")
@@ -91,6 +90,7 @@ def test_fsrcnn_deconvolution_is_centred():
     {"batch_norm": True, "activation": "leaky_relu"},
     {"activation": "prelu", "upsampler": "subpixel"},
     {"channel_attention_reduction": 2},
+    {"num_layers": 8, "residual_blocks": True, "batch_norm": True},
 ])
 def test_srcnn_variants_build_run_and_round_trip(tmp_path, options):
     model = srcnn(3, num_filters=8, **options)
@@ -126,11 +126,32 @@ def test_srcnn_layouts():
                                atol=1e-3)
 
 
+def test_srcnn_residual_blocks_wrap_each_equal_width_hidden_conv():
+    model = srcnn(2, num_layers=8, num_filters=4, residual_blocks=True)
+    names = {layer.name for layer in model.layers}
+    # conv1 widens 3 -> 4 and conv7 narrows 4 -> 2: only conv2..conv6 have shortcuts
+    assert {n for n in names if n.endswith("_residual")} == {
+        f"conv{i}_residual" for i in range(2, 7)}
+    assert not any(n.endswith("_residual") for n in {
+        layer.name for layer in srcnn(2, residual_blocks=True).layers})
+    # a block whose conv outputs zeros (ReLU(0) = 0) passes its input through unchanged
+    probe = keras.Model(model.input, [model.get_layer("conv2_residual").input[0],
+                                      model.get_layer("conv2_residual").output])
+    conv = model.get_layer("conv2")
+    conv.set_weights([np.zeros_like(w) for w in conv.get_weights()])
+    x = np.random.default_rng(2).uniform(0, 255, (1, 5, 6, 3)).astype(np.float32)
+    before, after = (np.asarray(t) for t in probe(x))
+    np.testing.assert_array_equal(before, after)
+    plain = srcnn(2, num_layers=8, num_filters=4)
+    assert plain.count_params() == model.count_params()
+
+
 @pytest.mark.parametrize("builder,bad,match", [
     (srcnn, {"activation": "gelu"}, "activation"),
     (srcnn, {"kernel_sizes": [9, 5]}, "kernel_sizes"),
     (srcnn, {"upsampler": "deconv"}, "upsampler"),
     (srcnn, {"num_layers": 1}, "num_layers"),
+    (srcnn, {"residual_blocks": 1}, "residual_blocks"),
     (fsrcnn, {"d": 0}, "`d`"),
     (espcn, {"kernel_sizes": [5, 3]}, "kernel_sizes"),
     (espcn, {"activation": "prelu"}, "activation"),
