@@ -238,8 +238,47 @@ def bicubic_phase_weights(scale):
     return weights / weights.sum(axis=0, keepdims=True)
 
 
+class _PhaseUpsample(keras.layers.Layer):
+    """Integer-factor upsampling by fixed (5, scale) phase weights, rows then columns:
+    output pixel `scale * i + p` of an axis is `sum_k w[k, p] * x[border(i - 2 + k)]`.
+    Subclasses set `scale` and `_phase_weights` and define `_border_index` (how indices
+    -2 .. n + 1 map into 0 .. n - 1). No weights; local (reads at most 2 input pixels away).
+    """
+
+    def _border_index(self, n):
+        raise NotImplementedError
+
+    def _upsample_axis(self, x, axis):
+        shape = ops.shape(x)
+        n = shape[axis]
+        padded = ops.take(x, self._border_index(n), axis=axis)
+        taps = [_take_range(padded, axis, k, n) for k in range(5)]
+        weights = self._phase_weights
+        phases = [sum(ops.cast(weights[k][p], x.dtype) * taps[k]
+                      for k in range(5) if weights[k][p] != 0) for p in range(self.scale)]
+        y = ops.stack(phases, axis=axis + 1)
+        new_shape = [shape[i] for i in range(len(shape))]
+        new_shape[axis] = n * self.scale
+        return ops.reshape(y, new_shape)
+
+    def call(self, inputs):
+        if self.scale == 1:
+            return inputs
+        return self._upsample_axis(self._upsample_axis(inputs, 1), 2)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        r = self.scale
+        return (n, None if h is None else h * r, None if w is None else w * r, c)
+
+
+def _take_range(x, axis, start, length):
+    """`x[..., start:start + length, ...]` along `axis` (dynamic length)."""
+    return ops.take(x, ops.arange(start, start + length), axis=axis)
+
+
 @keras.saving.register_keras_serializable(package="sisr")
-class BicubicUpsample(keras.layers.Layer):
+class BicubicUpsample(_PhaseUpsample):
     """Upscales by an integer factor exactly as MATLAB's `imresize(x, scale, 'bicubic')`.
 
     The same computation as `sisr.imresize.imresize` (Keys cubic kernel a = -0.5, symmetric
@@ -260,43 +299,19 @@ class BicubicUpsample(keras.layers.Layer):
         self.scale = scale
         self._phase_weights = tuple(map(tuple, bicubic_phase_weights(scale).tolist()))
 
-    def _upsample_axis(self, x, axis):
-        shape = ops.shape(x)
-        n = shape[axis]
+    def _border_index(self, n):
         # MATLAB's mirror of indices -2 .. n + 1 into 0 .. n - 1; twice for n = 1. (No
         # modulo of negative numbers, which ONNX converters get wrong.)
         index = ops.arange(-2, n + 2)
         for _ in range(2):
             index = ops.where(index < 0, -1 - index, index)
             index = ops.where(index >= n, 2 * n - 1 - index, index)
-        padded = ops.take(x, index, axis=axis)
-        taps = [_take_range(padded, axis, k, n) for k in range(5)]
-        weights = ops.cast(ops.convert_to_tensor(self._phase_weights), x.dtype)
-        phases = [sum(weights[k, p] * taps[k] for k in range(5)) for p in range(self.scale)]
-        y = ops.stack(phases, axis=axis + 1)
-        new_shape = [shape[i] for i in range(len(shape))]
-        new_shape[axis] = n * self.scale
-        return ops.reshape(y, new_shape)
-
-    def call(self, inputs):
-        if self.scale == 1:
-            return inputs
-        return self._upsample_axis(self._upsample_axis(inputs, 1), 2)
-
-    def compute_output_shape(self, input_shape):
-        n, h, w, c = input_shape
-        r = self.scale
-        return (n, None if h is None else h * r, None if w is None else w * r, c)
+        return index
 
     def get_config(self):
         config = super().get_config()
         config.update({"scale": self.scale})
         return config
-
-
-def _take_range(x, axis, start, length):
-    """`x[..., start:start + length, ...]` along `axis` (dynamic length)."""
-    return ops.take(x, ops.arange(start, start + length), axis=axis)
 
 
 @keras.saving.register_keras_serializable(package="sisr")
@@ -367,7 +382,7 @@ def opencv_phase_weights(scale, interpolation="linear"):
 
 
 @keras.saving.register_keras_serializable(package="sisr")
-class OpenCVUpsample(keras.layers.Layer):
+class OpenCVUpsample(_PhaseUpsample):
     """Upscales by an integer factor as OpenCV's `cv2.resize` (`cv::resize`) does with
     INTER_LINEAR (its default) or INTER_CUBIC (a = -0.75): half-pixel centres, borders
     clamped, rows then columns, on float values (no rounding). OpenCV's dnn_superres
@@ -392,29 +407,8 @@ class OpenCVUpsample(keras.layers.Layer):
         weights = opencv_phase_weights(scale, interpolation)
         self._phase_weights = tuple(map(tuple, weights.tolist()))
 
-    def _upsample_axis(self, x, axis):
-        shape = ops.shape(x)
-        n = shape[axis]
-        index = ops.clip(ops.arange(-2, n + 2), 0, n - 1)
-        padded = ops.take(x, index, axis=axis)
-        taps = [_take_range(padded, axis, k, n) for k in range(5)]
-        weights = self._phase_weights
-        phases = [sum(ops.cast(weights[k][p], x.dtype) * taps[k]
-                      for k in range(5) if weights[k][p] != 0) for p in range(self.scale)]
-        y = ops.stack(phases, axis=axis + 1)
-        new_shape = [shape[i] for i in range(len(shape))]
-        new_shape[axis] = n * self.scale
-        return ops.reshape(y, new_shape)
-
-    def call(self, inputs):
-        if self.scale == 1:
-            return inputs
-        return self._upsample_axis(self._upsample_axis(inputs, 1), 2)
-
-    def compute_output_shape(self, input_shape):
-        n, h, w, c = input_shape
-        r = self.scale
-        return (n, None if h is None else h * r, None if w is None else w * r, c)
+    def _border_index(self, n):
+        return ops.clip(ops.arange(-2, n + 2), 0, n - 1)  # BORDER_REPLICATE
 
     def get_config(self):
         config = super().get_config()

@@ -35,19 +35,19 @@ def _bn(x, batch_norm, name):
                                            name=f"{name}_bn")(x)
 
 
-def _relu(x, name):
-    return keras.layers.ReLU(name=f"{name}_relu")(x)
+def _expand(x, filters, size, batch_norm, name):
+    """A block's first, wide conv `{name}_conv1` and its ReLU [with a BatchNormalization
+    between them]; without batch norm the ReLU is the conv's own activation."""
+    if not batch_norm:
+        return conv(filters, size, name=f"{name}_conv1", activation="relu")(x)
+    x = _bn(conv(filters, size, name=f"{name}_conv1")(x), True, f"{name}_conv1")
+    return keras.layers.ReLU(name=f"{name}_conv1_relu")(x)
 
 
 def res_block_a(x_in, num_filters, expansion, scaling, name, batch_norm=False):
     """Wide activation: conv3x3(F*r) -> ReLU -> conv3x3(F) [-> *scaling] -> + input;
     `batch_norm`: a BatchNormalization after each conv (before the ReLU)."""
-    if batch_norm:
-        x = _bn(conv(num_filters * expansion, 3, name=f"{name}_conv1")(x_in), True,
-                f"{name}_conv1")
-        x = _relu(x, f"{name}_conv1")
-    else:
-        x = conv(num_filters * expansion, 3, name=f"{name}_conv1", activation="relu")(x_in)
+    x = _expand(x_in, num_filters * expansion, 3, batch_norm, name)
     x = _bn(conv(num_filters, 3, name=f"{name}_conv2")(x), batch_norm, f"{name}_conv2")
     if scaling is not None:
         x = ResidualScaling(scaling, name=f"{name}_scale")(x)
@@ -58,12 +58,7 @@ def res_block_b(x_in, num_filters, expansion, scaling, name, batch_norm=False):
     """Wide activation with low-rank convolutions:
     conv1x1(F*r) -> ReLU -> conv1x1(int(0.8 F)) -> conv3x3(F) [-> *scaling] -> + input;
     `batch_norm`: a BatchNormalization after each conv (before the ReLU)."""
-    if batch_norm:
-        x = _bn(conv(num_filters * expansion, 1, name=f"{name}_conv1")(x_in), True,
-                f"{name}_conv1")
-        x = _relu(x, f"{name}_conv1")
-    else:
-        x = conv(num_filters * expansion, 1, name=f"{name}_conv1", activation="relu")(x_in)
+    x = _expand(x_in, num_filters * expansion, 1, batch_norm, name)
     x = _bn(conv(int(num_filters * LINEAR), 1, name=f"{name}_conv2")(x), batch_norm,
             f"{name}_conv2")
     x = _bn(conv(num_filters, 3, name=f"{name}_conv3")(x), batch_norm, f"{name}_conv3")
