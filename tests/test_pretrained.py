@@ -145,24 +145,51 @@ def no_download(*args, **kwargs):
 
 # ------------------------------------------------------------------ the shipped registry
 
-def test_registry_entries_build_with_their_parameter_counts():
+def _architectures():
+    """The shipped registry's entries grouped by what they build: {key: (builder, args,
+    entry names)}; read at collection, so each architecture is a test case of its own."""
+    with open(pretrained.registry.DEFAULT_REGISTRY) as f:
+        raw = json.load(f)["models"]
+    groups = {}
+    for name, entry in raw.items():
+        key = json.dumps([entry["builder"], entry.get("args", {})], sort_keys=True)
+        groups.setdefault(key, (entry["builder"], entry.get("args", {}), []))[2].append(name)
+    return groups
+
+
+# Building these graphs (up to ~2000 layers) takes seconds each: the slow tier builds them.
+SLOW_BUILDS = {"rcan", "mdsr", "rrdbnet"}
+
+
+def test_every_registry_entry_is_grouped_for_the_count_test():
     entries = load_registry(pretrained.registry.DEFAULT_REGISTRY)
+    grouped = [n for _, _, names in _architectures().values() for n in names]
+    assert sorted(grouped) == sorted(entries)
     assert set(EDSR_PYTORCH_URLS) | {"srresnet-x4", "srgan-x4", "edsr-16-x4",
                                      "wdsr-b-32-x4"} <= set(entries)
-    counts = {}  # entries of the same architecture are built once
     for name, e in entries.items():
-        key = json.dumps([e.builder, e.args], sort_keys=True)
-        if key not in counts:
-            # Built without initialising its weights: the graph and every variable's shape
-            # are those of the real model, at a fraction of the time (15M-parameter nets).
-            with keras.StatelessScope(initialize_variables=False):
-                model = build(e.builder, **e.args)
-                assert model.output.shape[1] is None and model.output.shape[-1] == 3, name
-                counts[key] = model.count_params()
-            del model
-            keras.backend.clear_session()
-        assert counts[key] == e.parameters and e.args["scale"] == e.scale, name
         assert e.licence and e.source and e.homepage.startswith("https://"), name
+
+
+@pytest.mark.parametrize("key", [
+    pytest.param(key, id="-".join(names[:1] + ([f"+{len(names) - 1}"] if names[1:] else [])),
+                 marks=[pytest.mark.slow] if builder in SLOW_BUILDS else [])
+    for key, (builder, _, names) in _architectures().items()])
+def test_registry_entries_build_with_their_parameter_counts(key):
+    entries = load_registry(pretrained.registry.DEFAULT_REGISTRY)
+    builder, args, names = _architectures()[key]
+    # Built without initialising its weights: the graph and every variable's shape are
+    # those of the real model, at a fraction of the time (15M-parameter nets).
+    with keras.StatelessScope(initialize_variables=False):
+        model = build(builder, **args)
+        assert model.output.shape[1] is None and model.output.shape[-1] == 3, names
+        count = model.count_params()
+    del model
+    keras.backend.clear_session()
+    for name in names:
+        e = entries[name]
+        assert (e.builder, e.args) == (builder, args), name
+        assert count == e.parameters and e.args["scale"] == e.scale, name
 
 
 def test_edsr_pytorch_entries_follow_the_torch_hub_hash_convention():
