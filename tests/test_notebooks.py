@@ -193,7 +193,7 @@ def test_experiments_is_committed_executed_in_full_mode():
     assert "fast mode: False" in text
     assert "12 cells counted; the published values agree with the models: True" in text
     assert "12 cells x 200 steps" in text and "6 runs x 500 steps" in text
-    assert "8 cells x 300 steps" in text
+    assert "9 cells x 300 steps" in text and "| depth 8, residual blocks |" in text
     assert image_count(nb) == 3
 
 
