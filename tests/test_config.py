@@ -160,8 +160,10 @@ def test_resume_needs_a_run_directory(tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_PROFILES | set(SMALL_PROFILES)
-                                         | RRDB_PROFILES))
+# RCAN's ~2000-layer graph takes ~10 s to build: checked in the slow tier.
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=[pytest.mark.slow] if name == "rcan" else [])
+    for name in sorted(EXPECTED_PROFILES | set(SMALL_PROFILES) | RRDB_PROFILES)])
 def test_every_profile_trains_on_the_demo_set(name):
     # The inputs are checked as `python -m sisr.train --profile NAME --dataset demo` does
     # before its run directory exists, then one batch of each pipeline is read.

@@ -377,6 +377,7 @@ def test_a_waiting_worker_is_seen_by_the_others():
     assert lines[-1] == "all up\n", "".join(lines)
 
 
+@pytest.mark.slow  # two workers started and signalled: ~9 s each
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_ends_a_worker_waiting_for_a_peer(tmp_path, signum):
     # A worker waiting for a peer that never starts ignored SIGINT and SIGTERM.
