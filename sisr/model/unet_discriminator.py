@@ -94,9 +94,9 @@ def load_basicsr_state(model, state, param_key=None):
     and every layer set (`sisr.port.PortError` otherwise). `python -m sisr.port` makes a
     new model from such a file."""
     from sisr.port import pipeline
-    from sisr.port.formats import basicsr_unet_discriminator as layout
+    from sisr.port.formats.basicsr_unet_discriminator import describe
 
-    plan = layout.describe(torch_state(state, param_key))
+    plan = describe(torch_state(state, param_key))
     pipeline.check_keys(plan)
     pipeline.fill(model, plan)
 

@@ -91,9 +91,9 @@ def load_basicsr_state(model, state, param_key=None):
     port's format (`sisr.port.formats.basicsr_vgg_discriminator`; BN
     `num_batches_tracked` is ignored, every other tensor must be used)."""
     from sisr.port import pipeline
-    from sisr.port.formats import basicsr_vgg_discriminator as layout
+    from sisr.port.formats.basicsr_vgg_discriminator import describe
 
-    plan = layout.describe(torch_state(state, param_key))
+    plan = describe(torch_state(state, param_key))
     pipeline.check_keys(plan)
     pipeline.fill(model, plan)
 
