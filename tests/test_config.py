@@ -18,10 +18,44 @@ SMALL_PROFILES = {"vdsr": ("l1", 1e-4), "srcnn": ("mse", 1e-4), "fsrcnn": ("mse"
                   "espcn": ("mse", 1e-3)}
 # ESRGAN's PSNR-oriented RRDBNet (the generator its GAN stage starts from), on bicubic data.
 RRDB_PROFILES = {"rrdbnet-psnr-x4"}
+# OpenCV dnn_superres's networks, with the recipes of the repositories that trained its
+# .pb files: (loss, learning rate, batch, LR patch, scales, the official files' sizes and
+# parameter count at the profile's scale).
+OPENCV_PROFILES = {
+    # fannymonori/TF-ESPCN: MSE, Adam 0.01 (main.py), batch 32, LR patches 17.
+    "espcn-opencv": ("mse", 1e-2, 32, 17, [2, 3, 4],
+                     {"num_filters": [64, 32], "kernel_sizes": [5, 3, 3]}, 22_729),
+    # Saafke/FSRCNN_Tensorflow: MSE, Adam 1e-3, batch 1, LR patches 10 at x2.
+    "fsrcnn-opencv": ("mse", 1e-3, 1, 10, [2, 3, 4], {"d": 56, "s": 12, "m": 4}, 8_500),
+    # fannymonori/TF-LapSRN: Charbonnier sqrt(d^2 + 1e-6) on [0, 1], which is L1 within
+    # 1e-3; Adam 1e-4 x 0.95 every 10k steps, batch 32, HR patches 128.
+    "lapsrn-opencv": ("l1", 1e-4, 32, 32, [2, 4, 8],
+                      {"num_filters": 64, "depth": 10, "negative_slope": 0.2}, 674_304),
+}
 
 
 def test_every_published_profile_is_shipped():
-    assert EXPECTED_PROFILES | set(SMALL_PROFILES) | RRDB_PROFILES <= set(cfg.list_profiles())
+    assert EXPECTED_PROFILES | set(SMALL_PROFILES) | RRDB_PROFILES | set(OPENCV_PROFILES) \
+        <= set(cfg.list_profiles())
+
+
+@pytest.mark.parametrize("name", sorted(OPENCV_PROFILES))
+def test_opencv_profiles_follow_the_repositories_of_its_files(name):
+    loss, learning_rate, batch, patch, scales, sizes, count = OPENCV_PROFILES[name]
+    config = cfg.resolve(name)
+    assert config["model"] == name.replace("-", "_")
+    assert (config["loss"], config["optimizer"], config["learning_rate"]) == \
+        (loss, "adam", learning_rate)
+    assert (config["batch_size"], config["lr_patch"], config["scales"]) == \
+        (batch, patch, scales)
+    assert {k: config[k] for k in sizes} == sizes
+    assert build(config["model"], **cfg.builder_kwargs(config)).count_params() == count
+    if name == "lapsrn-opencv":
+        assert config["scale"] * config["lr_patch"] == 128
+        assert config["lr_decay_steps"] == list(range(10_000, 100_000, 10_000))
+        assert config["lr_decay_factor"] == 0.95
+    else:
+        assert config["lr_decay_steps"] == []
 
 
 def test_rrdbnet_psnr_profile_follows_esrgan():
@@ -163,7 +197,8 @@ def test_resume_needs_a_run_directory(tmp_path, capsys):
 # RCAN's ~2000-layer graph takes ~10 s to build: checked in the slow tier.
 @pytest.mark.parametrize("name", [
     pytest.param(name, marks=[pytest.mark.slow] if name == "rcan" else [])
-    for name in sorted(EXPECTED_PROFILES | set(SMALL_PROFILES) | RRDB_PROFILES)])
+    for name in sorted(EXPECTED_PROFILES | set(SMALL_PROFILES) | RRDB_PROFILES
+                       | set(OPENCV_PROFILES))])
 def test_every_profile_trains_on_the_demo_set(name):
     # The inputs are checked as `python -m sisr.train --profile NAME --dataset demo` does
     # before its run directory exists, then one batch of each pipeline is read.

@@ -402,6 +402,11 @@ INIT_BANDS = {  # profile: (L1, output std, head conv std)
     # RDN has no normalisation (the official network on 0..255): its head sees raw pixels
     "rdn": ((102, 121), (16.6, 30), (61, 90)),
     "rdn-a": ((100, 118), (15, 38.4), (61, 90)),
+    # OpenCV dnn_superres's networks at the builders' inits; FSRCNN's seven
+    # he-normal PReLU stages spread seeds 0-7 widely.
+    "espcn-opencv": ((90.5, 106), (26.7, 30.2), (0.039, 0.056)),
+    "fsrcnn-opencv": ((108, 412), (68, 328), (0.58, 0.82)),
+    "lapsrn-opencv": ((66.5, 92), (29.7, 66), (0.064, 0.086)),
     # RRDBNet (23 blocks) at BasicSR's init: seeds 0-7 spread widely at its output.
     "realesrnet-x4": ((66, 248), (35.8, 175), (0.238, 0.317)),
     # The same RRDBNet x4 (only the data and the recipe differ): the same statistics.

@@ -310,3 +310,49 @@ if OFFICIAL:  # defined only with the files at hand: no skip without them (tests
         y = np.random.default_rng(0).uniform(0, 1, (1, 10, 13, 1)).astype(np.float32)
         np.testing.assert_allclose(np.asarray(luma_network(ported.model)(y)),
                                    run_graph(path, y), atol=LUMA_ATOL, rtol=0)
+
+
+# -- fine-tuning OpenCV's networks from their profiles ----------------------------------
+# (graph, profile, overrides that give the graph's sizes)
+FINE_TUNED = [
+    ("fsrcnn_56-12-4_x2.pb", "fsrcnn-opencv", {}),
+    ("espcn_32-16_x3.pb", "espcn-opencv", {"num_filters": [32, 16]}),
+    ("lapsrn_16-3_x4.pb", "lapsrn-opencv", {"num_filters": 16, "depth": 3}),
+]
+
+
+@pytest.mark.parametrize("name,profile,overrides", FINE_TUNED)
+def test_a_ported_graph_seeds_every_layer_of_its_profile(tmp_path, name, profile, overrides):
+    from sisr.saving import save_model
+    from sisr.training import config as cfg
+    from sisr.training import trainer
+
+    path = str(tmp_path / "ported.keras")
+    ported = port_checkpoint(path_of(name)).model
+    save_model(ported, path)
+    config = cfg.resolve(profile, {**overrides, "scale": model_info(ported)["scale"],
+                                   "pretrained_model": path})
+    model = trainer.build_model(config)
+    copied = trainer.copy_pretrained(model, keras.saving.load_model(path, safe_mode=True),
+                                     config["scale"])
+    assert sorted(copied) == sorted(layer.name for layer in ported.layers if layer.weights)
+    for a, b in zip(model.weights, ported.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_the_fsrcnn_profile_fine_tunes_a_ported_graph(tmp_path, caplog):
+    from sisr import train
+
+    path = str(tmp_path / "fsrcnn_x2.keras")
+    assert port_main([path_of("fsrcnn_56-12-4_x2.pb"), "-o", path]) == 0
+    with caplog.at_level("INFO"):
+        code = train.main(["--profile", "fsrcnn-opencv", "--pretrained-model", path,
+                           "--dataset", "demo", "--epochs", "1", "--steps-per-epoch", "2",
+                           "--outdir", str(tmp_path / "runs"), "--seed", "0",
+                           "--verbose", "0"])
+    assert code == 0
+    assert f"copied 15 layers from {path}" in caplog.text
+    best = glob.glob(str(tmp_path / "runs" / "*" / "best.keras"))
+    assert len(best) == 1
+    assert model_info(keras.saving.load_model(best[0], safe_mode=True))["builder"] == \
+        "fsrcnn_opencv"
