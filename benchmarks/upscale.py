@@ -41,6 +41,13 @@ and how far a smaller overlap is from exact:
     python benchmarks/upscale.py --cases rrdbnet-x4 --no-untiled --weights \
         rrdbnet-x4=rrdbnet.npz --precisions float32,bfloat16 --overlaps auto,32 --compare
 
+A model that is not local (RCAN's channel attention) is not tiled unless `--approximate`
+asks for its approximate tiles (`sisr.upscale --approximate-tiles`: each window's own
+channel means), with `--overlaps` in LR pixels:
+
+    python benchmarks/upscale.py --cases rcan-x4 --no-untiled --repeats 1 --approximate \
+        --overlaps 10
+
 The machine's load average is printed before and after the runs (other jobs share it).
 """
 
@@ -96,15 +103,17 @@ def activation_gb(model, shape):
     return 4 * largest / 1e9
 
 
-def estimate_gb(case, tile, lr_shape=LR_SHAPE):
-    """Rough peak memory of a run: biggest layer at the processed size, x1.5, + 1 GB."""
+def estimate_gb(case, tile, lr_shape=LR_SHAPE, overlap=None):
+    """Rough peak memory of a run: biggest layer at the processed size, x1.5, + 1 GB.
+    `overlap`: the tiles' (None: the model's receptive-field radius)."""
     from sisr.model import build
     from sisr.upscaling import Upscaler
 
     builder, arguments = CASES[case]
     model = build(builder, **arguments)
     if tile:
-        overlap = Upscaler(model, scale=arguments["scale"]).overlap
+        if overlap is None:
+            overlap = Upscaler(model, scale=arguments["scale"]).overlap
         side = min(tile + 2 * overlap, max(lr_shape))
         shape = (min(side, lr_shape[0]), min(side, lr_shape[1]))
     else:
@@ -134,9 +143,10 @@ def case_model(case, weights=None):
 
 
 def worker(case, tile, check_seams, precision="float32", overlap=None, lr_shape=LR_SHAPE,
-           weights=None, save=None):
+           weights=None, save=None, approximate=False):
     """One measured run in this process; prints a JSON line with its figures. `save`: a
-    .npy file for the SR image (written after the timing)."""
+    .npy file for the SR image (written after the timing); `approximate`: tiles of a model
+    that is not local (`Upscaler(..., approximate=True)`)."""
     import numpy as np
 
     from sisr.upscaling import Upscaler, upscale_image
@@ -144,7 +154,7 @@ def worker(case, tile, check_seams, precision="float32", overlap=None, lr_shape=
     _, arguments = CASES[case]
     model = case_model(case, weights)
     upscaler = Upscaler(model, scale=arguments["scale"], tile=tile or None, overlap=overlap,
-                        precision=precision)
+                        precision=precision, approximate=approximate)
     image = test_image(lr_shape)
     upscale_image(upscaler, image[:64, :64])  # trace the forward pass outside the timing
     start = time.perf_counter()
@@ -170,7 +180,7 @@ def worker(case, tile, check_seams, precision="float32", overlap=None, lr_shape=
 
 
 def run_case(case, tile, check_seams, precision="float32", overlap=None, lr_shape=LR_SHAPE,
-             weights=None, save=None):
+             weights=None, save=None, approximate=False):
     """Runs `worker` in a fresh subprocess; returns its figures plus peak RSS in GB."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", case,
                "--tile", str(tile), "--precisions", precision,
@@ -178,7 +188,8 @@ def run_case(case, tile, check_seams, precision="float32", overlap=None, lr_shap
         ["--check-seams"] if check_seams else []) + (
         ["--worker-overlap", str(overlap)] if overlap is not None else []) + (
         ["--weights", f"{case}={weights}"] if weights else []) + (
-        ["--worker-save", save] if save else [])
+        ["--worker-save", save] if save else []) + (
+        ["--approximate"] if approximate else [])
     return worker_result(command, f"{case} tile={tile} {precision}")
 
 
@@ -237,6 +248,9 @@ def main(argv=None):
                         "levels, pixels more than 2 levels off, PSNR")
     p.add_argument("--lr-size", default=f"{LR_SHAPE[0]}x{LR_SHAPE[1]}", metavar="HxW",
                    help="LR image height x width (default %(default)s, DIV2K-sized)")
+    p.add_argument("--approximate", action="store_true",
+                   help="tile the cases that are not local (rcan-x4) anyway, as `upscale "
+                        "--approximate-tiles` does; needs --overlaps in LR pixels")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-overlap", type=int, help=argparse.SUPPRESS)
     p.add_argument("--worker-save", help=argparse.SUPPRESS)
@@ -256,6 +270,9 @@ def main(argv=None):
         p.error(f"--overlaps: expected auto or LR pixels (integers), got {error}")
     if args.overlap_zero and 0 not in overlaps:
         overlaps.append(0)
+    if args.approximate and None in overlaps:
+        p.error("--approximate: give --overlaps in LR pixels (a model that is not local "
+                "has no receptive-field radius)")
     try:
         lr_shape = tuple(int(n) for n in args.lr_size.lower().split("x"))
     except ValueError:
@@ -264,7 +281,8 @@ def main(argv=None):
         p.error(f"--lr-size: expected HxW, e.g. 1356x2040, got {args.lr_size!r}")
     if args.worker:
         worker(args.worker, args.tile, args.check_seams, args.precisions,
-               args.worker_overlap, lr_shape, weights.get(args.worker), args.worker_save)
+               args.worker_overlap, lr_shape, weights.get(args.worker), args.worker_save,
+               args.approximate)
         return 0
     precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
     if not precisions or set(precisions) - {"float32", "bfloat16"}:
@@ -279,15 +297,16 @@ def main(argv=None):
     runs, skipped, untileable = [], [], []
     for case in cases:
         for tile in ([args.tile] if args.no_untiled else [args.tile, 0]):
-            if tile and not get_spec(CASES[case][0]).local:
+            local = get_spec(CASES[case][0]).local
+            if tile and not local and not args.approximate:
                 untileable.append(case)  # global pooling or attention: tiles are refused
                 continue
-            estimate = estimate_gb(case, tile, lr_shape)
-            if tile == 0 and estimate > args.max_gb:
-                skipped.append((case, estimate))
-                continue
-            for precision in precisions:
-                for overlap in (overlaps if tile else [None]):
+            for overlap in (overlaps if tile else [None]):
+                estimate = estimate_gb(case, tile, lr_shape, overlap)
+                if tile == 0 and estimate > args.max_gb:
+                    skipped.append((case, estimate))
+                    continue
+                for precision in precisions:
                     runs.append((case, tile, precision, overlap, estimate))
     results = {run[:4]: [] for run in runs}
     saved = tempfile.mkdtemp(prefix="sisr-upscale-") if args.compare else None
@@ -305,7 +324,8 @@ def main(argv=None):
         for case, tile, precision, overlap, _ in runs[shift:] + runs[:shift]:
             key = (case, tile, precision, overlap)
             result = run_case(case, tile, False, precision, overlap, lr_shape,
-                              weights.get(case), outputs[key] if r == 0 else None)
+                              weights.get(case), outputs[key] if r == 0 else None,
+                              args.approximate and not get_spec(CASES[case][0]).local)
             results[key].append(result)
             print(f"  round {r + 1}: {case} tile={tile or 'none'} {precision}"
                   f"{'' if overlap is None else f' overlap {overlap}'}: "
@@ -349,7 +369,8 @@ def main(argv=None):
         else:
             compared = "(reference)" if saved else "-"
         rows.append([
-            case, precision, f"{tile} (+{found[0]['overlap']})" if tile else "none",
+            case, precision, (f"{tile} (+{found[0]['overlap']})" + (
+                "" if get_spec(CASES[case][0]).local else " approx.")) if tile else "none",
             found[0]["tiles"], f"{t:.1f}", f"{spread(seconds):.2f}",
             f"{lr_mpx / t:.3f}", f"{lr_mpx * scale * scale / t:.2f}",
             f"{median([f['peak_gb'] for f in found]):.2f}", f"{estimate:.1f}",

@@ -8,7 +8,9 @@ The work is `sisr.upscaling` (seamless tiles, channel layouts, self-ensemble); t
 reads and writes the files (videos: `sisr.video`, frame by frame, audio and timestamps
 kept). EXIF orientation is applied. By default a model is run in
 tiles of `DEFAULT_TILE` LR pixels if it is tileable (every layer local), else on whole
-images (logged); an explicit `--tile N` with a model that is not tileable is refused.
+images (logged); an explicit `--tile N` with a model that is not tileable is refused,
+unless `--approximate-tiles` (with `--overlap`) accepts tiles that differ from the
+untiled result.
 """
 
 import logging
@@ -108,6 +110,12 @@ def make_parser():
     p.add_argument("--overlap", type=int,
                    help="LR context pixels around each tile (default: the model's "
                         "receptive-field radius, which makes tiles seamless)")
+    p.add_argument("--approximate-tiles", action="store_true",
+                   help="tile a model that is not local (RCAN's channel attention) anyway, "
+                        "as EDSR-PyTorch's --chop does, for images too large to run whole: "
+                        "each tile's window stands in for the image in the global "
+                        "statistics, so the result differs from the untiled one; needs "
+                        "--overlap (e.g. 10, --chop's)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the 8 flips/rotations (8x slower)")
     p.add_argument("--precision", choices=CLI_PRECISIONS, default="auto",
@@ -151,6 +159,9 @@ def _check_args(p, args):
         p.error(f"--tile must be >= 0, got {args.tile}")
     if args.overlap is not None and args.overlap < 0:
         p.error(f"--overlap must be >= 0, got {args.overlap}")
+    if args.approximate_tiles and (args.overlap is None or args.tile == 0):
+        p.error("--approximate-tiles needs --overlap (LR context pixels around each tile) "
+                "and tiles (--tile > 0)")
     if not 1 <= args.quality <= 100:
         p.error(f"--quality must be in 1..100, got {args.quality}")
     if args.scale is not None and args.scale < 1:
@@ -289,15 +300,22 @@ def _upscaler(model, scale, precision, args):
     tile = args.tile
     if tile is None:
         radius, reason = locality(model)
-        tile = DEFAULT_TILE if radius is not None else 0
+        tile = DEFAULT_TILE if radius is not None or args.approximate_tiles else 0
         if not tile:
             log.info("whole images: model %r cannot be upscaled in tiles: %s", model.name,
                      reason)
     try:
-        return Upscaler(model, scale=scale, tile=tile, overlap=args.overlap,
-                        self_ensemble=args.self_ensemble, precision=precision)
+        upscaler = Upscaler(model, scale=scale, tile=tile, overlap=args.overlap,
+                            self_ensemble=args.self_ensemble, precision=precision,
+                            approximate=args.approximate_tiles)
     except NotTileableError as err:
-        raise UsageError(f"--tile {tile}: {err}; use --tile 0 (whole images)") from err
+        raise UsageError(f"--tile {tile}: {err}; use --tile 0 (whole images) or "
+                         "--approximate-tiles with --overlap") from err
+    if upscaler.approximation:
+        log.warning("approximate tiles of %d + %d LR pixels: model %r is not local (%s), "
+                    "so each tile's window stands in for the whole image", tile,
+                    args.overlap, model.name, upscaler.approximation)
+    return upscaler
 
 
 def _denoise_model(args):

@@ -8,7 +8,9 @@ around it (by default the model's receptive-field radius, read from its layers b
 result equals the untiled one up to float rounding (at most 1 grey level, on rare pixels).
 A model with a layer not known to be local (global pooling, attention, ...) or whose
 registered architecture is declared `local=False` is never tiled: asking for tiles raises
-`NotTileableError`, and whole images are always available (`tile=None`).
+`NotTileableError`, and whole images are always available (`tile=None`). Unless asked
+explicitly (`approximate=True` with an `overlap`, as EDSR-PyTorch's `--chop` runs RCAN):
+then each tile's window stands in for the whole image in the global statistics.
 
     sr = upscale_image(model, image, tile=256)   # uint8 in any channel layout, uint8 out
                                                  # (uint16 in, uint16 out)
@@ -136,13 +138,18 @@ class Upscaler:
             radius (exact up to float rounding).
         self_ensemble: average the outputs of the 8 flips/rotations (EDSR+), in float.
         precision: "float32" or "bfloat16" (a mixed copy of the model, see `sisr.precision`).
+        approximate: tile a model that is not tileable anyway, with `overlap` pixels of
+            context: its global statistics (channel attention's means) are each window's,
+            not the image's, so the result is not the untiled one. For images too large
+            to run whole; ignored for tileable models.
 
     Raises:
-        NotTileableError: `tile` is set, and the model is not tileable (`locality`).
+        NotTileableError: `tile` is set, and the model is not tileable (`locality`), unless
+            `approximate` (which then needs `overlap`).
     """
 
     def __init__(self, model, scale=None, tile=None, overlap=None, self_ensemble=False,
-                 precision="float32"):
+                 precision="float32", approximate=False):
         from sisr.inference import compiled_forward
         from sisr.precision import inference_copy
 
@@ -156,8 +163,15 @@ class Upscaler:
         self.scale = scale if scale is not None else model_scale(model)
         self.tile = tile or None
         radius, reason = locality(model)
+        # Why the tiles are not the untiled result (None: they are, up to rounding).
+        self.approximation = None
         if self.tile and radius is None:
-            raise NotTileableError(model.name, reason)
+            if not approximate:
+                raise NotTileableError(model.name, reason)
+            if overlap is None:
+                raise UsageError(f"approximate tiles of model {model.name!r} need an overlap "
+                                 f"(it has no receptive-field radius: {reason})")
+            self.approximation = reason
         # None for a model that is not tileable: whole images need no margin.
         self.overlap = radius if overlap is None else overlap
         # Windows start on (and, inside the image, end on) this grid: a pixel unshuffle
@@ -309,7 +323,7 @@ def resize_output(sr, height, width):
 
 
 def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on_tile=None,
-                  precision="float32", alpha="bicubic"):
+                  precision="float32", alpha="bicubic", approximate=False):
     """Super-resolves a uint8 or uint16 image of any size and channel layout (NumPy in,
     NumPy out, of the same type; see `Upscaler` for 16 bits).
 
@@ -318,8 +332,8 @@ def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on
         image: uint8 HxW or HxWx1 (grayscale), HxWx2 (grayscale + alpha), HxWx3 (RGB) or
             HxWx4 (RGBA). Grayscale goes through the model as RGB and comes back as luma;
             alpha is upscaled with bicubic.
-        tile, overlap, self_ensemble, precision: see `Upscaler` (ignored if `model` is an
-            Upscaler).
+        tile, overlap, self_ensemble, precision, approximate: see `Upscaler` (ignored if
+            `model` is an Upscaler).
         on_tile: optional callable, called after each tile (progress bars); with
             `alpha="model"`, the alpha channel's tiles are counted too.
         alpha: how an alpha channel is upscaled, "bicubic" or "model" (`ALPHA_MODES`).
@@ -330,7 +344,8 @@ def upscale_image(model, image, tile=None, overlap=None, self_ensemble=False, on
     if alpha not in ALPHA_MODES:
         raise UsageError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
     upscaler = model if isinstance(model, Upscaler) else Upscaler(
-        model, tile=tile, overlap=overlap, self_ensemble=self_ensemble, precision=precision)
+        model, tile=tile, overlap=overlap, self_ensemble=self_ensemble, precision=precision,
+        approximate=approximate)
     array = np.asarray(image)
     if array.dtype not in (np.uint8, np.uint16):
         raise UsageError(f"image must be uint8 or uint16, got {array.dtype}")

@@ -246,6 +246,52 @@ def test_cli_tiles_only_tileable_models(toy_specs, tmp_path, capsys, caplog):
     assert evaluate.main(args) == 0
 
 
+def test_approximate_tiles_only_when_asked_with_an_overlap(toy_specs):
+    from sisr.errors import UsageError
+
+    model = toy_specs["toy_attention"].build_tiny()
+    image = random_image((13, 18, 3), seed=14)
+    image[:, 9:] = 255  # a bright right half: a window's means are far from the image's
+    whole = upscaling.upscale_image(model, image)
+    with pytest.raises(UsageError, match="approximate tiles of model .* need an overlap"):
+        upscaling.Upscaler(model, tile=4, approximate=True)
+    # Windows that cover the image see the image's statistics: the untiled result.
+    covering = upscaling.Upscaler(model, tile=4, overlap=18, approximate=True)
+    assert "ca_pool" in covering.approximation and len(covering.tiles(13, 18)) == 20
+    np.testing.assert_array_equal(upscaling.upscale_image(covering, image), whole)
+    # Smaller windows: each tile's attention is its own window's, so the result differs.
+    tiled = upscaling.upscale_image(model, image, tile=6, overlap=2, approximate=True)
+    assert tiled.shape == whole.shape and tiled.dtype == whole.dtype
+    assert np.abs(tiled.astype(int) - whole).max() > 1
+    # The flag changes nothing for a tileable model: exact tiles, the radius as margin.
+    local = edsr(2, num_filters=4, num_res_blocks=1)
+    exact = upscaling.Upscaler(local, tile=4, approximate=True)
+    assert exact.approximation is None
+    assert exact.overlap == upscaling.receptive_radius(local)
+
+
+def test_cli_approximate_tiles(toy_specs, tmp_path, capsys, caplog):
+    path = tmp_path / "toy.keras"
+    sisr.save_model(toy_specs["toy_attention"].build_tiny(), path)
+    model = sisr.load_model(path)
+    image = random_image((13, 18, 3), seed=15)
+    source = _save(tmp_path / "in.png", image)
+    out = tmp_path / "out"
+    args = ["-i", source, "-o", str(out), "--model", str(path), "-q", "--approximate-tiles"]
+    with pytest.raises(SystemExit) as exit_info:
+        up.main(args + ["--tile", "8"])  # no --overlap
+    assert exit_info.value.code == 2
+    assert "--approximate-tiles needs --overlap" in capsys.readouterr().err
+    assert not out.exists()
+    caplog.set_level("WARNING", logger="sisr")
+    assert up.main(args + ["--tile", "8", "--overlap", "20"]) == 0
+    assert "approximate tiles of 8 + 20 LR pixels: model 'toy_attention' is not local" \
+        in caplog.text
+    # Windows of 8 + 20 cover this image: the same pixels as the untiled model.
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "in_x2.png")),
+                                  sisr.resolve_single(model, image))
+
+
 @pytest.mark.parametrize("layer,match", [
     (lambda: keras.layers.Dense(3, name="dense"), r"'dense' \(Dense\) is not known"),
     (lambda: keras.layers.MaxPooling2D(1, name="pool"), r"'pool' \(MaxPooling2D\)"),
