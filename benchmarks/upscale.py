@@ -270,7 +270,7 @@ def main(argv=None):
         p.error(f"--overlaps: expected auto or LR pixels (integers), got {error}")
     if args.overlap_zero and 0 not in overlaps:
         overlaps.append(0)
-    if args.approximate and None in overlaps:
+    if args.approximate and None in overlaps and not args.worker:
         p.error("--approximate: give --overlaps in LR pixels (a model that is not local "
                 "has no receptive-field radius)")
     try:
