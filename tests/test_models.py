@@ -393,8 +393,9 @@ INIT_BANDS = {  # profile: (L1, output std, head conv std)
     "wdsr-b-8": ((55.7, 99), (41.4, 62), (0.27, 0.44)),
     "wdsr-b-16": ((59, 81.5), (43.8, 63), (0.27, 0.44)),
     "wdsr-b-32": ((63, 94), (43, 68), (0.27, 0.44)),
-    # VDSR: 20 bias-free layers at PyTorch's init shrink to ~0; the output is the bicubic
-    "vdsr": ((6.5, 8), (74, 78), (0.15, 0.25)),
+    # VDSR: 20 layers at PyTorch's init shrink the residual to ~0, so the output is the
+    # bicubic; its head sees x - mean on 0..255, as RCAN's (seeds 0-7: 22.2 .. 30.4)
+    "vdsr": ((6.5, 8), (74, 78), (20, 33)),
     "srcnn": ((100, 120), (12, 35), (0.10, 0.18)),
     "fsrcnn": ((105, 115), (1.5, 5), (0.55, 0.72)),
     "espcn": ((95, 105), (25, 45), (0.25, 0.32)),

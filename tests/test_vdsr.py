@@ -58,9 +58,9 @@ def test_vdsr_tiles_exactly_with_the_bicubic_reach():
 
 def test_default_parameters_equal_official_vdsr():
     # EDSR-PyTorch's VDSR r20f64 (counted from the official module by the fixture script):
-    # 20 bias-free 3x3 convs, 3 -> 64 -> ... -> 64 -> 3
+    # 20 3x3 convs with biases, 3 -> 64 -> ... -> 64 -> 3
     official = manifest()["official_r20f64_trainable_parameters"]
-    assert official == 3 * 64 * 9 + 18 * 64 * 64 * 9 + 64 * 3 * 9
+    assert official == (3 * 9 + 1) * 64 + 18 * (64 * 9 + 1) * 64 + (64 * 9 + 1) * 3
     for scale in (2, 3, 4):
         assert vdsr(scale).count_params() == official
 
@@ -84,6 +84,10 @@ def test_port_reproduces_official_vdsr(scale):
     assert np.abs(y - expected).max() < 1e-3
     # the residual carries the image: the network's own part is far from zero
     assert np.abs(expected - arrays["input_large"]).mean() > 1
+    # the biases matter: without them the output is another
+    unbiased = port({k: 0 * v if k.startswith("body.") and k.endswith(".bias") else v
+                     for k, v in sd.items()}, scale=scale)
+    assert np.abs(np.asarray(unbiased(x)).transpose(0, 3, 1, 2) - expected).max() > 1
 
 
 def test_port_needs_the_scale_and_refuses_a_wrong_depth():
@@ -95,6 +99,12 @@ def test_port_needs_the_scale_and_refuses_a_wrong_depth():
     del sd["body.3.0.weight"]
     with pytest.raises(ValueError, match="body.N.0.weight"):
         port(sd, source="edsr-pytorch-vdsr", scale=2)
+    # EDSR-PyTorch's vdsr.py before "fix vdsr bugs" built its convs without biases
+    bias_free = {k: v for k, v in state_dict(load("vdsr_f16_d6_x2.npz")).items()
+                 if not k.endswith(".0.bias")}
+    assert not edsr_pytorch_vdsr.detect(bias_free)
+    with pytest.raises(ValueError, match="body.0.0.bias; a VDSR without biases"):
+        port(bias_free, source="edsr-pytorch-vdsr", scale=2)
 
 
 def train_against_official(optimizer):
@@ -123,9 +133,8 @@ def train_against_official(optimizer):
 
 
 def test_training_steps_equal_official():
-    # EDSR-PyTorch trains VDSR with L1 and Adam (lr 1e-4 here); the network has no biases
-    # and is positively homogeneous, so sisr's /127.5 normalisation leaves the loss and
-    # the kernels' gradients equal to the official ones.
+    # EDSR-PyTorch trains VDSR with L1 and Adam (lr 1e-4 here); sisr's VDSR has the same
+    # parametrisation (x - mean on 0..255), so the losses and gradients are the official ones.
     import keras
 
     config = {"optimizer": "adam", "learning_rate": 1e-4, "lr_decay_steps": [],

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from sisr.initializers import ICNR, FanInUniform, torch_kernel
-from sisr.layers import PixelShuffle
+from sisr.layers import DIV2K_RGB_MEAN, PixelShuffle
 from sisr.model.registry import SCALES  # noqa: F401  (re-exported)
 from sisr.model.srmodel import SRModel
 
@@ -78,6 +78,14 @@ def check_upsample_init(upsample_init, builder):
     if upsample_init not in UPSAMPLE_INITS:
         raise ValueError(f"{builder}: `upsample_init` must be one of {UPSAMPLE_INITS}, "
                          f"got {upsample_init!r}")
+
+
+def mean_shift(sign, name):
+    """`x + sign * mean` on the [0, 255] scale: EDSR-PyTorch's MeanShift at rgb_range 255,
+    the normalisation RCAN and VDSR were published with (no division, unlike EDSR's / 127.5
+    here)."""
+    return keras.layers.Rescaling(1.0, offset=[sign * m for m in DIV2K_RGB_MEAN], name=name,
+                                  dtype="float32" if sign > 0 else None)
 
 
 def conv(filters, kernel_size, name, activation=None, init="torch", icnr=None):

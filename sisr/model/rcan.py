@@ -3,18 +3,11 @@ Networks", ECCV 2018)."""
 
 import keras
 
-from sisr.layers import DIV2K_RGB_MEAN
 from sisr.model.common import (
-    SCALES, check_positive_int, check_scale, conv, lr_input, sr_model, subpixel_upsample,
+    SCALES, check_positive_int, check_scale, conv, lr_input, mean_shift, sr_model,
+    subpixel_upsample,
 )
 from sisr.model.registry import ModelSpec, register
-
-
-def mean_shift(sign, name):
-    """`x + sign * mean` on the [0, 255] scale: EDSR-PyTorch's MeanShift at rgb_range 255,
-    the normalisation RCAN was published with (no division, unlike EDSR's / 127.5 here)."""
-    return keras.layers.Rescaling(1.0, offset=[sign * m for m in DIV2K_RGB_MEAN], name=name,
-                                  dtype="float32" if sign > 0 else None)
 
 
 def channel_attention(x_in, num_filters, reduction, name):

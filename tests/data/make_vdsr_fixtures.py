@@ -11,10 +11,14 @@ file it loads, by path, is `sisr/imresize.py` (NumPy only), for MATLAB's bicubic
 of the LR input, which EDSR-PyTorch's data loader gives VDSR pre-made (`input_large`, the
 `LR_bicubicL` files).
 
+Upstream: `vdsr.py` and `common.py` at EDSR-PyTorch commit 9d3bb0e (the issue's), whose
+VDSR convs have biases (since "fix vdsr bugs", d99e575; the earlier ab6b0ad had none).
+
 - Port fixtures `vdsr_f16_d6_x{2,3,4}.npz`: the official `VDSR(args)` at rgb_range 255,
   16 filters, 6 layers, seeded PyTorch init with every kernel's output channels multiplied
-  by gains drawn from U(2, 3) (the network has no biases; its MeanShift is the real
-  DIV2K mean); `input` a (1, 3, 12, 16) LR image of integers 0..255, `input_large` its
+  by gains drawn from U(2, 3) and N(0, 1) added to every bias, so that no default value is
+  left (its MeanShift is the real DIV2K mean); `input` a (1, 3, 12, 16) LR image of
+  integers 0..255, `input_large` its
   `imresize(input, scale)` (float64 rounded to float32, unrounded to integers), `output`
   the official model's output for `input_large`, NCHW on 0..255.
 - Training fixture `vdsr_f16_d6_x2_train.npz`: seeded PyTorch-default init, then per batch
@@ -54,9 +58,11 @@ def port_fixtures(vdsr, imresize, out):
         module = vdsr.VDSR(Namespace(**CONFIG)).eval()
         with torch.no_grad():
             for name, p in module.named_parameters():
-                if name.startswith("body."):
+                if name.startswith("body.") and name.endswith(".weight"):
                     gains = rng.uniform(2.0, 3.0, size=(p.shape[0], 1, 1, 1))
                     p.mul_(torch.from_numpy(gains.astype(np.float32)))
+                elif name.startswith("body."):
+                    p.add_(torch.from_numpy(rng.normal(size=p.shape).astype(np.float32)))
         x = rng.integers(0, 256, size=(1, 3, 12, 16)).astype(np.float32)
         large = upscale(imresize, x, scale)
         with torch.no_grad():
@@ -67,7 +73,7 @@ def port_fixtures(vdsr, imresize, out):
                             **arrays)
         files[name] = {"arch": "VDSR", "scale": scale, "config": CONFIG,
                        "seed": SEED + scale, "weights": "PyTorch init, kernels x U(2, 3) "
-                       "per output channel", "output_shape": list(y.shape)}
+                       "per output channel, biases + N(0, 1)", "output_shape": list(y.shape)}
     return files
 
 
@@ -120,9 +126,8 @@ def main(argv=None):
     manifest = {
         "generator": "tests/data/make_vdsr_fixtures.py", "seed": SEED,
         "torch": torch.__version__, "numpy": np.__version__,
-        "upstream": {"VDSR": "sanghyun-son/EDSR-PyTorch ab6b0ad721f539daaa8658002665872f4b7ce013"
-                             " src/model/vdsr.py; 9d3bb0ec620ea2ac1b5e5e7a32b0133fbba66fd2 "
-                             "src/model/common.py"},
+        "upstream": {"VDSR": "sanghyun-son/EDSR-PyTorch 9d3bb0ec620ea2ac1b5e5e7a32b0133fbba66fd2 "
+                             "src/model/vdsr.py, src/model/common.py"},
         "upstream_file_sha256": {
             f"EDSR-PyTorch/src/model/{n}": sha256(os.path.join(args.edsr, n))
             for n in ("vdsr.py", "common.py")},
