@@ -41,6 +41,9 @@ SEQUENCE = (0, 2, 1, 1, 0, 2)
 def make(edsr_dir, seed):
     sys.path.insert(0, os.path.dirname(edsr_dir))  # mdsr.py does `from model import common`
     mdsr = load_module("model.mdsr", os.path.join(edsr_dir, "mdsr.py"))
+    # From 9d3bb0e on, MDSR looks its download URL up by configuration (r16f64, r80f64).
+    if hasattr(mdsr, "url"):
+        mdsr.url.setdefault(f"r{CONFIG['n_resblocks']}f{CONFIG['n_feats']}", "")
     torch.manual_seed(seed)
     module = mdsr.MDSR(Namespace(n_colors=3, **CONFIG))
     with torch.no_grad():
@@ -114,7 +117,7 @@ def main(argv=None):
             manifest = json.load(f)
     manifest.update({
         "torch": torch.__version__, "numpy": np.__version__,
-        "upstream": "sanghyun-son/EDSR-PyTorch src/model/mdsr.py (stored at commit "
+        "upstream": "sanghyun-son/EDSR-PyTorch src/model/mdsr.py (commit "
                     "4f5e2ced93ebb21b42c8568b044c143a4be4a651) src/model/common.py "
                     "(commit 9d3bb0ec620ea2ac1b5e5e7a32b0133fbba66fd2)",
         "upstream_file_sha256": {f"EDSR-PyTorch/src/model/{n}": sha256(

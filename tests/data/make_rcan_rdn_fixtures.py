@@ -178,7 +178,8 @@ def main(argv=None):
             counts[f"rdn_{config}_x{scale}"] = count(rdn(scale, config, 64)())
 
     upstream = {
-        "EDSR-PyTorch": "sanghyun-son/EDSR-PyTorch src/model/rcan.py src/model/rdn.py "
+        "EDSR-PyTorch": "sanghyun-son/EDSR-PyTorch 9d3bb0ec620ea2ac1b5e5e7a32b0133fbba66fd2 "
+                        "src/model/rcan.py src/model/rdn.py "
                         "src/model/common.py",
         "BasicSR": "XPixelGroup/BasicSR 6846f1689f0d736e332f6454f3a24b98eac731d4 "
                    "basicsr/archs/rcan_arch.py basicsr/archs/arch_util.py"}
