@@ -485,8 +485,10 @@ def test_resume_falls_back_to_the_previous_intact_backup(tmp_path, capsys, caplo
     sisr.load_model(os.path.join(run_dir, "best.keras"))
 
 
-@pytest.mark.parametrize("damage", ["state_truncated", "state_invalid", "state_not_a_state",
-                                    "every_backup"])
+# Each damage takes a two-epoch run (~5 s): two in the default tier, two in the slow one.
+@pytest.mark.parametrize("damage", [
+    "state_truncated", pytest.param("state_invalid", marks=pytest.mark.slow),
+    pytest.param("state_not_a_state", marks=pytest.mark.slow), "every_backup"])
 def test_resume_refuses_a_damaged_run_and_changes_nothing(tmp_path, capsys, damage):
     run_dir = two_epoch_run(tmp_path, steps=1)
     backup = os.path.join(run_dir, "backup")
@@ -552,7 +554,8 @@ def train_losses(run_dir):
         return [(int(r["epoch"]), r["loss"]) for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "weight_norm_adam"])
+@pytest.mark.parametrize("optimizer", [
+    "adam", pytest.param("weight_norm_adam", marks=pytest.mark.slow)])  # ~7 s each
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, optimizer):
     """Same seed: after a crash in epoch 2 and --resume, the weights and every optimizer
     variable at the end are those of a run that was never interrupted."""
