@@ -52,9 +52,9 @@ def listed():
 
 def test_checksums_match_the_manifests():
     files = listed()
-    # rrdb/: 7 .npz, 4 .pth; degradations/: basicsr.npz, bsrgan.npz; gan/: 4 .npz, 1 .pth;
-    # opencv_pb/: 4 .pb, reference.npz; gan_steps/: 2 .npz
-    assert len(files) == 13 + 4 + 1 + 14 + 4 + 11 + 1 + 14 + 4 + 2 + 5 + 5 + 2
+    # vdsr/: 5 .npz; rrdb/: 7 .npz, 4 .pth; degradations/: basicsr.npz, bsrgan.npz;
+    # gan/: 4 .npz, 1 .pth; opencv_pb/: 4 .pb, reference.npz; gan_steps/: 2 .npz
+    assert len(files) == 13 + 4 + 1 + 14 + 5 + 11 + 1 + 14 + 4 + 2 + 5 + 5 + 2
     for name, expected in files.items():
         assert sha256(os.path.join(DATA, name)) == expected, name
 

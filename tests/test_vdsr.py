@@ -90,6 +90,21 @@ def test_port_reproduces_official_vdsr(scale):
     assert np.abs(np.asarray(unbiased(x)).transpose(0, 3, 1, 2) - expected).max() > 1
 
 
+def test_port_reproduces_official_vdsr_at_rgb_range_1():
+    # EDSR-PyTorch at rgb_range 1 works on [0, 1]: its biases are 255 times smaller
+    arrays = load("vdsr_f16_d6_x2_rgb1.npz")
+    sd = state_dict(arrays)
+    model = port(sd, scale=2)
+    y = np.asarray(model(arrays["input"].transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+    expected = arrays["output"] * 255.0
+    assert np.abs(y - expected).max() < 1e-3
+    # read as if at rgb_range 255 (the biases unscaled), the output is another
+    as_255 = port(dict(sd, **{k: v * 255.0 for k, v in sd.items() if k.endswith("_mean.bias")}),
+                  scale=2)
+    y = np.asarray(as_255(arrays["input"].transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+    assert np.abs(y - expected).max() > 1
+
+
 def test_port_needs_the_scale_and_refuses_a_wrong_depth():
     sd = state_dict(load("vdsr_f16_d6_x2.npz"))
     with pytest.raises(ValueError, match="does not show the scale: give it"):

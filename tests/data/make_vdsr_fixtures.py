@@ -20,7 +20,8 @@ VDSR convs have biases (since "fix vdsr bugs", d99e575; the earlier ab6b0ad had 
   left (its MeanShift is the real DIV2K mean); `input` a (1, 3, 12, 16) LR image of
   integers 0..255, `input_large` its
   `imresize(input, scale)` (float64 rounded to float32, unrounded to integers), `output`
-  the official model's output for `input_large`, NCHW on 0..255.
+  the official model's output for `input_large`, NCHW on 0..255. `vdsr_f16_d6_x2_rgb1.npz`:
+  the same at rgb_range 1 (the network fed `input_large / 255`, `output` on [0, 1]).
 - Training fixture `vdsr_f16_d6_x2_train.npz`: seeded PyTorch-default init, then per batch
   of tests/data/training/batches_x2.npz (LR upscaled by `imresize` as above): zero_grad,
   L1 loss on the 0..255 scale, backward, `torch.optim.Adam(1e-4, betas=(0.9, 0.999),
@@ -52,10 +53,11 @@ def upscale(imresize, lr_nchw, scale):
 
 def port_fixtures(vdsr, imresize, out):
     files = {}
-    for scale in (2, 3, 4):
+    for scale, rgb_range in ((2, 255), (3, 255), (4, 255), (2, 1)):
+        config = dict(CONFIG, rgb_range=rgb_range)
         torch.manual_seed(SEED + scale)
-        rng = np.random.default_rng(SEED + scale)
-        module = vdsr.VDSR(Namespace(**CONFIG)).eval()
+        rng = np.random.default_rng(SEED + scale + (rgb_range == 1))
+        module = vdsr.VDSR(Namespace(**config)).eval()
         with torch.no_grad():
             for name, p in module.named_parameters():
                 if name.startswith("body.") and name.endswith(".weight"):
@@ -65,15 +67,17 @@ def port_fixtures(vdsr, imresize, out):
                     p.add_(torch.from_numpy(rng.normal(size=p.shape).astype(np.float32)))
         x = rng.integers(0, 256, size=(1, 3, 12, 16)).astype(np.float32)
         large = upscale(imresize, x, scale)
+        fed = large if rgb_range == 255 else large / 255  # rgb_range 1: images on [0, 1]
         with torch.no_grad():
-            y = module(torch.from_numpy(large)).numpy().astype(np.float32)
-        name = f"vdsr_f16_d6_x{scale}.npz"
+            y = module(torch.from_numpy(fed)).numpy().astype(np.float32)
+        name = f"vdsr_f16_d6_x{scale}{'_rgb1' if rgb_range == 1 else ''}.npz"
         arrays = {f"sd/{k}": v for k, v in state(module).items()}
         np.savez_compressed(os.path.join(out, name), input=x, input_large=large, output=y,
                             **arrays)
-        files[name] = {"arch": "VDSR", "scale": scale, "config": CONFIG,
-                       "seed": SEED + scale, "weights": "PyTorch init, kernels x U(2, 3) "
-                       "per output channel, biases + N(0, 1)", "output_shape": list(y.shape)}
+        files[name] = {"arch": "VDSR", "scale": scale, "config": config,
+                       "seed": SEED + scale + (rgb_range == 1),
+                       "weights": "PyTorch init, kernels x U(2, 3) per output channel, "
+                                  "biases + N(0, 1)", "output_shape": list(y.shape)}
     return files
 
 
