@@ -294,11 +294,11 @@ def main(argv=None):
         p.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
     from sisr.model import get_spec
 
+    local = {case: get_spec(CASES[case][0]).local for case in cases}
     runs, skipped, untileable = [], [], []
     for case in cases:
         for tile in ([args.tile] if args.no_untiled else [args.tile, 0]):
-            local = get_spec(CASES[case][0]).local
-            if tile and not local and not args.approximate:
+            if tile and not local[case] and not args.approximate:
                 untileable.append(case)  # global pooling or attention: tiles are refused
                 continue
             for overlap in (overlaps if tile else [None]):
@@ -325,7 +325,7 @@ def main(argv=None):
             key = (case, tile, precision, overlap)
             result = run_case(case, tile, False, precision, overlap, lr_shape,
                               weights.get(case), outputs[key] if r == 0 else None,
-                              args.approximate and not get_spec(CASES[case][0]).local)
+                              args.approximate and not local[case])
             results[key].append(result)
             print(f"  round {r + 1}: {case} tile={tile or 'none'} {precision}"
                   f"{'' if overlap is None else f' overlap {overlap}'}: "
@@ -370,7 +370,7 @@ def main(argv=None):
             compared = "(reference)" if saved else "-"
         rows.append([
             case, precision, (f"{tile} (+{found[0]['overlap']})" + (
-                "" if get_spec(CASES[case][0]).local else " approx.")) if tile else "none",
+                "" if local[case] else " approx.")) if tile else "none",
             found[0]["tiles"], f"{t:.1f}", f"{spread(seconds):.2f}",
             f"{lr_mpx / t:.3f}", f"{lr_mpx * scale * scale / t:.2f}",
             f"{median([f['peak_gb'] for f in found]):.2f}", f"{estimate:.1f}",
