@@ -56,7 +56,8 @@ def port_fixtures(vdsr, imresize, out):
     for scale, rgb_range in ((2, 255), (3, 255), (4, 255), (2, 1)):
         config = dict(CONFIG, rgb_range=rgb_range)
         torch.manual_seed(SEED + scale)
-        rng = np.random.default_rng(SEED + scale + (rgb_range == 1))
+        seed = SEED + scale + (rgb_range == 1)  # NumPy's: gains, biases and the input
+        rng = np.random.default_rng(seed)
         module = vdsr.VDSR(Namespace(**config)).eval()
         with torch.no_grad():
             for name, p in module.named_parameters():
@@ -75,7 +76,7 @@ def port_fixtures(vdsr, imresize, out):
         np.savez_compressed(os.path.join(out, name), input=x, input_large=large, output=y,
                             **arrays)
         files[name] = {"arch": "VDSR", "scale": scale, "config": config,
-                       "seed": SEED + scale + (rgb_range == 1),
+                       "seed": seed,
                        "weights": "PyTorch init, kernels x U(2, 3) per output channel, "
                                   "biases + N(0, 1)", "output_shape": list(y.shape)}
     return files

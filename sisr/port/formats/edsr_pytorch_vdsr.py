@@ -11,7 +11,7 @@ import numpy as np
 
 from sisr.port.formats.edsr_pytorch import MEAN_SHIFT, _check_mean_shift
 from sisr.port.plan import Plan, PortError
-from sisr.port.rules import ConvFill, indices, require_contiguous
+from sisr.port.rules import ConvFill, conv_shape, indices, require_contiguous
 
 NAME = "edsr-pytorch-vdsr"
 ALIASES = {"vdsr": "vdsr"}
@@ -53,7 +53,7 @@ def describe(state_dict, **options):
     for i in range(depth):
         key = f"body.{i}.0"
         in_ch, out_ch = (3 if i == 0 else filters), (3 if i == depth - 1 else filters)
-        shape = tuple(np.shape(state_dict[f"{key}.weight"]))
+        shape = conv_shape(state_dict, key)
         if shape != (out_ch, in_ch, 3, 3):
             raise PortError(f"{key}.weight has shape {shape}, expected "
                             f"{(out_ch, in_ch, 3, 3)} (OIHW)")
