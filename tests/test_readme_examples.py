@@ -82,7 +82,15 @@ def reader(tmp_path, monkeypatch):
 RUN = [block for block in BLOCKS if _not_run_reason(block[1]) is None]
 
 
-@pytest.mark.parametrize("line,source", RUN, ids=[f"README.md:{line}" for line, _ in RUN])
+# The study example trains two cells (~19 s): run in the slow tier (tests/test_study.py
+# runs `study.run` in the default one).
+SLOW_BLOCKS = ("study.run(",)
+
+
+@pytest.mark.parametrize("line,source", [
+    pytest.param(line, source, marks=pytest.mark.slow)
+    if any(key in source for key in SLOW_BLOCKS) else (line, source)
+    for line, source in RUN], ids=[f"README.md:{line}" for line, _ in RUN])
 def test_readme_python_block_runs_as_written(line, source, reader):
     namespace = {"__name__": "__readme__"}
     exec(compile(source, f"README.md:{line}", "exec"), namespace)  # noqa: S102
